@@ -1,0 +1,41 @@
+# Thin wrapper over CMake presets. `make test` is what CI runs.
+PRESET ?= $(if $(CI),ci,default)
+JOBS ?= $(shell nproc)
+MODEL ?= $(firstword $(wildcard ../shared/models/stories260K.gguf) $(wildcard models/*.gguf))
+PROMPT ?= Once upon a time
+BUILD_DIR = build
+
+.PHONY: all build deps test asan fuzz run serve format clean
+
+all: build
+
+deps:
+	@bash scripts/setup-debian.sh
+
+build: deps
+	@cmake --preset $(PRESET) >/dev/null
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+asan: deps
+	@cmake --preset asan >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS)
+
+fuzz: deps
+	@cmake --preset fuzz >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+
+run: build
+	$(BUILD_DIR)/spindle generate -m $(MODEL) -p "$(PROMPT)" -n 128
+
+serve: run
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,43 @@
+/* Small helpers: overflow-checked arithmetic, alignment, min/max, monotonic time. */
+#ifndef SP_BASE_UTIL_H
+#define SP_BASE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SP_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Overflow-checked arithmetic: return false (and leave *out unspecified) on overflow. */
+static inline bool sp_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+static inline bool sp_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool sp_mul_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+/* Rounds x up to a multiple of align (a power of two or any positive value); false on
+ * overflow. */
+static inline bool sp_align_up_u64(uint64_t x, uint64_t align, uint64_t *out) {
+    uint64_t r = x % align;
+    if (r == 0) {
+        *out = x;
+        return true;
+    }
+    return sp_add_u64(x, align - r, out);
+}
+
+/* Monotonic clock in microseconds / nanoseconds. */
+int64_t sp_time_us(void);
+int64_t sp_time_ns(void);
+
+/* Reads a whole file into a NUL-terminated heap buffer (*out_len excludes the NUL).
+ * Returns 0 on success, -errno on failure. The caller frees *out. */
+int sp_read_file(const char *path, char **out, size_t *out_len);
+
+#endif

@@ -1,0 +1,82 @@
+/* Block layouts of the quantized types (bit-exact with GGUF/ggml), half-precision conversion,
+ * and the scalar reference operations: quantize, dequantize and dot products.
+ *
+ * The scalar code here is the reference that SIMD kernels are tested against. It is written
+ * for clarity and exact reproducibility, not speed. All functions are pure and thread-safe. */
+#ifndef SP_TENSOR_QUANT_H
+#define SP_TENSOR_QUANT_H
+
+#include <assert.h>
+#include <stdint.h>
+
+#include "tensor/dtype.h"
+
+typedef uint16_t sp_f16;  // IEEE 754 binary16 bits
+typedef uint16_t sp_bf16; // bfloat16 bits
+
+#define SP_QK8_0 32
+#define SP_QK4_0 32
+#define SP_QK_K 256
+#define SP_K_SCALE_SIZE 12
+
+typedef struct sp_block_q8_0 {
+    sp_f16 d;            // scale
+    int8_t qs[SP_QK8_0]; // x = d * q
+} sp_block_q8_0;
+static_assert(sizeof(sp_block_q8_0) == 34, "q8_0 block");
+
+typedef struct sp_block_q4_0 {
+    sp_f16 d;                // scale
+    uint8_t qs[SP_QK4_0 / 2]; // low nibbles hold values 0..15, high nibbles 16..31; x = d*(q-8)
+} sp_block_q4_0;
+static_assert(sizeof(sp_block_q4_0) == 18, "q4_0 block");
+
+typedef struct sp_block_q4_k {
+    sp_f16 d;                         // super-block scale for the 6-bit sub-block scales
+    sp_f16 dmin;                      // super-block scale for the 6-bit sub-block mins
+    uint8_t scales[SP_K_SCALE_SIZE];  // 8 scales and 8 mins, 6 bits each
+    uint8_t qs[SP_QK_K / 2];          // 4-bit quants
+} sp_block_q4_k;
+static_assert(sizeof(sp_block_q4_k) == 144, "q4_k block");
+
+typedef struct sp_block_q6_k {
+    uint8_t ql[SP_QK_K / 2];      // low 4 bits
+    uint8_t qh[SP_QK_K / 4];      // high 2 bits
+    int8_t scales[SP_QK_K / 16];  // 8-bit sub-block scales
+    sp_f16 d;                     // super-block scale
+} sp_block_q6_k;
+static_assert(sizeof(sp_block_q6_k) == 210, "q6_k block");
+
+typedef struct sp_block_q8_k {
+    float d;                   // scale
+    int8_t qs[SP_QK_K];        // quants
+    int16_t bsums[SP_QK_K / 16]; // sums of quants in groups of 16
+} sp_block_q8_k;
+static_assert(sizeof(sp_block_q8_k) == 292, "q8_k block");
+
+/* Half-precision conversions, round-to-nearest-even, bit-identical to ggml's. */
+float sp_f16_to_f32(sp_f16 h);
+sp_f16 sp_f32_to_f16(float f);
+float sp_bf16_to_f32(sp_bf16 h);
+sp_bf16 sp_f32_to_bf16(float f);
+
+/* Converts n values of a supported type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K) at src
+ * to F32 at dst. n must be a multiple of the type's block size. */
+void sp_dequantize_row(sp_dtype type, const void *src, float *dst, int64_t n);
+
+/* Quantizes n floats to `type` with the reference rounding of ggml's quantize_row_*_ref
+ * (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K). n must be a multiple of the
+ * block size. dst must hold sp_dtype_row_bytes(type, n) bytes. */
+void sp_quantize_row(sp_dtype type, const float *src, void *dst, int64_t n);
+
+/* The type activations are converted to before a dot product with weights of type w, as in
+ * llama.cpp's CPU backend: F32->F32, F16->F16, BF16->BF16, Q8_0->Q8_0, Q4_0->Q8_0,
+ * Q4_K->Q8_K, Q6_K->Q8_K. */
+sp_dtype sp_dtype_vec_dot_type(sp_dtype w);
+
+/* Dot product of n values: a row of weights of type w and a row of activations already in
+ * sp_dtype_vec_dot_type(w). Scalar reference; the summation order is fixed (block by block,
+ * in index order), so the result depends only on the two rows. */
+float sp_vec_dot_ref(sp_dtype w, const void *w_row, const void *x_row, int64_t n);
+
+#endif
