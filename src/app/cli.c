@@ -3,20 +3,37 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "app/commands.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"generate", sp_cmd_generate, "complete a prompt on the command line"},
+    {"mkmodel", sp_cmd_mkmodel, "write a random-weight Llama GGUF model of a real shape"},
+};
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: spindle <command> [options]\n\n"
-               "commands:\n"
-               "  generate   generate text from a prompt\n"
-               "  mkmodel    write a random-weight Llama GGUF model\n"
-               "\nRun `spindle <command> --help` for a command's options.\n");
+    fprintf(f, "usage: spindle <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nRun `spindle <command> --help` for a command's options.\n");
 }
 
 int sp_cli_main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
-    fprintf(stderr, "spindle: unknown command '%s'\n", argv[1]);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "spindle: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
 }

@@ -1,0 +1,9 @@
+/* The subcommands of the `spindle` executable. Each takes argv starting at its own name and
+ * returns the process exit status (0 success, 1 failure, 2 usage error). Main thread only. */
+#ifndef SP_APP_COMMANDS_H
+#define SP_APP_COMMANDS_H
+
+int sp_cmd_generate(int argc, char **argv);
+int sp_cmd_mkmodel(int argc, char **argv);
+
+#endif

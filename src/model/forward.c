@@ -1,0 +1,254 @@
+#include "model/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "model/linear.h"
+#include "model/ops.h"
+#include "tensor/quant.h"
+
+struct sp_forward {
+    const sp_model *m;
+    int32_t max_tokens;
+    int32_t max_ctx;
+    float *x;       // (max_tokens, n_embd) residual stream
+    float *xn;      // (max_tokens, n_embd) normalized input of a sub-layer
+    float *q;       // (max_tokens, n_head * head_dim)
+    float *k;       // (max_tokens, n_head_kv * head_dim)
+    float *v;       // (max_tokens, n_head_kv * head_dim)
+    float *att;     // (max_tokens, n_head * head_dim) attention output
+    float *gate;    // (max_tokens, n_ff)
+    float *up;      // (max_tokens, n_ff)
+    float *rope;    // (max_tokens, n_rot) cos/sin pairs per rotated pair
+    float *scores;  // (max_ctx) attention weights of one head
+    float *kv_row;  // (head_dim) one key or value converted to F32
+    float *out_x;   // (max_tokens, n_embd) final-normalized rows whose logits are wanted
+    void *scratch;  // activations converted for the dot products
+};
+
+sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
+                         sp_forward **out) {
+    if (max_tokens <= 0 || max_ctx <= 0)
+        return SP_ERR_INVALID;
+    const sp_hparams *hp = &m->hp;
+    sp_forward *f = calloc(1, sizeof *f);
+    if (!f)
+        return SP_ERR_NOMEM;
+    f->m = m;
+    f->max_tokens = max_tokens;
+    f->max_ctx = max_ctx;
+    size_t T = (size_t)max_tokens;
+    size_t nq = (size_t)hp->n_head * (size_t)hp->head_dim;
+    size_t nkv = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    size_t widest = SP_MAX((size_t)hp->n_ff, SP_MAX(nq, (size_t)hp->n_embd));
+    f->x = malloc(T * (size_t)hp->n_embd * sizeof(float));
+    f->xn = malloc(T * (size_t)hp->n_embd * sizeof(float));
+    f->q = malloc(T * nq * sizeof(float));
+    f->k = malloc(T * nkv * sizeof(float));
+    f->v = malloc(T * nkv * sizeof(float));
+    f->att = malloc(T * nq * sizeof(float));
+    f->gate = malloc(T * (size_t)hp->n_ff * sizeof(float));
+    f->up = malloc(T * (size_t)hp->n_ff * sizeof(float));
+    f->rope = malloc(T * (size_t)hp->n_rot * sizeof(float));
+    f->scores = malloc((size_t)max_ctx * sizeof(float));
+    f->kv_row = malloc((size_t)hp->head_dim * sizeof(float));
+    f->out_x = malloc(T * (size_t)hp->n_embd * sizeof(float));
+    f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
+    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up ||
+        !f->rope || !f->scores || !f->kv_row || !f->out_x || !f->scratch) {
+        sp_forward_destroy(f);
+        return SP_ERR_NOMEM;
+    }
+    *out = f;
+    return SP_OK;
+}
+
+void sp_forward_destroy(sp_forward *f) {
+    if (!f)
+        return;
+    free(f->x);
+    free(f->xn);
+    free(f->q);
+    free(f->k);
+    free(f->v);
+    free(f->att);
+    free(f->gate);
+    free(f->up);
+    free(f->rope);
+    free(f->scores);
+    free(f->kv_row);
+    free(f->out_x);
+    free(f->scratch);
+    free(f);
+}
+
+static sp_err check_batch(const sp_forward *f, const sp_kvbuf *kv, const sp_batch *b) {
+    const sp_hparams *hp = &f->m->hp;
+    if (b->n_tokens <= 0 || b->n_tokens > f->max_tokens || b->n_out < 0 ||
+        b->n_out > b->n_tokens || b->n_seqs <= 0)
+        return SP_ERR_RANGE;
+    if (kv->n_layer != hp->n_layer || kv->n_head_kv != hp->n_head_kv ||
+        kv->head_dim != hp->head_dim)
+        return SP_ERR_INVALID;
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        int32_t s = b->seq[t], p = b->pos[t];
+        if (b->token[t] < 0 || b->token[t] >= hp->n_vocab || s < 0 || s >= b->n_seqs || p < 0 ||
+            p >= f->max_ctx)
+            return SP_ERR_RANGE;
+        // Every block this token reads (positions 0..p) must exist.
+        int32_t nb = p / kv->block_size + 1;
+        if (nb > b->n_seq_blocks[s])
+            return SP_ERR_RANGE;
+    }
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        for (int32_t i = 0; i < b->n_seq_blocks[s]; i++)
+            if (b->block_tables[s][i] < 0 || b->block_tables[s][i] >= kv->n_blocks)
+                return SP_ERR_RANGE;
+    for (int32_t i = 0; i < b->n_out; i++)
+        if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens)
+            return SP_ERR_RANGE;
+    return SP_OK;
+}
+
+/* Stores the keys and values of every batch token into its cache slot. */
+static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il) {
+    const sp_hparams *hp = &f->m->hp;
+    const int32_t D = hp->head_dim, nkv = hp->n_head_kv * D;
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        int32_t p = b->pos[t];
+        int32_t blk = b->block_tables[b->seq[t]][p / kv->block_size];
+        int32_t slot = p % kv->block_size;
+        for (int32_t h = 0; h < hp->n_head_kv; h++) {
+            for (int kvi = 0; kvi < 2; kvi++) {
+                const float *src = (kvi ? f->v : f->k) + (size_t)t * nkv + (size_t)h * D;
+                void *head = sp_kvbuf_head(kv, blk, il, kvi, h);
+                if (kv->type == SP_DTYPE_F32)
+                    memcpy((float *)head + (size_t)slot * D, src, (size_t)D * sizeof(float));
+                else
+                    sp__to_f16((sp_f16 *)head + (size_t)slot * D, src, D);
+            }
+        }
+    }
+}
+
+static const float *kv_at(const sp_forward *f, const sp_kvbuf *kv, int32_t blk, int32_t il,
+                          int kvi, int32_t h, int32_t slot) {
+    const int32_t D = kv->head_dim;
+    const void *head = sp_kvbuf_head(kv, blk, il, kvi, h);
+    if (kv->type == SP_DTYPE_F32)
+        return (const float *)head + (size_t)slot * D;
+    sp__from_f16(f->kv_row, (const sp_f16 *)head + (size_t)slot * D, D);
+    return f->kv_row;
+}
+
+/* Attention of every batch token over positions 0..pos of its sequence, block by block in
+ * position order: scores, softmax (max-subtracted, summed in double in position order), then
+ * the weighted sum of values in position order. */
+static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il) {
+    const sp_hparams *hp = &f->m->hp;
+    const int32_t D = hp->head_dim, nq = hp->n_head * D, nkv = hp->n_head_kv * D;
+    const int32_t group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)D);
+    (void)nkv;
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        const int32_t *table = b->block_tables[b->seq[t]];
+        const int32_t n_pos = b->pos[t] + 1;
+        for (int32_t h = 0; h < hp->n_head; h++) {
+            const int32_t g = h / group;
+            const float *q = f->q + (size_t)t * nq + (size_t)h * D;
+            float *out = f->att + (size_t)t * nq + (size_t)h * D;
+            float maxv = -INFINITY;
+            for (int32_t j = 0; j < n_pos; j++) {
+                const float *k = kv_at(f, kv, table[j / kv->block_size], il, 0, g,
+                                       j % kv->block_size);
+                float s = sp__dot_f32(q, k, D) * scale;
+                f->scores[j] = s;
+                maxv = s > maxv ? s : maxv;
+            }
+            double sum = 0.0;
+            for (int32_t j = 0; j < n_pos; j++) {
+                float e = expf(f->scores[j] - maxv);
+                f->scores[j] = e;
+                sum += (double)e;
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int32_t d = 0; d < D; d++)
+                out[d] = 0.0f;
+            for (int32_t j = 0; j < n_pos; j++) {
+                const float w = f->scores[j] * inv;
+                const float *v = kv_at(f, kv, table[j / kv->block_size], il, 1, g,
+                                       j % kv->block_size);
+                for (int32_t d = 0; d < D; d++)
+                    out[d] += w * v[d];
+            }
+        }
+    }
+}
+
+sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *logits) {
+    sp_err err = check_batch(f, kv, b);
+    if (err)
+        return err;
+    const sp_model *m = f->m;
+    const sp_hparams *hp = &m->hp;
+    const int32_t T = b->n_tokens, E = hp->n_embd, D = hp->head_dim, F = hp->n_ff;
+    const int32_t nq = hp->n_head * D, nkv = hp->n_head_kv * D;
+
+    for (int32_t t = 0; t < T; t++)
+        sp__weight_row(&m->tok_embd, b->token[t], f->x + (size_t)t * E);
+    for (int32_t t = 0; t < T; t++)
+        sp__rope_cache(hp, m->rope_freqs, b->pos[t], f->rope + (size_t)t * hp->n_rot);
+
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        const sp_layer *L = &m->layers[il];
+        for (int32_t t = 0; t < T; t++)
+            sp__rms_norm(f->xn + (size_t)t * E, f->x + (size_t)t * E, L->attn_norm.data, E,
+                         hp->norm_eps);
+        sp__linear(&L->wq, f->xn, T, f->q, f->scratch);
+        sp__linear(&L->wk, f->xn, T, f->k, f->scratch);
+        sp__linear(&L->wv, f->xn, T, f->v, f->scratch);
+        for (int32_t t = 0; t < T; t++) {
+            float *q = f->q + (size_t)t * nq, *k = f->k + (size_t)t * nkv;
+            if (L->bq.data) {
+                sp__add_inplace(q, L->bq.data, nq);
+                sp__add_inplace(k, L->bk.data, nkv);
+                sp__add_inplace(f->v + (size_t)t * nkv, L->bv.data, nkv);
+            }
+            for (int32_t h = 0; h < hp->n_head; h++) {
+                if (L->q_norm.data)
+                    sp__rms_norm(q + h * D, q + h * D, L->q_norm.data, D, hp->norm_eps);
+                sp__rope_apply(hp, f->rope + (size_t)t * hp->n_rot, q + h * D);
+            }
+            for (int32_t h = 0; h < hp->n_head_kv; h++) {
+                if (L->k_norm.data)
+                    sp__rms_norm(k + h * D, k + h * D, L->k_norm.data, D, hp->norm_eps);
+                sp__rope_apply(hp, f->rope + (size_t)t * hp->n_rot, k + h * D);
+            }
+        }
+        store_kv(f, kv, b, il);
+        attention(f, kv, b, il);
+        sp__linear(&L->wo, f->att, T, f->xn, f->scratch);
+        for (int32_t t = 0; t < T; t++)
+            sp__add_inplace(f->x + (size_t)t * E, f->xn + (size_t)t * E, E);
+
+        for (int32_t t = 0; t < T; t++)
+            sp__rms_norm(f->xn + (size_t)t * E, f->x + (size_t)t * E, L->ffn_norm.data, E,
+                         hp->norm_eps);
+        sp__linear(&L->w_gate, f->xn, T, f->gate, f->scratch);
+        sp__linear(&L->w_up, f->xn, T, f->up, f->scratch);
+        for (size_t i = 0; i < (size_t)T * (size_t)F; i++)
+            f->gate[i] = sp__silu(f->gate[i]) * f->up[i];
+        sp__linear(&L->w_down, f->gate, T, f->xn, f->scratch);
+        for (int32_t t = 0; t < T; t++)
+            sp__add_inplace(f->x + (size_t)t * E, f->xn + (size_t)t * E, E);
+    }
+
+    for (int32_t i = 0; i < b->n_out; i++)
+        sp__rms_norm(f->out_x + (size_t)i * E, f->x + (size_t)b->out_rows[i] * E,
+                     m->output_norm.data, E, hp->norm_eps);
+    if (b->n_out > 0)
+        sp__linear(&m->output, f->out_x, b->n_out, logits, f->scratch);
+    return SP_OK;
+}

@@ -1,0 +1,58 @@
+#include "model/ops.h"
+
+void sp__rms_norm(float *y, const float *x, const float *w, int32_t n, float eps) {
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int32_t i = 0; i < n; i++)
+        y[i] = (x[i] * scale) * w[i];
+}
+
+void sp__rope_cache(const sp_hparams *hp, const float *freq_factors, int32_t pos, float *cs) {
+    const float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
+    float theta = (float)pos;
+    for (int32_t i = 0; i < hp->n_rot / 2; i++) {
+        const float ff = freq_factors ? freq_factors[i] : 1.0f;
+        const float t = hp->rope_freq_scale * (theta / ff);
+        cs[2 * i] = cosf(t);
+        cs[2 * i + 1] = sinf(t);
+        theta *= theta_scale;
+    }
+}
+
+void sp__rope_apply(const sp_hparams *hp, const float *cs, float *x) {
+    const int32_t half = hp->n_rot / 2;
+    for (int32_t i = 0; i < half; i++) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        // NORM rotates adjacent pairs; NEOX pairs element i with i + n_rot/2.
+        const int32_t a = hp->rope_type == SP_ROPE_NEOX ? i : 2 * i;
+        const int32_t b = hp->rope_type == SP_ROPE_NEOX ? i + half : 2 * i + 1;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+void sp__add_inplace(float *y, const float *x, int32_t n) {
+    for (int32_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+float sp__dot_f32(const float *a, const float *b, int32_t n) {
+    float s = 0.0f;
+    for (int32_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+void sp__to_f16(sp_f16 *dst, const float *src, int32_t n) {
+    for (int32_t i = 0; i < n; i++)
+        dst[i] = sp_f32_to_f16(src[i]);
+}
+
+void sp__from_f16(float *dst, const sp_f16 *src, int32_t n) {
+    for (int32_t i = 0; i < n; i++)
+        dst[i] = sp_f16_to_f32(src[i]);
+}
