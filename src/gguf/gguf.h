@@ -4,7 +4,16 @@
  * against the file size with overflow-checked arithmetic before anything is dereferenced, so
  * a truncated or hostile file yields an error with a message and a byte offset, never a crash
  * or an out-of-bounds read. Strings and tensor data are views into the mapping: they stay valid
- * until sp_gguf_close(). A parsed sp_gguf is immutable and may be read from any thread. */
+ * until sp_gguf_close(). A parsed sp_gguf is immutable and may be read from any thread.
+ *
+ * Parse errors: SP_ERR_TRUNCATED when a fixed-size field runs past the end of the image;
+ * SP_ERR_RANGE when a count or length cannot fit in the bytes left, a tensor's data lies past
+ * the end, or arithmetic overflows; SP_ERR_FORMAT for a bad magic, unknown metadata type,
+ * duplicate key or tensor name, bad n_dims or extent, misaligned or overlapping tensor data,
+ * or a general.alignment that is not u32; SP_ERR_RANGE for an alignment that is not a power of
+ * two; SP_ERR_UNSUPPORTED for versions other than 2 and 3, big-endian files, nested arrays and
+ * unknown tensor types. diag->offset is the file offset of the offending field and
+ * diag->param the key or tensor name being read, when there is one. */
 #ifndef SP_GGUF_GGUF_H
 #define SP_GGUF_GGUF_H
 
@@ -47,8 +56,9 @@ typedef struct sp_gguf_kv {
     sp_gguf_type type;     // value type; SP_GGUF_ARRAY for arrays
     sp_gguf_type arr_type; // element type when type == SP_GGUF_ARRAY
     uint64_t arr_n;        // element count when type == SP_GGUF_ARRAY
-    const uint8_t *value;  // raw little-endian value (for arrays: the first element)
-    uint64_t offset;       // file offset of the value
+    const uint8_t *value;  // raw little-endian value (strings: the u64 length prefix; arrays:
+                           // the first element)
+    uint64_t offset;       // file offset of `value`
 } sp_gguf_kv;
 
 typedef struct sp_gguf_tensor {
@@ -94,7 +104,8 @@ sp_err sp_gguf_get_str(const sp_gguf *g, const char *key, sp_str *out, sp_diag *
 
 /* Array element access (kv->type must be SP_GGUF_ARRAY; i < kv->arr_n). Strings in arrays are
  * indexed at parse time, so sp_gguf_arr_str is O(1). Numeric getters convert like the scalar
- * getters and return SP_ERR_FORMAT if the element type does not fit. */
+ * getters and return SP_ERR_FORMAT if the element type does not fit. They return SP_ERR_RANGE
+ * when i >= kv->arr_n; sp_gguf_arr_str returns SP_ERR_INVALID when kv is not an entry of g. */
 sp_err sp_gguf_arr_str(const sp_gguf *g, const sp_gguf_kv *kv, uint64_t i, sp_str *out) SP_MUST_USE;
 sp_err sp_gguf_arr_int(const sp_gguf_kv *kv, uint64_t i, int64_t *out) SP_MUST_USE;
 sp_err sp_gguf_arr_float(const sp_gguf_kv *kv, uint64_t i, double *out) SP_MUST_USE;
@@ -103,6 +114,11 @@ uint64_t sp_gguf_n_tensors(const sp_gguf *g);
 const sp_gguf_tensor *sp_gguf_tensor_at(const sp_gguf *g, uint64_t i);
 /* Finds a tensor by name; NULL if absent. */
 const sp_gguf_tensor *sp_gguf_find_tensor(const sp_gguf *g, const char *name);
+
+/* Short name of a metadata type ("u32", "string", ...; "unknown" when out of range) and the
+ * size of a fixed-size type in bytes (0 for STRING, ARRAY and unknown types). */
+const char *sp_gguf_type_name(sp_gguf_type t);
+size_t sp_gguf_type_size(sp_gguf_type t);
 
 /* True if s equals the NUL-terminated string c. */
 bool sp_str_eq(sp_str s, const char *c);
