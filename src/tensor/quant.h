@@ -7,6 +7,7 @@
 #define SP_TENSOR_QUANT_H
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tensor/dtype.h"
@@ -75,8 +76,29 @@ void sp_quantize_row(sp_dtype type, const float *src, void *dst, int64_t n);
 sp_dtype sp_dtype_vec_dot_type(sp_dtype w);
 
 /* Dot product of n values: a row of weights of type w and a row of activations already in
- * sp_dtype_vec_dot_type(w). Scalar reference; the summation order is fixed (block by block,
- * in index order), so the result depends only on the two rows. */
+ * sp_dtype_vec_dot_type(w). Scalar reference; the summation order is fixed, so the result
+ * depends only on the two rows. It is bit-identical to ggml's generic (non-SIMD) vec_dot:
+ *  - F32, F16, BF16: each product is rounded to float, then summed in double in index order;
+ *  - Q8_0, Q4_0: per block an exact integer dot, times d_w * d_x, summed in float block by block;
+ *  - Q4_K, Q6_K: per block exact integer dots (with the sub-block scales) in 8 lanes by
+ *    position mod 8; lane l accumulates d_w * d_x * int_l in float block by block; the Q4_K
+ *    min correction dmin_w * d_x * sum(bsums * mins) is subtracted from the total block by
+ *    block, and the 8 lanes are added to it last, in lane order.
+ * n must be a multiple of the block size. */
 float sp_vec_dot_ref(sp_dtype w, const void *w_row, const void *x_row, int64_t n);
+
+/* Bytes of scratch sp_matmul_ref needs: n_rows rows of n_in values in
+ * sp_dtype_vec_dot_type(wtype). */
+size_t sp_matmul_ref_scratch_bytes(sp_dtype wtype, int64_t n_in, int64_t n_rows);
+
+/* y[r*n_out + o] = dot(row o of w, row r of x) for r < n_rows, o < n_out.
+ * w: (n_out, n_in) in wtype, rows of sp_dtype_row_bytes(wtype, n_in) bytes, contiguous.
+ * x: (n_rows, n_in) F32. y: (n_rows, n_out) F32. scratch: sp_matmul_ref_scratch_bytes() bytes.
+ * Each activation row is first converted to sp_dtype_vec_dot_type(wtype) with
+ * sp_quantize_row, then every output is sp_vec_dot_ref of one weight row and one converted
+ * row. So each output depends only on its weight row and its activation row, never on n_rows
+ * or on the other rows (batch invariance). n_in must be a multiple of the block size. */
+void sp_matmul_ref(sp_dtype wtype, const void *w, int64_t n_in, int64_t n_out, const float *x,
+                   int64_t n_rows, float *y, void *scratch);
 
 #endif
