@@ -342,7 +342,9 @@ typedef struct span {
 
 static int span_cmp(const void *a, const void *b) {
     const span *x = a, *y = b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index; // stable: report the later tensor
 }
 
 static sp_err parse_tensor_infos(sp_gguf *g, cursor *c, span *spans) {
