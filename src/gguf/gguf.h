@@ -86,7 +86,9 @@ void sp_gguf_close(sp_gguf *g);
 
 uint32_t sp_gguf_version(const sp_gguf *g);
 uint64_t sp_gguf_alignment(const sp_gguf *g);
-uint64_t sp_gguf_data_offset(const sp_gguf *g); // file offset of the tensor data section
+/* File offset of the tensor data section (the aligned end of the tensor infos). A file without
+ * tensors may end before it, so then it can exceed sp_gguf_file_size(). */
+uint64_t sp_gguf_data_offset(const sp_gguf *g);
 uint64_t sp_gguf_file_size(const sp_gguf *g);
 
 uint64_t sp_gguf_n_kv(const sp_gguf *g);
