@@ -86,7 +86,9 @@ sp_f16 sp_f32_to_f16(float f) {
     return (sp_f16)(sign | r);
 }
 
-float sp_bf16_to_f32(sp_bf16 h) { return f32_from_bits((uint32_t)h << 16); }
+float sp_bf16_to_f32(sp_bf16 h) {
+    return f32_from_bits((uint32_t)h << 16);
+}
 
 sp_bf16 sp_f32_to_bf16(float f) {
     uint32_t u = f32_bits(f);

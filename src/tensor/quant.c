@@ -13,8 +13,12 @@
 
 #define GROUP_MAX_EPS 1e-15f
 
-static int imin(int a, int b) { return a < b ? a : b; }
-static int imax(int a, int b) { return a > b ? a : b; }
+static int imin(int a, int b) {
+    return a < b ? a : b;
+}
+static int imax(int a, int b) {
+    return a > b ? a : b;
+}
 
 /* Round to nearest, ties to even, for |x| < 2^22: adding 1.5*2^23 leaves the integer in the low
  * mantissa bits. Out of that range the result is meaningless but defined, exactly as in ggml,
@@ -280,8 +284,8 @@ static void quant_q4_k(const float *x, sp_block_q4_k *y, int64_t nb) {
             const float av_x = sqrtf(sum_x2 / 32);
             for (int l = 0; l < 32; l++)
                 weights[l] = av_x + fabsf(xs[l]);
-            scales[j] = fit_scale_min(32, 15, xs, weights, L + 32 * j, &mins[j], Laux, -1.f,
-                                      0.1f, 20);
+            scales[j] =
+                fit_scale_min(32, 15, xs, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
             if (scales[j] > max_scale)
                 max_scale = scales[j];
             if (mins[j] > max_min)
@@ -419,12 +423,11 @@ static void quant_q6_k(const float *x, sp_block_q6_k *y, int64_t nb) {
         uint8_t *ql = y[i].ql, *qh = y[i].qh;
         for (int j = 0; j < SP_QK_K; j += 128, ql += 64, qh += 32) {
             for (int l = 0; l < 32; l++) {
-                const int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64],
-                          q4 = L[j + l + 96];
+                const int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
                 ql[l] = (uint8_t)((q1 & 0xf) | ((q3 & 0xf) << 4));
                 ql[l + 32] = (uint8_t)((q2 & 0xf) | ((q4 & 0xf) << 4));
-                qh[l] = (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) |
-                                  ((q4 >> 4) << 6));
+                qh[l] =
+                    (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
             }
         }
     }

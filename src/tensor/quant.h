@@ -15,9 +15,9 @@
 typedef uint16_t sp_f16;  // IEEE 754 binary16 bits
 typedef uint16_t sp_bf16; // bfloat16 bits
 
-#define SP_QK8_0 32
-#define SP_QK4_0 32
-#define SP_QK_K 256
+#define SP_QK8_0        32
+#define SP_QK4_0        32
+#define SP_QK_K         256
 #define SP_K_SCALE_SIZE 12
 
 typedef struct sp_block_q8_0 {
@@ -27,30 +27,30 @@ typedef struct sp_block_q8_0 {
 static_assert(sizeof(sp_block_q8_0) == 34, "q8_0 block");
 
 typedef struct sp_block_q4_0 {
-    sp_f16 d;                // scale
+    sp_f16 d;                 // scale
     uint8_t qs[SP_QK4_0 / 2]; // low nibbles hold values 0..15, high nibbles 16..31; x = d*(q-8)
 } sp_block_q4_0;
 static_assert(sizeof(sp_block_q4_0) == 18, "q4_0 block");
 
 typedef struct sp_block_q4_k {
-    sp_f16 d;                         // super-block scale for the 6-bit sub-block scales
-    sp_f16 dmin;                      // super-block scale for the 6-bit sub-block mins
-    uint8_t scales[SP_K_SCALE_SIZE];  // 8 scales and 8 mins, 6 bits each
-    uint8_t qs[SP_QK_K / 2];          // 4-bit quants
+    sp_f16 d;                        // super-block scale for the 6-bit sub-block scales
+    sp_f16 dmin;                     // super-block scale for the 6-bit sub-block mins
+    uint8_t scales[SP_K_SCALE_SIZE]; // 8 scales and 8 mins, 6 bits each
+    uint8_t qs[SP_QK_K / 2];         // 4-bit quants
 } sp_block_q4_k;
 static_assert(sizeof(sp_block_q4_k) == 144, "q4_k block");
 
 typedef struct sp_block_q6_k {
-    uint8_t ql[SP_QK_K / 2];      // low 4 bits
-    uint8_t qh[SP_QK_K / 4];      // high 2 bits
-    int8_t scales[SP_QK_K / 16];  // 8-bit sub-block scales
-    sp_f16 d;                     // super-block scale
+    uint8_t ql[SP_QK_K / 2];     // low 4 bits
+    uint8_t qh[SP_QK_K / 4];     // high 2 bits
+    int8_t scales[SP_QK_K / 16]; // 8-bit sub-block scales
+    sp_f16 d;                    // super-block scale
 } sp_block_q6_k;
 static_assert(sizeof(sp_block_q6_k) == 210, "q6_k block");
 
 typedef struct sp_block_q8_k {
-    float d;                   // scale
-    int8_t qs[SP_QK_K];        // quants
+    float d;                     // scale
+    int8_t qs[SP_QK_K];          // quants
     int16_t bsums[SP_QK_K / 16]; // sums of quants in groups of 16
 } sp_block_q8_k;
 static_assert(sizeof(sp_block_q8_k) == 292, "q8_k block");
@@ -62,12 +62,18 @@ float sp_bf16_to_f32(sp_bf16 h);
 sp_bf16 sp_f32_to_bf16(float f);
 
 /* Converts n values of a supported type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K) at src
- * to F32 at dst. n must be a multiple of the type's block size. */
+ * to F32 at dst, with the arithmetic of ggml's dequantize_row_* (bit-identical results).
+ * n must be a multiple of the type's block size; another type or n aborts (SP_ASSERT), so
+ * callers check sp_dtype_info.supported for types read from files. */
 void sp_dequantize_row(sp_dtype type, const void *src, float *dst, int64_t n);
 
 /* Quantizes n floats to `type` with the reference rounding of ggml's quantize_row_*_ref
- * (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K). n must be a multiple of the
- * block size. dst must hold sp_dtype_row_bytes(type, n) bytes. */
+ * (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K), byte-identical to it. n must be
+ * a multiple of the block size. dst must hold sp_dtype_row_bytes(type, n) bytes. src must be
+ * finite for the block types. Q8_0 rounds with roundf (ties away from zero) as the reference
+ * does; llama.cpp's x86 SIMD activation path rounds ties to even, which differs only when
+ * x * 127 / amax is exactly k + 0.5. Q8_K rounds ties to even, like ggml. Blocks of zeros
+ * quantize to all-zero bytes (Q8_K bsums included). */
 void sp_quantize_row(sp_dtype type, const float *src, void *dst, int64_t n);
 
 /* The type activations are converted to before a dot product with weights of type w, as in

@@ -133,9 +133,9 @@ static float dot_q6_k_q8_k(const sp_block_q6_k *x, const sp_block_q8_k *y, int64
             const uint8_t *ql = x[i].ql + 64 * half;
             const uint8_t *qh = x[i].qh + 32 * half;
             const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
-            const int q = (((quarter & 2) ? (lo >> 4) : (lo & 0xf)) |
-                           (((qh[l] >> (2 * quarter)) & 3) << 4)) -
-                          32;
+            const int q =
+                (((quarter & 2) ? (lo >> 4) : (lo & 0xf)) | (((qh[l] >> (2 * quarter)) & 3) << 4)) -
+                32;
             acc[k % 8] += x[i].scales[k / 16] * (q * y[i].qs[k]);
         }
         const float d = sp_f16_to_f32(x[i].d) * y[i].d;

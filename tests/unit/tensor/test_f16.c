@@ -66,10 +66,18 @@ static void test_f16_known_values(void **state) {
         uint16_t h;
         float f;
     } known[] = {
-        {0x0000, 0.0f},         {0x3c00, 1.0f},          {0xc000, -2.0f},
-        {0x3800, 0.5f},         {0x3555, 0.333251953125f}, {0x7bff, 65504.0f},
-        {0x0400, 0x1p-14f},     {0x0001, 0x1p-24f},      {0x03ff, 0x3ffp-24f},
-        {0x4248, 3.140625f},    {0xfbff, -65504.0f},     {0x5640, 100.0f},
+        {0x0000, 0.0f},
+        {0x3c00, 1.0f},
+        {0xc000, -2.0f},
+        {0x3800, 0.5f},
+        {0x3555, 0.333251953125f},
+        {0x7bff, 65504.0f},
+        {0x0400, 0x1p-14f},
+        {0x0001, 0x1p-24f},
+        {0x03ff, 0x3ffp-24f},
+        {0x4248, 3.140625f},
+        {0xfbff, -65504.0f},
+        {0x5640, 100.0f},
     };
     for (size_t i = 0; i < SP_ARRAY_LEN(known); i++) {
         assert_true(sp_f16_to_f32(known[i].h) == known[i].f);

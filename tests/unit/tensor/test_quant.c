@@ -290,8 +290,8 @@ static void test_round_trip_nmse(void **state) {
         sp_dtype t;
         double max_nmse;
     } budget[] = {
-        {SP_DTYPE_F16, 1e-7},  {SP_DTYPE_BF16, 5e-6}, {SP_DTYPE_Q8_0, 1e-4},
-        {SP_DTYPE_Q8_K, 1e-4}, {SP_DTYPE_Q6_K, 5e-4}, {SP_DTYPE_Q4_K, 7e-3},
+        {SP_DTYPE_F16, 1e-7},    {SP_DTYPE_BF16, 5e-6}, {SP_DTYPE_Q8_0, 1e-4},
+        {SP_DTYPE_Q8_K, 1e-4},   {SP_DTYPE_Q6_K, 5e-4}, {SP_DTYPE_Q4_K, 7e-3},
         {SP_DTYPE_Q4_0, 1.5e-2},
     };
     const int64_t n = 65536;
@@ -391,8 +391,8 @@ static void check_vec_dot(sp_dtype wt, int64_t n, uint64_t seed) {
     double n_roundings = info->block_size == 1 ? 2 : (double)(n / info->block_size) + 12;
     double tol = n_roundings * 0x1p-23 * mag;
     if (fabs(got - exact) > tol)
-        fail_msg("%s n=%lld: got %.9g, exact %.9g (tol %.3g)", sp_dtype_get(wt)->name,
-                 (long long)n, got, exact, tol);
+        fail_msg("%s n=%lld: got %.9g, exact %.9g (tol %.3g)", sp_dtype_get(wt)->name, (long long)n,
+                 got, exact, tol);
     // A second call gives the same bits.
     float again = sp_vec_dot_ref(wt, wq, xq, n);
     assert_memory_equal(&got, &again, sizeof got);
