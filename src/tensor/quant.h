@@ -72,8 +72,8 @@ void sp_dequantize_row(sp_dtype type, const void *src, float *dst, int64_t n);
  * a multiple of the block size. dst must hold sp_dtype_row_bytes(type, n) bytes. src must be
  * finite for the block types. Q8_0 rounds with roundf (ties away from zero) as the reference
  * does; llama.cpp's x86 SIMD activation path rounds ties to even, which differs only when
- * x * 127 / amax is exactly k + 0.5. Q8_K rounds ties to even, like ggml. Blocks of zeros
- * quantize to all-zero bytes (Q8_K bsums included). */
+ * x * 127 / amax is exactly k + 0.5. Q8_K rounds ties to even, like ggml; a Q8_K block of
+ * zeros gets zero bsums (ggml leaves them unset). */
 void sp_quantize_row(sp_dtype type, const float *src, void *dst, int64_t n);
 
 /* The type activations are converted to before a dot product with weights of type w, as in
