@@ -202,7 +202,8 @@ static sp_err reserve_strs(sp_gguf *g, uint64_t n) {
     // n <= bytes left / 8, so the table stays proportional to the file size.
     if (g->cap_strs - g->n_strs >= n)
         return SP_OK;
-    uint64_t cap = g->n_strs + n;
+    // Grow geometrically so that many small arrays do not copy the table each time.
+    uint64_t cap = SP_MAX(g->n_strs + n, g->cap_strs * 2);
     uint64_t *p = realloc(g->strs, cap * sizeof *p);
     if (!p)
         return SP_ERR_NOMEM;
