@@ -8,6 +8,12 @@
 
 #include "base/util.h"
 
+/* top_p buckets: candidates are grouped by how far their logit lies below the maximum, in
+ * 1/32-logit steps; everything more than 32 below the maximum (weight < 1.3e-14 each) shares the
+ * last bucket. The grouping only decides how much has to be sorted, never the result. */
+#define TOP_P_BUCKETS 1024
+#define TOP_P_RANGE 32.0
+
 /* ---- parameters ---------------------------------------------------------------------------- */
 
 sp_sample_params sp_sample_params_default(void) {
@@ -216,6 +222,8 @@ struct sp_sampler {
     int32_t window;      // repeat_last_n, or -1 for the whole history (then ring is NULL)
     int32_t ring_len;
     int32_t ring_head;
+
+    double bucket_mass[TOP_P_BUCKETS]; // top_p scratch: weight per logit bucket
 };
 
 sp_err sp_sampler_create(const sp_sample_params *p, int32_t n_vocab, sp_sampler **out) {
@@ -339,46 +347,83 @@ void sp_sampler_apply_penalties(const sp_sampler *s, float *logits) {
     }
 }
 
-/* top_p over c[n]: keeps the smallest prefix, in candidate order, whose probability (at
- * temperature 1, over the current candidates) reaches top_p. If the list is not sorted yet,
- * sorts only as much as needed: the best 256, then the next 512, 1024, ... Returns the new
- * count; c[0..count) is sorted afterwards. */
-static size_t apply_top_p(cand *c, size_t n, bool sorted, double top_p) {
-    double max = -INFINITY;
-    if (sorted) {
-        max = c[0].logit;
-    } else {
-        for (size_t i = 0; i < n; i++)
-            max = c[i].logit > max ? c[i].logit : max;
-    }
-    if (max == -INFINITY) { // nothing has any probability; leave the list alone
-        if (!sorted)
-            sort_cands(c, n);
-        return n;
-    }
-    double z = 0.0;
-    for (size_t i = 0; i < n; i++)
-        z += exp((double)c[i].logit - max);
+static inline size_t top_p_bucket(double max, float logit) {
+    double d = (max - (double)logit) * (TOP_P_BUCKETS / TOP_P_RANGE); // >= 0; +inf for -inf
+    return d < TOP_P_BUCKETS - 1 ? (size_t)d : TOP_P_BUCKETS - 1;
+}
 
-    double cum = 0.0;
-    size_t done = 0, chunk = 256;
-    for (;;) {
-        size_t want = sorted ? n : SP_MIN(n, done + chunk);
-        if (!sorted && want > done) {
-            if (want < n)
-                select_best(c + done, n - done, want - done);
-            sort_cands(c + done, want - done);
-        }
-        for (size_t i = done; i < want; i++) {
+/* top_p over c[n]: keeps the smallest prefix, in candidate order, whose probability (at
+ * temperature 1, over the current candidates) reaches top_p, and returns its length.
+ *
+ * Sorted input (after top_k): one cumulative scan. Unsorted input (the whole vocabulary): one
+ * pass sums the weights exp(l - max) per bucket (bucket_mass, TOP_P_BUCKETS entries); the first
+ * bucket at which the cumulative mass reaches top_p holds the cut. A three-way partition puts
+ * the buckets before it at the front (all kept, left unsorted), then that bucket's candidates,
+ * which alone are sorted and scanned for the exact cut. O(n) plus sorting one bucket; the kept
+ * candidates are not in candidate order afterwards (*sorted is set accordingly). */
+static size_t apply_top_p(cand *c, size_t n, bool *sorted, double top_p, double *bucket_mass) {
+    if (*sorted) {
+        const double max = c[0].logit;
+        if (max == -INFINITY)
+            return n; // nothing has any probability; leave the list alone
+        double z = 0.0;
+        for (size_t i = 0; i < n; i++)
+            z += exp((double)c[i].logit - max);
+        double cum = 0.0;
+        for (size_t i = 0; i < n; i++) {
             cum += exp((double)c[i].logit - max) / z;
             if (cum >= top_p)
                 return i + 1;
         }
-        done = want;
-        if (done == n)
-            return n; // rounding kept the sum below top_p: keep everything
-        chunk *= 2;
+        return n; // rounding kept the sum below top_p: keep everything
     }
+
+    double max = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        max = c[i].logit > max ? c[i].logit : max;
+    if (max == -INFINITY)
+        return n;
+    memset(bucket_mass, 0, TOP_P_BUCKETS * sizeof *bucket_mass);
+    double z = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double w = exp((double)c[i].logit - max);
+        z += w;
+        bucket_mass[top_p_bucket(max, c[i].logit)] += w;
+    }
+    const double target = top_p * z;
+    double cum = 0.0; // mass of the buckets before `cut_bucket`
+    size_t cut_bucket = 0;
+    while (cut_bucket < TOP_P_BUCKETS && cum + bucket_mass[cut_bucket] < target)
+        cum += bucket_mass[cut_bucket++];
+    if (cut_bucket == TOP_P_BUCKETS)
+        return n; // rounding: the total never reached top_p
+
+    // [0, lo): earlier buckets; [lo, hi): the cut bucket; [hi, n): later buckets.
+    size_t lo = 0, mid = 0, hi = n;
+    while (mid < hi) {
+        size_t b = top_p_bucket(max, c[mid].logit);
+        if (b < cut_bucket)
+            swap_cand(c, lo++, mid++);
+        else if (b == cut_bucket)
+            mid++;
+        else
+            swap_cand(c, mid, --hi);
+    }
+    *sorted = false;
+    sort_cands(c + lo, hi - lo);
+    for (size_t i = lo; i < hi; i++) {
+        cum += exp((double)c[i].logit - max);
+        if (cum >= target)
+            return i + 1;
+    }
+    // Rounding between the bucket sums and this scan: go on through the rest, in order.
+    sort_cands(c + hi, n - hi);
+    for (size_t i = hi; i < n; i++) {
+        cum += exp((double)c[i].logit - max);
+        if (cum >= target)
+            return i + 1;
+    }
+    return n;
 }
 
 /* min_p over c[n]: keeps candidates with p >= min_p * p_max, i.e. logit >= max + log(min_p),
@@ -407,45 +452,86 @@ static size_t apply_min_p(cand *c, size_t n, bool sorted, double min_p) {
     return k;
 }
 
+/* The logit of token i after cleaning and penalties. */
+static inline float effective_logit(const sp_sampler *s, const float *logits, size_t i) {
+    float l = clean_logit(logits[i]);
+    if (s->penalties_on && s->count[i] > 0)
+        l = clean_logit(penalize(&s->p, l, s->count[i]));
+    return l;
+}
+
+/* top_k for small k: one pass over the logits keeping the k best in a heap whose root is the
+ * worst kept, so most tokens cost one comparison; then the heap is sorted. Leaves c[0..k) in
+ * candidate order. O(n + k log k log n). */
+static void top_k_heap(const sp_sampler *s, const float *logits, size_t k) {
+    cand *c = s->cand;
+    const size_t n = (size_t)s->n_vocab;
+    for (size_t i = 0; i < k; i++)
+        c[i] = (cand){effective_logit(s, logits, i), (int32_t)i};
+    for (size_t i = k / 2; i-- > 0;)
+        sift_down(c, i, k);
+    for (size_t i = k; i < n; i++) {
+        float l = effective_logit(s, logits, i);
+        // Later ids lose ties, so an equal logit cannot enter either.
+        if (l <= c[0].logit)
+            continue;
+        c[0] = (cand){l, (int32_t)i};
+        sift_down(c, 0, k);
+    }
+    for (size_t end = k - 1; end > 0; end--) {
+        swap_cand(c, 0, end);
+        sift_down(c, 0, end);
+    }
+}
+
 /* Runs the chain up to the final softmax: leaves the candidates in s->cand[0..count) with their
  * unnormalized probabilities in s->w, returns count and the sum of the weights. */
 static size_t build_distribution(sp_sampler *s, const float *logits, double *sum_out) {
     const sp_sample_params *p = &s->p;
     cand *c = s->cand;
     size_t n = (size_t)s->n_vocab;
-    for (size_t i = 0; i < n; i++) {
-        c[i].logit = clean_logit(logits[i]);
-        c[i].id = (int32_t)i;
-    }
-    if (s->penalties_on) {
-        for (int32_t i = 0; i < s->n_active; i++) {
-            int32_t t = s->active[i];
-            c[t].logit = clean_logit(penalize(p, c[t].logit, s->count[t]));
-        }
-    }
 
     if (p->temperature <= 0.0f) {
+        // Greedy: the first maximum is the lowest id among equals.
         size_t best = 0;
-        for (size_t i = 1; i < n; i++)
-            if (better(&c[i], &c[best]))
+        float best_l = effective_logit(s, logits, 0);
+        for (size_t i = 1; i < n; i++) {
+            float l = effective_logit(s, logits, i);
+            if (l > best_l) {
                 best = i;
-        c[0] = c[best];
+                best_l = l;
+            }
+        }
+        c[0] = (cand){best_l, (int32_t)best};
         s->w[0] = 1.0;
         *sum_out = 1.0;
         return 1;
     }
 
     bool sorted = false;
-    if (p->top_k > 0 && (size_t)p->top_k < n) {
-        select_best(c, n, (size_t)p->top_k);
+    const bool top_k_on = p->top_k > 0 && (size_t)p->top_k < n;
+    if (top_k_on && (size_t)p->top_k <= n / 16) {
         n = (size_t)p->top_k;
-        sort_cands(c, n);
+        top_k_heap(s, logits, n);
         sorted = true;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            c[i] = (cand){clean_logit(logits[i]), (int32_t)i};
+        if (s->penalties_on) {
+            for (int32_t i = 0; i < s->n_active; i++) {
+                int32_t t = s->active[i];
+                c[t].logit = clean_logit(penalize(p, c[t].logit, s->count[t]));
+            }
+        }
+        if (top_k_on) {
+            select_best(c, n, (size_t)p->top_k);
+            n = (size_t)p->top_k;
+            sort_cands(c, n);
+            sorted = true;
+        }
     }
-    if (p->top_p < 1.0f) {
-        n = apply_top_p(c, n, sorted, p->top_p);
-        sorted = true;
-    }
+    if (p->top_p < 1.0f)
+        n = apply_top_p(c, n, &sorted, p->top_p, s->bucket_mass);
     if (p->min_p > 0.0f)
         n = apply_min_p(c, n, sorted, p->min_p);
 
@@ -542,10 +628,11 @@ sp_err sp_sample_logprobs(const float *logits, int32_t n_vocab, int32_t token, i
     double z = 0.0;
     for (int32_t i = 0; i < n_vocab; i++)
         z += exp((double)clean_logit(logits[i]) - max);
-    const double lse = max + log(z);
+    // (l - max) - log z, not l - (max + log z): the latter loses log z next to a huge max.
+    const double log_z = log(z);
 
     if (token_logprob)
-        *token_logprob = (float)((double)clean_logit(logits[token]) - lse);
+        *token_logprob = (float)(((double)clean_logit(logits[token]) - max) - log_z);
 
     size_t k = (size_t)SP_MIN(n_top, n_vocab);
     if (k == 0)
@@ -570,6 +657,6 @@ sp_err sp_sample_logprobs(const float *logits, int32_t n_vocab, int32_t token, i
         lp_sift_down(logits, top_ids, 0, end);
     }
     for (size_t i = 0; i < k; i++)
-        top_logprobs[i] = (float)((double)clean_logit(logits[top_ids[i]]) - lse);
+        top_logprobs[i] = (float)(((double)clean_logit(logits[top_ids[i]]) - max) - log_z);
     return SP_OK;
 }

@@ -15,12 +15,15 @@
  *
  * Cost per token (n = n_vocab):
  *   - one O(n) copy of the logits, penalties in O(distinct tokens in the window);
- *   - top_k: quickselect (median-of-three, falling back to heapsort when the recursion runs
- *     deep) to move the k best to the front in O(n), then an O(k log k) sort of those k;
- *   - top_p without top_k: the normalizer is summed over all n, then the best 256 candidates are
- *     selected and sorted, then the next 512 from the rest, doubling each round, until the
- *     cumulative probability reaches top_p; a peaked distribution costs O(n) plus a small sort,
- *     a flat one degrades gracefully to O(n log n);
+ *   - top_k with k <= n/16: one pass keeping the k best in a heap (most tokens cost a single
+ *     comparison with the heap's worst), then the k are sorted; larger k: quickselect
+ *     (median-of-three, falling back to heapsort when the recursion runs deep) moves the k best
+ *     to the front in O(n), then an O(k log k) sort of those k;
+ *   - top_p without top_k: one pass sums exp(l - max) into 1024 buckets by distance below the
+ *     maximum logit (1/32 logit wide); the bucket where the cumulative mass reaches top_p holds
+ *     the cut. A three-way partition keeps the better buckets unsorted and sorts only the
+ *     candidates of that one bucket to place the cut exactly. O(n) plus one small sort, however
+ *     flat the distribution;
  *   - min_p alone: one filtering pass, no sort;
  *   - the final softmax and draw: O(candidates left).
  * No step allocates memory: the sampler allocates all of its scratch in sp_sampler_create.
@@ -109,8 +112,9 @@ void sp_sampler_apply_penalties(const sp_sampler *s, float *logits);
 /* Computes the distribution sp_sampler_sample would draw from, without drawing: after
  * penalties, top_k, top_p, min_p and temperature. Writes the first min(count, cap) candidates to
  * ids[cap] and probs[cap] (probabilities summing to 1 over all `count` candidates) and returns
- * count. Candidates come in descending probability (ties: lower id first) when top_k or top_p
- * cut the list, else in ascending id. Greedy samplers return the argmax with probability 1.
+ * count. Candidates come in descending probability (ties: lower id first) when top_k cut the
+ * list and top_p was off; otherwise in an unspecified order (ascending id when no stage cut
+ * anything). Greedy samplers return the argmax with probability 1.
  * Does not allocate; it does not touch the RNG. */
 int32_t sp_sampler_distribution(sp_sampler *s, const float *logits, int32_t cap, int32_t *ids,
                                 float *probs);
