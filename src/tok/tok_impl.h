@@ -109,8 +109,15 @@ int sp__gpt2_cp_to_byte(uint32_t cp);
 sp_err sp__spm_encode(const sp_vocab *v, const char *text, size_t len, sp_tokens *out);
 sp_err sp__bpe_encode(const sp_vocab *v, const char *text, size_t len, sp_tokens *out);
 
-/* Pre-tokenizer lifecycle (bpe.c / pretok.c). */
-sp_err sp__pretok_create(const char *pre, size_t pre_len, sp__pretok **out, sp_diag *diag);
+/* Settings that come with a pre-tokenizer (llama.cpp sets them by tokenizer.ggml.pre). */
+typedef struct sp__pre_flags {
+    bool clean_spaces, ignore_merges, add_bos;
+} sp__pre_flags;
+
+/* Compiles the pre-tokenizer named `pre` (len 0: llama.cpp's "default"; unknown: GPT-2's, with
+ * a warning). */
+sp_err sp__pretok_create(const char *pre, size_t pre_len, sp__pretok **out, sp__pre_flags *flags,
+                         sp_diag *diag);
 void sp__pretok_destroy(sp__pretok *p);
 /* Splits text into words, appending to spans (cleared first). */
 sp_err sp__pretok_split(const sp__pretok *p, const char *text, size_t len, sp__spans *spans);

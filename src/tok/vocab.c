@@ -489,37 +489,6 @@ static sp_err load_merges(sp_vocab *v, const sp_vocab_spec *spec, sp_diag *diag)
     return SP_OK;
 }
 
-/* BPE pre-tokenizer settings by name (llama.cpp's tokenizer_pre table, for the families
- * Spindle supports); returns false for an unknown name. */
-static bool bpe_pre_flags(sp_str pre, sp_vocab *v) {
-    static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral",
-                                         NULL};
-    static const char *const unclean[] = {"deepseek-llm", "deepseek-coder", "qwen2",
-                                          "deepseek-r1-qwen", "command-r", "smollm", "poro-chat",
-                                          "viking", NULL};
-    static const char *const plain[] = {"default", "gpt-2", "phi-2", "jina-es", "jina-de",
-                                        "falcon", "mpt", "starcoder", "refact", "olmo",
-                                        "stablelm2", "dbrx", "smaug-bpe", "codeshell", "exaone",
-                                        "megrez", NULL};
-    for (const char *const *p = llama3; *p; p++) {
-        if (str_is(pre, *p)) {
-            v->ignore_merges = true;
-            v->add_bos = true;
-            return true;
-        }
-    }
-    for (const char *const *p = unclean; *p; p++) {
-        if (str_is(pre, *p)) {
-            v->clean_spaces = false;
-            return true;
-        }
-    }
-    for (const char *const *p = plain; *p; p++)
-        if (str_is(pre, *p))
-            return true;
-    return false;
-}
-
 /* Phi-3's converted models lack lstrip/rstrip flags; llama.cpp sets them by model name. */
 static void model_attrs(sp_vocab *v, sp_str name) {
     char low[128];
@@ -637,13 +606,13 @@ sp_err sp_vocab_build(const sp_vocab_spec *spec, sp_vocab **out, sp_diag *diag) 
         v->add_space_prefix = false;
         v->add_bos = false;
         v->add_eos = false;
-        v->clean_spaces = true;
-        if (spec->pre.len == 0) {
-            SP_WARN("tokenizer: missing pre-tokenizer type, using 'default'");
-        } else if (!bpe_pre_flags(spec->pre, v)) {
-            SP_WARN("tokenizer: unknown pre-tokenizer type '%.*s', using GPT-2's",
-                    (int)SP_MIN(spec->pre.len, 64), spec->pre.ptr);
-        }
+        sp__pre_flags pf;
+        e = sp__pretok_create(spec->pre.ptr, spec->pre.len, &v->pretok, &pf, diag);
+        if (e)
+            goto fail;
+        v->clean_spaces = pf.clean_spaces;
+        v->ignore_merges = pf.ignore_merges;
+        v->add_bos = pf.add_bos;
         if (!spec->n_merges) {
             e = sp_diag_set(diag, SP_ERR_FORMAT, UINT64_MAX, "BPE vocabulary without merges");
             goto fail;
@@ -701,11 +670,6 @@ sp_err sp_vocab_build(const sp_vocab_spec *spec, sp_vocab **out, sp_diag *diag) 
     model_attrs(v, spec->name);
     build_byte_tokens(v);
 
-    if (v->type == SP_VOCAB_BPE) {
-        e = sp__pretok_create(spec->pre.ptr, spec->pre.len, &v->pretok, diag);
-        if (e)
-            goto fail;
-    }
     *out = v;
     return SP_OK;
 fail:
