@@ -14,7 +14,8 @@
  * depend on how the selection algorithm partitions.
  *
  * Cost per token (n = n_vocab):
- *   - one O(n) copy of the logits, penalties in O(distinct tokens in the window);
+ *   - one O(n) pass over the logits (a copy, except for greedy and small top_k, which scan
+ *     them in place); penalties cost O(distinct tokens in the window) on the copy;
  *   - top_k with k <= n/16: one pass keeping the k best in a heap (most tokens cost a single
  *     comparison with the heap's worst), then the k are sorted; larger k: quickselect
  *     (median-of-three, falling back to heapsort when the recursion runs deep) moves the k best
@@ -22,8 +23,8 @@
  *   - top_p without top_k: one pass sums exp(l - max) into 1024 buckets by distance below the
  *     maximum logit (1/32 logit wide); the bucket where the cumulative mass reaches top_p holds
  *     the cut. A three-way partition keeps the better buckets unsorted and sorts only the
- *     candidates of that one bucket to place the cut exactly. O(n) plus one small sort, however
- *     flat the distribution;
+ *     candidates of that one bucket to place the cut exactly. O(n) plus the sort of one
+ *     bucket, which is large only when very many logits lie within 1/32 of each other there;
  *   - min_p alone: one filtering pass, no sort;
  *   - the final softmax and draw: O(candidates left).
  * No step allocates memory: the sampler allocates all of its scratch in sp_sampler_create.
