@@ -23,7 +23,8 @@ struct sp_forward {
     float *up;      // (max_tokens, n_ff)
     float *rope;    // (max_tokens, n_rot) cos/sin pairs per rotated pair
     float *scores;  // (max_ctx) attention weights of one head
-    float *kv_row;  // (head_dim) one key or value converted to F32
+    sp_f16 *q16;    // (head_dim) one query head rounded to F16
+    double *acc;    // (head_dim) value accumulator
     float *out_x;   // (max_tokens, n_embd) final-normalized rows whose logits are wanted
     void *scratch;  // activations converted for the dot products
 };
@@ -53,11 +54,12 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     f->up = malloc(T * (size_t)hp->n_ff * sizeof(float));
     f->rope = malloc(T * (size_t)hp->n_rot * sizeof(float));
     f->scores = malloc((size_t)max_ctx * sizeof(float));
-    f->kv_row = malloc((size_t)hp->head_dim * sizeof(float));
+    f->q16 = malloc((size_t)hp->head_dim * sizeof(sp_f16));
+    f->acc = malloc((size_t)hp->head_dim * sizeof(double));
     f->out_x = malloc(T * (size_t)hp->n_embd * sizeof(float));
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up ||
-        !f->rope || !f->scores || !f->kv_row || !f->out_x || !f->scratch) {
+        !f->rope || !f->scores || !f->q16 || !f->acc || !f->out_x || !f->scratch) {
         sp_forward_destroy(f);
         return SP_ERR_NOMEM;
     }
@@ -78,7 +80,8 @@ void sp_forward_destroy(sp_forward *f) {
     free(f->up);
     free(f->rope);
     free(f->scores);
-    free(f->kv_row);
+    free(f->q16);
+    free(f->acc);
     free(f->out_x);
     free(f->scratch);
     free(f);
@@ -133,25 +136,33 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il)
     }
 }
 
-static const float *kv_at(const sp_forward *f, const sp_kvbuf *kv, int32_t blk, int32_t il,
-                          int kvi, int32_t h, int32_t slot) {
+
+/* Score of one query head against one cached key. With an F16 cache the query is rounded to
+ * F16 and the exact products are summed in double, as llama.cpp's F16 dot product does for
+ * head sizes below its SIMD width; with an F32 cache it is a plain F32 dot product. */
+static float qk_dot(const sp_forward *f, const sp_kvbuf *kv, const float *q, const sp_f16 *q16,
+                    const void *kh, int32_t slot) {
     const int32_t D = kv->head_dim;
-    const void *head = sp_kvbuf_head(kv, blk, il, kvi, h);
     if (kv->type == SP_DTYPE_F32)
-        return (const float *)head + (size_t)slot * D;
-    sp__from_f16(f->kv_row, (const sp_f16 *)head + (size_t)slot * D, D);
-    return f->kv_row;
+        return sp__dot_f32(q, (const float *)kh + (size_t)slot * D, D);
+    (void)f;
+    const sp_f16 *k = (const sp_f16 *)kh + (size_t)slot * D;
+    double s = 0.0;
+    for (int32_t i = 0; i < D; i++)
+        s += (double)(sp_f16_to_f32(q16[i]) * sp_f16_to_f32(k[i]));
+    return (float)s;
 }
 
 /* Attention of every batch token over positions 0..pos of its sequence, block by block in
  * position order: scores, softmax (max-subtracted, summed in double in position order), then
- * the weighted sum of values in position order. */
+ * the weighted sum of values in position order. With an F16 cache the softmax weights are
+ * rounded to F16 before the value sum (accumulated in double), as llama.cpp does. */
 static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il) {
     const sp_hparams *hp = &f->m->hp;
-    const int32_t D = hp->head_dim, nq = hp->n_head * D, nkv = hp->n_head_kv * D;
+    const int32_t D = hp->head_dim, nq = hp->n_head * D, BS = kv->block_size;
     const int32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)D);
-    (void)nkv;
+    const bool f16 = kv->type == SP_DTYPE_F16;
     for (int32_t t = 0; t < b->n_tokens; t++) {
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
@@ -159,11 +170,12 @@ static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int3
             const int32_t g = h / group;
             const float *q = f->q + (size_t)t * nq + (size_t)h * D;
             float *out = f->att + (size_t)t * nq + (size_t)h * D;
+            if (f16)
+                sp__to_f16(f->q16, q, D);
             float maxv = -INFINITY;
             for (int32_t j = 0; j < n_pos; j++) {
-                const float *k = kv_at(f, kv, table[j / kv->block_size], il, 0, g,
-                                       j % kv->block_size);
-                float s = sp__dot_f32(q, k, D) * scale;
+                const void *kh = sp_kvbuf_head(kv, table[j / BS], il, 0, g);
+                float s = qk_dot(f, kv, q, f->q16, kh, j % BS) * scale;
                 f->scores[j] = s;
                 maxv = s > maxv ? s : maxv;
             }
@@ -174,14 +186,29 @@ static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int3
                 sum += (double)e;
             }
             const float inv = (float)(1.0 / sum);
-            for (int32_t d = 0; d < D; d++)
-                out[d] = 0.0f;
-            for (int32_t j = 0; j < n_pos; j++) {
-                const float w = f->scores[j] * inv;
-                const float *v = kv_at(f, kv, table[j / kv->block_size], il, 1, g,
-                                       j % kv->block_size);
+            if (f16) {
                 for (int32_t d = 0; d < D; d++)
-                    out[d] += w * v[d];
+                    f->acc[d] = 0.0;
+                for (int32_t j = 0; j < n_pos; j++) {
+                    const float w = sp_f16_to_f32(sp_f32_to_f16(f->scores[j] * inv));
+                    const sp_f16 *v =
+                        (const sp_f16 *)sp_kvbuf_head(kv, table[j / BS], il, 1, g) +
+                        (size_t)(j % BS) * D;
+                    for (int32_t d = 0; d < D; d++)
+                        f->acc[d] += (double)(w * sp_f16_to_f32(v[d]));
+                }
+                for (int32_t d = 0; d < D; d++)
+                    out[d] = (float)f->acc[d];
+            } else {
+                for (int32_t d = 0; d < D; d++)
+                    out[d] = 0.0f;
+                for (int32_t j = 0; j < n_pos; j++) {
+                    const float w = f->scores[j] * inv;
+                    const float *v = (const float *)sp_kvbuf_head(kv, table[j / BS], il, 1, g) +
+                                     (size_t)(j % BS) * D;
+                    for (int32_t d = 0; d < D; d++)
+                        out[d] += w * v[d];
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, vo
         SP_ASSERT(!"activation row size");
     uint8_t *xq = scratch;
     for (int64_t r = 0; r < n_rows; r++)
-        sp_quantize_row(vt, x + r * n_in, xq + r * (int64_t)x_row_bytes, n_in);
+        sp_quantize_act_row(vt, x + r * n_in, xq + r * (int64_t)x_row_bytes, n_in);
     const uint8_t *wd = w->data;
     for (int64_t r = 0; r < n_rows; r++) {
         const uint8_t *xr = xq + r * (int64_t)x_row_bytes;

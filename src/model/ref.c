@@ -10,6 +10,9 @@
 struct sp_ref {
     const sp_model *m;
     int32_t max_ctx;
+    bool quant_act;
+    void *xq;            // (widest row) activations in the dot-product type
+    float *xd;           // (widest row) the same, back in F32
     float *x, *xb, *xb2; // (n_embd) activations; xb2 sized for the widest row
     float *q;            // (n_head * head_dim)
     float *k, *v;        // (n_head_kv * head_dim) of the current token
@@ -30,13 +33,14 @@ static int32_t widest(const sp_hparams *hp) {
     return w;
 }
 
-sp_err sp_ref_create(const sp_model *m, int32_t max_ctx, sp_ref **out) {
+sp_err sp_ref_create(const sp_model *m, int32_t max_ctx, bool quant_act, sp_ref **out) {
     const sp_hparams *hp = &m->hp;
     sp_ref *r = calloc(1, sizeof *r);
     if (!r)
         return SP_ERR_NOMEM;
     r->m = m;
     r->max_ctx = max_ctx;
+    r->quant_act = quant_act;
     size_t W = (size_t)widest(hp), nkv = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     size_t cache = (size_t)hp->n_layer * (size_t)max_ctx * nkv;
     r->x = calloc(W, sizeof(float));
@@ -50,10 +54,12 @@ sp_err sp_ref_create(const sp_model *m, int32_t max_ctx, sp_ref **out) {
     r->att = calloc((size_t)max_ctx, sizeof(float));
     r->row = calloc(W, sizeof(float));
     r->rope = calloc((size_t)hp->n_rot, sizeof(float));
+    r->xq = calloc(W, sizeof(float));
+    r->xd = calloc(W, sizeof(float));
     r->key_cache = calloc(cache, sizeof(float));
     r->value_cache = calloc(cache, sizeof(float));
     if (!r->x || !r->xb || !r->xb2 || !r->q || !r->k || !r->v || !r->hb || !r->hb2 || !r->att ||
-        !r->row || !r->rope || !r->key_cache || !r->value_cache) {
+        !r->row || !r->rope || !r->xq || !r->xd || !r->key_cache || !r->value_cache) {
         sp_ref_destroy(r);
         return SP_ERR_NOMEM;
     }
@@ -75,6 +81,8 @@ void sp_ref_destroy(sp_ref *r) {
     free(r->att);
     free(r->row);
     free(r->rope);
+    free(r->xq);
+    free(r->xd);
     free(r->key_cache);
     free(r->value_cache);
     free(r);
@@ -83,6 +91,12 @@ void sp_ref_destroy(sp_ref *r) {
 /* out (w->ne[1]) = w x: each weight row dequantized to F32, dot accumulated in double. */
 static void matvec(sp_ref *r, const sp_weight *w, const float *x, float *out) {
     const uint8_t *data = w->data;
+    if (r->quant_act) {
+        const sp_dtype vt = sp_dtype_vec_dot_type(w->type);
+        sp_quantize_act_row(vt, x, r->xq, w->ne[0]);
+        sp_dequantize_row(vt, r->xq, r->xd, w->ne[0]);
+        x = r->xd;
+    }
     for (int64_t o = 0; o < w->ne[1]; o++) {
         sp_dequantize_row(w->type, data + o * (int64_t)w->row_bytes, r->row, w->ne[0]);
         double s = 0.0;

@@ -5,6 +5,7 @@
 #ifndef SP_MODEL_REF_H
 #define SP_MODEL_REF_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/err.h"
@@ -12,7 +13,10 @@
 
 typedef struct sp_ref sp_ref;
 
-sp_err sp_ref_create(const sp_model *m, int32_t max_ctx, sp_ref **out) SP_MUST_USE;
+/* quant_act: round each matrix product's input activations to the weight's dot-product type
+ * first (sp_quantize_act_row), as the batched pass and llama.cpp do; the products are still
+ * exact (double). Off, everything stays F32. */
+sp_err sp_ref_create(const sp_model *m, int32_t max_ctx, bool quant_act, sp_ref **out) SP_MUST_USE;
 void sp_ref_destroy(sp_ref *r);
 
 /* Evaluates `token` at position pos (positions must come in order 0, 1, 2, ... for one

@@ -107,4 +107,11 @@ size_t sp_matmul_ref_scratch_bytes(sp_dtype wtype, int64_t n_in, int64_t n_rows)
 void sp_matmul_ref(sp_dtype wtype, const void *w, int64_t n_in, int64_t n_out, const float *x,
                    int64_t n_rows, float *y, void *scratch);
 
+/* Converts a row of activations to the dot-product type vt = sp_dtype_vec_dot_type(w) the way
+ * llama.cpp's x86 CPU backend does before a matrix product, which differs from the reference
+ * quantizer for Q8_0: the inverse scale is 127/amax (not 1/d) and halves round to even. Q8_K,
+ * F16, BF16 and F32 are as sp_quantize_row. Matching this is what lets quantized models follow
+ * llama.cpp's outputs token for token. */
+void sp_quantize_act_row(sp_dtype vt, const float *src, void *dst, int64_t n);
+
 #endif
