@@ -105,3 +105,118 @@ sp_err sp_tok_decode(const sp_vocab *v, const sp_token *ids, size_t n, unsigned 
         *out_len = k;
     return SP_OK;
 }
+
+/* ---- streaming ------------------------------------------------------------------------------ */
+
+sp_err sp_detok_init(sp_detok *d, const sp_vocab *v, unsigned flags) {
+    memset(d, 0, sizeof *d);
+    // worst case: 3 held bytes + the piece, every byte replaced by U+FFFD (3 bytes)
+    size_t cap = 3 * ((size_t)v->max_piece_len + 4);
+    d->buf = malloc(cap);
+    if (!d->buf)
+        return SP_ERR_NOMEM;
+    d->cap = cap;
+    d->v = v;
+    d->flags = flags;
+    d->first = true;
+    return SP_OK;
+}
+
+void sp_detok_deinit(sp_detok *d) {
+    free(d->buf);
+    memset(d, 0, sizeof *d);
+}
+
+/* The length of a UTF-8 character starting with lead byte c, and the range its second byte must
+ * fall in (Unicode's well-formed sequences table); 0 if c cannot start one. */
+static size_t lead_info(uint8_t c, uint8_t *lo, uint8_t *hi) {
+    *lo = 0x80;
+    *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        return 2;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (c == 0xE0)
+            *lo = 0xA0;
+        else if (c == 0xED)
+            *hi = 0x9F;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (c == 0xF0)
+            *lo = 0x90;
+        else if (c == 0xF4)
+            *hi = 0x8F;
+        return 4;
+    }
+    return 0;
+}
+
+static size_t put_invalid(const sp_detok *d, const uint8_t *s, size_t n, char *out) {
+    if (d->flags & SP_DETOK_REPLACE_INVALID) {
+        memcpy(out, "\xef\xbf\xbd", 3);
+        return 3;
+    }
+    memcpy(out, s, n);
+    return n;
+}
+
+sp_err sp_detok_push(sp_detok *d, sp_token id, sp_str *out) {
+    const sp_vocab *v = d->v;
+    if (id < 0 || (uint32_t)id >= v->n_tokens)
+        return SP_ERR_RANGE;
+    sp_str p = sp_tok_piece_ref(v, id, d->flags & SP_DECODE_SPECIAL);
+    if (d->first && (d->flags & SP_DETOK_STRIP_SPACE) && v->add_space_prefix && p.len &&
+        p.ptr[0] == ' ') {
+        p.ptr++;
+        p.len--;
+    }
+    d->first = false;
+
+    // the held bytes followed by the piece, scanned character by character
+    uint8_t in[4];
+    const size_t nh = d->n_held, n = nh + p.len;
+    memcpy(in, d->held, nh);
+#define AT(i) ((i) < nh ? in[i] : (uint8_t)p.ptr[(i) - nh])
+    size_t k = 0, i = 0;
+    d->n_held = 0;
+    while (i < n) {
+        uint8_t c = AT(i), lo, hi;
+        if (c < 0x80) {
+            d->buf[k++] = (char)c;
+            i++;
+            continue;
+        }
+        size_t len = lead_info(c, &lo, &hi), m = 1;
+        while (m < len && i + m < n) {
+            uint8_t b = AT(i + m);
+            if (b < (m == 1 ? lo : 0x80) || b > (m == 1 ? hi : 0xBF))
+                break;
+            m++;
+        }
+        uint8_t seq[4];
+        for (size_t q = 0; q < m; q++)
+            seq[q] = AT(i + q);
+        if (len && m == len) {
+            memcpy(d->buf + k, seq, m);
+            k += m;
+        } else if (len && i + m == n) {
+            memcpy(d->held, seq, m); // a valid start, cut short: wait for the rest
+            d->n_held = (uint32_t)m;
+        } else {
+            k += put_invalid(d, seq, m, d->buf + k);
+        }
+        i += m;
+    }
+#undef AT
+    *out = (sp_str){d->buf, k};
+    return SP_OK;
+}
+
+sp_str sp_detok_flush(sp_detok *d) {
+    size_t k = 0;
+    if (d->n_held)
+        k = put_invalid(d, d->held, d->n_held, d->buf);
+    d->n_held = 0;
+    d->first = true;
+    return (sp_str){d->buf, k};
+}

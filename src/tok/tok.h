@@ -165,4 +165,45 @@ enum {
 sp_err sp_tok_decode(const sp_vocab *v, const sp_token *ids, size_t n, unsigned flags,
                      char **out, size_t *out_len, sp_diag *diag) SP_MUST_USE;
 
+/* ---- Streaming ---------------------------------------------------------------------------- */
+
+enum {
+    /* sp_detok: drop the leading space of the first piece when the vocabulary adds a space
+     * prefix (as sp_tok_decode does); off by default, as for llama-server's streamed pieces,
+     * which continue a prompt. */
+    SP_DETOK_STRIP_SPACE = 1 << 2,
+    /* sp_detok: replace each maximal invalid UTF-8 subpart by U+FFFD (what llama-server's JSON
+     * output does), so that every chunk is valid UTF-8. Off: invalid bytes pass through. */
+    SP_DETOK_REPLACE_INVALID = 1 << 3,
+};
+
+/* Incremental detokenizer for streaming: feed ids one by one and get the bytes that became
+ * complete. A chunk never ends inside a UTF-8 character: an incomplete character (byte-fallback
+ * or byte-level BPE tokens split it) is held until the next id completes or breaks it. Control
+ * tokens are hidden unless SP_DECODE_SPECIAL. No clean-up of spaces (llama.cpp streams pieces
+ * as they are). Owned by one thread; the vocabulary must outlive it. */
+typedef struct sp_detok {
+    const sp_vocab *v;
+    unsigned flags;    // SP_DECODE_SPECIAL | SP_DETOK_*
+    bool first;        // no id pushed yet
+    uint8_t held[4];   // the start of an incomplete UTF-8 character
+    uint32_t n_held;
+    char *buf;         // [cap] output of the last push
+    size_t cap;
+} sp_detok;
+
+/* Allocates the output buffer once (sized for the vocabulary's longest piece): pushing never
+ * allocates. SP_ERR_NOMEM. */
+sp_err sp_detok_init(sp_detok *d, const sp_vocab *v, unsigned flags) SP_MUST_USE;
+void sp_detok_deinit(sp_detok *d);
+
+/* Feeds one id; *out is set to the bytes now complete (possibly none), a view valid until the
+ * next call on d. SP_ERR_RANGE for an id out of range (nothing changes then). */
+sp_err sp_detok_push(sp_detok *d, sp_token id, sp_str *out) SP_MUST_USE;
+
+/* Ends the stream: returns the held bytes of an incomplete character (as U+FFFD with
+ * SP_DETOK_REPLACE_INVALID) and resets d for a new stream. The view is valid until the next
+ * call on d. */
+sp_str sp_detok_flush(sp_detok *d);
+
 #endif

@@ -54,6 +54,7 @@ struct sp_vocab {
     char *piece_pool;     // token_to_piece(special = true) of every token, NUL after each
     uint32_t *piece_off;  // [n_tokens]
     uint32_t *piece_len;  // [n_tokens]
+    uint32_t max_piece_len;
 
     sp_token byte_tok[256]; // byte -> its fallback token (SPM) or byte-level token (BPE)
 

@@ -408,6 +408,8 @@ static sp_err build_pieces(sp_vocab *v) {
         }
         v->piece_off[id] = (uint32_t)start;
         v->piece_len[id] = (uint32_t)(b.n - start);
+        if (v->piece_len[id] > v->max_piece_len)
+            v->max_piece_len = v->piece_len[id];
         b.n++; // keep the NUL
     }
     v->piece_pool = b.p;
@@ -613,7 +615,7 @@ sp_err sp_vocab_build(const sp_vocab_spec *spec, sp_vocab **out, sp_diag *diag) 
         v->clean_spaces = pf.clean_spaces;
         v->ignore_merges = pf.ignore_merges;
         v->add_bos = pf.add_bos;
-        if (!spec->n_merges) {
+        if (!spec->merges) {
             e = sp_diag_set(diag, SP_ERR_FORMAT, UINT64_MAX, "BPE vocabulary without merges");
             goto fail;
         }
