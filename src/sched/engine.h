@@ -1,0 +1,123 @@
+/* The continuous-batching engine: one owner thread holds the model's forward state and the KV
+ * pool, and every step runs ONE forward pass over the tokens of all live requests.
+ *
+ * Each step builds a batch under a token budget (max_batch_tokens) and a sequence cap
+ * (max_seqs): first one decode token for every running request whose prompt is done, then
+ * prefill chunks of partially prefilled requests, then new requests from the waiting queue in
+ * arrival order, as long as the admission policy agrees and their prompt's blocks can be
+ * reserved (chunked prefill: a long prompt never blocks decodes for more than one chunk).
+ * When a decode cannot get a KV block, the newest running request is preempted by recompute:
+ * it releases its blocks and returns to the head of the waiting queue, keeping its generated
+ * tokens, which become part of its prompt when it resumes; a resumed request cannot be
+ * preempted again until its prefill is done. Cancellation frees a request's blocks in the next
+ * step. With the prefix cache on, full blocks are shared between requests with equal prefixes.
+ *
+ * Because the forward pass is batch invariant, a request's tokens do not depend on what else
+ * runs, on chunking or on preemption: the same seed gives the same text.
+ *
+ * Threads: sp_engine_submit, sp_request_cancel, sp_engine_take_ready, sp_engine_stats and
+ * sp_engine_notify_fd may be called from any thread. The engine either runs its own thread
+ * (sp_engine_start) or is stepped by its creator with sp_engine_step (tests), never both. */
+#ifndef SP_SCHED_ENGINE_H
+#define SP_SCHED_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "model/model.h"
+#include "sched/policy.h"
+#include "sched/request.h"
+#include "tok/tok.h"
+
+typedef struct sp_engine_step_info {
+    int32_t n_tokens;  // tokens in the step's batch
+    int32_t n_decode;  // of which decode tokens
+    int32_t n_seqs;    // sequences in the batch
+    int32_t n_preempted;
+} sp_engine_step_info;
+
+typedef struct sp_engine_opts {
+    int32_t max_batch_tokens; // token budget of one step (default 512)
+    int32_t max_seqs;         // running requests at most (default 64)
+    int32_t max_chunk;        // prefill tokens per request per step (default: the budget)
+    int32_t n_ctx;            // context length per request (default: the model's, <= 4096)
+    int32_t block_size;       // positions per KV block (default 16)
+    int64_t kv_bytes;         // KV pool size in bytes; 0: use kv_tokens
+    int32_t kv_tokens;        // KV pool size in tokens; 0 with kv_bytes 0: max_seqs * n_ctx
+                              // capped at 1 GiB
+    sp_dtype kv_type;         // SP_DTYPE_F16 (default) or SP_DTYPE_F32
+    bool prefix_cache;        // share full blocks between requests (default true)
+    uint64_t cache_salt;      // mixed into the prefix hashes (identifies the model)
+    sp_admission_policy policy; // default: sp_policy_aggressive(); the engine destroys it
+    /* Hooks for tests and tracing, called on the engine thread; each may be NULL. on_step after
+     * each step; on_logits with a request's logits row just before its token is sampled;
+     * on_preempt when a request is preempted. They share one context pointer. */
+    void (*on_step)(void *ctx, const sp_engine_step_info *info);
+    void (*on_logits)(void *ctx, sp_request *r, const float *logits, int32_t n_vocab);
+    void (*on_preempt)(void *ctx, sp_request *r);
+    void *hook_ctx;
+} sp_engine_opts;
+
+sp_engine_opts sp_engine_opts_default(void);
+
+typedef struct sp_engine_stats {
+    uint64_t steps;
+    uint64_t prompt_tokens;     // prompt tokens computed (prefill, including recompute)
+    uint64_t cached_tokens;     // prompt tokens taken from the prefix cache
+    uint64_t generated_tokens;
+    uint64_t preemptions;
+    uint64_t finished[5];       // by sp_finish
+    int32_t n_running;
+    int32_t n_waiting;
+    int32_t n_blocks;
+    int32_t n_blocks_used;      // referenced by requests
+    int32_t n_blocks_cached;    // kept for prefix reuse, evictable
+    int32_t block_size;
+    int32_t n_ctx;
+    int64_t last_step_us;       // when the last step ended (sp_time_us clock)
+    int64_t busy_since_us;      // when the engine last went from idle to busy (0 when idle)
+} sp_engine_stats;
+
+typedef struct sp_engine sp_engine;
+
+/* Creates an engine for a model and its vocabulary (both borrowed; they must outlive it):
+ * allocates the KV pool and all per-step buffers once. SP_ERR_INVALID (with diag) for bad
+ * options, SP_ERR_NOMEM if the pool does not fit in memory. */
+sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_opts *opts,
+                        sp_engine **out, sp_diag *diag) SP_MUST_USE;
+
+/* Stops the thread if started (cancelling every request), releases everything; NULL ok. */
+void sp_engine_destroy(sp_engine *e);
+
+/* Starts the engine thread. */
+sp_err sp_engine_start(sp_engine *e) SP_MUST_USE;
+
+/* Hands a request to the engine, which takes its own reference. SP_ERR_RANGE (with diag,
+ * param "prompt") if the prompt does not fit the context, SP_ERR_NOMEM, SP_ERR_INVALID if the
+ * request was submitted before or the engine is shutting down. Any thread. */
+sp_err sp_engine_submit(sp_engine *e, sp_request *r, sp_diag *diag) SP_MUST_USE;
+
+/* Runs one step on the calling thread (for engines not started). Returns false if there was
+ * nothing to do. */
+bool sp_engine_step(sp_engine *e);
+
+/* True while requests are waiting or running (engine thread or a stepping caller). */
+bool sp_engine_busy(sp_engine *e);
+
+/* A file descriptor (eventfd) that becomes readable when requests have new output; read it
+ * (8 bytes) to reset, then call sp_engine_take_ready. */
+int sp_engine_notify_fd(const sp_engine *e);
+
+/* Takes the list of requests with new output since the last call, each with a reference the
+ * caller must release; iterate with sp_request_next_ready. Any thread. */
+sp_request *sp_engine_take_ready(sp_engine *e);
+sp_request *sp_request_next_ready(const sp_request *r);
+
+/* Counters, a consistent snapshot. Any thread. */
+void sp_engine_stats_get(sp_engine *e, sp_engine_stats *out);
+
+/* The context length requests get. */
+int32_t sp_engine_n_ctx(const sp_engine *e);
+
+#endif

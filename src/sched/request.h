@@ -1,0 +1,134 @@
+/* A generation request and its output channel.
+ *
+ * A client (the HTTP server, the CLI, a test) creates a request from prompt tokens and
+ * parameters, submits it to the engine (engine.h) and reads its output as it grows: generated
+ * tokens (with optional log-probabilities), the text they detokenize to (stop strings already
+ * cut, never half a UTF-8 character, never bytes that might still turn out to start a stop
+ * string), and finally the finish reason.
+ *
+ * Threads. Everything the client passes is copied at creation. Afterwards the request is shared
+ * by the client's thread and the engine thread: the output fields are written by the engine and
+ * read through sp_request_read under the request's mutex; the cancel flag is atomic. All other
+ * state is the engine's. The request is reference-counted: sp_request_create returns one
+ * reference, the engine holds its own while the request is live, and the last
+ * sp_request_release frees it. */
+#ifndef SP_SCHED_REQUEST_H
+#define SP_SCHED_REQUEST_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "kv/table.h"
+#include "sample/sample.h"
+#include "sample/stop.h"
+#include "tok/tok.h"
+
+#define SP_REQ_MAX_TOP_LOGPROBS 20
+
+typedef enum sp_finish {
+    SP_FINISH_NONE = 0,   // still running
+    SP_FINISH_STOP,       // end-of-generation token or stop string
+    SP_FINISH_LENGTH,     // max_tokens or the context length
+    SP_FINISH_CANCELLED,  // sp_request_cancel or engine shutdown
+    SP_FINISH_ERROR,      // see the error fields
+} sp_finish;
+
+/* Name for APIs and logs: "stop", "length", "cancelled", "error"; "" while running. */
+const char *sp_finish_name(sp_finish f);
+
+typedef struct sp_req_params {
+    sp_sample_params sample;
+    int32_t max_tokens;   // tokens to generate at most (>= 1)
+    bool ignore_eos;      // keep generating through end-of-generation tokens
+    int32_t n_logprobs;   // -1: none; 0..SP_REQ_MAX_TOP_LOGPROBS: the chosen token's
+                          // log-probability plus this many top alternatives per step
+    bool special;         // render control tokens in the text
+    int32_t priority;     // lower is more urgent (admission policies may use it)
+    const char *const *stop; // stop strings (copied), n_stop of them
+    int32_t n_stop;
+    uint64_t cache_salt;  // requests share cached KV only with equal salts (0 by default)
+} sp_req_params;
+
+/* Defaults: the sampler's defaults with temperature 1, max_tokens 16, no logprobs. */
+sp_req_params sp_req_params_default(void);
+
+/* Per-request timings (microseconds, sp_time_us clock; 0 = not yet) and counts. */
+typedef struct sp_req_stats {
+    int64_t t_submit_us;
+    int64_t t_admit_us;       // first admission into the running batch
+    int64_t t_first_token_us;
+    int64_t t_end_us;
+    int32_t n_prompt;         // prompt tokens
+    int32_t n_cached;         // prompt tokens taken from the prefix cache at first admission
+    int32_t n_generated;
+    int32_t n_preemptions;
+} sp_req_stats;
+
+/* One generated token as published to the client. */
+typedef struct sp_req_token {
+    int32_t id;
+    float logprob; // of id under the raw logits (only when n_logprobs >= 0)
+} sp_req_token;
+
+typedef struct sp_request sp_request;
+
+/* Creates a request for prompt[n_prompt] (copied; n_prompt >= 1, ids checked against the
+ * vocabulary) with params (copied; validated: sampling parameters, max_tokens >= 1,
+ * n_logprobs range, stop strings). Allocates everything the engine will need for it: the
+ * sampler, stop matcher, detokenizer and output buffers, so that serving it allocates nothing
+ * on the engine thread. Errors: SP_ERR_INVALID with d->param naming the bad parameter
+ * ("prompt", "max_tokens", "logprobs", "stop", or a sampler field); SP_ERR_NOMEM. Any thread. */
+sp_err sp_request_create(const sp_vocab *v, const int32_t *prompt, int32_t n_prompt,
+                         const sp_req_params *params, sp_request **out, sp_diag *d) SP_MUST_USE;
+
+/* Adds / drops a reference; the last release frees the request. Any thread. */
+void sp_request_retain(sp_request *r);
+void sp_request_release(sp_request *r);
+
+/* The id the engine gave the request when it was submitted (0 before). */
+uint64_t sp_request_id(const sp_request *r);
+
+/* Asks the engine to stop the request; it finishes with SP_FINISH_CANCELLED (unless it already
+ * finished) and its KV blocks are freed in the engine's next step. Any thread, any time. */
+void sp_request_cancel(sp_request *r);
+
+/* What a client has read so far; start zeroed. */
+typedef struct sp_req_cursor {
+    int32_t n_tokens;
+    size_t n_text;
+} sp_req_cursor;
+
+/* New output since *cur, copied out under the request's lock: up to cap_tokens new tokens into
+ * tokens[] (and, when top logprobs were asked, their alternatives into top_ids/top_logprobs,
+ * n_logprobs entries per token; may be NULL otherwise), and the new text appended to a buffer
+ * the caller owns (*text, *text_cap grown with realloc as needed). Advances *cur. Returns the
+ * finish reason once everything has been read (SP_FINISH_NONE before). SP_ERR_NOMEM from the
+ * text buffer growth leaves *cur unchanged. Any thread. */
+typedef struct sp_req_read {
+    int32_t n_new_tokens;
+    size_t n_new_text;
+    sp_finish finish;  // final reason, set once all tokens and text have been read
+    sp_err error;      // for SP_FINISH_ERROR
+    char error_msg[160];
+} sp_req_read;
+
+sp_err sp_request_read(sp_request *r, sp_req_cursor *cur, sp_req_token *tokens,
+                       int32_t cap_tokens, int32_t *top_ids, float *top_logprobs, char **text,
+                       size_t *text_len, size_t *text_cap, sp_req_read *out) SP_MUST_USE;
+
+/* Blocks until the request has output beyond *cur or has finished, or timeout_ms passes
+ * (-1: no limit). For clients without an event loop (CLI, tests). Returns true if there is
+ * something to read. Any thread but the engine's. */
+bool sp_request_wait(sp_request *r, const sp_req_cursor *cur, int timeout_ms);
+
+/* A snapshot of the request's timings and counts (under its lock). */
+void sp_request_stats(sp_request *r, sp_req_stats *out);
+
+/* The prompt's length and the tokens the engine will compute for it (for admission). */
+int32_t sp_request_n_prompt(const sp_request *r);
+
+#endif
