@@ -32,9 +32,9 @@ struct sp_kv_pool {
     sp__kv_block *blocks; // (n_blocks)
     int32_t *tokens;      // (n_blocks, block_size) tokens of indexed blocks
 
-    int32_t free_head;  // free list, LIFO through next
-    int32_t lru_head;   // cached blocks, least recently released first
-    int32_t lru_tail;   // most recently released
+    int32_t free_head; // free list, LIFO through next
+    int32_t lru_head;  // cached blocks, least recently released first
+    int32_t lru_tail;  // most recently released
 
     int32_t *slots;     // (slot_mask + 1) prefix index: block ids, -1 = empty; linear probing
     uint32_t slot_mask; // slot count - 1 (a power of two >= 2 * n_blocks)
@@ -46,8 +46,7 @@ struct sp_kv_pool {
 /* Chain hash of one block of block_size tokens following a block whose chain hash is parent
  * (SP__KV_ROOT_HASH for the first block). */
 #define SP__KV_ROOT_HASH UINT64_C(0)
-uint64_t sp__kv_hash(const sp_kv_pool *pool, uint64_t parent, uint64_t salt,
-                     const int32_t *tokens);
+uint64_t sp__kv_hash(const sp_kv_pool *pool, uint64_t parent, uint64_t salt, const int32_t *tokens);
 
 /* The indexed block with exactly this identity (hash, parent block, salt and tokens), or -1. */
 int32_t sp__kv_index_find(const sp_kv_pool *pool, uint64_t hash, int32_t parent, uint64_t salt,
@@ -61,8 +60,8 @@ int64_t sp__kv_index_slot(const sp_kv_pool *pool, int32_t id);
 /* Gives a used, unindexed block an identity and puts it in the index, unless a block with the
  * same identity is already there. parent is -1 or an indexed block. Returns the block indexed
  * under that identity afterwards: id itself, or the one that was already there. */
-int32_t sp__kv_register(sp_kv_pool *pool, int32_t id, int32_t parent, uint64_t hash,
-                        uint64_t salt, const int32_t *tokens);
+int32_t sp__kv_register(sp_kv_pool *pool, int32_t id, int32_t parent, uint64_t hash, uint64_t salt,
+                        const int32_t *tokens);
 
 /* Takes a reference on an indexed block found by a lookup: a cached block leaves the LRU list
  * and becomes used. */

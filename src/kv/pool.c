@@ -39,8 +39,8 @@ sp_err sp_kv_pool_create(sp_kvbuf *kv, const sp_kv_pool_opts *opts, sp_kv_pool *
     p->block_size = kv->block_size;
     p->caching = o.caching;
     p->hash_seed = o.hash_seed;
-    p->hash_mask = o.hash_bits == 0 || o.hash_bits == 64 ? UINT64_MAX
-                                                         : (UINT64_C(1) << o.hash_bits) - 1;
+    p->hash_mask =
+        o.hash_bits == 0 || o.hash_bits == 64 ? UINT64_MAX : (UINT64_C(1) << o.hash_bits) - 1;
     p->slot_mask = (uint32_t)(n_slots - 1);
     memset(p->slots, 0xff, (size_t)n_slots * sizeof *p->slots); // all -1
     // Free list in ascending id order: block 0 is handed out first.
@@ -72,11 +72,17 @@ void sp_kv_pool_destroy(sp_kv_pool *pool) {
     free(pool);
 }
 
-int32_t sp_kv_pool_block_size(const sp_kv_pool *pool) { return pool->block_size; }
+int32_t sp_kv_pool_block_size(const sp_kv_pool *pool) {
+    return pool->block_size;
+}
 
-int32_t sp_kv_pool_n_available(const sp_kv_pool *pool) { return pool->n_free + pool->n_cached; }
+int32_t sp_kv_pool_n_available(const sp_kv_pool *pool) {
+    return pool->n_free + pool->n_cached;
+}
 
-bool sp_kv_pool_caching(const sp_kv_pool *pool) { return pool->caching; }
+bool sp_kv_pool_caching(const sp_kv_pool *pool) {
+    return pool->caching;
+}
 
 static void lru_unlink(sp_kv_pool *p, int32_t id) {
     sp__kv_block *b = &p->blocks[id];
@@ -224,8 +230,8 @@ void sp_kv_pool_stats(const sp_kv_pool *pool, sp_kv_stats *out) {
     };
 }
 
-int32_t sp__kv_register(sp_kv_pool *pool, int32_t id, int32_t parent, uint64_t hash,
-                        uint64_t salt, const int32_t *tokens) {
+int32_t sp__kv_register(sp_kv_pool *pool, int32_t id, int32_t parent, uint64_t hash, uint64_t salt,
+                        const int32_t *tokens) {
     sp__kv_block *b = &pool->blocks[id];
     SP_ASSERT(b->state == SP__KV_USED && !b->indexed);
     SP_ASSERT(parent < 0 || pool->blocks[parent].indexed);
@@ -258,12 +264,12 @@ void sp__kv_take(sp_kv_pool *pool, int32_t id) {
     pool->hit_blocks++;
 }
 
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            SP_ERROR("kv pool check: " __VA_ARGS__);                                           \
-            return false;                                                                      \
-        }                                                                                      \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            SP_ERROR("kv pool check: " __VA_ARGS__);                                               \
+            return false;                                                                          \
+        }                                                                                          \
     } while (0)
 
 bool sp_kv_pool_check(const sp_kv_pool *p) {

@@ -58,8 +58,7 @@ sp_kv_pool_opts sp_kv_pool_opts_default(void);
  * need: per-block metadata, a token copy of block_size int32 per block, and the prefix index.
  * Returns SP_ERR_INVALID for a bad hash_bits or a kvbuf without blocks, SP_ERR_NOMEM if an
  * allocation fails; *out is written only on success. */
-SP_MUST_USE sp_err sp_kv_pool_create(sp_kvbuf *kv, const sp_kv_pool_opts *opts,
-                                     sp_kv_pool **out);
+SP_MUST_USE sp_err sp_kv_pool_create(sp_kvbuf *kv, const sp_kv_pool_opts *opts, sp_kv_pool **out);
 
 /* Frees the pool; NULL is a no-op. Outstanding references are simply forgotten. */
 void sp_kv_pool_destroy(sp_kv_pool *pool);

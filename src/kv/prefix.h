@@ -24,7 +24,6 @@
 /* Length in tokens (a multiple of the block size) of the longest prefix of tokens[n] whose
  * blocks are in the index under this salt, i.e. what sp_kv_seq_lookup would share now. Takes
  * no references and changes nothing. O(matched blocks * block_size). 0 when caching is off. */
-int32_t sp_kv_prefix_match(const sp_kv_pool *pool, uint64_t salt, const int32_t *tokens,
-                           int32_t n);
+int32_t sp_kv_prefix_match(const sp_kv_pool *pool, uint64_t salt, const int32_t *tokens, int32_t n);
 
 #endif

@@ -56,8 +56,7 @@ static int32_t plan(const sp_kv_pool *pool, const sp_kv_seq *seq, int32_t n, boo
     int32_t bs = pool->block_size;
     int64_t end = (int64_t)seq->n_tokens + n;
     int64_t want = (end + bs - 1) / bs;
-    *cow = n > 0 && seq->n_tokens % bs != 0 &&
-           pool->blocks[seq->blocks[seq->n_blocks - 1]].ref > 1;
+    *cow = n > 0 && seq->n_tokens % bs != 0 && pool->blocks[seq->blocks[seq->n_blocks - 1]].ref > 1;
     int64_t add = want > seq->n_blocks ? want - seq->n_blocks : 0;
     return (int32_t)SP_MIN(add, (int64_t)INT32_MAX - 1);
 }
@@ -107,22 +106,21 @@ void sp_kv_seq_commit(sp_kv_pool *pool, sp_kv_seq *seq, const int32_t *tokens, i
     if (!pool->caching)
         return;
     int32_t bs = pool->block_size;
-    while ((int64_t)(seq->n_hashed + 1) * bs <= n_known) {
+    while (seq->chain_indexed && (int64_t)(seq->n_hashed + 1) * bs <= n_known) {
         int32_t b = seq->n_hashed;
         const int32_t *tok = tokens + (size_t)b * (size_t)bs;
         uint64_t h = sp__kv_hash(pool, seq->hash, seq->salt, tok);
-        if (seq->chain_indexed) {
-            int32_t id = seq->blocks[b], parent = b > 0 ? seq->blocks[b - 1] : -1;
-            if (pool->blocks[id].indexed) {
-                // Shared through a fork with a sequence that committed it first.
-                seq->chain_indexed = sp__kv_index_find(pool, h, parent, seq->salt, tok) == id;
-            } else {
-                seq->chain_indexed = sp__kv_register(pool, id, parent, h, seq->salt, tok) == id;
-            }
-        }
+        int32_t id = seq->blocks[b], parent = b > 0 ? seq->blocks[b - 1] : -1;
+        if (pool->blocks[id].indexed) // shared through a fork with a sequence that committed it
+            seq->chain_indexed = sp__kv_index_find(pool, h, parent, seq->salt, tok) == id;
+        else
+            seq->chain_indexed = sp__kv_register(pool, id, parent, h, seq->salt, tok) == id;
         seq->hash = h;
         seq->n_hashed++;
     }
+    // Nothing after a private block can be indexed: skip hashing it.
+    if (!seq->chain_indexed)
+        seq->n_hashed = SP_MAX(seq->n_hashed, n_known / bs);
 }
 
 sp_err sp_kv_seq_fork(sp_kv_pool *pool, const sp_kv_seq *src, sp_kv_seq *dst) {

@@ -32,7 +32,7 @@ typedef struct sp_kv_seq {
     int32_t n_tokens;   // positions claimed: cached or matched, written, or being written
     int32_t n_hashed;   // leading full blocks whose chain hash is known (matched or committed)
     bool chain_indexed; // blocks[0 .. n_hashed) are all in the prefix index
-    uint64_t hash;      // chain hash of blocks[n_hashed - 1]
+    uint64_t hash;      // chain hash of blocks[n_hashed - 1] (while chain_indexed)
     uint64_t salt;      // set by sp_kv_seq_lookup
 } sp_kv_seq;
 

@@ -482,9 +482,9 @@ static void test_reserve_evicts(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_create_invalid),  cmocka_unit_test(test_alloc_until_exhaustion),
-        cmocka_unit_test(test_fork_refcounts),  cmocka_unit_test(test_copy_on_write),
-        cmocka_unit_test(test_caching_off),     cmocka_unit_test(test_lru_eviction),
+        cmocka_unit_test(test_create_invalid), cmocka_unit_test(test_alloc_until_exhaustion),
+        cmocka_unit_test(test_fork_refcounts), cmocka_unit_test(test_copy_on_write),
+        cmocka_unit_test(test_caching_off),    cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_reserve_evicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -296,7 +296,7 @@ static void test_forced_collisions(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_prefix_length), cmocka_unit_test(test_commit_partial),
+        cmocka_unit_test(test_every_prefix_length),  cmocka_unit_test(test_commit_partial),
         cmocka_unit_test(test_duplicates_and_forks), cmocka_unit_test(test_hash_sensitivity),
         cmocka_unit_test(test_forced_collisions),
     };

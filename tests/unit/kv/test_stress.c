@@ -115,7 +115,9 @@ static void assert_same_seq(const sp_kv_seq *a, const sp_kv_seq *b) {
     assert_int_equal(a->salt, b->salt);
 }
 
-static uint32_t rnd(sim *s, uint32_t n) { return (uint32_t)(sp_test_rand(&s->rng) % n); }
+static uint32_t rnd(sim *s, uint32_t n) {
+    return (uint32_t)(sp_test_rand(&s->rng) % n);
+}
 
 /* What a forward pass would store at position p: a function of the salt and tokens[0..p]. */
 static uint32_t kv_value(uint32_t prev, uint64_t salt, int32_t token, int32_t p) {
