@@ -1,0 +1,127 @@
+/* The engine's step loop does not allocate: submission allocates everything a request needs,
+ * so admitting, prefilling, decoding, preempting and finishing requests run on preallocated
+ * memory. Checked with a counting malloc that forwards to glibc's allocator (not compiled under
+ * AddressSanitizer, which interposes malloc itself; the test then skips). */
+#include "testutil.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "sched/engine.h"
+#include "tok/tok.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define COUNT_ALLOCS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define COUNT_ALLOCS 0
+#endif
+#endif
+#ifndef COUNT_ALLOCS
+#define COUNT_ALLOCS 1
+#endif
+
+#if COUNT_ALLOCS
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+extern void *__libc_memalign(size_t align, size_t n);
+
+static volatile long n_allocs;
+
+void *malloc(size_t n) {
+    n_allocs++;
+    return __libc_malloc(n);
+}
+void *calloc(size_t n, size_t size) {
+    n_allocs++;
+    return __libc_calloc(n, size);
+}
+void *realloc(void *p, size_t n) {
+    n_allocs++;
+    return __libc_realloc(p, n);
+}
+void *aligned_alloc(size_t align, size_t n) {
+    n_allocs++;
+    return __libc_memalign(align, n);
+}
+int posix_memalign(void **out, size_t align, size_t n) {
+    n_allocs++;
+    void *p = __libc_memalign(align, n);
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+#endif
+
+static void test_step_loop_allocates_nothing(void **state) {
+    (void)state;
+#if !COUNT_ALLOCS
+    skip();
+#else
+    char *path = sp_test_shared("models/stories260K.gguf");
+    sp_model *m;
+    sp_vocab *v;
+    sp_diag d;
+    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
+    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    sp_engine_opts o = sp_engine_opts_default();
+    o.kv_tokens = 12 * 16; // small: forces preemption
+    o.max_batch_tokens = 48;
+    sp_engine *e;
+    assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
+    sp_request *reqs[10];
+    uint64_t rs = 3;
+    const char *stops[] = {"zzz", "Lily"};
+    for (int i = 0; i < 10; i++) {
+        int32_t prompt[40];
+        prompt[0] = 1;
+        for (int k = 1; k < 40; k++)
+            prompt[k] = 3 + (int32_t)(sp_test_rand(&rs) % 500);
+        sp_req_params p = sp_req_params_default();
+        p.max_tokens = 30 + i;
+        p.sample.temperature = 0.8f;
+        p.sample.seed = (uint64_t)i;
+        p.n_logprobs = 3;
+        p.stop = stops;
+        p.n_stop = 2;
+        assert_int_equal(sp_request_create(v, prompt, 10 + 3 * i, &p, &reqs[i], &d), SP_OK);
+        assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
+    }
+    long before = n_allocs;
+    assert_true(before > 0); // the counting malloc is in use
+    int steps = 0;
+    while (sp_engine_busy(e)) {
+        sp_engine_step(e);
+        steps++;
+        if (steps == 7)
+            sp_request_cancel(reqs[9]);
+    }
+    long during = n_allocs - before;
+    sp_engine_stats st;
+    sp_engine_stats_get(e, &st);
+    print_message("%d steps, %llu preemptions, %ld allocations\n", steps,
+                  (unsigned long long)st.preemptions, during);
+    assert_true(st.preemptions > 0);
+    assert_int_equal(during, 0);
+    for (sp_request *r = sp_engine_take_ready(e); r;) {
+        sp_request *next = sp_request_next_ready(r);
+        sp_request_release(r);
+        r = next;
+    }
+    for (int i = 0; i < 10; i++)
+        sp_request_release(reqs[i]);
+    sp_engine_destroy(e);
+    sp_vocab_destroy(v);
+    sp_model_destroy(m);
+    free(path);
+#endif
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_step_loop_allocates_nothing)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
