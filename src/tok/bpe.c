@@ -404,9 +404,10 @@ sp_err sp__bpe_encode(const sp_vocab *v, const char *text, size_t len, sp_tokens
     size_t max = 0;
     for (size_t i = 0; i < spans.n; i++)
         max = spans.len[i] > max ? spans.len[i] : max;
+    // a word of n bytes: at most 2n encoded bytes, n symbols, (n - 1) + 2 (n - 1) candidates
     sc.word = malloc(2 * max + 1);
-    sc.s = malloc((2 * max + 1) * sizeof *sc.s);
-    sc.h.a = malloc((6 * max + 1) * sizeof *sc.h.a);
+    sc.s = malloc((max + 1) * sizeof *sc.s);
+    sc.h.a = malloc((3 * max + 1) * sizeof *sc.h.a);
     if (!sc.word || !sc.s || !sc.h.a) {
         e = SP_ERR_NOMEM;
         goto done;
