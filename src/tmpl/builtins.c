@@ -760,9 +760,13 @@ static sp_err f_abs(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__
 static sp_err f_attr(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     BIND("attr", "name");
     sp_err e = want_str(r, arg[0], "attribute name", off);
-    if (!e)
-        e = sp__getattr(r, in, arg[0], off, out);
-    return e;
+    if (e)
+        return e;
+    // Python's getattr only: a dict's keys are not its attributes.
+    if (in.t == SP__DICT && !sp__method_id(in, arg[0].s, arg[0].n) &&
+        !sp__unsafe_method(in, arg[0].s, arg[0].n))
+        return sp__undef_attr(r, in, arg[0], off, out);
+    return sp__getattr(r, in, arg[0], off, out);
 }
 
 static sp_err case_filter(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out,
@@ -794,6 +798,8 @@ static sp_err length_of(sp__rt *r, sp__val in, uint32_t off, int64_t *out) {
         *out = (int64_t)cp_len(in);
         return SP_OK;
     case SP__LIST:
+        if (in.flag == SP__SEQ_GEN)
+            break;
         *out = in.l->n;
         return SP_OK;
     case SP__DICT:
@@ -803,8 +809,9 @@ static sp_err length_of(sp__rt *r, sp__val in, uint32_t off, int64_t *out) {
         *out = 0;
         return SP_OK;
     default:
-        return sp__fail(r, SP_ERR_FORMAT, off, "object of type '%s' has no len()", sp__type_name(in));
+        break;
     }
+    return sp__fail(r, SP_ERR_FORMAT, off, "object of type '%s' has no len()", sp__type_name(in));
 }
 
 static sp_err f_length(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
@@ -914,7 +921,8 @@ static sp_err f_first(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp
 
 static sp_err f_last(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     NO_ARGS("last");
-    if (in.t != SP__LIST && in.t != SP__STR && in.t != SP__DICT) {
+    if ((in.t != SP__LIST && in.t != SP__STR && in.t != SP__DICT) ||
+        (in.t == SP__LIST && in.flag == SP__SEQ_GEN)) {
         if (in.t == SP__UNDEF)
             return sp__undef_error(r, in, off);
         return sp__fail(r, SP_ERR_FORMAT, off, "'%s' object is not reversible", sp__type_name(in));
@@ -1114,7 +1122,7 @@ static sp_err f_items(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp
         l->v[l->n++] = sp__v_list(pair, true);
     }
     if (!e)
-        *out = sp__v_list(l, false);
+        *out = sp__v_seq(l, SP__SEQ_GEN);
     return e;
 }
 
@@ -1196,7 +1204,7 @@ static sp_err f_map(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__
             res->v[res->n++] = v;
     }
     if (!e)
-        *out = sp__v_list(res, false);
+        *out = sp__v_seq(res, SP__SEQ_GEN);
     return e;
 }
 
@@ -1242,7 +1250,7 @@ static sp_err select_common(sp__rt *r, sp__val in, const sp__args *a, uint32_t o
             e = sp__list_push(r, res, l->v[i], off);
     }
     if (!e)
-        *out = sp__v_list(res, false);
+        *out = sp__v_seq(res, SP__SEQ_GEN);
     return e;
 }
 
@@ -1299,7 +1307,8 @@ static sp_err f_reverse(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, 
         return e;
     for (uint32_t i = 0; i < l->n; i++)
         res->v[res->n++] = l->v[l->n - 1 - i];
-    *out = sp__v_list(res, false);
+    // reversed() makes an iterator; a generator is not reversible and becomes a list.
+    *out = sp__v_seq(res, in.t == SP__LIST && in.flag == SP__SEQ_GEN ? SP__SEQ_LIST : SP__SEQ_GEN);
     return SP_OK;
 }
 
@@ -1431,7 +1440,7 @@ static sp_err f_unique(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, s
             e = sp__list_push(r, res, v[i].item, off);
     }
     if (!e)
-        *out = sp__v_list(res, false);
+        *out = sp__v_seq(res, SP__SEQ_GEN);
     return e;
 }
 
@@ -1644,7 +1653,9 @@ SIMPLE_TEST(t_number, "number", is_num(v))
 SIMPLE_TEST(t_string, "string", v.t == SP__STR)
 SIMPLE_TEST(t_mapping, "mapping", v.t == SP__DICT)
 SIMPLE_TEST(t_iterable, "iterable", v.t == SP__STR || v.t == SP__LIST || v.t == SP__DICT || v.t == SP__UNDEF)
-SIMPLE_TEST(t_sequence, "sequence", v.t == SP__STR || v.t == SP__LIST || v.t == SP__DICT || v.t == SP__UNDEF)
+SIMPLE_TEST(t_sequence, "sequence",
+            v.t == SP__STR || (v.t == SP__LIST && v.flag != SP__SEQ_GEN) || v.t == SP__DICT ||
+                v.t == SP__UNDEF)
 SIMPLE_TEST(t_escaped, "escaped", false)
 
 static sp_err t_parity(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out, int want) {
@@ -1927,7 +1938,7 @@ static sp_err g_range(sp__rt *r, const sp__args *a, uint32_t off, sp__val *out) 
         return e;
     for (uint64_t i = 0; i < count; i++)
         l->v[l->n++] = sp__v_int((int64_t)((uint64_t)v[0] + i * (uint64_t)v[2]));
-    *out = sp__v_list(l, false);
+    *out = sp__v_seq(l, SP__SEQ_RANGE);
     return SP_OK;
 }
 
@@ -2124,7 +2135,7 @@ bool sp__unsafe_method(sp__val v, const char *name, size_t n) {
 }
 
 static sp_err affix(sp__rt *r, sp__val s, sp__val x, bool end, uint32_t off, bool *out) {
-    if (x.t == SP__LIST && (x.flag & SP__F_TUPLE)) {
+    if (sp__is_tuple(x)) {
         *out = false;
         for (uint32_t i = 0; i < x.l->n && !*out; i++) {
             sp_err e = affix(r, s, x.l->v[i], end, off, out);
@@ -2331,7 +2342,7 @@ sp_err sp__call_method(sp__rt *r, int id, sp__val self, const sp__args *a, uint3
         }
     }
     l->n = d->n;
-    *out = sp__v_list(l, false);
+    *out = sp__v_seq(l, id == M_ITEMS ? SP__SEQ_ITEMS : id == M_KEYS ? SP__SEQ_KEYS : SP__SEQ_VALUES);
     return SP_OK;
 }
 

@@ -159,7 +159,7 @@ static sp_err slice_indices(sp__rt *r, int64_t len, const sp__val *b, uint32_t o
 static sp_err do_slice(sp__rt *r, sp__val obj, const sp__val *b, uint32_t off, sp__val *out) {
     int64_t start, step, count;
     sp_err e;
-    if (obj.t == SP__LIST) {
+    if (obj.t == SP__LIST && (sp__is_plain_seq(obj) || obj.flag == SP__SEQ_RANGE)) {
         if ((e = slice_indices(r, obj.l->n, b, off, &start, &step, &count)))
             return e;
         sp__list *l;
@@ -167,7 +167,7 @@ static sp_err do_slice(sp__rt *r, sp__val obj, const sp__val *b, uint32_t off, s
             return e;
         for (int64_t i = 0; i < count; i++)
             l->v[l->n++] = obj.l->v[start + i * step];
-        *out = sp__v_list(l, obj.flag & SP__F_TUPLE);
+        *out = sp__v_seq(l, obj.flag);
         return SP_OK;
     }
     if (obj.t == SP__STR) {
@@ -207,7 +207,16 @@ static sp_err do_slice(sp__rt *r, sp__val obj, const sp__val *b, uint32_t off, s
     }
     if (obj.t == SP__UNDEF)
         return sp__undef_error(r, obj, off);
-    return sp__fail(r, SP_ERR_FORMAT, off, "'%s' object is not subscriptable", sp__type_name(obj));
+    // Not sliceable: Jinja turns the TypeError into an undefined value.
+    sp__undef *u = sp__alloc(r, sizeof *u);
+    char *msg = sp__alloc(r, 96);
+    if (!u || !msg)
+        return sp__oom(r, off);
+    snprintf(msg, 96, "%s has no element slice", sp__owner_name(obj));
+    u->kind = SP__U_MSG;
+    u->msg = msg;
+    *out = sp__v_undef(u);
+    return SP_OK;
 }
 
 static sp_err bind_method(sp__rt *r, sp__val self, int id, uint32_t off, sp__val *out) {
@@ -270,7 +279,7 @@ sp_err sp__getitem(sp__rt *r, sp__val obj, sp__val key, uint32_t off, sp__val *o
         break;
     case SP__LIST:
     case SP__STR:
-        if (is_int(key)) {
+        if (is_int(key) && (obj.t == SP__STR || sp__is_plain_seq(obj) || obj.flag == SP__SEQ_RANGE)) {
             int64_t i = as_int(key);
             if (obj.t == SP__LIST) {
                 int64_t n = obj.l->n;
@@ -396,7 +405,7 @@ static sp_err concat_list(sp__rt *r, sp__val a, sp__val b, uint32_t off, sp__val
     memcpy(l->v, a.l->v, (size_t)a.l->n * sizeof *l->v);
     memcpy(l->v + a.l->n, b.l->v, (size_t)b.l->n * sizeof *l->v);
     l->n = (uint32_t)n;
-    *out = sp__v_list(l, a.flag & SP__F_TUPLE);
+    *out = sp__v_seq(l, a.flag);
     return SP_OK;
 }
 
@@ -430,7 +439,7 @@ static sp_err repeat(sp__rt *r, sp__val seq, int64_t times, uint32_t off, sp__va
     for (int64_t i = 0; i < times; i++)
         memcpy(l->v + (size_t)i * seq.l->n, seq.l->v, (size_t)seq.l->n * sizeof *l->v);
     l->n = (uint32_t)n;
-    *out = sp__v_list(l, seq.flag & SP__F_TUPLE);
+    *out = sp__v_seq(l, seq.flag);
     return SP_OK;
 }
 
@@ -552,23 +561,28 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
     case SP__OP_ADD:
         if (a.t == SP__STR && b.t == SP__STR)
             return concat_str(r, a, b, off, out);
-        if (a.t == SP__LIST && b.t == SP__LIST && (a.flag & SP__F_TUPLE) == (b.flag & SP__F_TUPLE))
+        if (sp__is_plain_seq(a) && sp__is_plain_seq(b) && a.flag == b.flag)
             return concat_list(r, a, b, off, out);
-        if (a.t == SP__STR || a.t == SP__LIST)
+        if (a.t == SP__STR || sp__is_plain_seq(a))
             return sp__fail(r, SP_ERR_FORMAT, off, "can only concatenate %s (not \"%s\") to %s",
                             sp__type_name(a), sp__type_name(b), sp__type_name(a));
         break;
     case SP__OP_MUL:
-        if ((a.t == SP__STR || a.t == SP__LIST) && is_int(b))
+        if ((a.t == SP__STR || sp__is_plain_seq(a)) && is_int(b))
             return repeat(r, a, as_int(b), off, out);
-        if ((b.t == SP__STR || b.t == SP__LIST) && is_int(a))
+        if ((b.t == SP__STR || sp__is_plain_seq(b)) && is_int(a))
             return repeat(r, b, as_int(a), off, out);
+        if (a.t == SP__STR || sp__is_plain_seq(a) || b.t == SP__STR || sp__is_plain_seq(b)) {
+            bool seq_a = a.t == SP__STR || sp__is_plain_seq(a);
+            return sp__fail(r, SP_ERR_FORMAT, off, "can't multiply sequence by non-int of type '%s'",
+                            sp__type_name(seq_a ? b : a));
+        }
         break;
     case SP__OP_MOD:
         if (a.t == SP__STR) {
             // printf-style formatting: the `format` filter's work.
             sp__args args = {0};
-            if (b.t == SP__LIST && (b.flag & SP__F_TUPLE)) {
+            if (sp__is_tuple(b)) {
                 args.n_pos = b.l->n;
                 args.pos = b.l->v;
             } else {

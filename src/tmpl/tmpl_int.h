@@ -45,7 +45,7 @@ typedef enum sp__type {
     SP__INT,
     SP__FLOAT,
     SP__STR,    // UTF-8 bytes s[0..n), not NUL-terminated
-    SP__LIST,   // flag SP__F_TUPLE marks a tuple
+    SP__LIST,   // flag: the SP__SEQ_* kind
     SP__DICT,
     SP__NS,     // namespace(): a mutable dict of attributes
     SP__MACRO,  // a macro or a call block's caller
@@ -54,7 +54,18 @@ typedef enum sp__type {
     SP__LOOP,   // the `loop` variable of a for loop
 } sp__type;
 
-#define SP__F_TUPLE 1
+/* The Python type a SP__LIST value stands for. Lazy kinds (generators from map/select/...,
+ * range(), dict views) hold their items like a list but print, serialize, index and measure
+ * as Python's objects do, so templates fail or succeed as they do under Jinja2. */
+enum {
+    SP__SEQ_LIST,
+    SP__SEQ_TUPLE,
+    SP__SEQ_GEN,
+    SP__SEQ_RANGE,
+    SP__SEQ_ITEMS,
+    SP__SEQ_KEYS,
+    SP__SEQ_VALUES,
+};
 
 typedef struct sp__list sp__list;
 typedef struct sp__dict sp__dict;
@@ -65,7 +76,7 @@ typedef struct sp__undef sp__undef;
 
 typedef struct sp__val {
     uint8_t t;     // sp__type
-    uint8_t flag;  // SP__F_TUPLE
+    uint8_t flag;  // SP__LIST: SP__SEQ_* kind
     uint16_t aux;  // SP__FUNC / SP__METHOD id
     uint32_t n;    // SP__STR: length in bytes
     union {
@@ -135,10 +146,18 @@ static inline sp__val sp__v_str(const char *s, uint32_t n) {
     v.s = s;
     return v;
 }
-static inline sp__val sp__v_list(sp__list *l, bool tuple) {
-    sp__val v = {.t = SP__LIST, .flag = tuple ? SP__F_TUPLE : 0};
+static inline sp__val sp__v_seq(sp__list *l, uint8_t kind) {
+    sp__val v = {.t = SP__LIST, .flag = kind};
     v.l = l;
     return v;
+}
+static inline sp__val sp__v_list(sp__list *l, bool tuple) {
+    return sp__v_seq(l, tuple ? SP__SEQ_TUPLE : SP__SEQ_LIST);
+}
+static inline bool sp__is_tuple(sp__val v) { return v.t == SP__LIST && v.flag == SP__SEQ_TUPLE; }
+/* A real list or tuple (not a lazy kind). */
+static inline bool sp__is_plain_seq(sp__val v) {
+    return v.t == SP__LIST && (v.flag == SP__SEQ_LIST || v.flag == SP__SEQ_TUPLE);
 }
 static inline sp__val sp__v_dict(sp__dict *d) {
     sp__val v = {.t = SP__DICT};

@@ -476,7 +476,7 @@ bool sp__truthy(sp__val v) {
     case SP__STR:
         return v.n != 0;
     case SP__LIST:
-        return v.l->n != 0;
+        return v.flag == SP__SEQ_GEN || v.l->n != 0; // a generator is always true
     case SP__DICT:
         return v.d->n != 0;
     default:
@@ -498,8 +498,11 @@ const char *sp__type_name(sp__val v) {
         return "float";
     case SP__STR:
         return "str";
-    case SP__LIST:
-        return (v.flag & SP__F_TUPLE) ? "tuple" : "list";
+    case SP__LIST: {
+        static const char *const kinds[] = {"list", "tuple", "generator", "range",
+                                            "dict_items", "dict_keys", "dict_values"};
+        return v.flag < SP_ARRAY_LEN(kinds) ? kinds[v.flag] : "list";
+    }
     case SP__DICT:
         return "dict";
     case SP__NS:
@@ -527,8 +530,12 @@ const char *sp__owner_name(sp__val v) {
         return "float object";
     case SP__STR:
         return "str object";
-    case SP__LIST:
-        return (v.flag & SP__F_TUPLE) ? "tuple object" : "list object";
+    case SP__LIST: {
+        static const char *const kinds[] = {"list object", "tuple object", "generator object",
+                                            "range object", "dict_items object",
+                                            "dict_keys object", "dict_values object"};
+        return v.flag < SP_ARRAY_LEN(kinds) ? kinds[v.flag] : "list object";
+    }
     case SP__DICT:
         return "dict object";
     case SP__NS:
@@ -695,7 +702,37 @@ static sp_err repr_str(sp__rt *r, const char *s, size_t n, sp__buf *b, uint32_t 
 static sp_err fmt_value(sp__rt *r, sp__val v, sp__buf *b, bool repr, uint32_t off);
 
 static sp_err fmt_seq(sp__rt *r, sp__val v, sp__buf *b, uint32_t off) {
-    bool tuple = v.flag & SP__F_TUPLE;
+    const sp__list *l = v.l;
+    switch (v.flag) {
+    case SP__SEQ_GEN:
+        return sp__buf_put(r, b, "<generator object>", 18, off);
+    case SP__SEQ_RANGE: {
+        // range(start, stop[, step]) rebuilt from the items.
+        int64_t start = l->n ? l->v[0].i : 0;
+        int64_t step = l->n > 1 ? l->v[1].i - l->v[0].i : 1;
+        int64_t stop = start + (int64_t)l->n * step;
+        if (step == 1)
+            return sp__buf_printf(r, b, off, "range(%" PRId64 ", %" PRId64 ")", start, stop);
+        return sp__buf_printf(r, b, off, "range(%" PRId64 ", %" PRId64 ", %" PRId64 ")", start,
+                              stop, step);
+    }
+    case SP__SEQ_ITEMS:
+    case SP__SEQ_KEYS:
+    case SP__SEQ_VALUES: {
+        const char *name = sp__type_name(v);
+        sp_err e = sp__buf_put(r, b, name, strlen(name), off);
+        if (!e)
+            e = sp__buf_putc(r, b, '(', off);
+        if (!e)
+            e = fmt_seq(r, sp__v_list(v.l, false), b, off);
+        if (!e)
+            e = sp__buf_putc(r, b, ')', off);
+        return e;
+    }
+    default:
+        break;
+    }
+    bool tuple = v.flag == SP__SEQ_TUPLE;
     sp_err e = sp__buf_putc(r, b, tuple ? '(' : '[', off);
     for (uint32_t i = 0; !e && i < v.l->n; i++) {
         if (i)
@@ -834,7 +871,7 @@ sp_err sp__eq(sp__rt *r, sp__val a, sp__val b, uint32_t off, bool *out) {
         *out = key_eq(a, b);
         return SP_OK;
     case SP__LIST: {
-        if ((a.flag & SP__F_TUPLE) != (b.flag & SP__F_TUPLE) || a.l->n != b.l->n) {
+        if (a.flag != b.flag || a.l->n != b.l->n || (a.flag == SP__SEQ_GEN && a.l != b.l)) {
             *out = false;
             return SP_OK;
         }
@@ -935,7 +972,7 @@ sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, uint32_t off, int *ou
         *out = cmp_str(a.s, a.n, b.s, b.n, fold);
         return SP_OK;
     }
-    if (a.t == SP__LIST && b.t == SP__LIST && (a.flag & SP__F_TUPLE) == (b.flag & SP__F_TUPLE)) {
+    if (sp__is_plain_seq(a) && sp__is_plain_seq(b) && a.flag == b.flag) {
         sp_err e = sp__enter(r, off);
         if (e)
             return e;
@@ -1204,6 +1241,10 @@ static sp_err json_val(sp__rt *r, sp__val v, const sp__json_opts *o, uint32_t le
     case SP__STR:
         return json_str(r, v.s, v.n, o->ensure_ascii, b, off);
     case SP__LIST:
+        if (!sp__is_plain_seq(v))
+            return sp__fail(r, SP_ERR_FORMAT, off, "Object of type %s is not JSON serializable",
+                            sp__type_name(v));
+        break;
     case SP__DICT:
         break;
     default:
