@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"bench", sp_cmd_bench, "benchmark the engine offline (prefill and batched decode)"},
     {"generate", sp_cmd_generate, "complete a prompt on the command line"},
     {"mkmodel", sp_cmd_mkmodel, "write a random-weight Llama GGUF model of a real shape"},
 };
