@@ -11,14 +11,16 @@ static const struct {
     const char *help;
 } commands[] = {
     {"bench", sp_cmd_bench, "benchmark the engine offline (prefill and batched decode)"},
+    {"chat-template", sp_cmd_chat_template, "render a conversation with a model's chat template"},
     {"generate", sp_cmd_generate, "complete a prompt on the command line"},
     {"mkmodel", sp_cmd_mkmodel, "write a random-weight Llama GGUF model of a real shape"},
+    {"tokenize", sp_cmd_tokenize, "print the token ids of a text"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: spindle <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nRun `spindle <command> --help` for a command's options.\n");
 }
 

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The command line as users run it: generate (greedy ids equal llama.cpp's golden output),
+# tokenize, chat-template, mkmodel, and clear errors with the documented exit codes.
+set -euo pipefail
+bin=${SP_BUILD_DIR:?}/spindle
+shared=${SP_SHARED_DIR:?}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass=0
+
+# generate --ids reproduces the golden greedy tokens (first 64).
+want=$(python3 -c "import json; g=json.load(open('$shared/models/golden-greedy.json')); print(' '.join(map(str, g['models']['stories260K.gguf'][0]['greedy_tokens'])))")
+got=$("$bin" generate -m "$shared/models/stories260K.gguf" -p "Once upon a time" -n 64 --ids 2>"$tmp/err")
+[[ "$got" == "$want" ]] || fail "generate --ids: got '$got', want '$want'"
+grep -q "tok/s" "$tmp/err" || fail "generate prints no timing line"
+pass=$((pass + 1))
+
+# generate writes text; the story begins as llama.cpp's does.
+text=$("$bin" generate -m "$shared/models/stories260K.gguf" -p "Once upon a time" -n 20 2>/dev/null)
+[[ "$text" == ", there was a little girl named Lily."* ]] || fail "generate text: '$text'"
+pass=$((pass + 1))
+
+# tokenize equals llama.cpp's prompt tokens (BOS added).
+[[ $("$bin" tokenize -m "$shared/models/stories260K.gguf" "Once upon a time") == "1 403 407 261 378" ]] ||
+    fail "tokenize"
+[[ $("$bin" tokenize -m "$shared/models/stories260K.gguf" --no-bos "Once upon a time") == "403 407 261 378" ]] ||
+    fail "tokenize --no-bos"
+pass=$((pass + 1))
+
+# chat-template renders the model's template.
+echo '[{"role":"user","content":"Hi"}]' >"$tmp/m.json"
+out=$("$bin" chat-template -m "$shared/models/random/phi3-spm-f32.gguf" --messages "$tmp/m.json" --add-generation-prompt)
+[[ "$out" == $'<s><|user|>\nHi<|end|>\n<|assistant|>' ]] || fail "chat-template: '$out'"
+out=$("$bin" chat-template -m "$shared/models/stories260K.gguf" --messages "$tmp/m.json")
+[[ "$out" == $'<|im_start|>user\nHi<|im_end|>' ]] || fail "chat-template ChatML default: '$out'"
+pass=$((pass + 1))
+
+# mkmodel writes a loadable model that generates.
+"$bin" mkmodel -o "$tmp/tiny.gguf" --preset tiny --type q8_0 --vocab-from "$shared/vocab/ggml-vocab-llama-spm.gguf" 2>/dev/null
+ids=$("$bin" generate -m "$tmp/tiny.gguf" -p "Hello" -n 8 --ids 2>/dev/null)
+[[ $(wc -w <<<"$ids") -ge 1 ]] || fail "mkmodel model does not generate"
+pass=$((pass + 1))
+
+# Errors: usage errors exit 2, runtime errors exit 1, both say what is wrong.
+set +e
+"$bin" generate -p x 2>"$tmp/err"; rc=$?
+[[ $rc == 2 ]] && grep -q "required" "$tmp/err" || fail "missing -m: rc $rc"
+"$bin" generate -m "$tmp/nope.gguf" -p x 2>"$tmp/err"; rc=$?
+[[ $rc == 1 ]] && grep -q "nope.gguf" "$tmp/err" || fail "missing file: rc $rc"
+head -c 1000 "$shared/models/stories260K.gguf" >"$tmp/trunc.gguf"
+"$bin" generate -m "$tmp/trunc.gguf" -p x 2>"$tmp/err"; rc=$?
+[[ $rc == 1 ]] || fail "truncated file: rc $rc"
+"$bin" frobnicate 2>/dev/null; rc=$?
+[[ $rc == 2 ]] || fail "unknown command: rc $rc"
+"$bin" generate -m "$shared/models/stories260K.gguf" -p x --temp abc 2>/dev/null; rc=$?
+[[ $rc == 2 ]] || fail "bad --temp: rc $rc"
+set -e
+pass=$((pass + 1))
+
+for c in generate mkmodel bench tokenize chat-template; do
+    "$bin" "$c" --help | grep -q usage || fail "$c --help"
+done
+pass=$((pass + 1))
+echo "cli: $pass passed, 0 failed"
