@@ -1160,7 +1160,8 @@ static sp_err f_list(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp_
         e = sp__list_new(r, l->n, off, &c);
     if (e)
         return e;
-    memcpy(c->v, l->v, (size_t)l->n * sizeof *c->v);
+    if (l->n)
+        memcpy(c->v, l->v, (size_t)l->n * sizeof *c->v);
     c->n = l->n;
     *out = sp__v_list(c, false);
     return SP_OK;

@@ -93,7 +93,8 @@ sp_err sp__iterate(sp__rt *r, sp__val v, uint32_t off, sp__list **out) {
     case SP__DICT:
         if ((e = sp__list_new(r, v.d->n, off, &l)))
             return e;
-        memcpy(l->v, v.d->k, (size_t)v.d->n * sizeof *l->v);
+        if (v.d->n)
+            memcpy(l->v, v.d->k, (size_t)v.d->n * sizeof *l->v);
         l->n = v.d->n;
         *out = l;
         return SP_OK;
@@ -402,8 +403,10 @@ static sp_err concat_list(sp__rt *r, sp__val a, sp__val b, uint32_t off, sp__val
         return sp__fail(r, SP_ERR_LIMIT, off, "list too long");
     if ((e = sp__steps(r, n, off)) || (e = sp__list_new(r, (uint32_t)n, off, &l)))
         return e;
-    memcpy(l->v, a.l->v, (size_t)a.l->n * sizeof *l->v);
-    memcpy(l->v + a.l->n, b.l->v, (size_t)b.l->n * sizeof *l->v);
+    if (a.l->n)
+        memcpy(l->v, a.l->v, (size_t)a.l->n * sizeof *l->v);
+    if (b.l->n)
+        memcpy(l->v + a.l->n, b.l->v, (size_t)b.l->n * sizeof *l->v);
     l->n = (uint32_t)n;
     *out = sp__v_seq(l, a.flag);
     return SP_OK;
@@ -436,7 +439,7 @@ static sp_err repeat(sp__rt *r, sp__val seq, int64_t times, uint32_t off, sp__va
     sp__list *l;
     if ((e = sp__steps(r, n, off)) || (e = sp__list_new(r, (uint32_t)n, off, &l)))
         return e;
-    for (int64_t i = 0; i < times; i++)
+    for (int64_t i = 0; seq.l->n && i < times; i++)
         memcpy(l->v + (size_t)i * seq.l->n, seq.l->v, (size_t)seq.l->n * sizeof *l->v);
     l->n = (uint32_t)n;
     *out = sp__v_seq(l, seq.flag);
