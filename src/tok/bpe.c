@@ -224,6 +224,8 @@ static sp_err split_one(const pcre2_code *re, pcre2_match_data *md, const char *
         size_t n = in->len[i], pos = 0, done = 0;
         while (pos <= n) {
             int rc = pcre2_match(re, subj, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+            if (rc == PCRE2_ERROR_JIT_STACKLIMIT) // the interpreter keeps its frames on the heap
+                rc = pcre2_match(re, subj, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
             if (rc == PCRE2_ERROR_NOMATCH)
                 break;
             if (rc < 0)

@@ -231,6 +231,8 @@ sp_err sp_tok_encode(const sp_vocab *v, const char *text, size_t len, bool add_s
     free(f.a);
     return SP_OK;
 fail:
+    if (e == SP_ERR_LIMIT)
+        sp_diag_set(diag, e, UINT64_MAX, "text too long or too complex for the pre-tokenizer");
     out->n = n0;
     free(esc);
     free(tmp.a);

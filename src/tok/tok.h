@@ -131,7 +131,8 @@ sp_err sp_tokens_reserve(sp_tokens *t, size_t n_total) SP_MUST_USE;
  *                  (user-defined tokens are always matched, as in llama.cpp).
  * Characters that a vocabulary without byte fallback cannot represent become its unknown
  * token (consecutive ones fused, as Hugging Face's fuse_unk does), never an error.
- * Errors: SP_ERR_UTF8 (diag offset = first bad byte) for invalid UTF-8; SP_ERR_NOMEM.
+ * Errors: SP_ERR_UTF8 (diag offset = first bad byte) for invalid UTF-8; SP_ERR_NOMEM;
+ * SP_ERR_LIMIT if a BPE split regex hits PCRE2's match limits (not seen in practice).
  * On error out->n is unchanged (its capacity may have grown). Any thread. */
 sp_err sp_tok_encode(const sp_vocab *v, const char *text, size_t len, bool add_special,
                      bool parse_special, sp_tokens *out, sp_diag *diag) SP_MUST_USE;

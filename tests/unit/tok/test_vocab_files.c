@@ -5,6 +5,7 @@
  *    llama-server's /tokenize (add_special = true, parse_special = true). */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,6 +381,59 @@ static void test_tinystories_unknown_chars(void **state) {
     sp_vocab_destroy(v);
 }
 
+typedef struct job {
+    const sp_vocab *v;
+    const char *text;
+    size_t len;
+    const sp_tokens *ref;
+    bool ok;
+} job;
+
+static void *worker(void *arg) {
+    job *j = arg;
+    j->ok = true;
+    for (int it = 0; it < 20 && j->ok; it++) {
+        sp_tokens t;
+        sp_tokens_init(&t);
+        j->ok = sp_tok_encode(j->v, j->text, j->len, true, true, &t, NULL) == SP_OK &&
+                t.n == j->ref->n && memcmp(t.ids, j->ref->ids, t.n * sizeof *t.ids) == 0;
+        sp_tokens_deinit(&t);
+    }
+    return NULL;
+}
+
+/* Concurrent encodes of llama.cpp's test text on one vocabulary (PCRE2 matching included) give
+ * the single-threaded ids. */
+static void test_concurrent_encode(void **state) {
+    (void)state;
+    static const char *const vocabs[] = {"vocab/ggml-vocab-deepseek-llm.gguf",
+                                         "vocab/ggml-vocab-phi-3.gguf"};
+    char *path = sp_test_shared("vocab/ggml-vocab-gpt-2.gguf.inp");
+    size_t len;
+    char *text = sp_test_read_file(path, &len);
+    for (size_t k = 0; k < SP_ARRAY_LEN(vocabs); k++) {
+        sp_vocab *v = load_vocab(vocabs[k]);
+        sp_tokens ref;
+        sp_tokens_init(&ref);
+        assert_int_equal(sp_tok_encode(v, text, len, true, true, &ref, NULL), SP_OK);
+        assert_true(ref.n > 500);
+        pthread_t th[4];
+        job jobs[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (job){v, text, len, &ref, false};
+            assert_int_equal(pthread_create(&th[i], NULL, worker, &jobs[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            assert_true(jobs[i].ok);
+        }
+        sp_tokens_deinit(&ref);
+        sp_vocab_destroy(v);
+    }
+    free(text);
+    free(path);
+}
+
 static void test_invalid_utf8(void **state) {
     (void)state;
     sp_vocab *v = load_vocab("vocab/ggml-vocab-llama-spm.gguf");
@@ -420,6 +474,7 @@ int main(void) {
         cmocka_unit_test(test_random_bpe_prompts),
         cmocka_unit_test(test_stories260k_vocab),
         cmocka_unit_test(test_tinystories_unknown_chars),
+        cmocka_unit_test(test_concurrent_encode),
         cmocka_unit_test(test_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
