@@ -62,8 +62,8 @@ static size_t clean_spaces(char *text, size_t total) {
     return total;
 }
 
-sp_err sp_tok_decode(const sp_vocab *v, const sp_token *ids, size_t n, unsigned flags,
-                     char **out, size_t *out_len, sp_diag *diag) {
+sp_err sp_tok_decode(const sp_vocab *v, const sp_token *ids, size_t n, unsigned flags, char **out,
+                     size_t *out_len, sp_diag *diag) {
     if (!v || !out || (!ids && n))
         return SP_ERR_INVALID;
     const bool special = flags & SP_DECODE_SPECIAL;
@@ -79,8 +79,8 @@ sp_err sp_tok_decode(const sp_vocab *v, const sp_token *ids, size_t n, unsigned 
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || (uint32_t)ids[i] >= v->n_tokens)
-            return sp_diag_set(diag, SP_ERR_RANGE, i, "token id %d out of range [0, %u)",
-                               ids[i], v->n_tokens);
+            return sp_diag_set(diag, SP_ERR_RANGE, i, "token id %d out of range [0, %u)", ids[i],
+                               v->n_tokens);
         total += sp_tok_piece_ref(v, ids[i], special).len;
     }
     char *text = malloc(total + 1);
@@ -176,7 +176,7 @@ sp_err sp_detok_push(sp_detok *d, sp_token id, sp_str *out) {
     uint8_t in[4];
     const size_t nh = d->n_held, n = nh + p.len;
     memcpy(in, d->held, nh);
-#define AT(i) ((i) < nh ? in[i] : (uint8_t)p.ptr[(i) - nh])
+#define AT(i) ((i) < nh ? in[i] : (uint8_t)p.ptr[(i)-nh])
     size_t k = 0, i = 0;
     d->n_held = 0;
     while (i < n) {

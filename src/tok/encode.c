@@ -207,8 +207,8 @@ sp_err sp_tok_encode(const sp_vocab *v, const char *text, size_t len, bool add_s
                 prev_special = true;
                 continue;
             }
-            size_t n = spm_escape(text + f.a[i].off, f.a[i].len,
-                                  v->add_space_prefix && prev_special, esc);
+            size_t n =
+                spm_escape(text + f.a[i].off, f.a[i].len, v->add_space_prefix && prev_special, esc);
             if ((e = sp__spm_encode(v, esc, n, out)))
                 goto fail;
             prev_special = false;

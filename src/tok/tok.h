@@ -49,14 +49,14 @@ typedef struct sp_vocab sp_vocab;
  * metadata; tests and tools may fill one by hand. Call sp_vocab_spec_init() first: it marks
  * every optional field as absent, so that llama.cpp's defaults apply. */
 typedef struct sp_vocab_spec {
-    sp_str model;           // tokenizer.ggml.model: "llama" or "gpt2" (required)
-    sp_str pre;             // tokenizer.ggml.pre (gpt2 only); len 0 = absent
-    sp_str name;            // general.name; selects llama.cpp's per-model quirks (Phi-3)
-    uint32_t n_tokens;      // > 0
-    const sp_str *tokens;   // [n_tokens] token texts (required)
-    const float *scores;    // [n_tokens] or NULL (all 0)
-    const int32_t *types;   // [n_tokens] GGUF token types or NULL (all normal)
-    const sp_str *merges;   // [n_merges] "left right" (gpt2; required there)
+    sp_str model;         // tokenizer.ggml.model: "llama" or "gpt2" (required)
+    sp_str pre;           // tokenizer.ggml.pre (gpt2 only); len 0 = absent
+    sp_str name;          // general.name; selects llama.cpp's per-model quirks (Phi-3)
+    uint32_t n_tokens;    // > 0
+    const sp_str *tokens; // [n_tokens] token texts (required)
+    const float *scores;  // [n_tokens] or NULL (all 0)
+    const int32_t *types; // [n_tokens] GGUF token types or NULL (all normal)
+    const sp_str *merges; // [n_merges] "left right" (gpt2; required there)
     uint64_t n_merges;
     // Special token ids as stored in the file; SP_VOCAB_SPEC_ABSENT when the key is absent.
     // Out-of-range values are ignored with a warning (llama.cpp keeps its default then).
@@ -163,8 +163,8 @@ enum {
  * passes. The result is a heap buffer, NUL-terminated, that the caller frees; it may contain
  * invalid UTF-8 when the ids end inside a character. Errors: SP_ERR_RANGE (diag offset = index
  * of the bad id) for an id out of range; SP_ERR_NOMEM. Any thread. */
-sp_err sp_tok_decode(const sp_vocab *v, const sp_token *ids, size_t n, unsigned flags,
-                     char **out, size_t *out_len, sp_diag *diag) SP_MUST_USE;
+sp_err sp_tok_decode(const sp_vocab *v, const sp_token *ids, size_t n, unsigned flags, char **out,
+                     size_t *out_len, sp_diag *diag) SP_MUST_USE;
 
 /* ---- Streaming ---------------------------------------------------------------------------- */
 
@@ -185,11 +185,11 @@ enum {
  * as they are). Owned by one thread; the vocabulary must outlive it. */
 typedef struct sp_detok {
     const sp_vocab *v;
-    unsigned flags;    // SP_DECODE_SPECIAL | SP_DETOK_*
-    bool first;        // no id pushed yet
-    uint8_t held[4];   // the start of an incomplete UTF-8 character
+    unsigned flags;  // SP_DECODE_SPECIAL | SP_DETOK_*
+    bool first;      // no id pushed yet
+    uint8_t held[4]; // the start of an incomplete UTF-8 character
     uint32_t n_held;
-    char *buf;         // [cap] output of the last push
+    char *buf; // [cap] output of the last push
     size_t cap;
 } sp_detok;
 

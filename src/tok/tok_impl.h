@@ -44,21 +44,21 @@ struct sp_vocab {
     sp_vocab_type type;
     uint32_t n_tokens;
 
-    char *text_pool;      // every token text, each followed by a NUL
-    uint32_t *text_off;   // [n_tokens] offset into text_pool
-    uint32_t *text_len;   // [n_tokens]
-    float *scores;        // [n_tokens]
-    uint32_t *attr;       // [n_tokens] SP_TOKEN_ATTR_* | SP__ATTR_EOG
-    sp__map tok_map;      // text -> id
+    char *text_pool;    // every token text, each followed by a NUL
+    uint32_t *text_off; // [n_tokens] offset into text_pool
+    uint32_t *text_len; // [n_tokens]
+    float *scores;      // [n_tokens]
+    uint32_t *attr;     // [n_tokens] SP_TOKEN_ATTR_* | SP__ATTR_EOG
+    sp__map tok_map;    // text -> id
 
-    char *piece_pool;     // token_to_piece(special = true) of every token, NUL after each
-    uint32_t *piece_off;  // [n_tokens]
-    uint32_t *piece_len;  // [n_tokens]
+    char *piece_pool;    // token_to_piece(special = true) of every token, NUL after each
+    uint32_t *piece_off; // [n_tokens]
+    uint32_t *piece_len; // [n_tokens]
     uint32_t max_piece_len;
 
     sp_token byte_tok[256]; // byte -> its fallback token (SPM) or byte-level token (BPE)
 
-    sp_token *specials;   // control / user-defined / unknown tokens, longest text first
+    sp_token *specials; // control / user-defined / unknown tokens, longest text first
     uint32_t n_specials;
 
     sp_token bos, eos, eot, eom, unk, sep, pad;
@@ -73,9 +73,9 @@ struct sp_vocab {
     uint32_t *merge_len;   // [n_merges] bytes of left+right
     uint32_t *merge_split; // [n_merges] bytes of left
     uint32_t n_merges;
-    sp__map merge_map;     // (left+right, split) -> rank
+    sp__map merge_map; // (left+right, split) -> rank
 
-    sp__pretok *pretok;    // BPE pre-tokenizer (NULL for SPM)
+    sp__pretok *pretok; // BPE pre-tokenizer (NULL for SPM)
 };
 
 /* Looks up a token by text; SP_TOKEN_NULL if absent. */

@@ -9,7 +9,7 @@
 #include "base/util.h"
 #include "tok/tok_impl.h"
 
-#define TOK_SEED 0x9e3779b97f4a7c15ull
+#define TOK_SEED   0x9e3779b97f4a7c15ull
 #define MERGE_SEED 0x2545f4914f6cdd1dull
 
 /* ---- small growable byte buffer --------------------------------------------------------- */
@@ -147,7 +147,9 @@ static bool str_is(sp_str s, const char *c) {
 
 /* ---- the build ----------------------------------------------------------------------------- */
 
-static const char *tok_text(const sp_vocab *v, sp_token id) { return v->text_pool + v->text_off[id]; }
+static const char *tok_text(const sp_vocab *v, sp_token id) {
+    return v->text_pool + v->text_off[id];
+}
 
 static bool text_is(const sp_vocab *v, sp_token id, const char *c) {
     return tok_eq(v, (uint32_t)id, c, strlen(c));
@@ -198,29 +200,58 @@ static void detect(sp_vocab *v, sp_token *slot, const char *const *names) {
     }
 }
 
-static const char *const eot_names[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-    "<EOT>", "_<EOT>", "[EOT]", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-    "<end_of_utterance>", NULL};
+static const char *const eot_names[] = {"<|eot_id|>",
+                                        "<|im_end|>",
+                                        "<|end|>",
+                                        "<end_of_turn>",
+                                        "<|endoftext|>",
+                                        "<|end_of_text|>",
+                                        "<EOT>",
+                                        "_<EOT>",
+                                        "[EOT]",
+                                        "<\xef\xbd\x9c"
+                                        "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                                        "<end_of_utterance>",
+                                        NULL};
 static const char *const eom_names[] = {"<|eom_id|>", NULL};
-static const char *const fim_pre_names[] = {
-    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
-    "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", NULL};
-static const char *const fim_suf_names[] = {
-    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>",
-    "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>", NULL};
-static const char *const fim_mid_names[] = {
-    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>",
-    "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", NULL};
+static const char *const fim_pre_names[] = {"<|fim_prefix|>",
+                                            "<fim-prefix>",
+                                            "<fim_prefix>",
+                                            "<\xef\xbd\x9c"
+                                            "fim\xe2\x96\x81"
+                                            "begin\xef\xbd\x9c>",
+                                            "<PRE>",
+                                            "\xe2\x96\x81<PRE>",
+                                            "<|code_prefix|>",
+                                            NULL};
+static const char *const fim_suf_names[] = {"<|fim_suffix|>",
+                                            "<fim-suffix>",
+                                            "<fim_suffix>",
+                                            "<\xef\xbd\x9c"
+                                            "fim\xe2\x96\x81hole\xef\xbd\x9c>",
+                                            "<SUF>",
+                                            "\xe2\x96\x81<SUF>",
+                                            "<|code_suffix|>",
+                                            NULL};
+static const char *const fim_mid_names[] = {"<|fim_middle|>",
+                                            "<fim-middle>",
+                                            "<fim_middle>",
+                                            "<\xef\xbd\x9c"
+                                            "fim\xe2\x96\x81"
+                                            "end\xef\xbd\x9c>",
+                                            "<MID>",
+                                            "\xe2\x96\x81<MID>",
+                                            "<|code_middle|>",
+                                            NULL};
 static const char *const fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL};
 static const char *const fim_rep_names[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
-                                            "<REPO>", "<reponame>", NULL};
+                                            "<REPO>",       "<reponame>",    NULL};
 static const char *const fim_sep_names[] = {"<|file_sep|>", NULL};
 /* Tokens that end generation by their text (llama.cpp's special_eog_ids list). */
 static const char *const eog_names[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
-    NULL};
+    "<|eot_id|>",      "<|im_end|>",         "<|end|>",    "<|return|>", "<|call|>",
+    "<end_of_turn>",   "<|endoftext|>",      "<|eom_id|>", "<EOT>",      "_<EOT>",
+    "<|end_of_text|>", "<end_of_utterance>", NULL};
 
 static void set_eog(sp_vocab *v, sp_token id) {
     if (id != SP_TOKEN_NULL)
@@ -281,7 +312,8 @@ static int cmp_special(const void *a, const void *b, void *ctx) {
 
 static sp_err build_specials(sp_vocab *v) {
     uint32_t n = 0;
-    const uint32_t mask = SP_TOKEN_ATTR_CONTROL | SP_TOKEN_ATTR_USER_DEFINED | SP_TOKEN_ATTR_UNKNOWN;
+    const uint32_t mask =
+        SP_TOKEN_ATTR_CONTROL | SP_TOKEN_ATTR_USER_DEFINED | SP_TOKEN_ATTR_UNKNOWN;
     for (uint32_t id = 0; id < v->n_tokens; id++)
         n += (v->attr[id] & mask) != 0;
     v->specials = malloc((n ? n : 1) * sizeof *v->specials);
@@ -517,13 +549,20 @@ static void model_attrs(sp_vocab *v, sp_str name) {
 
 static uint32_t attr_of_type(int32_t type) {
     switch (type) {
-    case 1: return SP_TOKEN_ATTR_NORMAL;
-    case 2: return SP_TOKEN_ATTR_UNKNOWN;
-    case 3: return SP_TOKEN_ATTR_CONTROL;
-    case 4: return SP_TOKEN_ATTR_USER_DEFINED;
-    case 5: return SP_TOKEN_ATTR_UNUSED;
-    case 6: return SP_TOKEN_ATTR_BYTE;
-    default: return SP_TOKEN_ATTR_UNDEFINED;
+    case 1:
+        return SP_TOKEN_ATTR_NORMAL;
+    case 2:
+        return SP_TOKEN_ATTR_UNKNOWN;
+    case 3:
+        return SP_TOKEN_ATTR_CONTROL;
+    case 4:
+        return SP_TOKEN_ATTR_USER_DEFINED;
+    case 5:
+        return SP_TOKEN_ATTR_UNUSED;
+    case 6:
+        return SP_TOKEN_ATTR_BYTE;
+    default:
+        return SP_TOKEN_ATTR_UNDEFINED;
     }
 }
 
@@ -703,18 +742,40 @@ void sp_vocab_destroy(sp_vocab *v) {
 
 /* ---- accessors ---------------------------------------------------------------------------- */
 
-static bool valid(const sp_vocab *v, sp_token id) { return id >= 0 && (uint32_t)id < v->n_tokens; }
+static bool valid(const sp_vocab *v, sp_token id) {
+    return id >= 0 && (uint32_t)id < v->n_tokens;
+}
 
-sp_vocab_type sp_vocab_get_type(const sp_vocab *v) { return v->type; }
-uint32_t sp_vocab_n_tokens(const sp_vocab *v) { return v->n_tokens; }
-sp_token sp_vocab_bos(const sp_vocab *v) { return v->bos; }
-sp_token sp_vocab_eos(const sp_vocab *v) { return v->eos; }
-sp_token sp_vocab_eot(const sp_vocab *v) { return v->eot; }
-sp_token sp_vocab_unk(const sp_vocab *v) { return v->unk; }
-sp_token sp_vocab_pad(const sp_vocab *v) { return v->pad; }
-bool sp_vocab_add_bos(const sp_vocab *v) { return v->add_bos; }
-bool sp_vocab_add_eos(const sp_vocab *v) { return v->add_eos; }
-bool sp_vocab_add_space_prefix(const sp_vocab *v) { return v->add_space_prefix; }
+sp_vocab_type sp_vocab_get_type(const sp_vocab *v) {
+    return v->type;
+}
+uint32_t sp_vocab_n_tokens(const sp_vocab *v) {
+    return v->n_tokens;
+}
+sp_token sp_vocab_bos(const sp_vocab *v) {
+    return v->bos;
+}
+sp_token sp_vocab_eos(const sp_vocab *v) {
+    return v->eos;
+}
+sp_token sp_vocab_eot(const sp_vocab *v) {
+    return v->eot;
+}
+sp_token sp_vocab_unk(const sp_vocab *v) {
+    return v->unk;
+}
+sp_token sp_vocab_pad(const sp_vocab *v) {
+    return v->pad;
+}
+bool sp_vocab_add_bos(const sp_vocab *v) {
+    return v->add_bos;
+}
+bool sp_vocab_add_eos(const sp_vocab *v) {
+    return v->add_eos;
+}
+bool sp_vocab_add_space_prefix(const sp_vocab *v) {
+    return v->add_space_prefix;
+}
 
 bool sp_vocab_is_eog(const sp_vocab *v, sp_token id) {
     return valid(v, id) && (v->attr[id] & SP__ATTR_EOG);
@@ -728,7 +789,9 @@ uint32_t sp_vocab_token_attr(const sp_vocab *v, sp_token id) {
     return valid(v, id) ? (v->attr[id] & ~SP__ATTR_EOG) : 0;
 }
 
-float sp_vocab_token_score(const sp_vocab *v, sp_token id) { return valid(v, id) ? v->scores[id] : 0.0f; }
+float sp_vocab_token_score(const sp_vocab *v, sp_token id) {
+    return valid(v, id) ? v->scores[id] : 0.0f;
+}
 
 sp_str sp_vocab_token_text(const sp_vocab *v, sp_token id) {
     if (!valid(v, id))

@@ -121,8 +121,8 @@ sp_err sp_vocab_load(const sp_gguf *g, sp_vocab **out, sp_diag *diag) {
             goto done;
         }
         if (kv->arr_n < n_tokens) {
-            e = sp_diag_set(diag, SP_ERR_FORMAT, kv->offset,
-                            "fewer token types (%llu) than tokens", (unsigned long long)kv->arr_n);
+            e = sp_diag_set(diag, SP_ERR_FORMAT, kv->offset, "fewer token types (%llu) than tokens",
+                            (unsigned long long)kv->arr_n);
             goto done;
         }
         if (!(types = malloc(n_tokens * sizeof *types))) {

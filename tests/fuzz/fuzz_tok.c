@@ -54,8 +54,11 @@ static size_t first_bad(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
-        size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-                                 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        size_t len = c < 0x80                 ? 1
+                     : c >= 0xC2 && c <= 0xDF ? 2
+                     : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xF0 && c <= 0xF4 ? 4
+                                              : 0;
         if (!len || n - i < len)
             return i;
         uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
@@ -139,7 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             sp_tokens t;
             sp_tokens_init(&t);
             sp_diag d;
-            check(sp_tok_encode(vs[i], s, size, true, true, &t, &d) == SP_ERR_UTF8, "accepted bad UTF-8");
+            check(sp_tok_encode(vs[i], s, size, true, true, &t, &d) == SP_ERR_UTF8,
+                  "accepted bad UTF-8");
             check(d.offset == bad && t.n == 0, "wrong UTF-8 error offset");
             sp_tokens_deinit(&t);
         }

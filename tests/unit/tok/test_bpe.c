@@ -43,7 +43,7 @@ static sp_vocab *make(const char *pre, const char *const *extra, const char *con
 }
 
 #define L(...) ((const char *const[]){__VA_ARGS__, NULL})
-#define NONE ((const char *const[]){NULL})
+#define NONE   ((const char *const[]){NULL})
 
 static void expect(const sp_vocab *v, const char *text, const char *const *want) {
     sp_tokens t;
@@ -70,7 +70,7 @@ static void test_byte_mapping(void **state) {
     (void)state;
     assert_int_equal(sp__gpt2_byte_to_cp('!'), '!');
     assert_int_equal(sp__gpt2_byte_to_cp(0), 256);
-    assert_int_equal(sp__gpt2_byte_to_cp(' '), 0x120); // Ġ
+    assert_int_equal(sp__gpt2_byte_to_cp(' '), 0x120);  // Ġ
     assert_int_equal(sp__gpt2_byte_to_cp('\n'), 0x10A); // Ċ
     assert_int_equal(sp__gpt2_byte_to_cp(0xAD), 0x143); // the last one
     for (int b = 0; b < 256; b++)
@@ -89,7 +89,8 @@ static void test_rank_order(void **state) {
     expect(v, "the", L("t", "he"));
     sp_vocab_destroy(v);
     // the space joins the word as Ġ and merges like any symbol
-    v = make("gpt-2", L("\xc4\xa0t", "he", "\xc4\xa0the"), L("\xc4\xa0 t", "h e", "\xc4\xa0t he"), -1);
+    v = make("gpt-2", L("\xc4\xa0t", "he", "\xc4\xa0the"), L("\xc4\xa0 t", "h e", "\xc4\xa0t he"),
+             -1);
     expect(v, "the the", L("t", "he", "\xc4\xa0the"));
     sp_vocab_destroy(v);
 }
@@ -173,8 +174,14 @@ static void test_split_gpt2(void **state) {
     expect_split("gpt-2", "Hello world's  123", L("Hello", " world", "'s", " ", " 123"));
     expect_split("gpt-2", "x!! \n", L("x", "!!", " \n"));
     // U+00A0 and U+0085 are White_Space for llama.cpp: each stays a piece of its own here
-    expect_split("gpt-2", "a\xc2\xa0\xc2\xa0" "b", L("a", "\xc2\xa0", "\xc2\xa0", "b"));
-    expect_split("gpt-2", "a\xc2\x85\xc2\x85" "b", L("a", "\xc2\x85", "\xc2\x85", "b"));
+    expect_split("gpt-2",
+                 "a\xc2\xa0\xc2\xa0"
+                 "b",
+                 L("a", "\xc2\xa0", "\xc2\xa0", "b"));
+    expect_split("gpt-2",
+                 "a\xc2\x85\xc2\x85"
+                 "b",
+                 L("a", "\xc2\x85", "\xc2\x85", "b"));
     // an unknown name falls back to GPT-2's regex
     expect_split("no-such-pre", "Hello world's", L("Hello", " world", "'s"));
 }

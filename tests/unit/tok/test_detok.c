@@ -31,8 +31,11 @@ static bool valid_utf8(const char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-                                 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        size_t len = c < 0x80                 ? 1
+                     : c >= 0xC2 && c <= 0xDF ? 2
+                     : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xF0 && c <= 0xF4 ? 4
+                                              : 0;
         if (!len || i + len > n)
             return false;
         uint32_t cp = len == 1 ? c : c & (0x7F >> len);
@@ -175,7 +178,10 @@ static void test_split_characters(void **state) {
     assert_int_equal(out.len, 0);
     assert_int_equal(sp_detok_push(&d, a, &out), SP_OK);
     assert_int_equal(out.len, 3);
-    assert_memory_equal(out.ptr, "\xf0\x9f" "a", 3);
+    assert_memory_equal(out.ptr,
+                        "\xf0\x9f"
+                        "a",
+                        3);
     assert_int_equal(sp_detok_push(&d, c3, &out), SP_OK);
     assert_int_equal(out.len, 0);
     out = sp_detok_flush(&d);

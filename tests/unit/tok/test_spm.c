@@ -62,7 +62,8 @@ static void expect(const sp_vocab *v, const char *text, bool add_special, bool p
     sp_tokens t;
     sp_tokens_init(&t);
     sp_diag d;
-    assert_int_equal(sp_tok_encode(v, text, strlen(text), add_special, parse_special, &t, &d), SP_OK);
+    assert_int_equal(sp_tok_encode(v, text, strlen(text), add_special, parse_special, &t, &d),
+                     SP_OK);
     size_t n = 0;
     while (want[n])
         n++;
@@ -94,7 +95,7 @@ static char *decode(const sp_vocab *v, const char *const *texts, unsigned flags)
 }
 
 static const tdef letters[] = {
-    {SP, -5, 1}, {"a", -5, 1}, {"b", -5, 1}, {"c", -5, 1}, {"d", -5, 1},
+    {SP, -5, 1},   {"a", -5, 1},  {"b", -5, 1},  {"c", -5, 1},    {"d", -5, 1},
     {"ab", -2, 1}, {"bc", -1, 1}, {"aa", -3, 1}, {SP "a", -4, 1}, {"cd", -1, 1},
 };
 
@@ -162,10 +163,9 @@ static void test_unknown_fused(void **state) {
 }
 
 static const tdef specials[] = {
-    {SP, -5, 1},          {"a", -5, 1},          {"b", -5, 1},     {"c", -5, 1},
-    {"d", -5, 1},         {"<0x20>", 0, 6},      {"<0x0A>", 0, 6}, {"<|end|>", 0, 3},
-    {"<|user|>", 0, 3},   {"ab", 0, 4},          {"bcd", 0, 4},    {"[PAD9]", 0, 2},
-    {"<|im_end|>", 0, 1}, {"<|unused_1|>", 0, 3}, {"xyz", 0, 5},
+    {SP, -5, 1},      {"a", -5, 1},     {"b", -5, 1},         {"c", -5, 1},           {"d", -5, 1},
+    {"<0x20>", 0, 6}, {"<0x0A>", 0, 6}, {"<|end|>", 0, 3},    {"<|user|>", 0, 3},     {"ab", 0, 4},
+    {"bcd", 0, 4},    {"[PAD9]", 0, 2}, {"<|im_end|>", 0, 1}, {"<|unused_1|>", 0, 3}, {"xyz", 0, 5},
 };
 
 /* Control tokens need parse_special; user-defined ones are always split out; a longer special
@@ -340,7 +340,8 @@ static void test_threads(void **state) {
         jobs[i].v = v;
         jobs[i].text = text;
         sp_tokens_init(&jobs[i].ref);
-        assert_int_equal(sp_tok_encode(v, text, strlen(text), true, true, &jobs[i].ref, NULL), SP_OK);
+        assert_int_equal(sp_tok_encode(v, text, strlen(text), true, true, &jobs[i].ref, NULL),
+                         SP_OK);
     }
     for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_create(&th[i], NULL, worker, &jobs[i]), 0);
@@ -354,12 +355,12 @@ static void test_threads(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_score_order),     cmocka_unit_test(test_leftmost_tie),
-        cmocka_unit_test(test_space_prefix),    cmocka_unit_test(test_byte_fallback),
-        cmocka_unit_test(test_unknown_fused),   cmocka_unit_test(test_partition),
-        cmocka_unit_test(test_add_special),     cmocka_unit_test(test_phi3_rstrip),
-        cmocka_unit_test(test_eog),             cmocka_unit_test(test_pieces_and_decode),
-        cmocka_unit_test(test_build_errors),    cmocka_unit_test(test_empty_token),
+        cmocka_unit_test(test_score_order),   cmocka_unit_test(test_leftmost_tie),
+        cmocka_unit_test(test_space_prefix),  cmocka_unit_test(test_byte_fallback),
+        cmocka_unit_test(test_unknown_fused), cmocka_unit_test(test_partition),
+        cmocka_unit_test(test_add_special),   cmocka_unit_test(test_phi3_rstrip),
+        cmocka_unit_test(test_eog),           cmocka_unit_test(test_pieces_and_decode),
+        cmocka_unit_test(test_build_errors),  cmocka_unit_test(test_empty_token),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

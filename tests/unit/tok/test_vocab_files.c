@@ -144,7 +144,8 @@ static size_t check_vocab_cases(const char *vocab_rel, bool roundtrip) {
         sp_tokens t;
         sp_tokens_init(&t);
         sp_diag d;
-        assert_int_equal(sp_tok_encode(v, cases[i].text, cases[i].len, false, false, &t, &d), SP_OK);
+        assert_int_equal(sp_tok_encode(v, cases[i].text, cases[i].len, false, false, &t, &d),
+                         SP_OK);
         bool ok = t.n == cases[i].n_ids &&
                   (t.n == 0 || memcmp(t.ids, cases[i].ids, t.n * sizeof(sp_token)) == 0);
         if (!ok) {
@@ -156,7 +157,8 @@ static size_t check_vocab_cases(const char *vocab_rel, bool roundtrip) {
         if (roundtrip && !(cleanup_applies(cases[i].text) && clean)) {
             char *s;
             size_t len;
-            assert_int_equal(sp_tok_decode(v, cases[i].ids, cases[i].n_ids, 0, &s, &len, &d), SP_OK);
+            assert_int_equal(sp_tok_decode(v, cases[i].ids, cases[i].n_ids, 0, &s, &len, &d),
+                             SP_OK);
             if (len != cases[i].len || memcmp(s, cases[i].text, len) != 0) {
                 fprintf(stderr, "%s case %zu decodes to '%s' not '%s'\n", vocab_rel, i, s,
                         cases[i].text);
@@ -298,7 +300,7 @@ static void test_stories260k_vocab(void **state) {
     assert_int_equal(sp_vocab_eos(v), 2);
     assert_int_equal(sp_vocab_unk(v), 0);
     assert_int_equal(sp_vocab_pad(v), SP_TOKEN_NULL); // 4294967295 in the file: out of range
-    assert_true(sp_vocab_add_bos(v));                // key absent: llama.cpp's default
+    assert_true(sp_vocab_add_bos(v));                 // key absent: llama.cpp's default
     assert_false(sp_vocab_add_eos(v));
     assert_true(sp_vocab_is_eog(v, 2));
     assert_false(sp_vocab_is_eog(v, 1));
@@ -381,6 +383,42 @@ static void test_tinystories_unknown_chars(void **state) {
     sp_vocab_destroy(v);
 }
 
+/* GPT-2: <|endoftext|> (50256, control) is one token only with parse_special; otherwise its
+ * text goes through BPE like any other. Decoding hides it unless asked. */
+static void test_gpt2_special(void **state) {
+    (void)state;
+    sp_vocab *v = load_vocab("vocab/ggml-vocab-gpt-2.gguf");
+    assert_int_equal(sp_vocab_eos(v), 50256);
+    assert_true(sp_vocab_is_eog(v, 50256));
+    assert_false(sp_vocab_add_bos(v)); // no add_bos_token key in the file
+    const char *text = "Hi<|endoftext|>there";
+    sp_tokens t;
+    sp_tokens_init(&t);
+    assert_int_equal(sp_tok_encode(v, text, strlen(text), true, true, &t, NULL), SP_OK);
+    assert_int_equal(t.n, 3);
+    assert_int_equal(t.ids[0], tok_id(v, "Hi"));
+    assert_int_equal(t.ids[1], 50256);
+    assert_int_equal(t.ids[2], tok_id(v, "there"));
+    char *s;
+    size_t len;
+    assert_int_equal(sp_tok_decode(v, t.ids, t.n, 0, &s, &len, NULL), SP_OK);
+    assert_string_equal(s, "Hithere");
+    free(s);
+    assert_int_equal(sp_tok_decode(v, t.ids, t.n, SP_DECODE_SPECIAL, &s, &len, NULL), SP_OK);
+    assert_string_equal(s, text);
+    free(s);
+    t.n = 0;
+    assert_int_equal(sp_tok_encode(v, text, strlen(text), true, false, &t, NULL), SP_OK);
+    assert_true(t.n > 3);
+    for (size_t i = 0; i < t.n; i++)
+        assert_int_not_equal(t.ids[i], 50256);
+    assert_int_equal(sp_tok_decode(v, t.ids, t.n, 0, &s, &len, NULL), SP_OK);
+    assert_string_equal(s, text);
+    free(s);
+    sp_tokens_deinit(&t);
+    sp_vocab_destroy(v);
+}
+
 typedef struct job {
     const sp_vocab *v;
     const char *text;
@@ -441,10 +479,10 @@ static void test_invalid_utf8(void **state) {
         const char *s;
         size_t len, off;
     } bad[] = {
-        {"abc\xff", 4, 3},          {"ab\xc3", 3, 2},          // stray byte, truncated
-        {"\xc0\xaf", 2, 0},         {"x\xe0\x80\xaf", 4, 1},   // overlong
-        {"\xed\xa0\x80", 3, 0},     {"ok \xf4\x90\x80\x80", 7, 3}, // surrogate, > U+10FFFF
-        {"\x80", 1, 0},             {"h\xe2\x82", 3, 1},
+        {"abc\xff", 4, 3},      {"ab\xc3", 3, 2},              // stray byte, truncated
+        {"\xc0\xaf", 2, 0},     {"x\xe0\x80\xaf", 4, 1},       // overlong
+        {"\xed\xa0\x80", 3, 0}, {"ok \xf4\x90\x80\x80", 7, 3}, // surrogate, > U+10FFFF
+        {"\x80", 1, 0},         {"h\xe2\x82", 3, 1},
     };
     for (size_t i = 0; i < SP_ARRAY_LEN(bad); i++) {
         sp_tokens t;
@@ -462,19 +500,13 @@ static void test_invalid_utf8(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_llama_spm_cases),
-        cmocka_unit_test(test_phi3_cases),
-        cmocka_unit_test(test_gpt2_cases),
-        cmocka_unit_test(test_deepseek_coder_cases),
-        cmocka_unit_test(test_deepseek_llm_cases),
-        cmocka_unit_test(test_falcon_cases),
-        cmocka_unit_test(test_starcoder_cases),
-        cmocka_unit_test(test_golden_greedy_prompts),
-        cmocka_unit_test(test_random_spm_prompts),
-        cmocka_unit_test(test_random_bpe_prompts),
-        cmocka_unit_test(test_stories260k_vocab),
-        cmocka_unit_test(test_tinystories_unknown_chars),
-        cmocka_unit_test(test_concurrent_encode),
+        cmocka_unit_test(test_llama_spm_cases),    cmocka_unit_test(test_phi3_cases),
+        cmocka_unit_test(test_gpt2_cases),         cmocka_unit_test(test_deepseek_coder_cases),
+        cmocka_unit_test(test_deepseek_llm_cases), cmocka_unit_test(test_falcon_cases),
+        cmocka_unit_test(test_starcoder_cases),    cmocka_unit_test(test_golden_greedy_prompts),
+        cmocka_unit_test(test_random_spm_prompts), cmocka_unit_test(test_random_bpe_prompts),
+        cmocka_unit_test(test_stories260k_vocab),  cmocka_unit_test(test_tinystories_unknown_chars),
+        cmocka_unit_test(test_gpt2_special),       cmocka_unit_test(test_concurrent_encode),
         cmocka_unit_test(test_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
