@@ -3,7 +3,8 @@
  *
  * A vocabulary is built once (from a GGUF file or from arrays) and is immutable afterwards:
  * every function taking a `const sp_vocab *` may be called from any number of threads at once.
- * Encoding keeps its scratch memory per call; there is no global state.
+ * Encoding keeps its scratch memory per call; there is no global state. sp_detok streams
+ * generated ids back to text without splitting UTF-8 characters.
  *
  * Token ids are int32 (`sp_token`), SP_TOKEN_NULL (-1) meaning "none". */
 #ifndef SP_TOK_TOK_H
@@ -56,7 +57,7 @@ typedef struct sp_vocab_spec {
     const sp_str *tokens; // [n_tokens] token texts (required)
     const float *scores;  // [n_tokens] or NULL (all 0)
     const int32_t *types; // [n_tokens] GGUF token types or NULL (all normal)
-    const sp_str *merges; // [n_merges] "left right" (gpt2; required there)
+    const sp_str *merges; // [n_merges] "left right" (gpt2: required, may be empty)
     uint64_t n_merges;
     // Special token ids as stored in the file; SP_VOCAB_SPEC_ABSENT when the key is absent.
     // Out-of-range values are ignored with a warning (llama.cpp keeps its default then).
