@@ -107,7 +107,6 @@ static bool is_name_start(char c) {
 }
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 static bool is_name_char(char c) { return is_name_start(c) || is_digit(c); }
-static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 static size_t skip_space(const char *s, size_t n, size_t pos) {
     size_t k;
@@ -277,6 +276,25 @@ static sp_err lex_token(P *p, size_t *pos, int *balance) {
         *pos = j;
         return push_tok(p, t);
     }
+    if (c == '0' && i + 2 < n && strchr("xXoObB", s[i + 1]) && s[i + 1] &&
+        hexval(s[i + 2]) >= 0) {
+        int base = (s[i + 1] | 32) == 'x' ? 16 : (s[i + 1] | 32) == 'o' ? 8 : 2;
+        size_t j = i + 2;
+        uint64_t v = 0;
+        for (; j < n && (s[j] == '_' || (hexval(s[j]) >= 0 && hexval(s[j]) < base)); j++) {
+            if (s[j] == '_')
+                continue;
+            if (v > (uint64_t)INT64_MAX / (uint64_t)base)
+                return perr(p, SP_ERR_FORMAT, t.off, "integer literal too large");
+            v = v * (uint64_t)base + (uint64_t)hexval(s[j]);
+        }
+        if (v > (uint64_t)INT64_MAX)
+            return perr(p, SP_ERR_FORMAT, t.off, "integer literal too large");
+        t.type = T_INT;
+        t.i = (int64_t)v;
+        *pos = j;
+        return push_tok(p, t);
+    }
     if (is_digit(c)) {
         // A number right after '.' is an index (x.0.1), never a float.
         bool after_dot = i > 0 && s[i - 1] == '.';
@@ -365,13 +383,10 @@ static size_t raw_begin(const char *s, size_t n, size_t q, char *end_sign) {
     size_t i = q + 2;
     if (i < n && (s[i] == '-' || s[i] == '+'))
         i++;
-    while (i < n && is_ws(s[i]))
-        i++;
+    i = skip_space(s, n, i);
     if (n - i < 3 || memcmp(s + i, "raw", 3) != 0)
         return 0;
-    i += 3;
-    while (i < n && is_ws(s[i]))
-        i++;
+    i = skip_space(s, n, i + 3);
     *end_sign = 0;
     if (i < n && s[i] == '-') {
         *end_sign = '-';
@@ -392,13 +407,10 @@ static size_t raw_end(const char *s, size_t n, size_t pos, size_t *after, char *
         *bsign = 0;
         if (i < n && (s[i] == '-' || s[i] == '+'))
             *bsign = s[i++];
-        while (i < n && is_ws(s[i]))
-            i++;
+        i = skip_space(s, n, i);
         if (n - i < 6 || memcmp(s + i, "endraw", 6) != 0)
             continue;
-        i += 6;
-        while (i < n && is_ws(s[i]))
-            i++;
+        i = skip_space(s, n, i + 6);
         *esign = 0;
         if (i < n && (s[i] == '-' || s[i] == '+'))
             *esign = s[i++];
@@ -460,8 +472,7 @@ static sp_err lex(P *p) {
             return e;
         int balance = 0;
         for (;;) {
-            while (i < n && is_ws(s[i]))
-                i++;
+            i = skip_space(s, n, i);
             if (i >= n)
                 return perr(p, SP_ERR_FORMAT, (uint32_t)q, "unexpected end of template, expected '%s'",
                             var ? "}}" : "%}");
@@ -1385,25 +1396,35 @@ static sp_err finish(P *p) {
 
 static sp_err parse_if(P *p, uint32_t off, sp__node **out) {
     static const char *const ends[] = {"elif", "else", "endif", NULL};
-    sp__node *n = NULL;
-    sp_err e = new_node(p, SP__N_IF, off, &n);
-    int which;
-    if (e || (e = parse_tuple(p, false, false, NULL, &n->a)) || (e = expect_end(p)) ||
-        (e = parse_body(p, ends, &n->body, &which)))
-        return e;
-    if (which == 0) {
-        uint32_t eoff = cur(p)->off;
-        adv(p);
-        if ((e = parse_if(p, eoff, &n->orelse)))
+    sp__node *first = NULL, *n = NULL;
+    sp_err e;
+    // Each elif becomes an if in the else branch of the one before, built iteratively.
+    for (;;) {
+        sp__node *x = NULL;
+        int which;
+        if ((e = new_node(p, SP__N_IF, off, &x)) || (e = parse_tuple(p, false, false, NULL, &x->a)) ||
+            (e = expect_end(p)) || (e = parse_body(p, ends, &x->body, &which)))
             return e;
-    } else if (which == 1) {
-        static const char *const ends2[] = {"endif", NULL};
-        if ((e = finish(p)) || (e = parse_body(p, ends2, &n->orelse, &which)) || (e = finish(p)))
+        if (n)
+            n->orelse = x;
+        else
+            first = x;
+        n = x;
+        if (which == 0) {
+            off = cur(p)->off;
+            adv(p);
+            continue;
+        }
+        if (which == 1) {
+            static const char *const ends2[] = {"endif", NULL};
+            if ((e = finish(p)) || (e = parse_body(p, ends2, &n->orelse, &which)))
+                return e;
+        }
+        if ((e = finish(p)))
             return e;
-    } else if ((e = finish(p))) {
-        return e;
+        break;
     }
-    *out = n;
+    *out = first;
     return SP_OK;
 }
 

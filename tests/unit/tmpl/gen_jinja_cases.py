@@ -54,12 +54,18 @@ CTX = {
                {"name": "Cy", "age": 40, "city": "Oslo"}],
     "uni": "Ünïcödé ✓ 日本語 🙂", "nested": {"a": {"b": [1, {"c": "deep"}]}},
     "quote": "it's \"q\" <&> \\ \n\ttab",
+    "msgs": [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
+             {"role": "assistant", "content": "<think>\nplan\n</think>\n\na1"},
+             {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image"}]}],
+    "enable_thinking": False,
 }
 
 LANG = [
     # output and literals
     ("print_types", "{{ s }}|{{ n }}|{{ f }}|{{ t }}|{{ z }}|{{ l }}|{{ d }}|{{ undefined_var }}|"),
     ("literals", "{{ 'a' \"b\" }} {{ 1_000 }} {{ 1.5e3 }} {{ 0.1 + 0.2 }} {{ [1, 'x', none, True, 2.0] }} {{ {'k': (1,), 'j': ()} }}"),
+    ("int_literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 1_000_000 }} {{ 0 }} {{ 0.5 }} {{ 1e3 }} {{ l.0 }}"),
+    ("unicode_space_in_tag", "{{\u00a0n\u3000}}{%\u00a0if true\u00a0%}y{% endif %}"),
     ("escapes", "{{ 'a\\nb\\tc\\\\d\\'e\\\"f\\x41\\u00e9\\U0001F642\\d' }}"),
     ("floats", "{{ 1e16 }} {{ 1e15 }} {{ 1e-5 }} {{ 0.0001 }} {{ 123456789.125 }} {{ -0.0 }} {{ 2/3 }} {{ 1e300*1e10 }} {{ 3.0 }}"),
     ("repr_strings", "{{ [quote, uni, 'x\\x7fy', '\\x00'] }}"),
@@ -150,6 +156,15 @@ LANG = [
     ("str_is_methods", "{{ '123'.isdigit() }} {{ '12a'.isdigit() }} {{ 'abc'.isalpha() }} {{ 'ab1'.isalnum() }} {{ ' \\t'.isspace() }} {{ 'abc'.islower() }} {{ 'ABC'.isupper() }} {{ ''.isdigit() }}"),
     ("split_last", "{% set c = 'a</think>b</think>final' %}{{ c.split('</think>')[-1] }} {{ c.split('</think>')[0] }}"),
     ("raise", "{% if n > 5 %}{{ raise_exception('n is ' ~ n ~ ': too big') }}{% endif %}"),
+    # constructs common in other model templates
+    ("reverse_index", "{% set ns = namespace(last=-1) %}{% for m in msgs[::-1] %}{% set i = (msgs|length - 1) - loop.index0 %}{% if ns.last < 0 and m.role == 'user' %}{% set ns.last = i %}{% endif %}{% endfor %}{{ ns.last }}"),
+    ("think_split", "{% set c = msgs[2].content %}[{{ c.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') }}]|[{{ c.split('</think>')[-1].lstrip('\\n') }}]|{{ '</think>' in c }}"),
+    ("content_parts", "{% for m in msgs %}{% if m.content is string %}{{ m.content|length }}{% else %}{% for p in m.content if p.type == 'text' %}{{ p.text }}{% endfor %}+{{ m.content|selectattr('type', 'equalto', 'image')|list|length }}{% endif %};{% endfor %}"),
+    ("alternation", "{% for m in msgs|rejectattr('role', 'equalto', 'system') %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('roles must alternate') }}{% endif %}{{ m.role[0] }}{% endfor %}"),
+    ("alternation_error", "{% for m in msgs %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% endfor %}"),
+    ("bool_kwarg", "{{ enable_thinking is defined and enable_thinking is false }} {{ (enable_thinking|default(true)) }} {{ missing_flag is not defined or missing_flag }}"),
+    ("system_split", "{% if msgs[0]['role'] == 'system' %}{% set sys = msgs[0]['content'] %}{% set rest = msgs[1:] %}{% else %}{% set sys = '' %}{% set rest = msgs %}{% endif %}{{ sys }}:{{ rest|length }}:{{ rest|map(attribute='role')|join(',') }}"),
+    ("json_args", "{% for m in msgs %}{{ {'role': m.role, 'n': loop.index}|tojson }}{% if not loop.last %},{% endif %}{% endfor %}"),
     # errors
     ("err_undefined_name_attr", "{{ nope.attr }}"),
     ("err_undefined_attr_chain", "{{ d.missing.deeper }}"),

@@ -232,6 +232,34 @@ static void test_compile_errors(void **state) {
     assert_int_equal(sp_tmpl_compile(deep, strlen(deep), &t, &d), SP_ERR_FORMAT);
     assert_non_null(strstr(d.msg, "nesting too deep"));
     free(deep);
+    // A long elif chain or operator chain parses without deep recursion; evaluating it
+    // nests, within the depth bound.
+    size_t n_elif = 100000;
+    char *chain = malloc(n_elif * 40 + 64);
+    assert_non_null(chain);
+    p = chain + sprintf(chain, "{%% if x == -1 %%}");
+    for (size_t i = 0; i < n_elif; i++)
+        p += sprintf(p, "{%% elif x == %zu %%}%zu", i, i);
+    strcpy(p, "{% endif %}");
+    assert_int_equal(sp_tmpl_compile(chain, strlen(chain), &t, &d), SP_OK);
+    json_t *ctx = json_pack("{s:i}", "x", 3);
+    char *out = NULL;
+    size_t n;
+    assert_int_equal(sp_tmpl_render(t, ctx, NULL, &out, &n, &d), SP_OK);
+    assert_string_equal(out, "3");
+    free(out);
+    json_object_set_new(ctx, "x", json_integer(99999));
+    assert_int_equal(sp_tmpl_render(t, ctx, NULL, &out, &n, &d), SP_ERR_LIMIT);
+    json_decref(ctx);
+    sp_tmpl_destroy(t);
+    p = chain + sprintf(chain, "{{ 1");
+    for (size_t i = 0; i < n_elif; i++)
+        p += sprintf(p, "+1");
+    strcpy(p, " }}");
+    assert_int_equal(sp_tmpl_compile(chain, strlen(chain), &t, &d), SP_OK);
+    assert_int_equal(sp_tmpl_render(t, NULL, NULL, &out, &n, &d), SP_ERR_LIMIT);
+    sp_tmpl_destroy(t);
+    free(chain);
 }
 
 static void test_runtime_diag(void **state) {
