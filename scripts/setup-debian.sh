@@ -38,3 +38,10 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The OpenAI SDK for the end-to-end tests, pinned by tests/e2e/node/package-lock.json.
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/node"
+if [[ ! -d "$node_dir/node_modules/openai" ]]; then
+    echo "setup: installing the OpenAI SDK for the end-to-end tests" >&2
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi

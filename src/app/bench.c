@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "app/commands.h"
+#include "app/options.h"
 #include "base/util.h"
 #include "model/model.h"
 #include "sched/engine.h"
@@ -51,26 +52,6 @@ static void bench_usage(FILE *f) {
             "  --kv-memory SIZE      KV pool size, e.g. 512M or 2G (default: enough for C full\n"
             "                        requests)\n"
             "  --seed S              prompt seed (default 1)\n");
-}
-
-static bool parse_size(const char *s, int64_t *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v <= 0)
-        return false;
-    double mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end)
-        return false;
-    *out = (int64_t)(v * mul);
-    return true;
 }
 
 static void on_step(void *ctx, const sp_engine_step_info *info) {
@@ -216,7 +197,7 @@ int sp_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--seed"))
             ok = num_ok && ((o.seed = (uint64_t)n), true);
         else if (!strcmp(a, "--kv-memory"))
-            ok = parse_size(v, &o.kv_bytes);
+            ok = sp_parse_size(v, &o.kv_bytes);
         else if (!strcmp(a, "--concurrency")) {
             i--;
             while (i + 1 < argc && argv[i + 1][0] != '-') {

@@ -12,8 +12,9 @@ typedef enum sp__req_state {
 } sp__req_state;
 
 struct sp_request {
-    // Immutable after creation.
+    // Immutable after creation (user: after submission).
     const sp_vocab *vocab;
+    void *user;
     sp_req_params params; // stop strings are owned by the matcher; params.stop is NULL
     int32_t n_prompt;
     int32_t cap_tokens; // n_prompt + max_tokens

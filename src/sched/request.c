@@ -141,6 +141,10 @@ uint64_t sp_request_id(const sp_request *r) { return r->id; }
 
 int32_t sp_request_n_prompt(const sp_request *r) { return r->n_prompt; }
 
+void sp_request_set_user(sp_request *r, void *user) { r->user = user; }
+
+void *sp_request_get_user(const sp_request *r) { return r->user; }
+
 sp_err sp__request_publish(sp_request *r, const sp_req_token *tok, const int32_t *top_ids,
                            const float *top_lps, const char *text, size_t n_text) {
     pthread_mutex_lock(&r->mu);

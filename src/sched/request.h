@@ -128,6 +128,11 @@ bool sp_request_wait(sp_request *r, const sp_req_cursor *cur, int timeout_ms);
 /* A snapshot of the request's timings and counts (under its lock). */
 void sp_request_stats(sp_request *r, sp_req_stats *out);
 
+/* An opaque pointer the client attaches (e.g. the HTTP exchange waiting on the request); the
+ * engine never touches it. Set it before submitting. */
+void sp_request_set_user(sp_request *r, void *user);
+void *sp_request_get_user(const sp_request *r);
+
 /* The prompt's length and the tokens the engine will compute for it (for admission). */
 int32_t sp_request_n_prompt(const sp_request *r);
 

@@ -1,0 +1,100 @@
+#include "app/options.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool sp_parse_size(const char *s, int64_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0) || v > 1e15)
+        return false;
+    double mul = 1;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1024.0 * 1024;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end == 'B' || *end == 'b' || *end == 'i')
+        end += (*end == 'i' && (end[1] == 'B' || end[1] == 'b')) ? 2 : 1;
+    if (*end)
+        return false;
+    *out = (int64_t)(v * mul);
+    return true;
+}
+
+void sp_engine_options_usage(FILE *f) {
+    fprintf(f,
+            "  --kv-memory SIZE        KV cache size, e.g. 512M or 2G (default: room for every\n"
+            "                          sequence's full context, at most 1G)\n"
+            "  --kv-tokens N           KV cache size in tokens (instead of --kv-memory)\n"
+            "  --kv-type TYPE          KV cache element type: f16 (default) or f32\n"
+            "  --max-batch-tokens N    tokens per engine step (default 512)\n"
+            "  --max-seqs N            requests running at once (default 64)\n"
+            "  -c, --ctx N             context length per request (default: the model's, at\n"
+            "                          most 4096)\n"
+            "  --no-prefix-cache       do not share cached prompt prefixes between requests\n"
+            "  -t, --threads N         compute threads (default: all cores)\n");
+}
+
+int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
+    const char *a = argv[0];
+    if (!strcmp(a, "--no-prefix-cache")) {
+        o->prefix_cache = false;
+        return 1;
+    }
+    static const char *const with_value[] = {"--kv-memory", "--kv-tokens", "--kv-type",
+                                             "--max-batch-tokens", "--max-seqs", "-c", "--ctx",
+                                             "-t", "--threads"};
+    bool known = false;
+    for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
+        known |= !strcmp(a, with_value[i]);
+    if (!known)
+        return 0;
+    if (argc < 2) {
+        fprintf(stderr, "spindle: option '%s' needs a value (see --help)\n", a);
+        return -1;
+    }
+    const char *v = argv[1];
+    char *end;
+    long n = strtol(v, &end, 10);
+    bool num = *v && !*end && n > 0 && n <= (1L << 30);
+    bool ok = true;
+    if (!strcmp(a, "--kv-memory"))
+        ok = sp_parse_size(v, &o->kv_bytes);
+    else if (!strcmp(a, "--kv-tokens"))
+        ok = num && ((o->kv_tokens = (int32_t)n), true);
+    else if (!strcmp(a, "--kv-type")) {
+        if (!strcmp(v, "f16"))
+            o->kv_type = SP_DTYPE_F16;
+        else if (!strcmp(v, "f32"))
+            o->kv_type = SP_DTYPE_F32;
+        else
+            ok = false;
+    } else if (!strcmp(a, "--max-batch-tokens"))
+        ok = num && ((o->max_batch_tokens = (int32_t)n), true);
+    else if (!strcmp(a, "--max-seqs"))
+        ok = num && n <= 4096 && ((o->max_seqs = (int32_t)n), true);
+    else if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
+        ok = num && ((o->n_ctx = (int32_t)n), true);
+    else // -t: accepted now, used by the threaded kernels
+        ok = num && n <= 1024;
+    if (!ok) {
+        fprintf(stderr, "spindle: invalid value '%s' for %s (see --help)\n", v, a);
+        return -1;
+    }
+    return 2;
+}

@@ -1,0 +1,152 @@
+#include "server/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void hist_init(sp_hist *h, const char *name, const char *help, const double *bounds,
+                      int n) {
+    memset(h, 0, sizeof *h);
+    h->name = name;
+    h->help = help;
+    h->n_buckets = n;
+    memcpy(h->bounds, bounds, (size_t)n * sizeof *bounds);
+}
+
+void sp_metrics_init(sp_metrics *m) {
+    memset(m, 0, sizeof *m);
+    // vLLM's bucket boundaries, so dashboards built for it read these the same way.
+    static const double ttft[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
+                                  0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0,
+                                  640.0, 2560.0};
+    static const double itl[] = {0.01, 0.025, 0.05, 0.075, 0.1,  0.15, 0.2,  0.3,  0.4, 0.5,
+                                 0.75, 1.0,   2.5,  5.0,   7.5,  10.0, 20.0, 40.0, 80.0};
+    static const double e2e[] = {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,    10.0,
+                                 15.0, 20.0, 30.0, 40.0, 50.0,  60.0,  120.0, 240.0,  480.0,
+                                 960.0, 1920.0, 7680.0};
+    hist_init(&m->ttft, "spindle_time_to_first_token_seconds",
+              "Time from request arrival to its first generated token.", ttft,
+              (int)(sizeof ttft / sizeof *ttft));
+    hist_init(&m->itl, "spindle_inter_token_latency_seconds",
+              "Time between consecutive generated tokens of a request.", itl,
+              (int)(sizeof itl / sizeof *itl));
+    hist_init(&m->e2e, "spindle_e2e_request_latency_seconds",
+              "Time from request arrival to its end.", e2e, (int)(sizeof e2e / sizeof *e2e));
+    hist_init(&m->queue, "spindle_request_queue_time_seconds",
+              "Time a request waited before it was first scheduled.", e2e,
+              (int)(sizeof e2e / sizeof *e2e));
+}
+
+void sp_hist_observe(sp_hist *h, double v) {
+    int i = 0;
+    while (i < h->n_buckets && v > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+typedef struct out_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} out_buf;
+
+static void put(out_buf *b, const char *fmt, ...) {
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static void put_hist(out_buf *b, const sp_hist *h) {
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
+    uint64_t cum = 0;
+    for (int i = 0; i < h->n_buckets; i++) {
+        cum += h->counts[i];
+        put(b, "%s_bucket{le=\"%g\"} %llu\n", h->name, h->bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[h->n_buckets];
+    put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", h->name,
+        (unsigned long long)cum, h->name, h->sum, h->name, (unsigned long long)h->count);
+}
+
+static void put_scalar(out_buf *b, const char *type, const char *name, const char *help,
+                       double v) {
+    put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *len) {
+    out_buf b = {.cap = 8192};
+    b.p = malloc(b.cap);
+    if (!b.p)
+        return NULL;
+    put_hist(&b, &m->ttft);
+    put_hist(&b, &m->itl);
+    put_hist(&b, &m->e2e);
+    put_hist(&b, &m->queue);
+    put_scalar(&b, "counter", "spindle_prompt_tokens_total",
+               "Prompt tokens of finished requests.", (double)m->prompt_tokens);
+    put_scalar(&b, "counter", "spindle_generation_tokens_total",
+               "Generated tokens of finished requests.", (double)m->generation_tokens);
+    put(&b, "# HELP spindle_request_success_total Finished requests by finish reason.\n"
+            "# TYPE spindle_request_success_total counter\n");
+    static const char *const reasons[5] = {"none", "stop", "length", "abort", "error"};
+    for (int i = 1; i < 5; i++)
+        put(&b, "spindle_request_success_total{finished_reason=\"%s\"} %llu\n", reasons[i],
+            (unsigned long long)m->requests[i]);
+    put_scalar(&b, "counter", "spindle_http_requests_total", "HTTP requests answered.",
+               (double)m->http_requests);
+    put_scalar(&b, "counter", "spindle_http_errors_total", "HTTP requests answered with an error.",
+               (double)m->http_errors);
+    put_scalar(&b, "counter", "spindle_num_preemptions_total",
+               "Requests preempted to free KV memory (recomputed later).",
+               (double)es->preemptions);
+    put_scalar(&b, "counter", "spindle_engine_steps_total", "Forward passes run by the engine.",
+               (double)es->steps);
+    put_scalar(&b, "counter", "spindle_prompt_tokens_computed_total",
+               "Prompt tokens run through the model (prefill and recompute).",
+               (double)es->prompt_tokens);
+    put_scalar(&b, "counter", "spindle_prefix_cache_hit_tokens_total",
+               "Prompt tokens served from the prefix cache.", (double)es->cached_tokens);
+    put_scalar(&b, "gauge", "spindle_num_requests_running", "Requests in the running batch.",
+               (double)es->n_running);
+    put_scalar(&b, "gauge", "spindle_num_requests_waiting", "Requests waiting to be scheduled.",
+               (double)es->n_waiting);
+    put_scalar(&b, "gauge", "spindle_kv_cache_blocks_total", "KV cache blocks in the pool.",
+               (double)es->n_blocks);
+    put_scalar(&b, "gauge", "spindle_kv_cache_blocks_used", "KV cache blocks held by requests.",
+               (double)es->n_blocks_used);
+    put_scalar(&b, "gauge", "spindle_kv_cache_blocks_cached",
+               "KV cache blocks kept for prefix reuse (evictable).", (double)es->n_blocks_cached);
+    put_scalar(&b, "gauge", "spindle_kv_cache_usage_perc",
+               "Fraction of KV cache blocks held by requests (1 = full).",
+               es->n_blocks ? (double)es->n_blocks_used / es->n_blocks : 0.0);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}

@@ -1,0 +1,42 @@
+/* Server metrics in the Prometheus text format (version 0.0.4), with vLLM's meanings under the
+ * spindle_ prefix: latency histograms observed by the API layer, and the engine's counters and
+ * gauges read at scrape time. Owned by the HTTP loop thread. */
+#ifndef SP_SERVER_METRICS_H
+#define SP_SERVER_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sched/engine.h"
+
+#define SP_HIST_MAX_BUCKETS 24
+
+typedef struct sp_hist {
+    const char *name;
+    const char *help;
+    int n_buckets;
+    double bounds[SP_HIST_MAX_BUCKETS]; // upper bounds, ascending; +Inf is implicit
+    uint64_t counts[SP_HIST_MAX_BUCKETS + 1];
+    double sum;
+    uint64_t count;
+} sp_hist;
+
+typedef struct sp_metrics {
+    sp_hist ttft;       // submission to first token
+    sp_hist itl;        // between consecutive tokens of a request, as the server sees them
+    sp_hist e2e;        // submission to finish
+    sp_hist queue;      // submission to first admission
+    uint64_t prompt_tokens;     // of finished requests
+    uint64_t generation_tokens; // of finished requests
+    uint64_t requests[5];       // finished requests by sp_finish
+    uint64_t http_requests;     // HTTP requests answered
+    uint64_t http_errors;       // of which 4xx/5xx
+} sp_metrics;
+
+void sp_metrics_init(sp_metrics *m);
+void sp_hist_observe(sp_hist *h, double v);
+
+/* Renders everything (plus the engine's stats) as Prometheus text into a heap buffer. */
+char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *len);
+
+#endif

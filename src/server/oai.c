@@ -1,0 +1,319 @@
+#include "server/oai.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static sp_err bad(sp_diag *d, const char *param, const char *fmt, const char *detail) {
+    char msg[200];
+    snprintf(msg, sizeof msg, fmt, detail ? detail : "");
+    sp_diag_set(d, SP_ERR_INVALID, UINT64_MAX, "%s", msg);
+    if (d)
+        snprintf(d->param, sizeof d->param, "%s", param);
+    return SP_ERR_INVALID;
+}
+
+/* Reads an optional number in [lo, hi] (integers accepted). */
+static sp_err get_num(json_t *body, const char *key, double lo, double hi, bool *present,
+                      double *out, sp_diag *d) {
+    json_t *v = json_object_get(body, key);
+    if (present)
+        *present = false;
+    if (!v || json_is_null(v))
+        return SP_OK;
+    if (!json_is_number(v))
+        return bad(d, key, "'%s' must be a number", key);
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) {
+        char m[160];
+        snprintf(m, sizeof m, "'%s' must be between %g and %g, got %g", key, lo, hi, x);
+        return bad(d, key, "%s", m);
+    }
+    if (present)
+        *present = true;
+    *out = x;
+    return SP_OK;
+}
+
+/* Reads an optional integer in [lo, hi]. */
+static sp_err get_int(json_t *body, const char *key, int64_t lo, int64_t hi, bool *present,
+                      int64_t *out, sp_diag *d) {
+    json_t *v = json_object_get(body, key);
+    if (present)
+        *present = false;
+    if (!v || json_is_null(v))
+        return SP_OK;
+    if (!json_is_integer(v)) {
+        // 3.0 is accepted as 3, as Python clients may send.
+        if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+            fabs(json_real_value(v)) < 9e15)
+            v = NULL;
+        else
+            return bad(d, key, "'%s' must be an integer", key);
+    }
+    int64_t x = v ? (int64_t)json_integer_value(v) : (int64_t)json_real_value(json_object_get(body, key));
+    if (x < lo || x > hi) {
+        char m[160];
+        snprintf(m, sizeof m, "'%s' must be between %lld and %lld, got %lld", key, (long long)lo,
+                 (long long)hi, (long long)x);
+        return bad(d, key, "%s", m);
+    }
+    if (present)
+        *present = true;
+    *out = x;
+    return SP_OK;
+}
+
+static sp_err get_bool(json_t *body, const char *key, bool *out, sp_diag *d) {
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v))
+        return SP_OK;
+    if (!json_is_boolean(v))
+        return bad(d, key, "'%s' must be a boolean", key);
+    *out = json_is_true(v);
+    return SP_OK;
+}
+
+static sp_err check_prompt(json_t *p, sp_diag *d) {
+    if (!p || json_is_null(p))
+        return bad(d, "prompt", "'prompt' is required", NULL);
+    if (json_is_string(p))
+        return json_string_length(p) ? SP_OK : bad(d, "prompt", "'prompt' is empty", NULL);
+    if (!json_is_array(p))
+        return bad(d, "prompt", "'prompt' must be a string, an array of strings or an array "
+                                "of token ids", NULL);
+    size_t n = json_array_size(p);
+    if (n == 0)
+        return bad(d, "prompt", "'prompt' is empty", NULL);
+    json_t *first = json_array_get(p, 0);
+    size_t i;
+    json_t *e;
+    if (json_is_integer(first)) {
+        json_array_foreach(p, i, e) if (!json_is_integer(e)) return bad(
+            d, "prompt", "'prompt' mixes token ids with other values", NULL);
+        return SP_OK;
+    }
+    if (n > SP_OAI_MAX_PROMPTS)
+        return bad(d, "prompt", "'prompt' holds more than 16 prompts", NULL);
+    json_array_foreach(p, i, e) {
+        if (json_is_string(e)) {
+            if (!json_string_length(e))
+                return bad(d, "prompt", "'prompt' contains an empty prompt", NULL);
+        } else if (json_is_array(e) && json_array_size(e) > 0) {
+            size_t k;
+            json_t *t;
+            json_array_foreach(e, k, t) if (!json_is_integer(t)) return bad(
+                d, "prompt", "token id arrays in 'prompt' must hold integers", NULL);
+        } else {
+            return bad(d, "prompt", "each prompt must be a non-empty string or array of token "
+                                    "ids", NULL);
+        }
+    }
+    return SP_OK;
+}
+
+static sp_err check_messages(json_t *m, sp_diag *d) {
+    if (!m || json_is_null(m))
+        return bad(d, "messages", "'messages' is required", NULL);
+    if (!json_is_array(m) || json_array_size(m) == 0)
+        return bad(d, "messages", "'messages' must be a non-empty array", NULL);
+    size_t i;
+    json_t *msg;
+    json_array_foreach(m, i, msg) {
+        if (!json_is_object(msg))
+            return bad(d, "messages", "each message must be an object", NULL);
+        json_t *role = json_object_get(msg, "role");
+        if (!json_is_string(role))
+            return bad(d, "messages", "each message needs a string 'role'", NULL);
+        json_t *content = json_object_get(msg, "content");
+        if (json_is_array(content)) {
+            size_t k;
+            json_t *part;
+            json_array_foreach(content, k, part) {
+                json_t *type = json_object_get(part, "type");
+                if (!json_is_object(part) || !json_is_string(type))
+                    return bad(d, "messages", "content parts must be objects with a 'type'",
+                               NULL);
+                if (strcmp(json_string_value(type), "text"))
+                    return bad(d, "messages",
+                               "content part type '%s' is not supported (only 'text')",
+                               json_string_value(type));
+                if (!json_is_string(json_object_get(part, "text")))
+                    return bad(d, "messages", "text content parts need a string 'text'", NULL);
+            }
+        } else if (content && !json_is_string(content) && !json_is_null(content)) {
+            return bad(d, "messages", "message 'content' must be a string, an array of parts "
+                                      "or null", NULL);
+        } else if ((!content || json_is_null(content)) &&
+                   !json_object_get(msg, "tool_calls")) {
+            return bad(d, "messages", "each message needs 'content'", NULL);
+        }
+    }
+    return SP_OK;
+}
+
+size_t sp_oai_n_prompts(const sp_oai_req *r) {
+    if (r->kind == SP_OAI_CHAT || json_is_string(r->prompt))
+        return 1;
+    if (json_is_integer(json_array_get(r->prompt, 0)))
+        return 1;
+    return json_array_size(r->prompt);
+}
+
+sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d) {
+    if (!json_is_object(body))
+        return bad(d, "", "the request body must be a JSON object", NULL);
+    sp_oai_req r;
+    memset(&r, 0, sizeof r);
+    r.kind = kind;
+    r.params = sp_req_params_default();
+    r.n = 1;
+    r.logprobs = -1;
+    sp_err err;
+    json_t *model = json_object_get(body, "model");
+    if (model && !json_is_null(model) && !json_is_string(model))
+        return bad(d, "model", "'model' must be a string", NULL);
+    r.model = json_string_value(model);
+    if (kind == SP_OAI_COMPLETION) {
+        r.prompt = json_object_get(body, "prompt");
+        if ((err = check_prompt(r.prompt, d)))
+            return err;
+    } else {
+        r.messages = json_object_get(body, "messages");
+        if ((err = check_messages(r.messages, d)))
+            return err;
+    }
+
+    // OpenAI's sampling defaults: temperature 1, top_p 1, no top-k or min-p cut.
+    sp_sample_params *sp = &r.params.sample;
+    sp->temperature = 1.0f;
+    sp->top_p = 1.0f;
+    sp->top_k = 0;
+    sp->min_p = 0.0f;
+    double x;
+    int64_t i64;
+    bool has;
+    if ((err = get_num(body, "temperature", 0, 2, &has, &x, d)))
+        return err;
+    if (has)
+        sp->temperature = (float)x;
+    if ((err = get_num(body, "top_p", 0, 1, &has, &x, d)))
+        return err;
+    if (has) {
+        if (x == 0)
+            return bad(d, "top_p", "'top_p' must be greater than 0", NULL);
+        sp->top_p = (float)x;
+    }
+    if ((err = get_int(body, "top_k", 0, 1 << 20, &has, &i64, d)))
+        return err;
+    if (has)
+        sp->top_k = (int32_t)i64;
+    if ((err = get_num(body, "min_p", 0, 1, &has, &x, d)))
+        return err;
+    if (has)
+        sp->min_p = (float)x;
+    if ((err = get_num(body, "presence_penalty", -2, 2, &has, &x, d)))
+        return err;
+    if (has)
+        sp->presence_penalty = (float)x;
+    if ((err = get_num(body, "frequency_penalty", -2, 2, &has, &x, d)))
+        return err;
+    if (has)
+        sp->frequency_penalty = (float)x;
+    if ((err = get_num(body, "repeat_penalty", 0.01, 10, &has, &x, d)))
+        return err;
+    if (has)
+        sp->repeat_penalty = (float)x;
+    if ((err = get_int(body, "seed", INT64_MIN, INT64_MAX, &r.has_seed, &i64, d)))
+        return err;
+    if (r.has_seed)
+        sp->seed = (uint64_t)i64;
+
+    // max_completion_tokens supersedes max_tokens in the chat API.
+    bool has_mct;
+    int64_t mct = 0;
+    if ((err = get_int(body, "max_tokens", 1, INT32_MAX, &r.has_max_tokens, &i64, d)) ||
+        (err = get_int(body, "max_completion_tokens", 1, INT32_MAX, &has_mct, &mct, d)))
+        return err;
+    if (has_mct) {
+        i64 = mct;
+        r.has_max_tokens = true;
+    }
+    r.params.max_tokens = r.has_max_tokens ? (int32_t)i64 : 16;
+
+    if ((err = get_int(body, "n", 1, SP_OAI_MAX_N, &has, &i64, d)))
+        return err;
+    if (has)
+        r.n = (int32_t)i64;
+    if ((err = get_bool(body, "stream", &r.stream, d)) ||
+        (err = get_bool(body, "ignore_eos", &r.params.ignore_eos, d)) ||
+        (err = get_bool(body, "echo", &r.echo, d)))
+        return err;
+    if (r.echo && kind == SP_OAI_CHAT)
+        r.echo = false;
+    json_t *so = json_object_get(body, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so))
+            return bad(d, "stream_options", "'stream_options' must be an object", NULL);
+        json_t *iu = json_object_get(so, "include_usage");
+        if (iu && !json_is_boolean(iu))
+            return bad(d, "stream_options", "'include_usage' must be a boolean", NULL);
+        r.include_usage = json_is_true(iu);
+    }
+
+    json_t *stop = json_object_get(body, "stop");
+    if (json_is_string(stop)) {
+        if (json_string_length(stop)) {
+            r.stop[0] = json_string_value(stop);
+            r.params.n_stop = 1;
+        }
+    } else if (json_is_array(stop)) {
+        if (json_array_size(stop) > SP_OAI_MAX_STOP)
+            return bad(d, "stop", "'stop' holds more than 16 strings", NULL);
+        size_t k;
+        json_t *s;
+        json_array_foreach(stop, k, s) {
+            if (!json_is_string(s))
+                return bad(d, "stop", "'stop' must be a string or an array of strings", NULL);
+            if (json_string_length(s) > SP_STOP_MAX_BYTES)
+                return bad(d, "stop", "a stop string is longer than 4096 bytes", NULL);
+            if (json_string_length(s))
+                r.stop[r.params.n_stop++] = json_string_value(s);
+        }
+    } else if (stop && !json_is_null(stop)) {
+        return bad(d, "stop", "'stop' must be a string or an array of strings", NULL);
+    }
+
+    if (kind == SP_OAI_COMPLETION) {
+        if ((err = get_int(body, "logprobs", 0, SP_REQ_MAX_TOP_LOGPROBS, &has, &i64, d)))
+            return err;
+        if (has)
+            r.logprobs = (int32_t)i64;
+    } else {
+        bool want = false;
+        if ((err = get_bool(body, "logprobs", &want, d)) ||
+            (err = get_int(body, "top_logprobs", 0, SP_REQ_MAX_TOP_LOGPROBS, &has, &i64, d)))
+            return err;
+        if (has && !want)
+            return bad(d, "top_logprobs", "'top_logprobs' needs 'logprobs': true", NULL);
+        if (want)
+            r.logprobs = has ? (int32_t)i64 : 0;
+        json_t *extra = json_object_get(body, "chat_template_kwargs");
+        if (extra && !json_is_null(extra) && !json_is_object(extra))
+            return bad(d, "chat_template_kwargs", "'chat_template_kwargs' must be an object",
+                       NULL);
+        r.template_extra = json_is_object(extra) ? extra : NULL;
+    }
+    r.params.n_logprobs = r.logprobs;
+    if ((err = get_int(body, "priority", -1000000, 1000000, &has, &i64, d)))
+        return err;
+    if (has)
+        r.params.priority = (int32_t)i64;
+    json_t *user = json_object_get(body, "user");
+    if (user && !json_is_null(user) && !json_is_string(user))
+        return bad(d, "user", "'user' must be a string", NULL);
+    r.user = json_string_value(user);
+    *out = r;
+    out->params.stop = out->stop;
+    return SP_OK;
+}

@@ -1,0 +1,188 @@
+// End-to-end tests of `spindle serve` with the official OpenAI SDK. The server is started by
+// tests/e2e/test_openai.sh, which passes its URL in SPINDLE_URL (and SPINDLE_KEY, the API key
+// it was started with). The model is stories260K, whose greedy story is known.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const baseURL = `${process.env.SPINDLE_URL}/v1`;
+const apiKey = process.env.SPINDLE_KEY;
+const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 60000 });
+const STORY = ', there was a little girl named Lily.';
+
+test('models.list names the served model', async () => {
+  const list = await client.models.list();
+  assert.equal(list.data.length, 1);
+  assert.equal(list.data[0].object, 'model');
+  assert.equal(list.data[0].id, 'stories260K.gguf');
+});
+
+test('completion: greedy text, shape and usage', async () => {
+  const r = await client.completions.create({
+    model: 'stories260K.gguf', prompt: 'Once upon a time', max_tokens: 20, temperature: 0,
+  });
+  assert.match(r.id, /^cmpl-/);
+  assert.equal(r.object, 'text_completion');
+  assert.equal(typeof r.created, 'number');
+  assert.equal(r.choices.length, 1);
+  assert.ok(r.choices[0].text.startsWith(STORY), r.choices[0].text);
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.prompt_tokens, 5);
+  assert.equal(r.usage.completion_tokens, 20);
+  assert.equal(r.usage.total_tokens, 25);
+});
+
+test('completion: streaming gives the same text, then [DONE], with usage when asked', async () => {
+  const whole = await client.completions.create({
+    prompt: 'Once upon a time', max_tokens: 30, temperature: 0, model: 'x',
+  });
+  const stream = await client.completions.create({
+    prompt: 'Once upon a time', max_tokens: 30, temperature: 0, model: 'x', stream: true,
+    stream_options: { include_usage: true },
+  });
+  let text = '';
+  let finish = null;
+  let usage = null;
+  let chunks = 0;
+  for await (const chunk of stream) {
+    chunks++;
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      text += c.text;
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  assert.ok(chunks > 5, `only ${chunks} chunks`);
+  assert.equal(text, whole.choices[0].text);
+  assert.equal(finish, 'length');
+  assert.equal(usage.completion_tokens, 30);
+  assert.equal(usage.prompt_tokens, 5);
+});
+
+test('chat completion: message shape, streaming deltas', async () => {
+  const r = await client.chat.completions.create({
+    model: 'x', messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 16,
+    temperature: 0,
+  });
+  assert.match(r.id, /^chatcmpl-/);
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices[0].message.role, 'assistant');
+  assert.equal(typeof r.choices[0].message.content, 'string');
+  assert.ok(r.choices[0].message.content.length > 0);
+  assert.ok(r.usage.prompt_tokens > 5);
+  const stream = await client.chat.completions.create({
+    model: 'x', messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 16,
+    temperature: 0, stream: true,
+  });
+  let content = '';
+  let role = null;
+  let finish = null;
+  for await (const chunk of stream) {
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    const d = chunk.choices[0].delta;
+    if (d.role) role = d.role;
+    if (d.content) content += d.content;
+    if (chunk.choices[0].finish_reason) finish = chunk.choices[0].finish_reason;
+  }
+  assert.equal(role, 'assistant');
+  assert.equal(content, r.choices[0].message.content);
+  assert.equal(finish, 'length');
+});
+
+test('n = 2 returns two choices with their own indices', async () => {
+  const r = await client.completions.create({
+    model: 'x', prompt: 'Once upon a time', max_tokens: 12, temperature: 1.0, seed: 11, n: 2,
+  });
+  assert.equal(r.choices.length, 2);
+  assert.deepEqual(r.choices.map((c) => c.index).sort(), [0, 1]);
+  assert.equal(r.usage.completion_tokens, 24);
+});
+
+test('stop strings cut the text and finish with "stop"', async () => {
+  const r = await client.completions.create({
+    model: 'x', prompt: 'Once upon a time', max_tokens: 40, temperature: 0, stop: ['Lily'],
+  });
+  assert.equal(r.choices[0].text, ', there was a little girl named ');
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  const s = await client.completions.create({
+    model: 'x', prompt: 'Once upon a time', max_tokens: 40, temperature: 0, stop: 'girl',
+    stream: true,
+  });
+  let text = '';
+  for await (const c of s) text += c.choices[0].text;
+  assert.equal(text, ', there was a little ');
+});
+
+test('max_tokens bounds the completion', async () => {
+  for (const n of [1, 7]) {
+    const r = await client.completions.create({
+      model: 'x', prompt: 'Once upon a time', max_tokens: n, temperature: 0,
+    });
+    assert.equal(r.usage.completion_tokens, n);
+    assert.equal(r.choices[0].finish_reason, 'length');
+  }
+});
+
+test('logprobs: completions and chat formats', async () => {
+  const r = await client.completions.create({
+    model: 'x', prompt: 'Once upon a time', max_tokens: 5, temperature: 0, logprobs: 2,
+  });
+  const lp = r.choices[0].logprobs;
+  assert.equal(lp.tokens.length, 5);
+  assert.equal(lp.token_logprobs.length, 5);
+  assert.equal(lp.top_logprobs.length, 5);
+  assert.equal(lp.tokens.join(''), r.choices[0].text);
+  for (let i = 0; i < 5; i++) {
+    assert.ok(lp.token_logprobs[i] <= 0);
+    const top = Object.values(lp.top_logprobs[i]);
+    assert.ok(top.length >= 1 && top.length <= 2);
+    // Greedy: the chosen token is the most likely one.
+    assert.ok(Math.abs(Math.max(...top) - lp.token_logprobs[i]) < 1e-6);
+  }
+  const c = await client.chat.completions.create({
+    model: 'x', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4, temperature: 0,
+    logprobs: true, top_logprobs: 3,
+  });
+  const content = c.choices[0].logprobs.content;
+  assert.equal(content.length, 4);
+  for (const t of content) {
+    assert.equal(typeof t.token, 'string');
+    assert.ok(t.logprob <= 0);
+    assert.ok(Array.isArray(t.bytes));
+    assert.equal(t.top_logprobs.length, 3);
+    assert.ok(t.top_logprobs[0].logprob >= t.top_logprobs[2].logprob);
+  }
+});
+
+test('seed: same seed, same text; another seed, another text', async () => {
+  const ask = (seed) => client.completions.create({
+    model: 'x', prompt: 'Once upon a time', max_tokens: 40, temperature: 1.0, seed,
+  });
+  const [a, b, c] = await Promise.all([ask(7), ask(7), ask(8)]);
+  assert.equal(a.choices[0].text, b.choices[0].text);
+  assert.notEqual(a.choices[0].text, c.choices[0].text);
+});
+
+test('errors arrive as the SDK error classes with OpenAI shapes', async () => {
+  await assert.rejects(
+    client.completions.create({ model: 'x', prompt: 'Hi', temperature: 5 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === 'temperature',
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: 'x', messages: [] }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'messages',
+  );
+  await assert.rejects(
+    client.completions.create({ model: 'x', prompt: 'word '.repeat(3000), max_tokens: 5 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.code === 'context_length_exceeded',
+  );
+  const wrongKey = new OpenAI({ baseURL, apiKey: 'wrong', maxRetries: 0 });
+  await assert.rejects(
+    wrongKey.completions.create({ model: 'x', prompt: 'Hi' }),
+    (e) => e instanceof OpenAI.AuthenticationError && e.status === 401,
+  );
+  await assert.rejects(
+    client.get('/nowhere'),
+    (e) => e instanceof OpenAI.NotFoundError && e.status === 404,
+  );
+});
