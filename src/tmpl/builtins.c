@@ -715,7 +715,7 @@ static sp_err sort_items(sp__rt *r, sort_item *v, uint32_t n, bool fold, bool re
             uint32_t i = lo, j = mid, k = lo;
             while (!e && i < mid && j < hi) {
                 int c;
-                e = sp__cmp(r, v[j].key, v[i].key, fold, off, &c);
+                e = sp__cmp(r, v[j].key, v[i].key, fold, "<", off, &c);
                 // Take from the right only when strictly before, which keeps the sort stable.
                 bool right = reverse ? c > 0 : c < 0;
                 tmp[k++] = right ? v[j++] : v[i++];
@@ -1356,6 +1356,29 @@ static sp_err f_round(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp
             *out = sp__v_int(as_int(in));
             return SP_OK;
         }
+        if (is_int(in)) {
+            // round(int, -k): an int, ties to even.
+            int64_t x = as_int(in);
+            if (prec < -18) {
+                *out = sp__v_int(0);
+                return SP_OK;
+            }
+            int64_t p = 1;
+            for (int64_t k = 0; k < -prec; k++)
+                p *= 10;
+            int64_t q = x / p, rem = x % p;
+            if (rem < 0) {
+                q -= 1;
+                rem += p;
+            }
+            if (2 * (uint64_t)rem > (uint64_t)p || (2 * (uint64_t)rem == (uint64_t)p && (q & 1)))
+                q += 1;
+            int64_t res;
+            if (__builtin_mul_overflow(q, p, &res))
+                return sp__fail(r, SP_ERR_FORMAT, off, "integer overflow");
+            *out = sp__v_int(res);
+            return SP_OK;
+        }
         *out = sp__v_float(py_round(as_f(in), prec));
         return SP_OK;
     }
@@ -1413,7 +1436,7 @@ static sp_err f_sort(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp_
 static sp_err same_key(sp__rt *r, sp__val x, sp__val y, bool fold, uint32_t off, bool *out) {
     if (fold && x.t == SP__STR && y.t == SP__STR) {
         int c;
-        sp_err e = sp__cmp(r, x, y, true, off, &c);
+        sp_err e = sp__cmp(r, x, y, true, "<", off, &c);
         if (!e)
             *out = c == 0;
         return e;
@@ -1458,7 +1481,7 @@ static sp_err minmax(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp_
     uint32_t best = 0;
     for (uint32_t i = 1; !e && i < n; i++) {
         int c;
-        e = sp__cmp(r, v[i].key, v[best].key, fold, off, &c);
+        e = sp__cmp(r, v[i].key, v[best].key, fold, max ? ">" : "<", off, &c);
         if (!e && (max ? c > 0 : c < 0))
             best = i;
     }
@@ -1506,7 +1529,12 @@ static sp_err f_string(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, s
 }
 
 static sp_err f_tojson(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
-    BIND("tojson", "indent", "ensure_ascii", "separators", "sort_keys");
+    // transformers' signature: tojson(x, ensure_ascii=False, indent=None, separators=None,
+    // sort_keys=False).
+    BIND("tojson", "ensure_ascii", "indent", "separators", "sort_keys");
+    sp__val tmp_ = arg[0];
+    arg[0] = arg[1];
+    arg[1] = tmp_;
     sp__json_opts o = {.item_sep = ", ", .item_sep_n = 2, .key_sep = ": ", .key_sep_n = 2};
     sp_err e;
     if (!absent(arg[0]) && arg[0].t != SP__NONE) {
@@ -1656,8 +1684,8 @@ SIMPLE_TEST(t_string, "string", v.t == SP__STR)
 SIMPLE_TEST(t_mapping, "mapping", v.t == SP__DICT)
 SIMPLE_TEST(t_iterable, "iterable", v.t == SP__STR || v.t == SP__LIST || v.t == SP__DICT || v.t == SP__UNDEF)
 SIMPLE_TEST(t_sequence, "sequence",
-            v.t == SP__STR || (v.t == SP__LIST && v.flag != SP__SEQ_GEN) || v.t == SP__DICT ||
-                v.t == SP__UNDEF)
+            v.t == SP__STR || sp__is_plain_seq(v) || (v.t == SP__LIST && v.flag == SP__SEQ_RANGE) ||
+                v.t == SP__DICT || v.t == SP__UNDEF)
 SIMPLE_TEST(t_escaped, "escaped", false)
 
 static sp_err t_parity(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out, int want) {
@@ -1710,7 +1738,8 @@ static sp_err t_compare(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, b
         return e;
     }
     int c;
-    sp_err e = sp__cmp(r, v, arg[0], false, off, &c);
+    static const char *const names[] = {"", "", "<", "<=", ">", ">="};
+    sp_err e = sp__cmp(r, v, arg[0], false, names[op], off, &c);
     if (!e)
         *out = op == 2 ? c < 0 : op == 3 ? c <= 0 : op == 4 ? c > 0 : c >= 0;
     return e;

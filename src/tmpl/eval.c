@@ -757,6 +757,10 @@ sp_err sp__call(sp__rt *r, sp__val f, const sp__args *a, uint32_t off, sp__val *
 
 /* ---- expressions ------------------------------------------------------------------------- */
 
+static const char *cmp_op_name(uint8_t op) {
+    return op == SP__OP_LT ? "<" : op == SP__OP_LE ? "<=" : op == SP__OP_GT ? ">" : ">=";
+}
+
 static sp_err lookup(sp__rt *r, const sp__node *n, sp__scope *s, sp__val *out) {
     sp__val *v = scope_find(s, n->sym);
     if (v) {
@@ -917,7 +921,7 @@ static sp_err ev_inner(sp__rt *r, const sp__node *n, sp__scope *s, sp__val *out)
                     res = !res;
                 break;
             default:
-                if ((e = sp__cmp(r, a, b, false, n->off, &c)))
+                if ((e = sp__cmp(r, a, b, false, cmp_op_name(n->ops[i]), n->off, &c)))
                     return e;
                 res = n->ops[i] == SP__OP_LT   ? c < 0
                       : n->ops[i] == SP__OP_LE ? c <= 0

@@ -330,9 +330,9 @@ void sp__fmt_float(double d, char out[32]);
 
 /* Python ==. */
 sp_err sp__eq(sp__rt *r, sp__val a, sp__val b, uint32_t off, bool *out);
-/* Python ordering (<0, 0, >0); TypeError for unorderable types. fold: compare strings
- * case-insensitively. */
-sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, uint32_t off, int *out);
+/* Python ordering (<0, 0, >0); TypeError for unorderable types, naming the operator op
+ * ("<", ">=", ...). fold: compare strings case-insensitively. */
+sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, const char *op, uint32_t off, int *out);
 
 sp_err sp__from_json(sp__rt *r, const json_t *j, uint32_t off, sp__val *out);
 

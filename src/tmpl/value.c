@@ -957,7 +957,8 @@ static int cmp_str(const char *a, size_t an, const char *b, size_t bn, bool fold
     return (i < an) - (j < bn);
 }
 
-sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, uint32_t off, int *out) {
+sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, const char *op, uint32_t off,
+              int *out) {
     if (is_num(a) && is_num(b)) {
         if (a.t != SP__FLOAT && b.t != SP__FLOAT) {
             int64_t x = as_int(a), y = as_int(b);
@@ -984,7 +985,7 @@ sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, uint32_t off, int *ou
             if (!e)
                 e = sp__eq(r, a.l->v[i], b.l->v[i], off, &eq);
             if (!e && !eq)
-                e = sp__cmp(r, a.l->v[i], b.l->v[i], fold, off, &c);
+                e = sp__cmp(r, a.l->v[i], b.l->v[i], fold, op, off, &c);
         }
         sp__leave(r);
         if (e)
@@ -996,8 +997,8 @@ sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, uint32_t off, int *ou
         return sp__undef_error(r, a, off);
     if (b.t == SP__UNDEF)
         return sp__undef_error(r, b, off);
-    return sp__fail(r, SP_ERR_FORMAT, off, "'<' not supported between instances of '%s' and '%s'",
-                    sp__type_name(a), sp__type_name(b));
+    return sp__fail(r, SP_ERR_FORMAT, off, "'%s' not supported between instances of '%s' and '%s'",
+                    op, sp__type_name(a), sp__type_name(b));
 }
 
 /* ---- JSON ------------------------------------------------------------------------------------- */
@@ -1187,7 +1188,7 @@ static sp_err json_dict(sp__rt *r, const sp__dict *d, const sp__json_opts *o, ui
             uint32_t x = order[i], j = i;
             while (!e && j > 0) {
                 int c;
-                e = sp__cmp(r, d->k[order[j - 1]], d->k[x], false, off, &c);
+                e = sp__cmp(r, d->k[order[j - 1]], d->k[x], false, "<", off, &c);
                 if (e || c <= 0)
                     break;
                 order[j] = order[j - 1];
