@@ -1,12 +1,18 @@
 #include "server/oai.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static sp_err bad(sp_diag *d, const char *param, const char *fmt, const char *detail) {
+static sp_err bad(sp_diag *d, const char *param, const char *fmt, ...) SP_PRINTF(3, 4);
+
+static sp_err bad(sp_diag *d, const char *param, const char *fmt, ...) {
     char msg[200];
-    snprintf(msg, sizeof msg, fmt, detail ? detail : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     sp_diag_set(d, SP_ERR_INVALID, UINT64_MAX, "%s", msg);
     if (d)
         snprintf(d->param, sizeof d->param, "%s", param);
@@ -76,37 +82,37 @@ static sp_err get_bool(json_t *body, const char *key, bool *out, sp_diag *d) {
 
 static sp_err check_prompt(json_t *p, sp_diag *d) {
     if (!p || json_is_null(p))
-        return bad(d, "prompt", "'prompt' is required", NULL);
+        return bad(d, "prompt", "'prompt' is required");
     if (json_is_string(p))
-        return json_string_length(p) ? SP_OK : bad(d, "prompt", "'prompt' is empty", NULL);
+        return json_string_length(p) ? SP_OK : bad(d, "prompt", "'prompt' is empty");
     if (!json_is_array(p))
         return bad(d, "prompt", "'prompt' must be a string, an array of strings or an array "
-                                "of token ids", NULL);
+                                "of token ids");
     size_t n = json_array_size(p);
     if (n == 0)
-        return bad(d, "prompt", "'prompt' is empty", NULL);
+        return bad(d, "prompt", "'prompt' is empty");
     json_t *first = json_array_get(p, 0);
     size_t i;
     json_t *e;
     if (json_is_integer(first)) {
         json_array_foreach(p, i, e) if (!json_is_integer(e)) return bad(
-            d, "prompt", "'prompt' mixes token ids with other values", NULL);
+            d, "prompt", "'prompt' mixes token ids with other values");
         return SP_OK;
     }
     if (n > SP_OAI_MAX_PROMPTS)
-        return bad(d, "prompt", "'prompt' holds more than 16 prompts", NULL);
+        return bad(d, "prompt", "'prompt' holds more than 16 prompts");
     json_array_foreach(p, i, e) {
         if (json_is_string(e)) {
             if (!json_string_length(e))
-                return bad(d, "prompt", "'prompt' contains an empty prompt", NULL);
+                return bad(d, "prompt", "'prompt' contains an empty prompt");
         } else if (json_is_array(e) && json_array_size(e) > 0) {
             size_t k;
             json_t *t;
             json_array_foreach(e, k, t) if (!json_is_integer(t)) return bad(
-                d, "prompt", "token id arrays in 'prompt' must hold integers", NULL);
+                d, "prompt", "token id arrays in 'prompt' must hold integers");
         } else {
             return bad(d, "prompt", "each prompt must be a non-empty string or array of token "
-                                    "ids", NULL);
+                                    "ids");
         }
     }
     return SP_OK;
@@ -114,17 +120,17 @@ static sp_err check_prompt(json_t *p, sp_diag *d) {
 
 static sp_err check_messages(json_t *m, sp_diag *d) {
     if (!m || json_is_null(m))
-        return bad(d, "messages", "'messages' is required", NULL);
+        return bad(d, "messages", "'messages' is required");
     if (!json_is_array(m) || json_array_size(m) == 0)
-        return bad(d, "messages", "'messages' must be a non-empty array", NULL);
+        return bad(d, "messages", "'messages' must be a non-empty array");
     size_t i;
     json_t *msg;
     json_array_foreach(m, i, msg) {
         if (!json_is_object(msg))
-            return bad(d, "messages", "each message must be an object", NULL);
+            return bad(d, "messages", "each message must be an object");
         json_t *role = json_object_get(msg, "role");
         if (!json_is_string(role))
-            return bad(d, "messages", "each message needs a string 'role'", NULL);
+            return bad(d, "messages", "each message needs a string 'role'");
         json_t *content = json_object_get(msg, "content");
         if (json_is_array(content)) {
             size_t k;
@@ -132,21 +138,20 @@ static sp_err check_messages(json_t *m, sp_diag *d) {
             json_array_foreach(content, k, part) {
                 json_t *type = json_object_get(part, "type");
                 if (!json_is_object(part) || !json_is_string(type))
-                    return bad(d, "messages", "content parts must be objects with a 'type'",
-                               NULL);
+                    return bad(d, "messages", "content parts must be objects with a 'type'");
                 if (strcmp(json_string_value(type), "text"))
                     return bad(d, "messages",
                                "content part type '%s' is not supported (only 'text')",
                                json_string_value(type));
                 if (!json_is_string(json_object_get(part, "text")))
-                    return bad(d, "messages", "text content parts need a string 'text'", NULL);
+                    return bad(d, "messages", "text content parts need a string 'text'");
             }
         } else if (content && !json_is_string(content) && !json_is_null(content)) {
             return bad(d, "messages", "message 'content' must be a string, an array of parts "
-                                      "or null", NULL);
+                                      "or null");
         } else if ((!content || json_is_null(content)) &&
                    !json_object_get(msg, "tool_calls")) {
-            return bad(d, "messages", "each message needs 'content'", NULL);
+            return bad(d, "messages", "each message needs 'content'");
         }
     }
     return SP_OK;
@@ -162,7 +167,7 @@ size_t sp_oai_n_prompts(const sp_oai_req *r) {
 
 sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d) {
     if (!json_is_object(body))
-        return bad(d, "", "the request body must be a JSON object", NULL);
+        return bad(d, "", "the request body must be a JSON object");
     sp_oai_req r;
     memset(&r, 0, sizeof r);
     r.kind = kind;
@@ -172,7 +177,7 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
     sp_err err;
     json_t *model = json_object_get(body, "model");
     if (model && !json_is_null(model) && !json_is_string(model))
-        return bad(d, "model", "'model' must be a string", NULL);
+        return bad(d, "model", "'model' must be a string");
     r.model = json_string_value(model);
     if (kind == SP_OAI_COMPLETION) {
         r.prompt = json_object_get(body, "prompt");
@@ -201,7 +206,7 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
         return err;
     if (has) {
         if (x == 0)
-            return bad(d, "top_p", "'top_p' must be greater than 0", NULL);
+            return bad(d, "top_p", "'top_p' must be greater than 0");
         sp->top_p = (float)x;
     }
     if ((err = get_int(body, "top_k", 0, 1 << 20, &has, &i64, d)))
@@ -254,10 +259,10 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
     json_t *so = json_object_get(body, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so))
-            return bad(d, "stream_options", "'stream_options' must be an object", NULL);
+            return bad(d, "stream_options", "'stream_options' must be an object");
         json_t *iu = json_object_get(so, "include_usage");
         if (iu && !json_is_boolean(iu))
-            return bad(d, "stream_options", "'include_usage' must be a boolean", NULL);
+            return bad(d, "stream_options", "'include_usage' must be a boolean");
         r.include_usage = json_is_true(iu);
     }
 
@@ -269,19 +274,19 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
         }
     } else if (json_is_array(stop)) {
         if (json_array_size(stop) > SP_OAI_MAX_STOP)
-            return bad(d, "stop", "'stop' holds more than 16 strings", NULL);
+            return bad(d, "stop", "'stop' holds more than 16 strings");
         size_t k;
         json_t *s;
         json_array_foreach(stop, k, s) {
             if (!json_is_string(s))
-                return bad(d, "stop", "'stop' must be a string or an array of strings", NULL);
+                return bad(d, "stop", "'stop' must be a string or an array of strings");
             if (json_string_length(s) > SP_STOP_MAX_BYTES)
-                return bad(d, "stop", "a stop string is longer than 4096 bytes", NULL);
+                return bad(d, "stop", "a stop string is longer than 4096 bytes");
             if (json_string_length(s))
                 r.stop[r.params.n_stop++] = json_string_value(s);
         }
     } else if (stop && !json_is_null(stop)) {
-        return bad(d, "stop", "'stop' must be a string or an array of strings", NULL);
+        return bad(d, "stop", "'stop' must be a string or an array of strings");
     }
 
     if (kind == SP_OAI_COMPLETION) {
@@ -295,13 +300,12 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
             (err = get_int(body, "top_logprobs", 0, SP_REQ_MAX_TOP_LOGPROBS, &has, &i64, d)))
             return err;
         if (has && !want)
-            return bad(d, "top_logprobs", "'top_logprobs' needs 'logprobs': true", NULL);
+            return bad(d, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
         if (want)
             r.logprobs = has ? (int32_t)i64 : 0;
         json_t *extra = json_object_get(body, "chat_template_kwargs");
         if (extra && !json_is_null(extra) && !json_is_object(extra))
-            return bad(d, "chat_template_kwargs", "'chat_template_kwargs' must be an object",
-                       NULL);
+            return bad(d, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
         r.template_extra = json_is_object(extra) ? extra : NULL;
     }
     r.params.n_logprobs = r.logprobs;
@@ -311,7 +315,7 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
         r.params.priority = (int32_t)i64;
     json_t *user = json_object_get(body, "user");
     if (user && !json_is_null(user) && !json_is_string(user))
-        return bad(d, "user", "'user' must be a string", NULL);
+        return bad(d, "user", "'user' must be a string");
     r.user = json_string_value(user);
     *out = r;
     out->params.stop = out->stop;
