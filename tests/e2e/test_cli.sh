@@ -10,7 +10,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 pass=0
 
 # generate --ids reproduces the golden greedy tokens (first 64).
-want=$(python3 -c "import json; g=json.load(open('$shared/models/golden-greedy.json')); print(' '.join(map(str, g['models']['stories260K.gguf'][0]['greedy_tokens'])))")
+want=$(/usr/bin/python3 -c "import json; g=json.load(open('$shared/models/golden-greedy.json')); print(' '.join(map(str, g['models']['stories260K.gguf'][0]['greedy_tokens'])))")
 got=$("$bin" generate -m "$shared/models/stories260K.gguf" -p "Once upon a time" -n 64 --ids 2>"$tmp/err")
 [[ "$got" == "$want" ]] || fail "generate --ids: got '$got', want '$want'"
 grep -q "tok/s" "$tmp/err" || fail "generate prints no timing line"

@@ -3,7 +3,7 @@
 # depends on (directly or transitively), as declared by sp_module() in CMakeLists.txt.
 set -euo pipefail
 src=${SP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-python3 - "$src" <<'PY'
+/usr/bin/python3 - "$src" <<'PY'
 import os, re, sys
 src = sys.argv[1]
 deps = {}
