@@ -84,6 +84,7 @@ typedef struct sp_http_handler {
     void (*on_close)(void *ctx, sp_http_conn *c, void *user);
 } sp_http_handler;
 
+/* Zero (or NULL) fields other than port take the default. */
 typedef struct sp_http_opts {
     const char *host;          // default "127.0.0.1"
     int port;                  // 0: any free port (see sp_http_server_port)
@@ -151,5 +152,10 @@ sp_err sp_http_stream_end(sp_http_conn *c) SP_MUST_USE;
 
 /* Unsent bytes queued on the connection. */
 size_t sp_http_conn_pending(const sp_http_conn *c);
+
+/* Closes the connection now, dropping unsent output, e.g. after sp_http_stream_write refused
+ * a reader too slow to keep up. Ends any response without calling on_close (the caller knows);
+ * c is invalid afterwards. */
+void sp_http_conn_close(sp_http_conn *c);
 
 #endif
