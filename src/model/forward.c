@@ -1,6 +1,7 @@
 #include "model/forward.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,16 @@
 #include "model/linear.h"
 #include "model/ops.h"
 #include "tensor/quant.h"
+
+/* F16 -> F32 for every half value, filled once: converting cached keys and values is the
+ * inner loop of attention. */
+static float f16_table[1 << 16];
+static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
+
+static void f16_table_init(void) {
+    for (uint32_t i = 0; i < (1u << 16); i++)
+        f16_table[i] = sp_f16_to_f32((sp_f16)i);
+}
 
 struct sp_forward {
     const sp_model *m;
@@ -22,9 +33,11 @@ struct sp_forward {
     float *gate;    // (max_tokens, n_ff)
     float *up;      // (max_tokens, n_ff)
     float *rope;    // (max_tokens, n_rot) cos/sin pairs per rotated pair
-    float *scores;  // (max_ctx) attention weights of one head
-    sp_f16 *q16;    // (head_dim) one query head rounded to F16
-    double *acc;    // (head_dim) value accumulator
+    float *scores;  // (group, max_ctx) attention weights of the heads of one KV group
+    float *qg;      // (group, head_dim) the group's queries
+    float *kvrow;   // (head_dim) one cached key or value in F32
+    double *acc;    // (group, head_dim) value sums (F16 cache)
+    float *accf;    // (group, head_dim) value sums (F32 cache)
     float *out_x;   // (max_tokens, n_embd) final-normalized rows whose logits are wanted
     void *scratch;  // activations converted for the dot products
 };
@@ -53,13 +66,17 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     f->gate = malloc(T * (size_t)hp->n_ff * sizeof(float));
     f->up = malloc(T * (size_t)hp->n_ff * sizeof(float));
     f->rope = malloc(T * (size_t)hp->n_rot * sizeof(float));
-    f->scores = malloc((size_t)max_ctx * sizeof(float));
-    f->q16 = malloc((size_t)hp->head_dim * sizeof(sp_f16));
-    f->acc = malloc((size_t)hp->head_dim * sizeof(double));
+    const size_t group = (size_t)(hp->n_head / hp->n_head_kv), D = (size_t)hp->head_dim;
+    f->scores = malloc(group * (size_t)max_ctx * sizeof(float));
+    f->qg = malloc(group * D * sizeof(float));
+    f->kvrow = malloc(D * sizeof(float));
+    f->acc = malloc(group * D * sizeof(double));
+    f->accf = malloc(group * D * sizeof(float));
+    pthread_once(&f16_once, f16_table_init);
     f->out_x = malloc(T * (size_t)hp->n_embd * sizeof(float));
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up ||
-        !f->rope || !f->scores || !f->q16 || !f->acc || !f->out_x || !f->scratch) {
+        !f->rope || !f->scores || !f->qg || !f->kvrow || !f->acc || !f->accf || !f->out_x || !f->scratch) {
         sp_forward_destroy(f);
         return SP_ERR_NOMEM;
     }
@@ -80,8 +97,10 @@ void sp_forward_destroy(sp_forward *f) {
     free(f->up);
     free(f->rope);
     free(f->scores);
-    free(f->q16);
+    free(f->qg);
+    free(f->kvrow);
     free(f->acc);
+    free(f->accf);
     free(f->out_x);
     free(f->scratch);
     free(f);
@@ -137,78 +156,104 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il)
 }
 
 
-/* Score of one query head against one cached key. With an F16 cache the query is rounded to
- * F16 and the exact products are summed in double, as llama.cpp's F16 dot product does for
- * head sizes below its SIMD width; with an F32 cache it is a plain F32 dot product. */
-static float qk_dot(const sp_forward *f, const sp_kvbuf *kv, const float *q, const sp_f16 *q16,
-                    const void *kh, int32_t slot) {
-    const int32_t D = kv->head_dim;
-    if (kv->type == SP_DTYPE_F32)
-        return sp__dot_f32(q, (const float *)kh + (size_t)slot * D, D);
-    (void)f;
-    const sp_f16 *k = (const sp_f16 *)kh + (size_t)slot * D;
-    double s = 0.0;
-    for (int32_t i = 0; i < D; i++)
-        s += (double)(sp_f16_to_f32(q16[i]) * sp_f16_to_f32(k[i]));
-    return (float)s;
-}
-
-/* Attention of every batch token over positions 0..pos of its sequence, block by block in
- * position order: scores, softmax (max-subtracted, summed in double in position order), then
- * the weighted sum of values in position order. With an F16 cache the softmax weights are
- * rounded to F16 before the value sum (accumulated in double), as llama.cpp does. */
+/* Attention of every batch token over positions 0..pos of its sequence, in position order,
+ * block by block through the sequence's table. The query heads that share a KV head are
+ * processed together, so each cached key and value is loaded and converted once per group.
+ * Per head: scores, softmax (max-subtracted, normalizer summed in double in position order),
+ * then the weighted sum of values in position order. With an F16 cache the arithmetic follows
+ * llama.cpp's: the query and the softmax weights are rounded to F16, products of F16 values are
+ * exact in F32 and summed in double. With an F32 cache: F32 dot products and sums. */
 static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il) {
     const sp_hparams *hp = &f->m->hp;
     const int32_t D = hp->head_dim, nq = hp->n_head * D, BS = kv->block_size;
     const int32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)D);
     const bool f16 = kv->type == SP_DTYPE_F16;
+    float *qg = f->qg;      // (group, D) the group's queries (F16-rounded with an F16 cache)
+    float *row = f->kvrow;  // (D) one key or value in F32
     for (int32_t t = 0; t < b->n_tokens; t++) {
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
-        for (int32_t h = 0; h < hp->n_head; h++) {
-            const int32_t g = h / group;
-            const float *q = f->q + (size_t)t * nq + (size_t)h * D;
-            float *out = f->att + (size_t)t * nq + (size_t)h * D;
-            if (f16)
-                sp__to_f16(f->q16, q, D);
-            float maxv = -INFINITY;
+        for (int32_t g = 0; g < hp->n_head_kv; g++) {
+            for (int32_t hh = 0; hh < group; hh++) {
+                const float *q = f->q + (size_t)t * nq + (size_t)(g * group + hh) * D;
+                for (int32_t d = 0; d < D; d++)
+                    qg[hh * D + d] = f16 ? f16_table[sp_f32_to_f16(q[d])] : q[d];
+            }
+            // Scores.
             for (int32_t j = 0; j < n_pos; j++) {
                 const void *kh = sp_kvbuf_head(kv, table[j / BS], il, 0, g);
-                float s = qk_dot(f, kv, q, f->q16, kh, j % BS) * scale;
-                f->scores[j] = s;
-                maxv = s > maxv ? s : maxv;
+                const float *k;
+                if (f16) {
+                    const sp_f16 *k16 = (const sp_f16 *)kh + (size_t)(j % BS) * D;
+                    for (int32_t d = 0; d < D; d++)
+                        row[d] = f16_table[k16[d]];
+                    k = row;
+                } else {
+                    k = (const float *)kh + (size_t)(j % BS) * D;
+                }
+                for (int32_t hh = 0; hh < group; hh++) {
+                    const float *qh = qg + hh * D;
+                    float s;
+                    if (f16) {
+                        double acc = 0.0;
+                        for (int32_t d = 0; d < D; d++)
+                            acc += (double)(qh[d] * k[d]);
+                        s = (float)acc;
+                    } else {
+                        s = sp__dot_f32(qh, k, D);
+                    }
+                    f->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j] = s * scale;
+                }
             }
-            double sum = 0.0;
+            // Softmax weights, per head.
+            for (int32_t hh = 0; hh < group; hh++) {
+                float *sc = f->scores + (size_t)hh * (size_t)f->max_ctx;
+                float maxv = -INFINITY;
+                for (int32_t j = 0; j < n_pos; j++)
+                    maxv = sc[j] > maxv ? sc[j] : maxv;
+                double sum = 0.0;
+                for (int32_t j = 0; j < n_pos; j++) {
+                    sc[j] = expf(sc[j] - maxv);
+                    sum += (double)sc[j];
+                }
+                const float inv = (float)(1.0 / sum);
+                for (int32_t j = 0; j < n_pos; j++)
+                    sc[j] = f16 ? f16_table[sp_f32_to_f16(sc[j] * inv)] : sc[j] * inv;
+            }
+            // Weighted sum of values.
+            for (int32_t i = 0; i < group * D; i++) {
+                f->acc[i] = 0.0;
+                f->accf[i] = 0.0f;
+            }
             for (int32_t j = 0; j < n_pos; j++) {
-                float e = expf(f->scores[j] - maxv);
-                f->scores[j] = e;
-                sum += (double)e;
+                const void *vh = sp_kvbuf_head(kv, table[j / BS], il, 1, g);
+                const float *v;
+                if (f16) {
+                    const sp_f16 *v16 = (const sp_f16 *)vh + (size_t)(j % BS) * D;
+                    for (int32_t d = 0; d < D; d++)
+                        row[d] = f16_table[v16[d]];
+                    v = row;
+                } else {
+                    v = (const float *)vh + (size_t)(j % BS) * D;
+                }
+                for (int32_t hh = 0; hh < group; hh++) {
+                    const float w = f->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j];
+                    if (f16) {
+                        double *acc = f->acc + hh * D;
+                        for (int32_t d = 0; d < D; d++)
+                            acc[d] += (double)(w * v[d]);
+                    } else {
+                        float *acc = f->accf + hh * D;
+                        for (int32_t d = 0; d < D; d++)
+                            acc[d] += w * v[d];
+                    }
+                }
             }
-            const float inv = (float)(1.0 / sum);
-            if (f16) {
+            for (int32_t hh = 0; hh < group; hh++) {
+                float *out = f->att + (size_t)t * nq + (size_t)(g * group + hh) * D;
                 for (int32_t d = 0; d < D; d++)
-                    f->acc[d] = 0.0;
-                for (int32_t j = 0; j < n_pos; j++) {
-                    const float w = sp_f16_to_f32(sp_f32_to_f16(f->scores[j] * inv));
-                    const sp_f16 *v =
-                        (const sp_f16 *)sp_kvbuf_head(kv, table[j / BS], il, 1, g) +
-                        (size_t)(j % BS) * D;
-                    for (int32_t d = 0; d < D; d++)
-                        f->acc[d] += (double)(w * sp_f16_to_f32(v[d]));
-                }
-                for (int32_t d = 0; d < D; d++)
-                    out[d] = (float)f->acc[d];
-            } else {
-                for (int32_t d = 0; d < D; d++)
-                    out[d] = 0.0f;
-                for (int32_t j = 0; j < n_pos; j++) {
-                    const float w = f->scores[j] * inv;
-                    const float *v = (const float *)sp_kvbuf_head(kv, table[j / BS], il, 1, g) +
-                                     (size_t)(j % BS) * D;
-                    for (int32_t d = 0; d < D; d++)
-                        out[d] += w * v[d];
-                }
+                    out[d] = f16 ? (float)f->acc[hh * D + d] : f->accf[hh * D + d];
             }
         }
     }
