@@ -3,6 +3,8 @@ PRESET ?= $(if $(CI),ci,default)
 JOBS ?= $(shell nproc)
 MODEL ?= $(firstword $(wildcard ../shared/models/stories260K.gguf) $(wildcard models/*.gguf))
 PROMPT ?= Once upon a time
+HOST ?= 127.0.0.1
+PORT ?= 8080
 BUILD_DIR = build
 
 .PHONY: all build deps test asan fuzz run serve format clean
@@ -32,7 +34,8 @@ fuzz: deps
 run: build
 	$(BUILD_DIR)/spindle generate -m $(MODEL) -p "$(PROMPT)" -n 128
 
-serve: run
+serve: build
+	$(BUILD_DIR)/spindle serve -m $(MODEL) --host $(HOST) --port $(PORT)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
