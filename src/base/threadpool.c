@@ -194,7 +194,7 @@ sp_err sp_threadpool_create(int n_threads, sp_threadpool **out) {
             break;
         n_started = i;
         char name[16];
-        snprintf(name, sizeof(name), "sp-worker-%d", i);
+        snprintf(name, sizeof(name), "sp-worker-%u", (unsigned)i % 10000u); // i < 1025
         pthread_setname_np(w->thread, name); // best effort, for debuggers and top
     }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
