@@ -1109,7 +1109,6 @@ static sp_err ex_inner(sp__rt *r, const sp__node *n, sp__scope *s) {
             return sp__oom(r, n->off);
         m->def = n;
         m->closure = s;
-        m->caller = sp__v_undef(NULL);
         sp__val mv = {.t = SP__MACRO};
         mv.m = m;
         if (n->kind == SP__N_MACRO)

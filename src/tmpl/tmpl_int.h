@@ -402,9 +402,8 @@ struct sp__loop {
 };
 
 struct sp__macro {
-    const sp__node *def; // SP__N_MACRO or SP__N_CALLBLOCK
-    sp__scope *closure;
-    sp__val caller;      // the caller bound by a call block, or undefined
+    const sp__node *def; // SP__N_MACRO, or SP__N_CALLBLOCK for a call block's caller
+    sp__scope *closure;  // where it was defined, read live at call time
 };
 
 #endif
