@@ -35,9 +35,9 @@ typedef struct sp_http_header {
 /* A parsed request: views into the connection's input buffer, valid during on_request only. */
 typedef struct sp_http_req {
     sp_str method;
-    sp_str target; // request target as sent ("/v1/completions?x=1")
-    sp_str path;   // target without the query
-    sp_str query;  // after '?', or empty
+    sp_str target;     // request target as sent ("/v1/completions?x=1")
+    sp_str path;       // target without the query
+    sp_str query;      // after '?', or empty
     int minor_version; // HTTP/1.x
     int n_headers;
     sp_http_header headers[SP_HTTP_MAX_HEADERS];
@@ -76,7 +76,8 @@ typedef struct sp_http_conn sp_http_conn;
 typedef struct sp_http_handler {
     void *ctx;
     /* A complete request. The handler must end the response eventually with sp_http_respond or
-     * sp_http_stream_end (or the connection closes). */
+     * sp_http_stream_end (or the connection closes). Once the response has ended, c may close
+     * without on_close: do not keep it. For HEAD requests only the response head is sent. */
     void (*on_request)(void *ctx, sp_http_conn *c, const sp_http_req *req);
     /* The connection is going away (client disconnect, error, timeout, server stop) while a
      * response was not finished; user is what the handler attached with sp_http_set_user.
@@ -86,14 +87,14 @@ typedef struct sp_http_handler {
 
 /* Zero (or NULL) fields other than port take the default. */
 typedef struct sp_http_opts {
-    const char *host;          // default "127.0.0.1"
-    int port;                  // 0: any free port (see sp_http_server_port)
-    int max_conns;             // default 256; beyond it: 503 and close
-    size_t max_header_bytes;   // default 16 KiB -> 431
-    size_t max_body_bytes;     // default 4 MiB -> 413
-    int header_timeout_ms;     // default 10000: the whole header section must arrive by then
-    int idle_timeout_ms;       // default 60000: keep-alive connections idle this long close
-    size_t write_high_water;   // default 4 MiB of unsent output per connection
+    const char *host;        // default "127.0.0.1"
+    int port;                // 0: any free port (see sp_http_server_port)
+    int max_conns;           // default 256; beyond it: 503 and close
+    size_t max_header_bytes; // default 16 KiB -> 431
+    size_t max_body_bytes;   // default 4 MiB -> 413
+    int header_timeout_ms;   // default 10000: the whole header section must arrive by then
+    int idle_timeout_ms;     // default 60000: keep-alive connections idle this long close
+    size_t write_high_water; // default 4 MiB of unsent output per connection
 } sp_http_opts;
 
 sp_http_opts sp_http_opts_default(void);

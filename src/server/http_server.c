@@ -91,6 +91,7 @@ struct sp_http_conn {
     bool keep_alive;  // the request allows another one; after the response head, whether the
                       // connection stays open
     bool head_tried;  // the parser has seen this request at least once
+    bool head_method; // the request is HEAD: response heads go out, bodies do not
     uint32_t events;  // the interest set registered with epoll
     int minor_version;
     size_t head_len;   // header section of the current request (BODY, HANDLER)
@@ -465,6 +466,10 @@ static bool head_worth_parsing(sp_http_conn *c) {
     return first || found || c->in_len > c->srv->opts.max_header_bytes;
 }
 
+static bool str_is(sp_str s, const char *lit) {
+    return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
+}
+
 static bool expects_continue(const sp_http_req *req) {
     const sp_str *v = sp_http_req_header(req, "expect");
     return v && sp__http_str_ieq(*v, "100-continue");
@@ -487,6 +492,7 @@ static void dispatch(sp_http_conn *c) {
     req.body = c->in + c->head_len;
     req.body_len = (size_t)c->body_len;
     c->state = ST_HANDLER;
+    c->head_method = str_is(req.method, "HEAD");
     c->user = NULL;
     c->streaming = false;
     c->deadline_us = 0;
@@ -1158,10 +1164,11 @@ sp_err sp_http_respond(sp_http_conn *c, int status, const char *content_type,
     if (status < 200 || status > 599 || (!body && len) || (bodiless && len))
         return SP_ERR_INVALID;
     bool ka = may_keep_alive(c);
-    err = put_head(c, status, content_type, extra_headers, false, !bodiless, len, ka, len);
+    size_t sent = c->head_method ? 0 : len;
+    err = put_head(c, status, content_type, extra_headers, false, !bodiless, len, ka, sent);
     if (err != SP_OK)
         return err;
-    out_put(c, body, len);
+    out_put(c, body, sent);
     c->keep_alive = ka;
     end_response(c);
     return SP_OK;
@@ -1193,7 +1200,7 @@ sp_err sp_http_stream_write(sp_http_conn *c, const char *data, size_t len) {
         return err;
     if (!data && len)
         return SP_ERR_INVALID;
-    if (len == 0) // an empty chunk would end the stream
+    if (len == 0 || c->head_method) // an empty chunk would end the stream
         return SP_OK;
     if (pending(c) > c->srv->opts.write_high_water) {
         try_send(c); // the loop may not have flushed since the handler's last writes
@@ -1217,7 +1224,7 @@ sp_err sp_http_stream_end(sp_http_conn *c) {
     sp_err err = check_owned(c, true);
     if (err != SP_OK)
         return err;
-    if (c->chunked) {
+    if (c->chunked && !c->head_method) {
         static const char last[] = "0\r\n\r\n";
         if (!out_reserve(c, sizeof last - 1))
             return SP_ERR_NOMEM;

@@ -111,6 +111,8 @@ static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {
         slot_new(c, SLOT_HOLD);
     } else if (IS("/watch")) {
         slot_new(c, SLOT_WATCH);
+    } else if (IS("/hello")) {
+        must(sp_http_respond(c, 200, "text/plain", NULL, "hello world", 11));
     } else if (IS("/drain")) {
         sp_http_server_stop_accepting(F.srv);
         must(sp_http_respond(c, 200, "text/plain", NULL, "draining", 8));
@@ -388,9 +390,10 @@ static void body_append(resp *r, const char *p, size_t n) {
     r->body[r->body_len] = '\0';
 }
 
-/* Reads one response (1xx ones included: they have no body). False if the connection ended
- * before it was complete. The caller frees r->body. */
-static bool cli_read_resp(cli *k, resp *r) {
+/* Reads one response (1xx ones included: they have no body; nor do answers to HEAD, with
+ * head_only). False if the connection ended before it was complete. The caller frees
+ * r->body. */
+static bool cli_read_resp_ex(cli *k, resp *r, bool head_only) {
     memset(r, 0, sizeof *r);
     body_append(r, "", 0);
     size_t hend;
@@ -403,7 +406,7 @@ static bool cli_read_resp(cli *k, resp *r) {
     cli_consume(k, hend);
     assert_int_equal(strncmp(r->head, "HTTP/1.1 ", 9), 0);
     r->status = atoi(r->head + 9);
-    if (r->status < 200)
+    if (r->status < 200 || head_only)
         return true;
     char v[64];
     if (resp_header(r, "Content-Length", v, sizeof v)) {
@@ -444,6 +447,10 @@ static bool cli_read_resp(cli *k, resp *r) {
     body_append(r, k->buf, k->len);
     cli_consume(k, k->len);
     return true;
+}
+
+static bool cli_read_resp(cli *k, resp *r) {
+    return cli_read_resp_ex(k, r, false);
 }
 
 static void resp_free(resp *r) {
@@ -609,6 +616,27 @@ static void test_stream(void **state) {
     // The connection stays usable after the stream.
     cli_sends(&k, "POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
     expect_resp(&k, 200, "ok");
+    cli_close(&k);
+    stop();
+}
+
+static void test_head(void **state) {
+    (void)state;
+    start();
+    cli k = cli_open(F.port);
+    // The head of a GET, without its body; the connection stays in step.
+    cli_sends(&k, "HEAD /hello HTTP/1.1\r\n\r\nHEAD /stream?n=2&every=5 HTTP/1.1\r\n\r\n"
+                  "GET /hello HTTP/1.1\r\n\r\n");
+    resp r;
+    char v[64];
+    assert_true(cli_read_resp_ex(&k, &r, true));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(resp_header(&r, "Content-Length", v, sizeof v), "11");
+    resp_free(&r);
+    assert_true(cli_read_resp_ex(&k, &r, true));
+    assert_string_equal(resp_header(&r, "Transfer-Encoding", v, sizeof v), "chunked");
+    resp_free(&r);
+    expect_resp(&k, 200, "hello world");
     cli_close(&k);
     stop();
 }
@@ -1011,6 +1039,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_http10, teardown),
         cmocka_unit_test_teardown(test_pipelining, teardown),
         cmocka_unit_test_teardown(test_stream, teardown),
+        cmocka_unit_test_teardown(test_head, teardown),
         cmocka_unit_test_teardown(test_large_bodies, teardown),
         cmocka_unit_test_teardown(test_expect_continue, teardown),
         cmocka_unit_test_teardown(test_431, teardown),
