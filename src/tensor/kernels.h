@@ -5,7 +5,17 @@
  * Each instruction set has its own file, compiled with its own flags (kernels_avx2.c,
  * kernels_avx512.c, kquants_avx2.c, ...); sp_kernels_get() picks the best the CPU supports
  * (__builtin_cpu_supports), or the one named by the environment variable
- * SPINDLE_ISA=scalar|avx2|avx512. The scalar table forwards to the reference code of quant.h.
+ * SPINDLE_ISA=scalar|avx2|avxvnni|avx512 (unset, empty or "auto": the best; a name this CPU
+ * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
+ * "avxvnni" is the avx2 table with the Q8_0/Q4_0 integer dots on AVX-VNNI (same results).
+ *
+ * Numerics of the x86 tables (each tested against sp_vec_dot_ref within error budgets):
+ *  - Q8_0, Q4_0 (Q8_0 activations): those of llama.cpp's AVX2/AVX-VNNI vec_dot, bit for bit:
+ *    per block, 8 int32 lanes each summing 4 consecutive exact products; acc (8 float lanes) =
+ *    fma(d_w * d_x, (float)lanes, acc), block by block; then ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)).
+ *    avx2, avxvnni and avx512 give identical results for these types.
+ *  - F32, F16, BF16: products accumulated with fma in 8 (avx2) or 16 (avx512) float lanes by
+ *    position mod the lane count, then a fixed pairwise reduction (halves added).
  *
  * Invariance contract, which batch invariance of the whole engine rests on: for a given kernel
  * table, the value written for y[r][o] depends only on weight row o and activation row r, never
@@ -22,7 +32,10 @@
 
 /* y[r * ldy + o] = dot(weight row o, activation row r) for o in [o0, o1) and r in [0, n_rows).
  * w: weight rows of w_row_bytes each (stored type); x: n_rows activation rows of x_row_bytes
- * each, already in sp_dtype_vec_dot_type(weight type); n_in values per row. */
+ * each, already in sp_dtype_vec_dot_type(weight type); n_in values per row (a multiple of the
+ * block size). Q8_0 activation values must lie in [-127, 127], as quantize_act makes them (the
+ * SIMD kernels negate them). Reads w rows [o0, o1) and x; writes only those y entries; no
+ * allocation; any thread, concurrently on disjoint outputs. */
 typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x,
                              size_t x_row_bytes, int64_t n_in, int64_t n_rows, float *y,
                              int64_t ldy, int64_t o0, int64_t o1);
@@ -32,13 +45,14 @@ typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x,
 typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64_t n);
 
 typedef struct sp_kernels {
-    const char *isa;                         // "scalar", "avx2", "avx512"
+    const char *isa;                         // "scalar", "avx2", "avxvnni", "avx512"
     sp_matmul_fn matmul[SP_DTYPE__COUNT];    // by weight type; NULL = use the scalar one
     sp_quantize_act_fn quantize_act;         // NULL = use the scalar one
 } sp_kernels;
 
-/* The kernel table for this CPU (or SPINDLE_ISA), every entry filled (falling back to scalar).
- * Chosen once; any thread. */
+/* The kernel table for this CPU (or SPINDLE_ISA), every entry filled (falling back to scalar)
+ * for the weight types sp_vec_dot_ref supports; other types' entries are NULL. Chosen once
+ * (the environment is read on the first call of this or sp_kernels_for); any thread. */
 const sp_kernels *sp_kernels_get(void);
 
 /* The table of a named instruction set, or NULL if this CPU (or this build) lacks it. For
@@ -48,6 +62,7 @@ const sp_kernels *sp_kernels_for(const char *isa);
 /* Internal: each ISA file fills the entries it implements. */
 void sp__kernels_scalar_init(sp_kernels *k);
 void sp__kernels_avx2_init(sp_kernels *k);
+void sp__kernels_avxvnni_init(sp_kernels *k); // in kernels_avx2.c, over the avx2 entries
 void sp__kernels_avx512_init(sp_kernels *k);
 void sp__kquants_avx2_init(sp_kernels *k);
 void sp__kquants_avx512_init(sp_kernels *k);

@@ -1,0 +1,347 @@
+/* AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c; chosen at run time), and the
+ * AVX-VNNI variant of the Q8_0/Q4_0 ones.
+ *
+ * Products are computed in register tiles of R activation rows by O weight rows: one weight
+ * block is loaded once per tile and used for R rows, which is what makes a batch of rows cost
+ * little more than one row (weights are streamed from memory once per call, and re-read from
+ * L1 per row tile). Every output (r, o) has its own accumulator and goes through the same
+ * instructions in the same order whatever the tile shape, so results never depend on n_rows or
+ * on the [o0, o1) split (the invariance contract of kernels.h). */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "tensor/kernels.h"
+#include "tensor/kquants.h"
+#include "tensor/quant.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Horizontal sum in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), as ggml's
+ * hsum_float_8. */
+INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float load_f16_scale(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h); // exact, like sp_f16_to_f32
+}
+
+// ---------------------------------------------------------------- Q8_0 / Q4_0 weights
+
+enum { Q8_0_BYTES = 34, Q4_0_BYTES = 18 };
+
+/* kind: bit 0 = Q4_0 weights (else Q8_0), bit 1 = AVX-VNNI integer dots. */
+enum { K_Q4_0 = 1, K_VNNI = 2 };
+
+/* The 32 signed weights of a block: Q8_0 as stored, Q4_0 as nibble - 8 (low nibbles are
+ * values 0..15, high nibbles 16..31). */
+INLINE __m256i load_wq(const int kind, const uint8_t *blk) {
+    if (!(kind & K_Q4_0))
+        return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    const __m128i t = _mm_loadu_si128((const __m128i *)(blk + 2));
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_sub_epi8(_mm256_and_si256(b, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+}
+
+/* 8 int32 lanes, lane l = sum of au[4l+j] * bs[4l+j] (unsigned x signed bytes), exactly: with
+ * au <= 128 and |bs| <= 127 a pair sum fits int16, so maddubs never saturates. */
+INLINE __m256i dot_us8(const int kind, __m256i au, __m256i bs) {
+    if (kind & K_VNNI) {
+        __m256i acc = _mm256_setzero_si256();
+        // vpdpbusd in its VEX (AVX-VNNI) encoding; the file is not compiled with -mavxvnni.
+        __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(au), "x"(bs));
+        return acc;
+    }
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(au, bs), _mm256_set1_epi16(1));
+}
+
+/* One R x O tile over all nb blocks. w: weight row o0 (rows wrb apart); x: activation row r0
+ * (rows xrb apart); y: &y[r0][o0]. */
+INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
+                   const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy) {
+    const size_t wbs = (kind & K_Q4_0) ? Q4_0_BYTES : Q8_0_BYTES;
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            acc[r][o] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i wq[4], aw[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++) {
+            const uint8_t *blk = w + (size_t)o * wrb + (size_t)b * wbs;
+            wq[o] = load_wq(kind, blk);
+            aw[o] = _mm256_sign_epi8(wq[o], wq[o]);
+            dw[o] = _mm256_set1_ps(load_f16_scale(blk));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
+            const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
+            const __m256 dx = _mm256_set1_ps(load_f16_scale(xblk));
+#pragma GCC unroll 4
+            for (int o = 0; o < O; o++) {
+                const __m256i sx = _mm256_sign_epi8(xq, wq[o]);
+                const __m256 p = _mm256_cvtepi32_ps(dot_us8(kind, aw[o], sx));
+                acc[r][o] = _mm256_fmadd_ps(_mm256_mul_ps(dw[o], dx), p, acc[r][o]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            y[r * ldy + o] = hsum8(acc[r][o]);
+}
+
+// ---------------------------------------------------------------- F32 / F16 / BF16 weights
+
+enum { K_F32, K_F16, K_BF16 };
+
+INLINE size_t elem_bytes(const int kind) { return kind == K_F32 ? 4 : 2; }
+
+/* 8 values from element i of a row, as floats (F16 and BF16 convert exactly). */
+INLINE __m256 load8(const int kind, const uint8_t *row, int64_t i) {
+    const uint8_t *p = row + (size_t)i * elem_bytes(kind);
+    if (kind == K_F32)
+        return _mm256_loadu_ps((const float *)p);
+    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (kind == K_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* The last n < 8 values from element i, zero-padded (zeros leave the sums unchanged). */
+INLINE __m256 load8_tail(const int kind, const uint8_t *row, int64_t i, int64_t n) {
+    uint8_t buf[32] = {0};
+    memcpy(buf, row + (size_t)i * elem_bytes(kind), (size_t)n * elem_bytes(kind));
+    return load8(kind, buf, 0);
+}
+
+INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
+                   const uint8_t *x, size_t xrb, int64_t n, float *y, int64_t ldy) {
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            acc[r][o] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            wv[o] = load8(kind, w + (size_t)o * wrb, i);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m256 xv = load8(kind, x + (size_t)r * xrb, i);
+#pragma GCC unroll 4
+            for (int o = 0; o < O; o++)
+                acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
+        }
+    }
+    if (i < n) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            wv[o] = load8_tail(kind, w + (size_t)o * wrb, i, n - i);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m256 xv = load8_tail(kind, x + (size_t)r * xrb, i, n - i);
+#pragma GCC unroll 4
+            for (int o = 0; o < O; o++)
+                acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            y[r * ldy + o] = hsum8(acc[r][o]);
+}
+
+// ---------------------------------------------------------------- tiling
+
+/* Covers rows [0, n_rows) x outputs [o0, o1) with RB x OB tiles of TILE, then smaller tiles for
+ * the leftover rows and outputs. `len` is nb for the quantized kinds, n_in for the float ones.
+ * RB and OB are constants, so each tile shape is a separate fully unrolled copy. */
+#define DEFINE_TILING(PFX, TILE)                                                               \
+    INLINE void PFX##_cols(const int RB, const int O, const int kind, const uint8_t *w,        \
+                           size_t wrb, const uint8_t *x, size_t xrb, int64_t len,              \
+                           int64_t n_rows, float *y, int64_t ldy) {                            \
+        int64_t r = 0;                                                                         \
+        for (; r + RB <= n_rows; r += RB)                                                      \
+            TILE(RB, O, kind, w, wrb, x + (size_t)r * xrb, xrb, len, y + r * ldy, ldy);        \
+        const int64_t left = n_rows - r;                                                       \
+        x += (size_t)r * xrb;                                                                  \
+        y += r * ldy;                                                                          \
+        if (RB > 3 && left == 3)                                                               \
+            TILE(3, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
+        else if (RB > 2 && left == 2)                                                          \
+            TILE(2, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
+        else if (RB > 1 && left == 1)                                                          \
+            TILE(1, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
+    }                                                                                          \
+    INLINE void PFX##_tiles(const int RB, const int OB, const int kind, const uint8_t *w,      \
+                            size_t wrb, const uint8_t *x, size_t xrb, int64_t len,             \
+                            int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {   \
+        int64_t o = o0;                                                                        \
+        for (; o + OB <= o1; o += OB)                                                          \
+            PFX##_cols(RB, OB, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,     \
+                       ldy);                                                                   \
+        for (; o < o1; o++)                                                                    \
+            PFX##_cols(RB, 1, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,      \
+                       ldy);                                                                   \
+    }
+
+DEFINE_TILING(q, q_tile)
+DEFINE_TILING(f, f_tile)
+
+/* One activation row: 4 weight rows at a time (independent accumulator chains). Several rows:
+ * 4 rows per weight block load (registers: 16 ymm). */
+INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
+                     int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
+    SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
+    const int64_t nb = n_in / SP_QK8_0;
+    if (n_rows == 1)
+        q_tiles(1, 4, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
+    else
+        q_tiles(4, 1, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
+}
+
+INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
+                     int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
+    SP_ASSERT(n_in >= 0 && n_rows >= 0 && o0 <= o1);
+    if (n_rows == 1)
+        f_tiles(1, 4, kind, w, wrb, x, xrb, n_in, 1, y, ldy, o0, o1);
+    else
+        f_tiles(4, 2, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
+}
+
+#define MATMUL(name, impl, kind)                                                               \
+    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,       \
+                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {          \
+        impl(kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                              \
+    }
+
+MATMUL(matmul_q8_0, q_matmul, 0)
+MATMUL(matmul_q4_0, q_matmul, K_Q4_0)
+MATMUL(matmul_q8_0_vnni, q_matmul, K_VNNI)
+MATMUL(matmul_q4_0_vnni, q_matmul, K_Q4_0 | K_VNNI)
+MATMUL(matmul_f32, f_matmul, K_F32)
+MATMUL(matmul_f16, f_matmul, K_F16)
+MATMUL(matmul_bf16, f_matmul, K_BF16)
+
+// ---------------------------------------------------------------- activation conversion
+
+/* As sp_quantize_act_row for Q8_0: amax of the block (max is exact in any order), d = amax/127
+ * as F16, q = x * (127/amax) rounded to nearest even (cvtps_epi32 in the default rounding mode,
+ * like nearbyintf). */
+static void act_q8_0(const float *x, sp_block_q8_0 *yb, int64_t nb) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < nb; i++, x += SP_QK8_0) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+        __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        yb[i].d = sp_f32_to_f16(d);
+        const __m256 mul = _mm256_set1_ps(id);
+        const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, mul));
+        const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, mul));
+        const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, mul));
+        const __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, mul));
+        // The packs work within 128-bit halves: the bytes come out as 32-bit groups
+        // 0 2 4 6 1 3 5 7, which the permutation puts back in order.
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        const __m256i q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)yb[i].qs, q);
+    }
+}
+
+/* F16C rounds to nearest even like sp_f32_to_f16; NaNs (whose payloads F16C keeps) are left
+ * to the scalar conversion. */
+static void act_f16(const float *x, sp_f16 *h, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) {
+            for (int j = 0; j < 8; j++)
+                h[i + j] = sp_f32_to_f16(x[i + j]);
+            continue;
+        }
+        _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++)
+        h[i] = sp_f32_to_f16(x[i]);
+}
+
+/* sp_f32_to_bf16 on 8 lanes: round to nearest even by integer addition; a NaN is truncated and
+ * made quiet. */
+static void act_bf16(const float *x, sp_bf16 *h, int64_t n) {
+    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i quiet = _mm256_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
+        const __m256i hi = _mm256_srli_epi32(u, 16);
+        const __m256i rounded =
+            _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(hi, one)), 16);
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        const __m256i r = _mm256_blendv_epi8(rounded, _mm256_or_si256(hi, quiet), nan);
+        const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128((__m128i *)(h + i), packed);
+    }
+    for (; i < n; i++)
+        h[i] = sp_f32_to_bf16(x[i]);
+}
+
+static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
+    switch (vt) {
+    case SP_DTYPE_Q8_0:
+        SP_ASSERT(n >= 0 && n % SP_QK8_0 == 0);
+        act_q8_0(x, dst, n / SP_QK8_0);
+        break;
+    case SP_DTYPE_F16:
+        act_f16(x, dst, n);
+        break;
+    case SP_DTYPE_BF16:
+        act_bf16(x, dst, n);
+        break;
+    case SP_DTYPE_Q8_K:
+        sp__quantize_q8_k_avx2(x, dst, n); // kquants_avx2.c
+        break;
+    default: // F32: a copy
+        sp_quantize_act_row(vt, x, dst, n);
+        break;
+    }
+}
+
+void sp__kernels_avx2_init(sp_kernels *k) {
+    k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0;
+    k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0;
+    k->matmul[SP_DTYPE_F32] = matmul_f32;
+    k->matmul[SP_DTYPE_F16] = matmul_f16;
+    k->matmul[SP_DTYPE_BF16] = matmul_bf16;
+    k->quantize_act = quantize_act;
+}
+
+void sp__kernels_avxvnni_init(sp_kernels *k) {
+    k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0_vnni;
+    k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0_vnni;
+}

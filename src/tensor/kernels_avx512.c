@@ -1,0 +1,289 @@
+/* AVX-512 (F, BW, VL, DQ, VNNI) kernels, chosen at run time.
+ *
+ * Q8_0/Q4_0: the integer dots run on 256-bit vpdpbusd (AVX512VL), with the sign of the weights
+ * moved onto the activations through a mask register, and the float part is llama.cpp's 8-lane
+ * one, so results equal the avx2 table's bit for bit; the 32 vector registers allow 4 x 4 tiles.
+ * F32/F16/BF16: 16 float lanes, masked loads for the tail.
+ *
+ * Tiles and the invariance contract as in kernels_avx2.c: every output (r, o) goes through the
+ * same instructions whatever the tile shape, n_rows or [o0, o1). */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "tensor/kernels.h"
+#include "tensor/kquants.h"
+#include "tensor/quant.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), as ggml's hsum_float_8. */
+INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 lanes: (l_i + l_{i+8}) for i < 8, then hsum8. */
+INLINE float hsum16(__m512 v) {
+    return hsum8(_mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v)));
+}
+
+INLINE float load_f16_scale(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+// ---------------------------------------------------------------- Q8_0 / Q4_0 weights
+
+enum { Q8_0_BYTES = 34, Q4_0_BYTES = 18 };
+enum { K_Q8_0, K_Q4_0 };
+
+INLINE __m256i load_wq(const int kind, const uint8_t *blk) {
+    if (kind == K_Q8_0)
+        return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    const __m128i t = _mm_loadu_si128((const __m128i *)(blk + 2));
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_sub_epi8(_mm256_and_si256(b, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+}
+
+/* acc[r][o] gets, per block, fma(d_w * d_x, lanes, acc) where lane l is the exact sum of the
+ * products 4l..4l+3: |w| (unsigned) times x negated where w < 0. */
+INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
+                   const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy) {
+    const size_t wbs = kind == K_Q4_0 ? Q4_0_BYTES : Q8_0_BYTES;
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            acc[r][o] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i aw[4];
+        __mmask32 neg[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++) {
+            const uint8_t *blk = w + (size_t)o * wrb + (size_t)b * wbs;
+            const __m256i wq = load_wq(kind, blk);
+            aw[o] = _mm256_abs_epi8(wq);
+            neg[o] = _mm256_movepi8_mask(wq);
+            dw[o] = _mm256_set1_ps(load_f16_scale(blk));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
+            const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
+            const __m256 dx = _mm256_set1_ps(load_f16_scale(xblk));
+#pragma GCC unroll 4
+            for (int o = 0; o < O; o++) {
+                const __m256i sx = _mm256_mask_sub_epi8(xq, neg[o], zero, xq);
+                const __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(zero, aw[o], sx));
+                acc[r][o] = _mm256_fmadd_ps(_mm256_mul_ps(dw[o], dx), p, acc[r][o]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            y[r * ldy + o] = hsum8(acc[r][o]);
+}
+
+// ---------------------------------------------------------------- F32 / F16 / BF16 weights
+
+enum { K_F32, K_F16, K_BF16 };
+
+INLINE size_t elem_bytes(const int kind) { return kind == K_F32 ? 4 : 2; }
+
+/* The values at element i (lanes not in mask m read as zero, their memory untouched). */
+INLINE __m512 load16(const int kind, const uint8_t *row, int64_t i, __mmask16 m) {
+    const void *p = row + (size_t)i * elem_bytes(kind);
+    if (kind == K_F32)
+        return _mm512_maskz_loadu_ps(m, p);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if (kind == K_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
+                   const uint8_t *x, size_t xrb, int64_t n, float *y, int64_t ldy) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            acc[r][o] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 wv[4];
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            wv[o] = load16(kind, w + (size_t)o * wrb, i, m);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m512 xv = load16(kind, x + (size_t)r * xrb, i, m);
+#pragma GCC unroll 4
+            for (int o = 0; o < O; o++)
+                acc[r][o] = _mm512_fmadd_ps(wv[o], xv, acc[r][o]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            y[r * ldy + o] = hsum16(acc[r][o]);
+}
+
+// ---------------------------------------------------------------- tiling
+
+#define DEFINE_TILING(PFX, TILE)                                                               \
+    INLINE void PFX##_cols(const int RB, const int O, const int kind, const uint8_t *w,        \
+                           size_t wrb, const uint8_t *x, size_t xrb, int64_t len,              \
+                           int64_t n_rows, float *y, int64_t ldy) {                            \
+        int64_t r = 0;                                                                         \
+        for (; r + RB <= n_rows; r += RB)                                                      \
+            TILE(RB, O, kind, w, wrb, x + (size_t)r * xrb, xrb, len, y + r * ldy, ldy);        \
+        const int64_t left = n_rows - r;                                                       \
+        x += (size_t)r * xrb;                                                                  \
+        y += r * ldy;                                                                          \
+        if (RB > 3 && left == 3)                                                               \
+            TILE(3, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
+        else if (RB > 2 && left == 2)                                                          \
+            TILE(2, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
+        else if (RB > 1 && left == 1)                                                          \
+            TILE(1, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
+    }                                                                                          \
+    INLINE void PFX##_tiles(const int RB, const int OB, const int kind, const uint8_t *w,      \
+                            size_t wrb, const uint8_t *x, size_t xrb, int64_t len,             \
+                            int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {   \
+        int64_t o = o0;                                                                        \
+        for (; o + OB <= o1; o += OB)                                                          \
+            PFX##_cols(RB, OB, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,     \
+                       ldy);                                                                   \
+        for (; o < o1; o++)                                                                    \
+            PFX##_cols(RB, 1, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,      \
+                       ldy);                                                                   \
+    }
+
+DEFINE_TILING(q, q_tile)
+DEFINE_TILING(f, f_tile)
+
+INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
+                     int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
+    SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
+    const int64_t nb = n_in / SP_QK8_0;
+    if (n_rows == 1)
+        q_tiles(1, 4, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
+    else
+        q_tiles(4, 4, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
+}
+
+INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
+                     int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
+    SP_ASSERT(n_in >= 0 && n_rows >= 0 && o0 <= o1);
+    if (n_rows == 1)
+        f_tiles(1, 4, kind, w, wrb, x, xrb, n_in, 1, y, ldy, o0, o1);
+    else
+        f_tiles(4, 4, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
+}
+
+#define MATMUL(name, impl, kind)                                                               \
+    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,       \
+                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {          \
+        impl(kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                              \
+    }
+
+MATMUL(matmul_q8_0, q_matmul, K_Q8_0)
+MATMUL(matmul_q4_0, q_matmul, K_Q4_0)
+MATMUL(matmul_f32, f_matmul, K_F32)
+MATMUL(matmul_f16, f_matmul, K_F16)
+MATMUL(matmul_bf16, f_matmul, K_BF16)
+
+// ---------------------------------------------------------------- activation conversion
+
+/* As sp_quantize_act_row for Q8_0 (see kernels_avx2.c); vpmovsdb packs in order. */
+static void act_q8_0(const float *x, sp_block_q8_0 *yb, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += SP_QK8_0) {
+        const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        yb[i].d = sp_f32_to_f16(d);
+        const __m512 mul = _mm512_set1_ps(id);
+        const __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, mul)));
+        const __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, mul)));
+        _mm_storeu_si128((__m128i *)yb[i].qs, q0);
+        _mm_storeu_si128((__m128i *)(yb[i].qs + 16), q1);
+    }
+}
+
+/* vcvtps2ph rounds to nearest even like sp_f32_to_f16; NaNs go to the scalar conversion. */
+static void act_f16(const float *x, sp_f16 *h, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) {
+            for (int j = 0; j < 16; j++)
+                h[i + j] = sp_f32_to_f16(x[i + j]);
+            continue;
+        }
+        _mm256_storeu_si256((__m256i *)(h + i), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++)
+        h[i] = sp_f32_to_f16(x[i]);
+}
+
+/* sp_f32_to_bf16 on 16 lanes (round to nearest even by integer addition; NaN made quiet). */
+static void act_bf16(const float *x, sp_bf16 *h, int64_t n) {
+    const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet = _mm512_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i u = _mm512_loadu_si512(x + i);
+        const __m512i hi = _mm512_srli_epi32(u, 16);
+        const __m512i rounded =
+            _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(hi, one)), 16);
+        const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs_mask), inf);
+        const __m512i r = _mm512_mask_or_epi32(rounded, nan, hi, quiet);
+        _mm256_storeu_si256((__m256i *)(h + i), _mm512_cvtepi32_epi16(r));
+    }
+    for (; i < n; i++)
+        h[i] = sp_f32_to_bf16(x[i]);
+}
+
+static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
+    switch (vt) {
+    case SP_DTYPE_Q8_0:
+        SP_ASSERT(n >= 0 && n % SP_QK8_0 == 0);
+        act_q8_0(x, dst, n / SP_QK8_0);
+        break;
+    case SP_DTYPE_F16:
+        act_f16(x, dst, n);
+        break;
+    case SP_DTYPE_BF16:
+        act_bf16(x, dst, n);
+        break;
+    case SP_DTYPE_Q8_K:
+        sp__quantize_q8_k_avx2(x, dst, n); // kquants_avx2.c
+        break;
+    default: // F32: a copy
+        sp_quantize_act_row(vt, x, dst, n);
+        break;
+    }
+}
+
+void sp__kernels_avx512_init(sp_kernels *k) {
+    k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0;
+    k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0;
+    k->matmul[SP_DTYPE_F32] = matmul_f32;
+    k->matmul[SP_DTYPE_F16] = matmul_f16;
+    k->matmul[SP_DTYPE_BF16] = matmul_bf16;
+    k->quantize_act = quantize_act;
+}

@@ -1,0 +1,591 @@
+/* The run-time kernel tables of tensor/kernels.h, for every table this CPU and build have
+ * (scalar, avx2, avxvnni, avx512):
+ *
+ * - matmul of every weight type against sp_vec_dot_ref on random data of odd sizes (one block,
+ *   a few blocks, many blocks; odd n_out; n_rows 1..9 and 33). The scalar table must be
+ *   bit-identical to it. The SIMD tables must stay within these budgets, with u = 2^-24 and
+ *   S = sum |w_i x_i| over the dequantized rows (both results carry rounding errors of a few
+ *   u * S per sequential addition; the budgets bound the sum of the two):
+ *     F32, F16, BF16: (ceil(n_in / 8) + 8) u S   (8 or 16 lanes, each a chain of fmas)
+ *     Q8_0, Q4_0:     (2 nb + 10) u S            (nb blocks of 32, one fma per block and lane)
+ *     Q4_K, Q6_K:     (4 nb + 16) u S            (nb super-blocks of 256, two fmas per block)
+ * - Q8_0 and Q4_0 on the x86 tables equal, bit for bit, a scalar model of llama.cpp's AVX2
+ *   vec_dot written here from its definition (8 int32 lanes of 4 products, fmaf per block,
+ *   hsum_float_8 order), including weights at -128 and 127.
+ * - The invariance contract: y from one call over all rows equals (memcmp) y from one call per
+ *   row, from calls over row windows, and from calls over arbitrary [o0, o1) pieces; a call
+ *   writes nothing outside its rows and [o0, o1).
+ * - quantize_act is bit-identical to sp_quantize_act_row for F32, F16, BF16, Q8_0 and Q8_K on
+ *   random rows, zero blocks, exact rounding ties, and (F16, BF16) arbitrary bit patterns.
+ * - SPINDLE_ISA picks the table, in child processes of this test (which read it fresh). */
+#include "testutil.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "tensor/kernels.h"
+#include "tensor/quant.h"
+
+static const char *const isa_names[] = {"scalar", "avx2", "avxvnni", "avx512"};
+
+static size_t row_bytes(sp_dtype t, int64_t n) {
+    uint64_t b = 0;
+    assert_int_equal(sp_dtype_row_bytes(t, (uint64_t)n, &b), SP_OK);
+    return (size_t)b;
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    return p;
+}
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float f32_from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// ---------------------------------------------------------------- problems
+
+typedef struct problem {
+    sp_dtype wt, vt;
+    int64_t n_in, n_out, n_rows;
+    size_t wrb, xrb;
+    uint8_t *w;  // (n_out, wrb): weights in wt
+    uint8_t *xq; // (n_rows, xrb): activations in vt, from sp_quantize_act_row
+    float *ref;  // (n_rows, n_out): sp_vec_dot_ref
+    double *mag; // (n_rows, n_out): sum |w_i x_i| of the dequantized rows
+} problem;
+
+static int64_t block_size(sp_dtype t) { return sp_dtype_get(t)->block_size; }
+
+/* Random weights and activations: weight rows N(0,1) at scales 1/16..16; activation rows
+ * N(0,1) at scales 1e-3..1e3, row 1 all zeros. Q8_0 weight row 0 starts with a block of
+ * -128 and 127 (the extremes of the format). */
+static problem make_problem(sp_dtype wt, int64_t n_in, int64_t n_out, int64_t n_rows,
+                            uint64_t seed) {
+    problem p = {.wt = wt, .vt = sp_dtype_vec_dot_type(wt), .n_in = n_in, .n_out = n_out,
+                 .n_rows = n_rows};
+    p.wrb = row_bytes(wt, n_in);
+    p.xrb = row_bytes(p.vt, n_in);
+    p.w = xmalloc(p.wrb * (size_t)n_out);
+    p.xq = xmalloc(p.xrb * (size_t)n_rows);
+    p.ref = xmalloc(sizeof(float) * (size_t)(n_rows * n_out));
+    p.mag = xmalloc(sizeof(double) * (size_t)(n_rows * n_out));
+    float *f = xmalloc(sizeof(float) * (size_t)n_in);
+    float *wd = xmalloc(sizeof(float) * (size_t)(n_in * n_out));
+    float *xd = xmalloc(sizeof(float) * (size_t)(n_in * n_rows));
+    uint64_t rng = seed;
+    for (int64_t o = 0; o < n_out; o++) {
+        const float scale = ldexpf(1.0f, (int)(sp_test_rand(&rng) % 9) - 4);
+        for (int64_t i = 0; i < n_in; i++)
+            f[i] = scale * sp_test_randn(&rng);
+        sp_quantize_row(wt, f, p.w + (size_t)o * p.wrb, n_in);
+    }
+    if (wt == SP_DTYPE_Q8_0) {
+        sp_block_q8_0 *b = (sp_block_q8_0 *)p.w;
+        for (int j = 0; j < SP_QK8_0; j++)
+            b->qs[j] = (j % 3) ? -128 : 127;
+    }
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float scale = powf(10.0f, (float)(int)(sp_test_rand(&rng) % 7) - 3.0f);
+        for (int64_t i = 0; i < n_in; i++)
+            f[i] = r == 1 ? 0.0f : scale * sp_test_randn(&rng);
+        sp_quantize_act_row(p.vt, f, p.xq + (size_t)r * p.xrb, n_in);
+    }
+    for (int64_t o = 0; o < n_out; o++)
+        sp_dequantize_row(wt, p.w + (size_t)o * p.wrb, wd + o * n_in, n_in);
+    for (int64_t r = 0; r < n_rows; r++)
+        sp_dequantize_row(p.vt, p.xq + (size_t)r * p.xrb, xd + r * n_in, n_in);
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t o = 0; o < n_out; o++) {
+            p.ref[r * n_out + o] = sp_vec_dot_ref(wt, p.w + (size_t)o * p.wrb,
+                                                  p.xq + (size_t)r * p.xrb, n_in);
+            double s = 0;
+            for (int64_t i = 0; i < n_in; i++)
+                s += fabs((double)wd[o * n_in + i] * (double)xd[r * n_in + i]);
+            p.mag[r * n_out + o] = s;
+        }
+    free(f);
+    free(wd);
+    free(xd);
+    return p;
+}
+
+static void free_problem(problem *p) {
+    free(p->w);
+    free(p->xq);
+    free(p->ref);
+    free(p->mag);
+}
+
+/* Rows [r0, r1), outputs [o0, o1), into y (rows ldy apart, row 0 = activation row 0). */
+static void run(const sp_kernels *k, const problem *p, int64_t r0, int64_t r1, int64_t o0,
+                int64_t o1, float *y, int64_t ldy) {
+    assert_non_null(k->matmul[p->wt]);
+    k->matmul[p->wt](p->w, p->wrb, p->xq + (size_t)r0 * p->xrb, p->xrb, p->n_in, r1 - r0,
+                     y + r0 * ldy, ldy, o0, o1);
+}
+
+static double budget_units(sp_dtype t, int64_t n_in) {
+    switch (t) {
+    case SP_DTYPE_Q8_0:
+    case SP_DTYPE_Q4_0:
+        return 2.0 * (double)(n_in / 32) + 10.0;
+    case SP_DTYPE_Q4_K:
+    case SP_DTYPE_Q6_K:
+        return 4.0 * (double)(n_in / 256) + 16.0;
+    default:
+        return (double)((n_in + 7) / 8) + 8.0;
+    }
+}
+
+static void check_against_ref(const sp_kernels *k, const problem *p, const float *y,
+                              int64_t ldy) {
+    const bool exact = !strcmp(k->isa, "scalar");
+    const double units = budget_units(p->wt, p->n_in);
+    for (int64_t r = 0; r < p->n_rows; r++)
+        for (int64_t o = 0; o < p->n_out; o++) {
+            const float got = y[r * ldy + o], want = p->ref[r * p->n_out + o];
+            const double budget = units * 0x1p-24 * p->mag[r * p->n_out + o];
+            const double err = fabs((double)got - (double)want);
+            if (exact ? f32_bits(got) != f32_bits(want) : !(err <= budget))
+                fail_msg("%s %s n_in=%lld n_rows=%lld y[%lld][%lld] = %.9g, reference %.9g "
+                         "(error %.3g, budget %.3g)",
+                         k->isa, sp_dtype_get(p->wt)->name, (long long)p->n_in,
+                         (long long)p->n_rows, (long long)r, (long long)o, (double)got,
+                         (double)want, err, exact ? 0.0 : budget);
+        }
+}
+
+static const sp_kernels *tables[SP_ARRAY_LEN(isa_names)];
+static size_t n_tables;
+
+static int setup_tables(void **state) {
+    (void)state;
+    n_tables = 0;
+    for (size_t i = 0; i < SP_ARRAY_LEN(isa_names); i++) {
+        const sp_kernels *k = sp_kernels_for(isa_names[i]);
+        if (k)
+            tables[n_tables++] = k;
+        else
+            print_message("[ info     ] no %s kernels on this CPU or build\n", isa_names[i]);
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------- tests
+
+static void test_tables(void **state) {
+    (void)state;
+    assert_true(n_tables >= 1);
+    assert_string_equal(tables[0]->isa, "scalar");
+    assert_null(sp_kernels_for("sse9"));
+    assert_null(sp_kernels_for(NULL));
+    static const sp_dtype types[] = {SP_DTYPE_F32,  SP_DTYPE_F16,  SP_DTYPE_BF16, SP_DTYPE_Q8_0,
+                                     SP_DTYPE_Q4_0, SP_DTYPE_Q4_K, SP_DTYPE_Q6_K};
+    for (size_t t = 0; t < n_tables; t++) {
+        assert_ptr_equal(sp_kernels_for(tables[t]->isa), tables[t]);
+        assert_non_null(tables[t]->quantize_act);
+        for (size_t i = 0; i < SP_ARRAY_LEN(types); i++)
+            assert_non_null(tables[t]->matmul[types[i]]);
+    }
+    // The default table is one of them, with every entry filled.
+    const sp_kernels *def = sp_kernels_get();
+    assert_non_null(def);
+    bool found = false;
+    for (size_t t = 0; t < n_tables; t++)
+        found |= def == tables[t];
+    assert_true(found);
+}
+
+/* A K-quant kernel file that is present must be linked into the tables (a stand-in symbol
+ * left beside it would hide it from the static library's link). */
+static void test_kquant_files_linked(void **state) {
+    (void)state;
+    const char *src = getenv("SP_SOURCE_DIR");
+    if (!src)
+        skip();
+    static const char *const pairs[][2] = {{"avx2", "kquants_avx2.c"},
+                                           {"avx512", "kquants_avx512.c"}};
+    const sp_kernels *scalar = sp_kernels_for("scalar");
+    for (size_t i = 0; i < SP_ARRAY_LEN(pairs); i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/src/tensor/%s", src, pairs[i][1]);
+        struct stat st;
+        const sp_kernels *k = sp_kernels_for(pairs[i][0]);
+        if (!k || stat(path, &st) != 0)
+            continue;
+        assert_ptr_not_equal(k->matmul[SP_DTYPE_Q4_K], scalar->matmul[SP_DTYPE_Q4_K]);
+        assert_ptr_not_equal(k->matmul[SP_DTYPE_Q6_K], scalar->matmul[SP_DTYPE_Q6_K]);
+    }
+}
+
+static void check_type_vs_ref(sp_dtype wt, const int64_t *sizes, size_t n_sizes, uint64_t seed) {
+    static const int64_t rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
+    for (size_t s = 0; s < n_sizes; s++)
+        for (size_t i = 0; i < SP_ARRAY_LEN(rows); i++) {
+            const int64_t n_out = 13 + 2 * (int64_t)(i % 3);
+            problem p = make_problem(wt, sizes[s], n_out, rows[i], seed++);
+            const int64_t ldy = n_out + 1;
+            float *y = xmalloc(sizeof(float) * (size_t)(rows[i] * ldy));
+            for (size_t t = 0; t < n_tables; t++) {
+                run(tables[t], &p, 0, p.n_rows, 0, n_out, y, ldy);
+                check_against_ref(tables[t], &p, y, ldy);
+            }
+            free(y);
+            free_problem(&p);
+        }
+}
+
+static void test_vs_ref_plain(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {1, 7, 16, 29, 64, 1031};
+    check_type_vs_ref(SP_DTYPE_F32, sizes, SP_ARRAY_LEN(sizes), 1000);
+    check_type_vs_ref(SP_DTYPE_F16, sizes, SP_ARRAY_LEN(sizes), 2000);
+    check_type_vs_ref(SP_DTYPE_BF16, sizes, SP_ARRAY_LEN(sizes), 3000);
+}
+
+static void test_vs_ref_q8_0_q4_0(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {32, 96, 32 * 65};
+    check_type_vs_ref(SP_DTYPE_Q8_0, sizes, SP_ARRAY_LEN(sizes), 4000);
+    check_type_vs_ref(SP_DTYPE_Q4_0, sizes, SP_ARRAY_LEN(sizes), 5000);
+}
+
+static void test_vs_ref_k_quants(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {256, 768, 256 * 9};
+    check_type_vs_ref(SP_DTYPE_Q4_K, sizes, SP_ARRAY_LEN(sizes), 6000);
+    check_type_vs_ref(SP_DTYPE_Q6_K, sizes, SP_ARRAY_LEN(sizes), 7000);
+}
+
+/* llama.cpp's x86 Q8_0/Q4_0 x Q8_0 dot (ggml_vec_dot_q8_0_q8_0 / q4_0_q8_0 with AVX2 or
+ * AVX-VNNI), from its definition: per block d = f16(d_w) * f16(d_x); lane l = exact sum of the
+ * products at positions 4l..4l+3; acc[l] = fma(d, lane, acc[l]); then
+ * ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). */
+static float llama_x86_dot(sp_dtype wt, const uint8_t *w, const sp_block_q8_0 *x, int64_t nb) {
+    float acc[8] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        int wq[32];
+        float dw;
+        if (wt == SP_DTYPE_Q8_0) {
+            const sp_block_q8_0 *blk = (const sp_block_q8_0 *)w + b;
+            for (int j = 0; j < 32; j++)
+                wq[j] = blk->qs[j];
+            dw = sp_f16_to_f32(blk->d);
+        } else {
+            const sp_block_q4_0 *blk = (const sp_block_q4_0 *)w + b;
+            for (int j = 0; j < 16; j++) {
+                wq[j] = (blk->qs[j] & 0x0f) - 8;
+                wq[j + 16] = (blk->qs[j] >> 4) - 8;
+            }
+            dw = sp_f16_to_f32(blk->d);
+        }
+        const float d = dw * sp_f16_to_f32(x[b].d);
+        for (int l = 0; l < 8; l++) {
+            int s = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++)
+                s += wq[j] * x[b].qs[j];
+            acc[l] = fmaf(d, (float)s, acc[l]);
+        }
+    }
+    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+static void test_q8_0_q4_0_match_llama_x86(void **state) {
+    (void)state;
+    static const sp_dtype types[] = {SP_DTYPE_Q8_0, SP_DTYPE_Q4_0};
+    static const int64_t sizes[] = {32, 160, 32 * 67};
+    uint64_t seed = 8000;
+    size_t checked = 0;
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(types); ti++)
+        for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++) {
+            problem p = make_problem(types[ti], sizes[s], 11, 6, seed++);
+            float *y = xmalloc(sizeof(float) * (size_t)(p.n_rows * p.n_out));
+            for (size_t t = 0; t < n_tables; t++) {
+                if (!strcmp(tables[t]->isa, "scalar"))
+                    continue;
+                run(tables[t], &p, 0, p.n_rows, 0, p.n_out, y, p.n_out);
+                for (int64_t r = 0; r < p.n_rows; r++)
+                    for (int64_t o = 0; o < p.n_out; o++) {
+                        const float want = llama_x86_dot(
+                            p.wt, p.w + (size_t)o * p.wrb,
+                            (const sp_block_q8_0 *)(p.xq + (size_t)r * p.xrb), p.n_in / 32);
+                        const float got = y[r * p.n_out + o];
+                        if (f32_bits(got) != f32_bits(want))
+                            fail_msg("%s %s n_in=%lld y[%lld][%lld] = %a, llama.cpp x86 %a",
+                                     tables[t]->isa, sp_dtype_get(p.wt)->name,
+                                     (long long)p.n_in, (long long)r, (long long)o,
+                                     (double)got, (double)want);
+                        checked++;
+                    }
+            }
+            free(y);
+            free_problem(&p);
+        }
+    if (checked == 0)
+        print_message("[ info     ] no x86 tables: nothing to compare\n");
+}
+
+static const uint32_t sentinel = 0x7fc0dead; // a NaN no kernel produces
+
+static void fill_sentinel(float *y, size_t n) {
+    const float s = f32_from_bits(sentinel);
+    for (size_t i = 0; i < n; i++)
+        y[i] = s;
+}
+
+/* y computed over all rows and outputs equals y computed per row, per row window and per
+ * output piece, bit for bit; nothing outside a call's rows and outputs is written. */
+static void check_invariance(const sp_kernels *k, sp_dtype wt, int64_t n_in, int64_t n_out,
+                             int64_t n_rows, uint64_t seed) {
+    problem p = make_problem(wt, n_in, n_out, n_rows, seed);
+    const int64_t ldy = n_out + 3;
+    const size_t n_y = (size_t)(n_rows * ldy);
+    float *all = xmalloc(sizeof(float) * n_y);
+    float *part = xmalloc(sizeof(float) * n_y);
+    fill_sentinel(all, n_y);
+    run(k, &p, 0, n_rows, 0, n_out, all, ldy);
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t o = 0; o < ldy; o++)
+            assert_true((o < n_out) != (f32_bits(all[r * ldy + o]) == sentinel));
+
+    // One row at a time.
+    fill_sentinel(part, n_y);
+    for (int64_t r = 0; r < n_rows; r++)
+        run(k, &p, r, r + 1, 0, n_out, part, ldy);
+    assert_memory_equal(all, part, n_y * sizeof(float));
+
+    // Random row windows and output pieces.
+    uint64_t rng = seed ^ 0x5eed;
+    for (int trial = 0; trial < 4; trial++) {
+        fill_sentinel(part, n_y);
+        int64_t r0 = 0;
+        while (r0 < n_rows) {
+            // (SP_MIN evaluates its arguments twice: draw first.)
+            const int64_t rn = 1 + (int64_t)(sp_test_rand(&rng) % 11);
+            const int64_t r1 = SP_MIN(n_rows, r0 + rn);
+            int64_t o0 = 0;
+            while (o0 < n_out) {
+                const int64_t on = 1 + (int64_t)(sp_test_rand(&rng) % 9);
+                const int64_t o1 = SP_MIN(n_out, o0 + on);
+                run(k, &p, r0, r1, o0, o1, part, ldy);
+                o0 = o1;
+            }
+            r0 = r1;
+        }
+        assert_memory_equal(all, part, n_y * sizeof(float));
+    }
+
+    // A single piece writes only its rows and outputs.
+    fill_sentinel(part, n_y);
+    const int64_t o0 = n_out / 3, o1 = n_out - n_out / 4, r0 = n_rows / 4, r1 = n_rows - 1;
+    run(k, &p, r0, r1, o0, o1, part, ldy);
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t o = 0; o < ldy; o++) {
+            const bool inside = r >= r0 && r < r1 && o >= o0 && o < o1;
+            if (inside)
+                assert_memory_equal(&part[r * ldy + o], &all[r * ldy + o], sizeof(float));
+            else
+                assert_true(f32_bits(part[r * ldy + o]) == sentinel);
+        }
+    free(all);
+    free(part);
+    free_problem(&p);
+}
+
+static void test_invariance(void **state) {
+    (void)state;
+    static const struct {
+        sp_dtype t;
+        int64_t n_in;
+    } cases[] = {
+        {SP_DTYPE_Q8_0, 32 * 37}, {SP_DTYPE_Q4_0, 32 * 37}, {SP_DTYPE_F32, 517},
+        {SP_DTYPE_F16, 517},      {SP_DTYPE_BF16, 517},     {SP_DTYPE_Q4_K, 256 * 3},
+        {SP_DTYPE_Q6_K, 256 * 3},
+    };
+    static const int64_t rows[] = {9, 33};
+    uint64_t seed = 9000;
+    for (size_t t = 0; t < n_tables; t++)
+        for (size_t c = 0; c < SP_ARRAY_LEN(cases); c++)
+            for (size_t i = 0; i < SP_ARRAY_LEN(rows); i++)
+                check_invariance(tables[t], cases[c].t, cases[c].n_in, 37, rows[i], seed++);
+}
+
+// ---------------------------------------------------------------- activation conversion
+
+/* Fills a row of n values in one of several patterns. finite_only: no NaN or infinity, and
+ * magnitudes within 2^-60..2^60 (the Q8 quantizers' domain). */
+static void fill_act(float *x, int64_t n, int mode, bool finite_only, uint64_t *rng) {
+    switch (mode) {
+    case 0: { // N(0,1) at a random scale
+        const float scale = ldexpf(1.0f, (int)(sp_test_rand(rng) % 40) - 20);
+        for (int64_t i = 0; i < n; i++)
+            x[i] = scale * sp_test_randn(rng);
+        break;
+    }
+    case 1: // Q8_0 ties: per 32 values amax = 127 s and the others (m + 0.5) s, s = 2^k
+        for (int64_t b = 0; b < n; b += 32) {
+            const float s = ldexpf(1.0f, (int)(sp_test_rand(rng) % 21) - 10);
+            const int64_t at = b + (int64_t)(sp_test_rand(rng) % 32);
+            for (int64_t i = b; i < b + 32 && i < n; i++) {
+                const int m = (int)(sp_test_rand(rng) % 253) - 126;
+                x[i] = i == at ? (sp_test_rand(rng) & 1 ? 127.0f : -127.0f) * s
+                               : ((float)m + (m < 0 ? -0.5f : 0.5f)) * s;
+            }
+        }
+        break;
+    case 2: // arbitrary bits
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)sp_test_rand(rng);
+            if (finite_only) // exponent in 2^-60..2^60
+                u = (u & 0x807fffffu) | ((uint32_t)(67 + (u >> 23) % 120) << 23);
+            x[i] = f32_from_bits(u);
+        }
+        break;
+    case 3: // zero blocks, single values, -0.0
+        for (int64_t i = 0; i < n; i++) {
+            const uint64_t v = sp_test_rand(rng) % 8;
+            x[i] = v == 0 ? -0.0f : v < 6 ? 0.0f : sp_test_randn(rng);
+        }
+        break;
+    default: // around F16's subnormal, overflow and rounding boundaries
+        for (int64_t i = 0; i < n; i++) {
+            const int e = (int)(sp_test_rand(rng) % 46) - 27; // 2^-27 .. 2^18
+            const uint32_t mant = (uint32_t)sp_test_rand(rng) & 0x7fffffu;
+            const uint32_t tie = sp_test_rand(rng) & 1 ? (mant & ~0x1fffu) | 0x1000u : mant;
+            float v = f32_from_bits(((uint32_t)(127 + e) << 23) | tie);
+            if (finite_only && e > 15)
+                v = ldexpf(v, -4);
+            x[i] = sp_test_rand(rng) & 1 ? -v : v;
+        }
+        break;
+    }
+}
+
+static void test_quantize_act_bit_identical(void **state) {
+    (void)state;
+    static const sp_dtype types[] = {SP_DTYPE_F32, SP_DTYPE_F16, SP_DTYPE_BF16, SP_DTYPE_Q8_0,
+                                     SP_DTYPE_Q8_K};
+    const int64_t max_n = 1024;
+    float *x = xmalloc(sizeof(float) * (size_t)max_n);
+    uint8_t *want = xmalloc(row_bytes(SP_DTYPE_F32, max_n));
+    uint8_t *got = xmalloc(row_bytes(SP_DTYPE_F32, max_n));
+    uint64_t rng = 10000;
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(types); ti++) {
+        const sp_dtype vt = types[ti];
+        const int64_t bs = block_size(vt);
+        const bool finite_only = vt == SP_DTYPE_Q8_0 || vt == SP_DTYPE_Q8_K;
+        for (int trial = 0; trial < 300; trial++) {
+            int64_t n = 1 + (int64_t)(sp_test_rand(&rng) % (uint64_t)max_n);
+            n = (n + bs - 1) / bs * bs;
+            if (n > max_n)
+                n -= bs;
+            const int mode = trial % 5;
+            fill_act(x, n, mode, finite_only, &rng);
+            const size_t nb = row_bytes(vt, n);
+            memset(want, 0xa5, nb);
+            sp_quantize_act_row(vt, x, want, n);
+            for (size_t t = 0; t < n_tables; t++) {
+                memset(got, 0x5a, nb);
+                tables[t]->quantize_act(vt, x, got, n);
+                if (memcmp(got, want, nb) != 0)
+                    fail_msg("%s quantize_act to %s differs (n=%lld, pattern %d)",
+                             tables[t]->isa, sp_dtype_get(vt)->name, (long long)n, mode);
+            }
+        }
+    }
+    free(x);
+    free(want);
+    free(got);
+}
+
+// ---------------------------------------------------------------- SPINDLE_ISA
+
+/* Runs this test binary with SPINDLE_ISA=value (unset if NULL) and returns what its
+ * sp_kernels_get() chose, in buf. */
+static void child_isa(const char *value, char *buf, size_t cap) {
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        if (value)
+            setenv("SPINDLE_ISA", value, 1);
+        else
+            unsetenv("SPINDLE_ISA");
+        setenv("SPINDLE_LOG", "off", 1);
+        char *const argv[] = {"test_kernels", "--print-isa", NULL};
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t got;
+    while ((got = read(fds[0], buf + len, cap - 1 - len)) > 0 || (got < 0 && errno == EINTR))
+        if (got > 0)
+            len += (size_t)got;
+    close(fds[0]);
+    buf[len] = '\0';
+    if (len && buf[len - 1] == '\n')
+        buf[len - 1] = '\0';
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void test_spindle_isa(void **state) {
+    (void)state;
+    // The best table: the last available in order of preference.
+    const char *best = tables[n_tables - 1]->isa;
+    char buf[64];
+    child_isa(NULL, buf, sizeof buf);
+    assert_string_equal(buf, best);
+    child_isa("", buf, sizeof buf);
+    assert_string_equal(buf, best);
+    child_isa("auto", buf, sizeof buf);
+    assert_string_equal(buf, best);
+    child_isa("no-such-isa", buf, sizeof buf);
+    assert_string_equal(buf, best);
+    for (size_t i = 0; i < SP_ARRAY_LEN(isa_names); i++) {
+        child_isa(isa_names[i], buf, sizeof buf);
+        assert_string_equal(buf, sp_kernels_for(isa_names[i]) ? isa_names[i] : best);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--print-isa")) {
+        printf("%s\n", sp_kernels_get()->isa);
+        return 0;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tables),
+        cmocka_unit_test(test_kquant_files_linked),
+        cmocka_unit_test(test_vs_ref_plain),
+        cmocka_unit_test(test_vs_ref_q8_0_q4_0),
+        cmocka_unit_test(test_vs_ref_k_quants),
+        cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
+        cmocka_unit_test(test_invariance),
+        cmocka_unit_test(test_quantize_act_bit_identical),
+        cmocka_unit_test(test_spindle_isa),
+    };
+    return cmocka_run_group_tests(tests, setup_tables, NULL);
+}
