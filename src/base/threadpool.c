@@ -48,9 +48,9 @@ typedef struct worker {
 struct sp_threadpool {
     // Each hot atomic on its own cache line: the workers poll gen while the barrier and the
     // completion counter are hammered, and false sharing would slow all three.
-    alignas(64) atomic_uint gen;  // run generation; bumped by the owner to start a run
-    alignas(64) atomic_int n_done; // workers (ith > 0) that finished the current run
-    alignas(64) atomic_int n_barrier;  // threads arrived at the current barrier
+    alignas(64) atomic_uint gen;         // run generation; bumped by the owner to start a run
+    alignas(64) atomic_int n_done;       // workers (ith > 0) that finished the current run
+    alignas(64) atomic_int n_barrier;    // threads arrived at the current barrier
     alignas(64) atomic_uint barrier_gen; // bumped by the last arrival: the "sense"
     alignas(64) atomic_int n_sleeping;   // workers waiting (or about to) on cv
     atomic_bool stop;                    // set by destroy before its final gen bump
@@ -214,7 +214,9 @@ void sp_threadpool_destroy(sp_threadpool *p) {
     shutdown_and_free(p, p->n_threads - 1);
 }
 
-int sp_threadpool_n_threads(const sp_threadpool *p) { return p->n_threads; }
+int sp_threadpool_n_threads(const sp_threadpool *p) {
+    return p->n_threads;
+}
 
 void sp_threadpool_run(sp_threadpool *p, sp_threadpool_fn fn, void *ctx) {
     SP_ASSERT(fn != NULL);

@@ -5,7 +5,8 @@
  * sp_threadpool_run(p, fn, ctx) calls fn(ctx, ith, nth) once on each of the nth threads, the
  * calling thread itself being ith 0, and returns when every call has returned. Inside fn the
  * threads may meet at sp_threadpool_barrier as often as they like, so a multi-phase kernel is
- * one run. A run allocates nothing and makes no system call while the workers are awake.
+ * one run. A run allocates nothing, and while the workers are awake it takes no lock and
+ * makes no system call (waits may yield the CPU when threads outnumber cores).
  *
  * Between runs a worker spins for a short while (SP_THREADPOOL_SPIN_US) because the next run
  * usually follows within microseconds; then it sleeps on a condition variable, so an idle

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -149,21 +150,36 @@ static void count_fn(void *arg, int ith, int nth) {
     ((count_ctx *)arg)->counts[ith * 8]++;
 }
 
-static double mean_overhead_us(int n, int n_runs) {
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+// Times n_runs consecutive runs of a trivial fn on n threads: the mean and the median
+// dispatch+join time in µs (the median shows the cost on a machine busy with other work).
+static void measure_overhead(int n, int n_runs, double *mean_us, double *median_us) {
     sp_threadpool *p = make_pool(n);
     count_ctx *c = calloc(1, sizeof(count_ctx));
+    int64_t *ns = calloc((size_t)n_runs, sizeof(int64_t)); // (n_runs) per-run times
     assert_non_null(c);
+    assert_non_null(ns);
     for (int r = 0; r < 100; r++) // wake the workers up
         sp_threadpool_run(p, count_fn, c);
-    int64_t t0 = sp_time_ns();
-    for (int r = 0; r < n_runs; r++)
+    int64_t t0 = sp_time_ns(), prev = t0;
+    for (int r = 0; r < n_runs; r++) {
         sp_threadpool_run(p, count_fn, c);
-    int64_t t1 = sp_time_ns();
+        int64_t now = sp_time_ns();
+        ns[r] = now - prev;
+        prev = now;
+    }
     for (int i = 0; i < n; i++)
         assert_int_equal(c->counts[i * 8], n_runs + 100);
+    qsort(ns, (size_t)n_runs, sizeof(int64_t), cmp_i64);
+    *mean_us = (double)(prev - t0) / 1e3 / n_runs;
+    *median_us = (double)ns[n_runs / 2] / 1e3;
+    free(ns);
     free(c);
     sp_threadpool_destroy(p);
-    return (double)(t1 - t0) / 1e3 / n_runs;
 }
 
 static void test_many_short_runs(void **state) {
@@ -173,23 +189,25 @@ static void test_many_short_runs(void **state) {
     for (size_t i = 0; i < SP_ARRAY_LEN(sizes); i++) {
         if (i == 1 && sizes[1] == sizes[0])
             continue;
-        double us = mean_overhead_us(sizes[i], n_runs);
-        printf("threadpool: %d threads on %d cpus: mean dispatch+join %.2f us over %d runs\n",
-               sizes[i], n_cpus(), us, n_runs);
+        double mean, median;
+        measure_overhead(sizes[i], n_runs, &mean, &median);
+        printf("threadpool: %d threads on %d cpus: dispatch+join mean %.2f us, median %.2f us "
+               "over %d runs\n",
+               sizes[i], n_cpus(), mean, median, n_runs);
     }
 }
 
 /* ---- barriers: a multi-phase stencil where phase k reads phase k-1 of other threads ---- */
 
-#define STENCIL_N 1001
+#define STENCIL_N      1001
 #define STENCIL_PHASES 64
 
 typedef struct stencil_ctx {
     sp_threadpool *pool;
     uint32_t buf[2][STENCIL_N]; // (2, STENCIL_N) phase k reads buf[k % 2], writes the other
     int64_t align;
-    atomic_int arrivals;  // phases entered, summed over threads
-    atomic_int early;     // threads that left a barrier before everyone had arrived
+    atomic_int arrivals; // phases entered, summed over threads
+    atomic_int early;    // threads that left a barrier before everyone had arrived
 } stencil_ctx;
 
 static uint32_t stencil_cell(const uint32_t *src, int64_t i, int k) {
@@ -236,8 +254,7 @@ static void test_barrier_phases(void **state) {
             sp_threadpool_run(p, stencil_fn, &c);
             assert_int_equal(atomic_load(&c.early), 0);
             assert_int_equal(atomic_load(&c.arrivals), sizes[s] * STENCIL_PHASES);
-            assert_memory_equal(c.buf[STENCIL_PHASES % 2], ref[STENCIL_PHASES % 2],
-                                sizeof(ref[0]));
+            assert_memory_equal(c.buf[STENCIL_PHASES % 2], ref[STENCIL_PHASES % 2], sizeof(ref[0]));
         }
         sp_threadpool_destroy(p);
     }
@@ -246,9 +263,9 @@ static void test_barrier_phases(void **state) {
 /* ---- run returns only after the slowest thread; memory published both ways ---- */
 
 typedef struct slow_ctx {
-    int input;      // written by the caller before the run
-    int seen[8];    // (nth) input as read by each thread
-    int slow_done;  // written by the last thread after a sleep
+    int input;     // written by the caller before the run
+    int seen[8];   // (nth) input as read by each thread
+    int slow_done; // written by the last thread after a sleep
 } slow_ctx;
 
 static void slow_fn(void *arg, int ith, int nth) {
