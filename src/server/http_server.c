@@ -16,8 +16,10 @@
  * A connection's life: HEAD (reading a header section, or idle between keep-alive requests)
  * -> BODY (reading the Content-Length body) -> HANDLER (the handler owns the response) ->
  * HEAD again, or DRAIN (the last response is queued; flush it) -> LINGER (write side shut
- * down; discard what the client still sends until it closes, so that closing a socket with
- * unread input does not reset the connection before the client has read our answer).
+ * down; for up to 2 s, discard what the client still sends until it closes, so that closing a
+ * socket with unread input does not reset the connection before the client has read our
+ * answer, e.g. a 413 sent while the body is still arriving). Pipelined requests are parsed
+ * only while the connection's unsent output is below the high-water mark.
  *
  * Disconnects. EPOLLRDHUP is watched in every state, so a client that goes away while its
  * request is queued or being generated is noticed without waiting for a write to fail. A
@@ -29,6 +31,7 @@
  * request must arrive whole (header section and body) within header_timeout_ms of its first
  * byte, or of the accept for the first request (slowloris); a keep-alive connection with no
  * request may stay idle_timeout_ms, counted from its last response or write progress. A
+ * request cut short by its deadline gets a best-effort 408 before the close. A
  * request the handler owns has no deadline: a slow generation is not the client's fault, and
  * a client too slow to read is caught by the high-water mark instead. */
 #include "server/http_int.h"
