@@ -502,6 +502,23 @@ static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, int32_t *n_tok
     }
 }
 
+/* Publishes the counters after a step (ran: a forward pass ran, computing prompt_tokens). */
+static void publish_stats(sp_engine *e, bool ran, uint64_t prompt_tokens) {
+    sp_kv_stats ks;
+    sp_kv_pool_stats(e->pool, &ks);
+    pthread_mutex_lock(&e->smu);
+    if (ran) {
+        e->stats.steps++;
+        e->stats.last_step_us = sp_time_us();
+    }
+    e->stats.prompt_tokens += prompt_tokens;
+    e->stats.n_running = e->running.n;
+    e->stats.n_waiting = e->waiting.n;
+    e->stats.n_blocks_used = ks.n_used;
+    e->stats.n_blocks_cached = ks.n_cached;
+    pthread_mutex_unlock(&e->smu);
+}
+
 bool sp_engine_step(sp_engine *e) {
     drain_inbox(e);
     int32_t n_tok = 0, n_seq = 0, n_out = 0, n_decode = 0, n_preempted = 0;
@@ -541,10 +558,7 @@ bool sp_engine_step(sp_engine *e) {
     }
 
     if (n_tok == 0) {
-        pthread_mutex_lock(&e->smu);
-        e->stats.n_running = e->running.n;
-        e->stats.n_waiting = e->waiting.n;
-        pthread_mutex_unlock(&e->smu);
+        publish_stats(e, false, 0);
         return false;
     }
     sp_batch b = {.n_tokens = n_tok,
@@ -580,17 +594,7 @@ bool sp_engine_step(sp_engine *e) {
             sample_token(e, r, e->logits + (size_t)i * (size_t)V);
     }
 
-    sp_kv_stats ks;
-    sp_kv_pool_stats(e->pool, &ks);
-    pthread_mutex_lock(&e->smu);
-    e->stats.steps++;
-    e->stats.prompt_tokens += prompt_tokens;
-    e->stats.n_running = e->running.n;
-    e->stats.n_waiting = e->waiting.n;
-    e->stats.n_blocks_used = ks.n_used;
-    e->stats.n_blocks_cached = ks.n_cached;
-    e->stats.last_step_us = sp_time_us();
-    pthread_mutex_unlock(&e->smu);
+    publish_stats(e, true, prompt_tokens);
     if (e->o.on_step) {
         sp_engine_step_info info = {.n_tokens = n_tok,
                                     .n_decode = n_decode,

@@ -12,7 +12,7 @@ log=$(mktemp)
 key=test-key-$$
 "$bin" serve -m "$shared/models/stories260K.gguf" --port 0 --api-key "$key" --ctx 512 2>"$log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do
     port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")
     [[ -n "$port" ]] && break
