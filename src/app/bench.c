@@ -25,6 +25,7 @@ typedef struct bench_opts {
     int n_levels;
     int32_t max_batch_tokens;
     int64_t kv_bytes;
+    int32_t n_threads;
     uint64_t seed;
 } bench_opts;
 
@@ -39,7 +40,7 @@ static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: spindle bench -m MODEL.gguf [--requests N] [--prompt-len L] [--gen-len G]\n"
             "                     [--concurrency C ...] [--max-batch-tokens N] [--kv-memory SIZE]\n"
-            "                     [--seed S]\n\n"
+            "                     [--seed S] [-t N]\n\n"
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
             "tokens/s (steps with only prompt tokens), aggregate decode tokens/s (steps with only\n"
@@ -51,6 +52,7 @@ static void bench_usage(FILE *f) {
             "  --max-batch-tokens N  token budget per step (default 512)\n"
             "  --kv-memory SIZE      KV pool size, e.g. 512M or 2G (default: enough for C full\n"
             "                        requests)\n"
+            "  -t, --threads N       compute threads (default: all cores)\n"
             "  --seed S              prompt seed (default 1)\n");
 }
 
@@ -76,6 +78,7 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
     step_acc acc = {0};
     sp_engine_opts eo = sp_engine_opts_default();
     eo.max_seqs = conc;
+    eo.n_threads = o->n_threads;
     eo.max_batch_tokens = SP_MAX(o->max_batch_tokens, conc);
     eo.n_ctx = SP_MIN(m->hp.n_ctx_train, SP_MAX(o->prompt_len + o->gen_len + 16, 64));
     eo.kv_bytes = o->kv_bytes;
@@ -194,6 +197,8 @@ int sp_cmd_bench(int argc, char **argv) {
             ok = num_ok && (o.gen_len = (int32_t)n);
         else if (!strcmp(a, "--max-batch-tokens"))
             ok = num_ok && (o.max_batch_tokens = (int32_t)n);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+            ok = num_ok && n <= 1024 && (o.n_threads = (int32_t)n);
         else if (!strcmp(a, "--seed"))
             ok = num_ok && ((o.seed = (uint64_t)n), true);
         else if (!strcmp(a, "--kv-memory"))

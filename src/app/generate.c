@@ -20,6 +20,7 @@ typedef struct gen_opts {
     const char *prompt;
     int32_t n_predict;
     int32_t n_ctx;
+    int32_t n_threads;
     bool ids;
     bool f32_kv;
     sp_sample_params sp;
@@ -29,7 +30,7 @@ static void gen_usage(FILE *f) {
     fprintf(f,
             "usage: spindle generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--seed S]\n"
             "                        [--top-k K] [--top-p P] [--min-p P] [--ids] [-c N]\n"
-            "                        [--kv-type f16|f32]\n\n"
+            "                        [--kv-type f16|f32] [-t N]\n\n"
             "Completes PROMPT and writes the text to stdout, then a timing line to stderr.\n\n"
             "  -m, --model FILE   GGUF model (llama, qwen2, qwen3, phi3 architectures)\n"
             "  -p, --prompt TEXT  prompt; special tokens written in it (e.g. <s>) are parsed\n"
@@ -43,7 +44,8 @@ static void gen_usage(FILE *f) {
             "  --min-p P          drop tokens below P times the best one's probability\n"
             "                     (default 0.05; 0 = off)\n"
             "  --ids              print the generated token ids (one line) instead of text\n"
-            "  --kv-type TYPE     KV cache element type: f16 (default) or f32\n");
+            "  --kv-type TYPE     KV cache element type: f16 (default) or f32\n"
+            "  -t, --threads N    compute threads (default: all cores)\n");
 }
 
 static bool arg_f(const char *s, float *out) {
@@ -100,6 +102,7 @@ static int gen_run(const gen_opts *o) {
     sp_forward *fw = NULL;
     sp_sampler *smp = NULL;
     sp_kvbuf kv = {0};
+    sp_threadpool *pool = NULL;
     sp_tokens toks;
     sp_tokens_init(&toks);
     int32_t *table = NULL, *pos_buf = NULL, *seq_buf = NULL;
@@ -140,7 +143,9 @@ static int gen_run(const gen_opts *o) {
         table[i] = i;
     if ((err = sp_kvbuf_init(&kv, &m->hp, o->f32_kv ? SP_DTYPE_F32 : SP_DTYPE_F16, GEN_BLOCK,
                              n_blocks)) ||
-        (err = sp_forward_create(m, GEN_CHUNK, n_ctx, &fw)))
+        (err = sp_forward_create(m, GEN_CHUNK, n_ctx, &fw)) ||
+        (err = sp_threadpool_create(o->n_threads, &pool)) ||
+        (err = sp_forward_set_pool(fw, pool)))
         goto fail;
     what = "create the sampler";
     if ((err = sp_sampler_create(&o->sp, m->hp.n_vocab, &smp)))
@@ -191,6 +196,7 @@ fail:
 done:
     sp_sampler_destroy(smp);
     sp_forward_destroy(fw);
+    sp_threadpool_destroy(pool);
     sp_kvbuf_deinit(&kv);
     free(table);
     free(pos_buf);
@@ -241,6 +247,8 @@ int sp_cmd_generate(int argc, char **argv) {
             ok = arg_f(v, &o.sp.min_p);
         else if (!strcmp(a, "--seed"))
             ok = arg_i(v, &seed_hi) && seed_hi >= 0 && ((o.sp.seed = (uint64_t)seed_hi), true);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+            ok = arg_i(v, &o.n_threads) && o.n_threads >= 1 && o.n_threads <= 1024;
         else if (!strcmp(a, "--kv-type"))
             ok = (o.f32_kv = !strcmp(v, "f32")) || !strcmp(v, "f16");
         else {

@@ -90,8 +90,8 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
         ok = num && n <= 4096 && ((o->max_seqs = (int32_t)n), true);
     else if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
         ok = num && ((o->n_ctx = (int32_t)n), true);
-    else // -t: accepted now, used by the threaded kernels
-        ok = num && n <= 1024;
+    else
+        ok = num && n <= 1024 && ((o->n_threads = (int32_t)n), true);
     if (!ok) {
         fprintf(stderr, "spindle: invalid value '%s' for %s (see --help)\n", v, a);
         return -1;

@@ -20,6 +20,45 @@ static void f16_table_init(void) {
         f16_table[i] = sp_f16_to_f32((sp_f16)i);
 }
 
+/* Attention scratch of one thread. */
+typedef struct att_scratch {
+    float *scores; // (group, max_ctx) attention weights of the heads of one KV group
+    float *qg;     // (group, head_dim) the group's queries
+    float *kvrow;  // (head_dim) one cached key or value in F32
+    double *acc;   // (group, head_dim) value sums (F16 cache)
+    float *accf;   // (group, head_dim) value sums (F32 cache)
+} att_scratch;
+
+static void scratch_free(att_scratch *ts, int n) {
+    for (int i = 0; ts && i < n; i++) {
+        free(ts[i].scores);
+        free(ts[i].qg);
+        free(ts[i].kvrow);
+        free(ts[i].acc);
+        free(ts[i].accf);
+    }
+    free(ts);
+}
+
+static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) {
+    const size_t group = (size_t)(hp->n_head / hp->n_head_kv), D = (size_t)hp->head_dim;
+    att_scratch *ts = calloc((size_t)n, sizeof *ts);
+    if (!ts)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        ts[i].scores = malloc(group * (size_t)max_ctx * sizeof(float));
+        ts[i].qg = malloc(group * D * sizeof(float));
+        ts[i].kvrow = malloc(D * sizeof(float));
+        ts[i].acc = malloc(group * D * sizeof(double));
+        ts[i].accf = malloc(group * D * sizeof(float));
+        if (!ts[i].scores || !ts[i].qg || !ts[i].kvrow || !ts[i].acc || !ts[i].accf) {
+            scratch_free(ts, n);
+            return NULL;
+        }
+    }
+    return ts;
+}
+
 struct sp_forward {
     const sp_model *m;
     int32_t max_tokens;
@@ -33,11 +72,9 @@ struct sp_forward {
     float *gate;    // (max_tokens, n_ff)
     float *up;      // (max_tokens, n_ff)
     float *rope;    // (max_tokens, n_rot) cos/sin pairs per rotated pair
-    float *scores;  // (group, max_ctx) attention weights of the heads of one KV group
-    float *qg;      // (group, head_dim) the group's queries
-    float *kvrow;   // (head_dim) one cached key or value in F32
-    double *acc;    // (group, head_dim) value sums (F16 cache)
-    float *accf;    // (group, head_dim) value sums (F32 cache)
+    sp_threadpool *pool; // borrowed; NULL = single thread
+    int n_threads;
+    att_scratch *ts;     // (n_threads) attention scratch of each thread
     float *out_x;   // (max_tokens, n_embd) final-normalized rows whose logits are wanted
     void *scratch;  // activations converted for the dot products
 };
@@ -66,17 +103,13 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     f->gate = malloc(T * (size_t)hp->n_ff * sizeof(float));
     f->up = malloc(T * (size_t)hp->n_ff * sizeof(float));
     f->rope = malloc(T * (size_t)hp->n_rot * sizeof(float));
-    const size_t group = (size_t)(hp->n_head / hp->n_head_kv), D = (size_t)hp->head_dim;
-    f->scores = malloc(group * (size_t)max_ctx * sizeof(float));
-    f->qg = malloc(group * D * sizeof(float));
-    f->kvrow = malloc(D * sizeof(float));
-    f->acc = malloc(group * D * sizeof(double));
-    f->accf = malloc(group * D * sizeof(float));
+    f->n_threads = 1;
+    f->ts = scratch_alloc(hp, max_ctx, 1);
     pthread_once(&f16_once, f16_table_init);
     f->out_x = malloc(T * (size_t)hp->n_embd * sizeof(float));
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up ||
-        !f->rope || !f->scores || !f->qg || !f->kvrow || !f->acc || !f->accf || !f->out_x || !f->scratch) {
+        !f->rope || !f->ts || !f->out_x || !f->scratch) {
         sp_forward_destroy(f);
         return SP_ERR_NOMEM;
     }
@@ -96,11 +129,7 @@ void sp_forward_destroy(sp_forward *f) {
     free(f->gate);
     free(f->up);
     free(f->rope);
-    free(f->scores);
-    free(f->qg);
-    free(f->kvrow);
-    free(f->acc);
-    free(f->accf);
+    scratch_free(f->ts, f->n_threads);
     free(f->out_x);
     free(f->scratch);
     free(f);
@@ -163,18 +192,35 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il)
  * then the weighted sum of values in position order. With an F16 cache the arithmetic follows
  * llama.cpp's: the query and the softmax weights are rounded to F16, products of F16 values are
  * exact in F32 and summed in double. With an F32 cache: F32 dot products and sums. */
-static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il) {
+typedef struct att_job {
+    sp_forward *f;
+    const sp_kvbuf *kv;
+    const sp_batch *b;
+    int32_t il;
+} att_job;
+
+static void attention_worker(void *ctx, int ith, int nth) {
+    const att_job *jb = ctx;
+    sp_forward *f = jb->f;
+    const sp_kvbuf *kv = jb->kv;
+    const sp_batch *b = jb->b;
+    const int32_t il = jb->il;
     const sp_hparams *hp = &f->m->hp;
     const int32_t D = hp->head_dim, nq = hp->n_head * D, BS = kv->block_size;
     const int32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)D);
     const bool f16 = kv->type == SP_DTYPE_F16;
-    float *qg = f->qg;      // (group, D) the group's queries (F16-rounded with an F16 cache)
-    float *row = f->kvrow;  // (D) one key or value in F32
-    for (int32_t t = 0; t < b->n_tokens; t++) {
+    att_scratch *ws = &f->ts[ith];
+    float *qg = ws->qg;     // (group, D) the group's queries (F16-rounded with an F16 cache)
+    float *row = ws->kvrow; // (D) one key or value in F32
+    // Work items are (token, KV head) pairs; which thread takes which never changes a value.
+    int64_t i0, i1;
+    sp_split_range((int64_t)b->n_tokens * hp->n_head_kv, 1, ith, nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        const int32_t t = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
-        for (int32_t g = 0; g < hp->n_head_kv; g++) {
+        {
             for (int32_t hh = 0; hh < group; hh++) {
                 const float *q = f->q + (size_t)t * nq + (size_t)(g * group + hh) * D;
                 for (int32_t d = 0; d < D; d++)
@@ -203,12 +249,12 @@ static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int3
                     } else {
                         s = sp__dot_f32(qh, k, D);
                     }
-                    f->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j] = s * scale;
+                    ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j] = s * scale;
                 }
             }
             // Softmax weights, per head.
             for (int32_t hh = 0; hh < group; hh++) {
-                float *sc = f->scores + (size_t)hh * (size_t)f->max_ctx;
+                float *sc = ws->scores + (size_t)hh * (size_t)f->max_ctx;
                 float maxv = -INFINITY;
                 for (int32_t j = 0; j < n_pos; j++)
                     maxv = sc[j] > maxv ? sc[j] : maxv;
@@ -223,8 +269,8 @@ static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int3
             }
             // Weighted sum of values.
             for (int32_t i = 0; i < group * D; i++) {
-                f->acc[i] = 0.0;
-                f->accf[i] = 0.0f;
+                ws->acc[i] = 0.0;
+                ws->accf[i] = 0.0f;
             }
             for (int32_t j = 0; j < n_pos; j++) {
                 const void *vh = sp_kvbuf_head(kv, table[j / BS], il, 1, g);
@@ -238,13 +284,13 @@ static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int3
                     v = (const float *)vh + (size_t)(j % BS) * D;
                 }
                 for (int32_t hh = 0; hh < group; hh++) {
-                    const float w = f->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j];
+                    const float w = ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j];
                     if (f16) {
-                        double *acc = f->acc + hh * D;
+                        double *acc = ws->acc + hh * D;
                         for (int32_t d = 0; d < D; d++)
                             acc[d] += (double)(w * v[d]);
                     } else {
-                        float *acc = f->accf + hh * D;
+                        float *acc = ws->accf + hh * D;
                         for (int32_t d = 0; d < D; d++)
                             acc[d] += w * v[d];
                     }
@@ -253,10 +299,30 @@ static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int3
             for (int32_t hh = 0; hh < group; hh++) {
                 float *out = f->att + (size_t)t * nq + (size_t)(g * group + hh) * D;
                 for (int32_t d = 0; d < D; d++)
-                    out[d] = f16 ? (float)f->acc[hh * D + d] : f->accf[hh * D + d];
+                    out[d] = f16 ? (float)ws->acc[hh * D + d] : ws->accf[hh * D + d];
             }
         }
     }
+}
+
+static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il) {
+    att_job jb = {.f = f, .kv = kv, .b = b, .il = il};
+    if (f->n_threads > 1)
+        sp_threadpool_run(f->pool, attention_worker, &jb);
+    else
+        attention_worker(&jb, 0, 1);
+}
+
+sp_err sp_forward_set_pool(sp_forward *f, sp_threadpool *pool) {
+    int n = pool ? sp_threadpool_n_threads(pool) : 1;
+    att_scratch *ts = scratch_alloc(&f->m->hp, f->max_ctx, n);
+    if (!ts)
+        return SP_ERR_NOMEM;
+    scratch_free(f->ts, f->n_threads);
+    f->ts = ts;
+    f->n_threads = n;
+    f->pool = pool;
+    return SP_OK;
 }
 
 sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *logits) {
@@ -278,9 +344,9 @@ sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *lo
         for (int32_t t = 0; t < T; t++)
             sp__rms_norm(f->xn + (size_t)t * E, f->x + (size_t)t * E, L->attn_norm.data, E,
                          hp->norm_eps);
-        sp__linear(&L->wq, f->xn, T, f->q, f->scratch);
-        sp__linear(&L->wk, f->xn, T, f->k, f->scratch);
-        sp__linear(&L->wv, f->xn, T, f->v, f->scratch);
+        sp__linear(&L->wq, f->xn, T, f->q, f->scratch, f->pool);
+        sp__linear(&L->wk, f->xn, T, f->k, f->scratch, f->pool);
+        sp__linear(&L->wv, f->xn, T, f->v, f->scratch, f->pool);
         for (int32_t t = 0; t < T; t++) {
             float *q = f->q + (size_t)t * nq, *k = f->k + (size_t)t * nkv;
             if (L->bq.data) {
@@ -301,18 +367,18 @@ sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *lo
         }
         store_kv(f, kv, b, il);
         attention(f, kv, b, il);
-        sp__linear(&L->wo, f->att, T, f->xn, f->scratch);
+        sp__linear(&L->wo, f->att, T, f->xn, f->scratch, f->pool);
         for (int32_t t = 0; t < T; t++)
             sp__add_inplace(f->x + (size_t)t * E, f->xn + (size_t)t * E, E);
 
         for (int32_t t = 0; t < T; t++)
             sp__rms_norm(f->xn + (size_t)t * E, f->x + (size_t)t * E, L->ffn_norm.data, E,
                          hp->norm_eps);
-        sp__linear(&L->w_gate, f->xn, T, f->gate, f->scratch);
-        sp__linear(&L->w_up, f->xn, T, f->up, f->scratch);
+        sp__linear(&L->w_gate, f->xn, T, f->gate, f->scratch, f->pool);
+        sp__linear(&L->w_up, f->xn, T, f->up, f->scratch, f->pool);
         for (size_t i = 0; i < (size_t)T * (size_t)F; i++)
             f->gate[i] = sp__silu(f->gate[i]) * f->up[i];
-        sp__linear(&L->w_down, f->gate, T, f->xn, f->scratch);
+        sp__linear(&L->w_down, f->gate, T, f->xn, f->scratch, f->pool);
         for (int32_t t = 0; t < T; t++)
             sp__add_inplace(f->x + (size_t)t * E, f->xn + (size_t)t * E, E);
     }
@@ -321,6 +387,6 @@ sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *lo
         sp__rms_norm(f->out_x + (size_t)i * E, f->x + (size_t)b->out_rows[i] * E,
                      m->output_norm.data, E, hp->norm_eps);
     if (b->n_out > 0)
-        sp__linear(&m->output, f->out_x, b->n_out, logits, f->scratch);
+        sp__linear(&m->output, f->out_x, b->n_out, logits, f->scratch, f->pool);
     return SP_OK;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/threadpool.h"
 #include "model/kvbuf.h"
 #include "model/model.h"
 
@@ -39,6 +40,11 @@ typedef struct sp_forward sp_forward;
 sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
                          sp_forward **out) SP_MUST_USE;
 void sp_forward_destroy(sp_forward *f);
+
+/* Runs the matrix products and attention on the threads of pool (borrowed; NULL: the calling
+ * thread only). Results are bitwise the same for any number of threads. sp_forward_eval must
+ * then be called from the pool's owning thread. SP_ERR_NOMEM leaves f unchanged. */
+sp_err sp_forward_set_pool(sp_forward *f, sp_threadpool *pool) SP_MUST_USE;
 
 /* Evaluates a batch: writes the K/V of every token into kv and the logits of the rows in
  * b->out_rows to logits (n_out, n_vocab). Returns SP_ERR_RANGE (cache unchanged) if a token

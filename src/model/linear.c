@@ -1,5 +1,6 @@
 #include "model/linear.h"
 
+#include "tensor/kernels.h"
 #include "tensor/quant.h"
 
 size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows) {
@@ -7,22 +8,56 @@ size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows) {
     return (size_t)n_in * (size_t)n_rows * 4;
 }
 
-void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch) {
+typedef struct linear_job {
+    const sp_weight *w;
+    const float *x;
+    int64_t n_rows;
+    float *y;
+    uint8_t *xq;
+    size_t xq_row_bytes;
+    sp_dtype vt;
+    const sp_kernels *k;
+    sp_threadpool *pool;
+} linear_job;
+
+/* Each thread converts its share of the activation rows, then, after a barrier, computes its
+ * share of the output columns (whole groups of 16, so threads never share a cache line of y). */
+static void linear_worker(void *ctx, int ith, int nth) {
+    const linear_job *j = ctx;
+    const sp_weight *w = j->w;
     const int64_t n_in = w->ne[0], n_out = w->ne[1];
+    int64_t r0, r1;
+    sp_split_range(j->n_rows, 1, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++)
+        j->k->quantize_act(j->vt, j->x + r * n_in, j->xq + (size_t)r * j->xq_row_bytes, n_in);
+    if (nth > 1)
+        sp_threadpool_barrier(j->pool);
+    int64_t o0, o1;
+    sp_split_range(n_out, 16, ith, nth, &o0, &o1);
+    if (o1 > o0)
+        j->k->matmul[w->type](w->data, w->row_bytes, j->xq, j->xq_row_bytes, n_in, j->n_rows,
+                              j->y, n_out, o0, o1);
+}
+
+void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch,
+                sp_threadpool *pool) {
     const sp_dtype vt = sp_dtype_vec_dot_type(w->type);
     uint64_t x_row_bytes = 0;
-    if (sp_dtype_row_bytes(vt, (uint64_t)n_in, &x_row_bytes) != SP_OK)
+    if (sp_dtype_row_bytes(vt, (uint64_t)w->ne[0], &x_row_bytes) != SP_OK)
         SP_ASSERT(!"activation row size");
-    uint8_t *xq = scratch;
-    for (int64_t r = 0; r < n_rows; r++)
-        sp_quantize_act_row(vt, x + r * n_in, xq + r * (int64_t)x_row_bytes, n_in);
-    const uint8_t *wd = w->data;
-    for (int64_t r = 0; r < n_rows; r++) {
-        const uint8_t *xr = xq + r * (int64_t)x_row_bytes;
-        float *yr = y + r * n_out;
-        for (int64_t o = 0; o < n_out; o++)
-            yr[o] = sp_vec_dot_ref(w->type, wd + o * (int64_t)w->row_bytes, xr, n_in);
-    }
+    linear_job j = {.w = w,
+                    .x = x,
+                    .n_rows = n_rows,
+                    .y = y,
+                    .xq = scratch,
+                    .xq_row_bytes = (size_t)x_row_bytes,
+                    .vt = vt,
+                    .k = sp_kernels_get(),
+                    .pool = pool};
+    if (pool && sp_threadpool_n_threads(pool) > 1)
+        sp_threadpool_run(pool, linear_worker, &j);
+    else
+        linear_worker(&j, 0, 1);
 }
 
 void sp__weight_row(const sp_weight *w, int64_t row, float *dst) {

@@ -5,16 +5,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/threadpool.h"
 #include "model/model.h"
 
 /* Scratch bytes sp__linear needs for n_rows activation rows of n_in values. */
 size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows);
 
-/* y (n_rows, w->ne[1]) = x (n_rows, w->ne[0]) times w transposed. Activation rows are first
- * converted to the weight's dot-product type (Q8_0 for Q8_0/Q4_0 weights, Q8_K for K-quants,
- * F16 for F16...), as llama.cpp does, then each output is one fixed-order dot product, so a row's
- * result never depends on the other rows. */
-void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch);
+/* y (n_rows, w->ne[1]) = x (n_rows, w->ne[0]) times w transposed, with the CPU's kernels
+ * (tensor/kernels.h). Activation rows are first converted to the weight's dot-product type
+ * (Q8_0 for Q8_0/Q4_0 weights, Q8_K for K-quants, F16 for F16...) as llama.cpp does; then
+ * each output is one fixed-order dot product, so a row's result never depends on the other
+ * rows nor on the number of threads. pool may be NULL (single thread); with a pool this runs
+ * on all its threads and must be called from the pool's owner. */
+void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch,
+                sp_threadpool *pool);
 
 /* Dequantizes row `row` of w into dst (w->ne[0] floats): embedding lookup. */
 void sp__weight_row(const sp_weight *w, int64_t row, float *dst);

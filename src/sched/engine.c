@@ -33,6 +33,7 @@ struct sp_engine {
     sp_kvbuf kv;
     sp_kv_pool *pool;
     sp_forward *fw;
+    sp_threadpool *threads; // compute threads; the engine thread is worker 0
     req_list waiting; // arrival order; preempted requests go back to the head
     req_list running; // arrival order (oldest first)
     int32_t *b_tok;   // (max_batch_tokens) batch token ids
@@ -142,6 +143,7 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     if (!o.policy.admit)
         o.policy = sp_policy_aggressive();
     if (o.max_batch_tokens < 1 || o.max_seqs < 1 || o.block_size < 1 || o.max_chunk < 0 ||
+        o.n_threads < 0 || o.n_threads > SP_THREADPOOL_MAX_THREADS ||
         o.n_ctx < 0 || o.kv_bytes < 0 || o.kv_tokens < 0 ||
         (o.kv_type != SP_DTYPE_F16 && o.kv_type != SP_DTYPE_F32))
         return sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX, "invalid engine options");
@@ -187,7 +189,9 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     sp_kv_pool_opts po = sp_kv_pool_opts_default();
     po.caching = o.prefix_cache;
     if ((err = sp_kv_pool_create(&e->kv, &po, &e->pool)) ||
-        (err = sp_forward_create(m, o.max_batch_tokens, n_ctx, &e->fw)))
+        (err = sp_forward_create(m, o.max_batch_tokens, n_ctx, &e->fw)) ||
+        (err = sp_threadpool_create(o.n_threads, &e->threads)) ||
+        (err = sp_forward_set_pool(e->fw, e->threads)))
         goto fail;
     const size_t T = (size_t)o.max_batch_tokens, S = (size_t)o.max_seqs;
     e->b_tok = malloc(T * sizeof *e->b_tok);
@@ -740,6 +744,7 @@ void sp_engine_destroy(sp_engine *e) {
     if (e->o.policy.destroy)
         e->o.policy.destroy(e->o.policy.ctx);
     sp_forward_destroy(e->fw);
+    sp_threadpool_destroy(e->threads);
     sp_kv_pool_destroy(e->pool);
     sp_kvbuf_deinit(&e->kv);
     free(e->b_tok);

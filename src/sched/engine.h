@@ -41,6 +41,7 @@ typedef struct sp_engine_opts {
     int32_t max_batch_tokens; // token budget of one step (default 512)
     int32_t max_seqs;         // running requests at most (default 64)
     int32_t max_chunk;        // prefill tokens per request per step (default: the budget)
+    int32_t n_threads;        // compute threads, the engine thread included (0: all cores)
     int32_t n_ctx;            // context length per request (default: the model's, <= 4096)
     int32_t block_size;       // positions per KV block (default 16)
     int64_t kv_bytes;         // KV pool size in bytes; 0: use kv_tokens

@@ -152,8 +152,8 @@ static void random_spec(spec *s, uint64_t *rs, int max_prompt, int max_gen) {
     s->cancel_at_step = -1;
 }
 
-/* Golden prompts alone, among 31 others, and with chunk sizes 1, 7, 512: same tokens as
- * llama.cpp, bitwise equal logits. */
+/* Golden prompts alone, among 31 others, with chunk sizes 1, 7, 512 and 1-3 threads: same
+ * tokens as llama.cpp, bitwise equal logits. */
 static void golden_invariance(const char *file) {
     load_model(file);
     char *gpath = sp_test_shared("models/golden-greedy.json");
@@ -174,10 +174,13 @@ static void golden_invariance(const char *file) {
         for (int k = 0; k < alone->res[0].n_tokens; k++)
             assert_int_equal(alone->res[0].tokens[k], json_integer_value(json_array_get(want, k)));
         assert_int_equal(st.n_blocks_used, 0);
+        // Chunk sizes 1, 7 and 512, and 1, 2 or 3 compute threads (more than this machine's
+        // cores): the same bits.
         const int chunks[] = {1, 7, 512};
         for (int c = 0; c < 3; c++) {
             sp_engine_opts o = sp_engine_opts_default();
             o.max_chunk = chunks[c];
+            o.n_threads = c + 1;
             run_specs(other, &g, 1, o, &st);
             assert_memory_equal(other->res[0].tokens, alone->res[0].tokens,
                                 alone->res[0].n_tokens * sizeof(int32_t));
