@@ -16,9 +16,10 @@
 #include "tensor/quant.h"
 
 enum { ROWS = 4 }; // activation rows per register block
+enum { TILE = 8 }; // weight rows per tile (see sp__kq_matmul)
 
 /* Row r's super-block i of the Q8_K activations. */
-#define X_BLOCK(x, x_row_bytes, r, i)                                                          \
+#define X_BLOCK(x, x_row_bytes, r, i)                                                              \
     ((const sp_block_q8_k *)((const char *)(x) + (size_t)(r) * (x_row_bytes)) + (i))
 
 // ---------------------------------------------------------------- Q4_K
@@ -45,16 +46,17 @@ SP__KQ_INLINE void q4k_rows(const sp_block_q4_k *w, const void *x, size_t x_row_
         for (int k = 0; k < nr; k++)
             sumi[k] = _mm256_setzero_si256();
 
-        // 64 values at a time: sub-block 2j in the low nibbles of qs[32j..32j+31], 2j+1 in the
-        // high ones.
+            // 64 values at a time: sub-block 2j in the low nibbles of qs[32j..32j+31], 2j+1 in the
+            // high ones.
 #pragma GCC unroll 4
         for (int j = 0; j < SP_QK_K / 64; j++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * j));
             const __m256i lo = _mm256_and_si256(bits, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            const __m256i sl = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0202 * (2 * j) + 0x0100)));
-            const __m256i sh =
-                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0202 * (2 * j + 1) + 0x0100)));
+            const __m256i sl =
+                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0202 * (2 * j) + 0x0100)));
+            const __m256i sh = _mm256_shuffle_epi8(
+                sc16, _mm256_set1_epi16((short)(0x0202 * (2 * j + 1) + 0x0100)));
 #pragma GCC unroll 4
             for (int k = 0; k < nr; k++) {
                 const int8_t *q8 = X_BLOCK(x, x_row_bytes, r0 + k, i)->qs + 64 * j;
@@ -66,11 +68,11 @@ SP__KQ_INLINE void q4k_rows(const sp_block_q4_k *w, const void *x, size_t x_row_
             }
         }
 
-        const float dw = _cvtsh_ss(w[i].d);
-        const float dminw = _cvtsh_ss(w[i].dmin);
+        __m256 dwv, dminwv;
+        sp__kq_f16x2(&w[i].d, &dwv, &dminwv); // d, then dmin
 #pragma GCC unroll 4
         for (int k = 0; k < nr; k++)
-            acc[k] = sp__kq_q4k_finish(acc[k], sumi[k], min_pairs, dw, dminw,
+            acc[k] = sp__kq_q4k_finish(acc[k], sumi[k], min_pairs, dwv, dminwv,
                                        X_BLOCK(x, x_row_bytes, r0 + k, i));
     }
 #pragma GCC unroll 4
@@ -78,30 +80,18 @@ SP__KQ_INLINE void q4k_rows(const sp_block_q4_k *w, const void *x, size_t x_row_
         y[k * ldy] = sp__kq_hsum8(acc[k]);
 }
 
+SP__KQ_ROWS_FN(q4k_rows, q4k_rows, 1)
+SP__KQ_ROWS_FN(q4k_rows, q4k_rows, 2)
+SP__KQ_ROWS_FN(q4k_rows, q4k_rows, 3)
+SP__KQ_ROWS_FN(q4k_rows, q4k_rows, 4)
+static const sp__kq_rows_fn q4k_by_rows[ROWS + 1] = {NULL, q4k_rows_1, q4k_rows_2, q4k_rows_3,
+                                                     q4k_rows_4};
+
 static void matmul_q4_k(const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
                         int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0,
                         int64_t o1) {
-    SP_ASSERT(n_in >= 0 && n_in % SP_QK_K == 0 && n_rows >= 0 && o0 <= o1);
-    const int64_t nb = n_in / SP_QK_K;
-    for (int64_t o = o0; o < o1; o++) {
-        const sp_block_q4_k *wr = (const void *)((const char *)w + (size_t)o * w_row_bytes);
-        int64_t r = 0;
-        for (; r + ROWS <= n_rows; r += ROWS)
-            q4k_rows(wr, x, x_row_bytes, r, nb, ROWS, y + r * ldy + o, ldy);
-        switch (n_rows - r) {
-        case 3:
-            q4k_rows(wr, x, x_row_bytes, r, nb, 3, y + r * ldy + o, ldy);
-            break;
-        case 2:
-            q4k_rows(wr, x, x_row_bytes, r, nb, 2, y + r * ldy + o, ldy);
-            break;
-        case 1:
-            q4k_rows(wr, x, x_row_bytes, r, nb, 1, y + r * ldy + o, ldy);
-            break;
-        default:
-            break;
-        }
-    }
+    sp__kq_matmul(q4k_by_rows, ROWS, TILE, sizeof(sp_block_q4_k), w, w_row_bytes, x, x_row_bytes,
+                  n_in, n_rows, y, ldy, o0, o1);
 }
 
 // ---------------------------------------------------------------- Q6_K
@@ -110,40 +100,55 @@ static void matmul_q4_k(const void *w, size_t w_row_bytes, const void *x, size_t
 SP__KQ_INLINE void q6k_rows(const sp_block_q6_k *w, const void *x, size_t x_row_bytes, int64_t r0,
                             int64_t nb, int nr, float *y, int64_t ldy) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i m3 = _mm256_set1_epi8(0x03);
     __m256 acc[ROWS];
 #pragma GCC unroll 4
     for (int k = 0; k < nr; k++)
         acc[k] = _mm256_setzero_ps();
 
     for (int64_t i = 0; i < nb; i++) {
-        const __m128i scales = _mm_loadu_si128((const __m128i *)w[i].scales);
+        const __m256i scales16 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
         __m256i sumi[ROWS];
 #pragma GCC unroll 4
         for (int k = 0; k < nr; k++)
             sumi[k] = _mm256_setzero_si256();
 
-        // Half h holds values 128h..128h+127 in ql[64h..64h+63] and qh[32h..32h+31]; quarter
-        // q (32 values) takes the low (q < 2) or high nibbles of ql[64h + 32(q & 1)..] and bits
-        // 2q, 2q+1 of qh. Values are stored as q + 32 in 0..63.
+            // Half h holds values 128h..128h+127 in ql[64h..64h+63] and qh[32h..32h+31]; quarter
+            // q (32 values) takes the low (q < 2) or high nibbles of ql[64h + 32(q & 1)..] and bits
+            // 2q, 2q+1 of qh. Values are stored as q + 32 in 0..63.
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w[i].ql + 64 * h));
             const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w[i].ql + 64 * h + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
+            // The scales of sub-blocks 8h..8h+7 as int16, in both 128-bit halves.
+            const __m256i sc8 = _mm256_permute2x128_si256(scales16, scales16, h ? 0x11 : 0x00);
 #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) {
                 const __m256i lo4 = (q & 1) ? ql1 : ql0;
                 const __m256i nib = _mm256_and_si256(q < 2 ? lo4 : _mm256_srli_epi16(lo4, 4), m4);
-                const __m256i top = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * q), m3);
-                const __m256i qv = _mm256_or_si256(nib, _mm256_slli_epi16(top, 4));
-                // Sub-blocks 8h + 2q and 8h + 2q + 1: each scale for 8 int16 lanes.
-                const int s = 8 * h + 2 * q;
-                const __m128i pick = _mm_setr_epi8(
-                    (char)s, (char)s, (char)s, (char)s, (char)s, (char)s, (char)s, (char)s,
-                    (char)(s + 1), (char)(s + 1), (char)(s + 1), (char)(s + 1), (char)(s + 1),
-                    (char)(s + 1), (char)(s + 1), (char)(s + 1));
-                const __m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                // Bits 2q, 2q+1 of qh moved to bits 4, 5 (16-bit shifts: the mask comes first
+                // where bits would cross into the next byte).
+                const __m256i bits = _mm256_and_si256(qh, _mm256_set1_epi8((char)(3 << (2 * q))));
+                const __m256i top = q < 2    ? _mm256_slli_epi16(bits, 4 - 2 * q)
+                                    : q == 2 ? bits
+                                             : _mm256_srli_epi16(bits, 2);
+                const __m256i qv = _mm256_or_si256(nib, top);
+                // Sub-block 8h + 2q for int16 lanes 0-7, 8h + 2q + 1 for lanes 8-15.
+                const __m256i scv = _mm256_shuffle_epi8(
+                    sc8, _mm256_setr_epi16(
+                             (short)(0x0202 * (2 * q) + 0x0100), (short)(0x0202 * (2 * q) + 0x0100),
+                             (short)(0x0202 * (2 * q) + 0x0100), (short)(0x0202 * (2 * q) + 0x0100),
+                             (short)(0x0202 * (2 * q) + 0x0100), (short)(0x0202 * (2 * q) + 0x0100),
+                             (short)(0x0202 * (2 * q) + 0x0100), (short)(0x0202 * (2 * q) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100),
+                             (short)(0x0202 * (2 * q + 1) + 0x0100)));
 #pragma GCC unroll 4
                 for (int k = 0; k < nr; k++) {
                     const int8_t *q8 = X_BLOCK(x, x_row_bytes, r0 + k, i)->qs + 128 * h + 32 * q;
@@ -154,11 +159,10 @@ SP__KQ_INLINE void q6k_rows(const sp_block_q6_k *w, const void *x, size_t x_row_
             }
         }
 
-        const float dw = _cvtsh_ss(w[i].d);
-        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+        const __m256 dwv = _mm256_set1_ps(_cvtsh_ss(w[i].d));
 #pragma GCC unroll 4
         for (int k = 0; k < nr; k++)
-            acc[k] = sp__kq_q6k_finish(acc[k], sumi[k], scales16, dw,
+            acc[k] = sp__kq_q6k_finish(acc[k], sumi[k], scales16, dwv,
                                        X_BLOCK(x, x_row_bytes, r0 + k, i));
     }
 #pragma GCC unroll 4
@@ -166,30 +170,18 @@ SP__KQ_INLINE void q6k_rows(const sp_block_q6_k *w, const void *x, size_t x_row_
         y[k * ldy] = sp__kq_hsum8(acc[k]);
 }
 
+SP__KQ_ROWS_FN(q6k_rows, q6k_rows, 1)
+SP__KQ_ROWS_FN(q6k_rows, q6k_rows, 2)
+SP__KQ_ROWS_FN(q6k_rows, q6k_rows, 3)
+SP__KQ_ROWS_FN(q6k_rows, q6k_rows, 4)
+static const sp__kq_rows_fn q6k_by_rows[ROWS + 1] = {NULL, q6k_rows_1, q6k_rows_2, q6k_rows_3,
+                                                     q6k_rows_4};
+
 static void matmul_q6_k(const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
                         int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0,
                         int64_t o1) {
-    SP_ASSERT(n_in >= 0 && n_in % SP_QK_K == 0 && n_rows >= 0 && o0 <= o1);
-    const int64_t nb = n_in / SP_QK_K;
-    for (int64_t o = o0; o < o1; o++) {
-        const sp_block_q6_k *wr = (const void *)((const char *)w + (size_t)o * w_row_bytes);
-        int64_t r = 0;
-        for (; r + ROWS <= n_rows; r += ROWS)
-            q6k_rows(wr, x, x_row_bytes, r, nb, ROWS, y + r * ldy + o, ldy);
-        switch (n_rows - r) {
-        case 3:
-            q6k_rows(wr, x, x_row_bytes, r, nb, 3, y + r * ldy + o, ldy);
-            break;
-        case 2:
-            q6k_rows(wr, x, x_row_bytes, r, nb, 2, y + r * ldy + o, ldy);
-            break;
-        case 1:
-            q6k_rows(wr, x, x_row_bytes, r, nb, 1, y + r * ldy + o, ldy);
-            break;
-        default:
-            break;
-        }
-    }
+    sp__kq_matmul(q6k_by_rows, ROWS, TILE, sizeof(sp_block_q6_k), w, w_row_bytes, x, x_row_bytes,
+                  n_in, n_rows, y, ldy, o0, o1);
 }
 
 // ---------------------------------------------------------------- Q8_K activations
@@ -234,8 +226,8 @@ void sp__quantize_q8_k_avx2(const float *x, void *dst, int64_t n) {
                 q[c] = _mm256_cvttps_epi32(v);
             }
             // Saturating packs clamp +128 (the far extreme) to 127 as the reference does.
-            __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]),
-                                           _mm256_packs_epi32(q[2], q[3]));
+            __m256i b =
+                _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
             b = _mm256_permutevar8x32_epi32(b, order);
             _mm256_storeu_si256((__m256i *)(y[i].qs + k), b);
             // Sums of 8 bytes each, biased by 8 * 128.

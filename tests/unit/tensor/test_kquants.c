@@ -61,10 +61,8 @@ static void find_isas(void) {
                         __builtin_cpu_supports("f16c")};
     isas[1] = (isa){"avx512", sp__kquants_avx512_init,
                     isas[0].present && __builtin_cpu_supports("avx512f") &&
-                        __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl") &&
-                        __builtin_cpu_supports("avx512dq") &&
-                        __builtin_cpu_supports("avx512vnni")};
+                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni")};
 }
 
 static sp_matmul_fn kernel(const isa *s, sp_dtype t) {
@@ -145,7 +143,8 @@ static void *make_acts(uint64_t *rng, int64_t n_in, int64_t n_rows, bool raw) {
         for (int64_t b = 0; b < n_in / SP_QK_K; b++) {
             blk[b].d = ldexpf(sp_test_randf(rng), (int)(sp_test_rand(rng) % 40) - 20);
             for (int i = 0; i < SP_QK_K; i++)
-                blk[b].qs[i] = (int8_t)(sp_test_rand(rng) % 4 == 0 ? 0x80u : (uint8_t)sp_test_rand(rng));
+                blk[b].qs[i] =
+                    (int8_t)(sp_test_rand(rng) % 4 == 0 ? 0x80u : (uint8_t)sp_test_rand(rng));
             for (int g = 0; g < SP_QK_K / 16; g++) {
                 int s = 0;
                 for (int i = 0; i < 16; i++)
@@ -213,8 +212,7 @@ static void check_against_ref(const isa *s, int si, sp_dtype t, int64_t n_in, in
             if (!(err <= budget)) {
                 fprintf(stderr, "%s %s n_in %lld row %lld out %lld: %.9g vs ref %.9g (budget %g)\n",
                         s->name, t == SP_DTYPE_Q4_K ? "q4_k" : "q6_k", (long long)n_in,
-                        (long long)r, (long long)o, (double)y[r * n_out + o], (double)ref,
-                        budget);
+                        (long long)r, (long long)o, (double)y[r * n_out + o], (double)ref, budget);
                 fail();
             }
             const double ratio = budget > 0 ? err / budget : 0;
@@ -242,8 +240,8 @@ static void test_matmul_vs_ref(void **state) {
                 const int64_t n_in = n_ins[ni];
                 const int64_t n_out = n_in > 1000 ? 5 : 13;
                 for (int64_t n_rows = 1; n_rows <= 9; n_rows++)
-                    check_against_ref(&isas[si], si, types[ti], n_in, n_out, n_rows, false,
-                                      false, 100 * (uint64_t)n_rows + ni);
+                    check_against_ref(&isas[si], si, types[ti], n_in, n_out, n_rows, false, false,
+                                      100 * (uint64_t)n_rows + ni);
                 check_against_ref(&isas[si], si, types[ti], n_in, n_out, 33, false, false, 7);
                 check_against_ref(&isas[si], si, types[ti], n_in, 7, 5, true, false, 8);
                 check_against_ref(&isas[si], si, types[ti], n_in, 7, 6, false, true, 9);
