@@ -122,7 +122,8 @@ SP__KQ_INLINE void q6k_rows(const sp_block_q6_k *w, const void *x, size_t x_row_
             const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w[i].ql + 64 * h + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
             // The scales of sub-blocks 8h..8h+7 as int16, in both 128-bit halves.
-            const __m256i sc8 = _mm256_permute2x128_si256(scales16, scales16, h ? 0x11 : 0x00);
+            const __m256i sc8 = h ? _mm256_permute2x128_si256(scales16, scales16, 0x11)
+                                  : _mm256_permute2x128_si256(scales16, scales16, 0x00);
 #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) {
                 const __m256i lo4 = (q & 1) ? ql1 : ql0;
