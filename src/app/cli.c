@@ -14,6 +14,7 @@ static const struct {
     {"chat-template", sp_cmd_chat_template, "render a conversation with a model's chat template"},
     {"generate", sp_cmd_generate, "complete a prompt on the command line"},
     {"mkmodel", sp_cmd_mkmodel, "write a random-weight Llama GGUF model of a real shape"},
+    {"roofline", sp_cmd_roofline, "measure bandwidth and peak arithmetic; bounds for a model"},
     {"serve", sp_cmd_serve, "serve the OpenAI-compatible HTTP API"},
     {"tokenize", sp_cmd_tokenize, "print the token ids of a text"},
 };
