@@ -2,13 +2,18 @@
  *
  * sp__kquants_avx2_init() and sp__kquants_avx512_init() (declared in kernels.h) fill the
  * Q4_K and Q6_K entries of a kernel table. Both take Q8_K activation rows and follow the
- * integer-dot-then-float-accumulate scheme of llama.cpp's x86 kernels: per super-block an exact
- * integer sum in 8 lanes (lane l gathers positions p with p % 32 in [4l, 4l + 4)), multiplied by
- * d_w * d_x and accumulated with one fused multiply-add per lane; the Q4_K min correction
- * dmin_w * d_x * (mins * bsums), also in 8 lanes (lane j = sub-block j), is subtracted the
- * same way right after; the 8 lanes are summed last in a fixed tree. The AVX-512 kernels put
+ * integer-dot-then-float-accumulate scheme of llama.cpp's x86 kernels. Per super-block:
+ *  - an exact integer sum in 8 int32 lanes: lane l gathers scale * q * x over the positions p
+ *    with p % 32 in [4l, 4l + 4) (Q6_K: q stored + 32; lane l then loses
+ *    32 * (s[2l] bsums[2l] + s[2l+1] bsums[2l+1]), which takes the offset out exactly);
+ *  - acc = fma(d_w * d_x, (float)lane, acc) in 8 float lanes (d_w * d_x rounded once);
+ *  - Q4_K only: acc = acc - (dmin_w * d_x) * (float)(min_j * (bsums[2j] + bsums[2j+1])) for
+ *    lane j, also fused;
+ * then the 8 lanes are summed in the fixed tree of sp__kq_hsum8. The AVX-512 kernels put
  * exactly the same integers in the same lanes, so the two tables give bit-identical results.
- * They differ from sp_vec_dot_ref only by float rounding.
+ * They differ from sp_vec_dot_ref (lanes by position mod 8, separate roundings) only by float
+ * rounding. The matmuls allocate nothing, write only y[r * ldy + o] for o in [o0, o1), and may
+ * run on any threads at once on disjoint outputs.
  *
  * Only compiled on x86-64; call the AVX2 functions only when the CPU has AVX2, FMA and F16C. */
 #ifndef SP_TENSOR_KQUANTS_H

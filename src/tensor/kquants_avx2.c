@@ -1,11 +1,12 @@
 /* Q4_K and Q6_K weights times Q8_K activations with AVX2 (+FMA, F16C), and the Q8_K activation
  * quantizer. The arithmetic, shared with kquants_avx512.c, is described in kquants.h.
  *
- * A matmul call walks the weight rows of [o0, o1); for each weight row it takes the activation
- * rows ROWS at a time, unpacking each weight super-block once for the ROWS rows and keeping one
- * integer and one float accumulator per row in registers. The leftover rows (n_rows % ROWS)
- * run the same code instantiated for fewer rows, so every output gets the same operations in
- * the same order whatever n_rows and [o0, o1) are (the invariance contract of kernels.h). */
+ * q4k_rows/q6k_rows take one weight row against ROWS activation rows at a time, unpacking each
+ * weight super-block once for all of them and keeping one integer and one float accumulator
+ * per row in registers; sp__kq_matmul walks tiles of weight rows and groups of activation
+ * rows. The leftover rows (n_rows % ROWS) run the same code instantiated for fewer rows, so
+ * every output gets the same operations in the same order whatever n_rows and [o0, o1) are
+ * (the invariance contract of kernels.h). */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -46,9 +47,9 @@ SP__KQ_INLINE void q4k_rows(const sp_block_q4_k *w, const void *x, size_t x_row_
         for (int k = 0; k < nr; k++)
             sumi[k] = _mm256_setzero_si256();
 
-            // 64 values at a time: sub-block 2j in the low nibbles of qs[32j..32j+31], 2j+1 in the
-            // high ones.
 #pragma GCC unroll 4
+        // 64 values at a time: sub-block 2j in the low nibbles of qs[32j..32j+31], 2j+1 in the
+        // high ones.
         for (int j = 0; j < SP_QK_K / 64; j++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * j));
             const __m256i lo = _mm256_and_si256(bits, m4);
@@ -113,10 +114,10 @@ SP__KQ_INLINE void q6k_rows(const sp_block_q6_k *w, const void *x, size_t x_row_
         for (int k = 0; k < nr; k++)
             sumi[k] = _mm256_setzero_si256();
 
-            // Half h holds values 128h..128h+127 in ql[64h..64h+63] and qh[32h..32h+31]; quarter
-            // q (32 values) takes the low (q < 2) or high nibbles of ql[64h + 32(q & 1)..] and bits
-            // 2q, 2q+1 of qh. Values are stored as q + 32 in 0..63.
 #pragma GCC unroll 2
+        // Half h holds values 128h..128h+127 in ql[64h..64h+63] and qh[32h..32h+31]; quarter
+        // q (32 values) takes the low (q < 2) or high nibbles of ql[64h + 32(q & 1)..] and bits
+        // 2q, 2q+1 of qh. Values are stored as q + 32 in 0..63.
         for (int h = 0; h < 2; h++) {
             const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w[i].ql + 64 * h));
             const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w[i].ql + 64 * h + 32));

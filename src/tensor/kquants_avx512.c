@@ -64,9 +64,9 @@ SP__KQ_INLINE void q4k_rows(const sp_block_q4_k *w, const void *x, size_t x_row_
         for (int k = 0; k < nr; k++)
             sumi[k] = _mm512_setzero_si512();
 
-            // Slice j: sub-block 2j (low nibbles of qs[32j..]) then 2j + 1 (high nibbles), which
-            // is also the order of activations 64j..64j+63.
 #pragma GCC unroll 8
+        // Slice j: sub-block 2j (low nibbles of qs[32j..]) then 2j + 1 (high nibbles), which
+        // is also the order of activations 64j..64j+63.
         for (int j = 0; j < SP_QK_K / 64; j++) {
             const __m512i qv = _mm512_and_si512(dup_shift_hi(w[i].qs + 32 * j, 4), m4);
             const __m512i scv = _mm512_shuffle_epi8(sc16, pick[j]);
@@ -142,10 +142,10 @@ SP__KQ_INLINE void q6k_rows(const sp_block_q6_k *w, const void *x, size_t x_row_
         for (int k = 0; k < nr; k++)
             sumi[k] = _mm512_setzero_si512();
 
-            // Half h: values 128h..128h+63 are the low nibbles of ql[64h..64h+63] with qh bits 0-1
-            // (first 32) and 2-3 (next 32); values 128h+64..128h+127 the high nibbles with bits
-            // 4-5 and 6-7. The high half of `hb` is qh shifted right by 2, so one mask serves both.
 #pragma GCC unroll 2
+        // Half h: values 128h..128h+63 are the low nibbles of ql[64h..64h+63] with qh bits 0-1
+        // (first 32) and 2-3 (next 32); values 128h+64..128h+127 the high nibbles with bits
+        // 4-5 and 6-7. The high half of `hb` is qh shifted right by 2, so one mask serves both.
         for (int h = 0; h < 2; h++) {
             const __m512i ql = _mm512_loadu_si512(w[i].ql + 64 * h);
             const __m512i hb = dup_shift_hi(w[i].qh + 32 * h, 2);

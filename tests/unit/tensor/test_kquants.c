@@ -73,6 +73,7 @@ static sp_matmul_fn kernel(const isa *s, sp_dtype t) {
     for (int i = 0; i < SP_DTYPE__COUNT; i++)
         if (i != SP_DTYPE_Q4_K && i != SP_DTYPE_Q6_K)
             assert_null(k.matmul[i]);
+    assert_null(k.quantize_act); // left to kernels_<isa>.c, which may call ours for Q8_K
     return k.matmul[t];
 }
 
