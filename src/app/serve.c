@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app/commands.h"
 #include "app/options.h"
@@ -179,6 +180,9 @@ int sp_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "spindle serve: the chat template does not compile: %s\n", d.msg);
         goto done;
     }
+    // A secret seed keeps clients from aiming hash collisions at the prefix index (collisions
+    // are harmless for correctness: blocks are verified by their tokens).
+    eo.kv_hash_seed = (uint64_t)sp_time_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
     if ((err = sp_engine_create(m, v, &eo, &e, &d))) {
         fprintf(stderr, "spindle serve: %s: %s\n", sp_err_str(err), d.msg);
         goto done;

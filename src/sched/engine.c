@@ -76,6 +76,8 @@ sp_engine_opts sp_engine_opts_default(void) {
                             .block_size = 16,
                             .kv_type = SP_DTYPE_F16,
                             .prefix_cache = true,
+                            .prefix_window = 8,
+                            .max_reorder_wait_ms = 500,
                             .policy = sp_policy_aggressive()};
 }
 
@@ -188,6 +190,8 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     }
     sp_kv_pool_opts po = sp_kv_pool_opts_default();
     po.caching = o.prefix_cache;
+    po.hash_bits = o.kv_hash_bits;
+    po.hash_seed = o.kv_hash_seed;
     if ((err = sp_kv_pool_create(&e->kv, &po, &e->pool)) ||
         (err = sp_forward_create(m, o.max_batch_tokens, n_ctx, &e->fw)) ||
         (err = sp_threadpool_create(o.n_threads, &e->threads)) ||
@@ -412,15 +416,70 @@ static sp_policy_req view_of(const sp_engine *e, const sp_request *r) {
                            .t_arrival_us = r->stats.t_submit_us};
 }
 
-/* Tries to admit the head of the waiting queue; returns it, or NULL. */
-static sp_request *admit_head(sp_engine *e) {
-    sp_request *r = e->waiting.head;
-    if (!r || e->running.n >= e->o.max_seqs)
+/* Salt of a request's cached blocks. */
+static uint64_t salt_of(const sp_engine *e, const sp_request *r) {
+    return r->params.cache_salt ^ e->o.cache_salt;
+}
+
+/* True if a running request is still computing blocks of r's prompt that the cache does not
+ * hold yet (beyond `cached` tokens): r then waits for them instead of computing them twice. */
+static bool prefix_in_flight(const sp_engine *e, const sp_request *r, int32_t cached) {
+    if (!e->o.prefix_cache)
+        return false;
+    const int32_t bs = e->o.block_size;
+    for (const sp_request *q = e->running.head; q; q = q->next) {
+        if (q->n_computed >= q->n_tokens || salt_of(e, q) != salt_of(e, r))
+            continue;
+        int32_t n = SP_MIN(r->n_tokens - 1, q->n_tokens);
+        int32_t common = 0;
+        while (common < n && r->tokens[common] == q->tokens[common])
+            common++;
+        int32_t shared = common / bs * bs;
+        if (shared > cached && q->n_computed < shared)
+            return true;
+    }
+    return false;
+}
+
+/* Chooses the waiting request to admit next. Within the first prefix_window waiting requests
+ * the one whose prompt has the most tokens in the prefix cache goes first (ties: arrival
+ * order), unless the head has waited longer than max_reorder_wait_ms, which bounds how long
+ * reordering can delay anyone. Requests whose prefix another request is computing right now
+ * wait for it. *cached receives the chosen request's cached prompt tokens. */
+static sp_request *pick_candidate(sp_engine *e, int32_t *cached) {
+    sp_request *best = NULL;
+    int32_t best_cached = -1;
+    int64_t now = sp_time_us();
+    sp_request *head = e->waiting.head;
+    bool head_only = !head || now - head->stats.t_submit_us >
+                                  (int64_t)e->o.max_reorder_wait_ms * 1000;
+    int32_t window = head_only ? 1 : SP_MAX(e->o.prefix_window, 1);
+    int32_t i = 0;
+    for (sp_request *r = head; r && i < window; r = r->next, i++) {
+        int32_t c = e->o.prefix_cache
+                        ? sp_kv_prefix_match(e->pool, salt_of(e, r), r->tokens, r->n_tokens - 1)
+                        : 0;
+        if (prefix_in_flight(e, r, c))
+            continue;
+        if (c > best_cached) {
+            best = r;
+            best_cached = c;
+        }
+    }
+    *cached = best_cached;
+    return best;
+}
+
+/* Tries to admit the next waiting request (pick_candidate); returns it, or NULL. */
+static sp_request *admit_next(sp_engine *e) {
+    if (!e->waiting.head || e->running.n >= e->o.max_seqs)
+        return NULL;
+    int32_t matched;
+    sp_request *r = pick_candidate(e, &matched);
+    if (!r)
         return NULL;
     // Blocks needed now: the whole prompt (and generated tokens, after a preemption), less the
     // blocks the prefix cache already holds.
-    int32_t matched = sp_kv_prefix_match(e->pool, r->params.cache_salt ^ e->o.cache_salt,
-                                         r->tokens, r->n_tokens - 1);
     sp_sched_state s = {.block_size = e->o.block_size,
                         .n_blocks = e->kv.n_blocks,
                         .n_available = sp_kv_pool_n_available(e->pool),
@@ -436,8 +495,7 @@ static sp_request *admit_head(sp_engine *e) {
         ok = true; // never idle with work that fits
     if (!ok)
         return NULL;
-    int32_t got = sp_kv_seq_lookup(e->pool, &r->seq, r->params.cache_salt ^ e->o.cache_salt,
-                                   r->tokens, r->n_tokens - 1);
+    int32_t got = sp_kv_seq_lookup(e->pool, &r->seq, salt_of(e, r), r->tokens, r->n_tokens - 1);
     if (sp_kv_seq_reserve(e->pool, &r->seq, r->n_tokens - got) != SP_OK) {
         sp_kv_seq_release(e->pool, &r->seq);
         return NULL;
@@ -446,14 +504,19 @@ static sp_request *admit_head(sp_engine *e) {
     list_remove(&e->waiting, r);
     list_insert_sorted(&e->running, r);
     r->state = SP__REQ_RUNNING;
+    bool first = false;
     pthread_mutex_lock(&r->mu);
     if (!r->stats.t_admit_us) {
         r->stats.t_admit_us = sp_time_us();
         r->stats.n_cached = got;
+        first = true;
     }
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&e->smu);
-    e->stats.cached_tokens += (uint64_t)got;
+    if (first) {
+        e->stats.prefix_query_tokens += (uint64_t)r->n_prompt;
+        e->stats.cached_tokens += (uint64_t)got;
+    }
     pthread_mutex_unlock(&e->smu);
     return r;
 }
@@ -520,6 +583,7 @@ static void publish_stats(sp_engine *e, bool ran, uint64_t prompt_tokens) {
     e->stats.n_waiting = e->waiting.n;
     e->stats.n_blocks_used = ks.n_used;
     e->stats.n_blocks_cached = ks.n_cached;
+    e->stats.evictions = ks.evictions;
     pthread_mutex_unlock(&e->smu);
 }
 
@@ -555,7 +619,7 @@ bool sp_engine_step(sp_engine *e) {
     }
     // 3. New requests from the waiting queue, in order, while they are admitted.
     sp_request *adm;
-    while (budget > 0 && n_seq < e->o.max_seqs && (adm = admit_head(e))) {
+    while (budget > 0 && n_seq < e->o.max_seqs && (adm = admit_next(e))) {
         int32_t chunk = SP_MIN(SP_MIN(adm->n_tokens - adm->n_computed, e->o.max_chunk), budget);
         add_chunk(e, adm, chunk, &n_tok, &n_seq, &n_out);
         budget -= chunk;

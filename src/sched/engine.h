@@ -17,7 +17,13 @@
  *
  * Threads: sp_engine_submit, sp_request_cancel, sp_engine_take_ready, sp_engine_stats and
  * sp_engine_notify_fd may be called from any thread. The engine either runs its own thread
- * (sp_engine_start) or is stepped by its creator with sp_engine_step (tests), never both. */
+ * (sp_engine_start) or is stepped by its creator with sp_engine_step (tests), never both.
+ *
+ * Cache-aware admission: among the first prefix_window waiting requests, the one with the most
+ * prompt tokens in the prefix cache is admitted first, unless the head has waited longer than
+ * max_reorder_wait_ms; and a request whose prefix blocks another running request is computing
+ * right now waits for them, so that requests arriving together with a shared prefix compute it
+ * once. */
 #ifndef SP_SCHED_ENGINE_H
 #define SP_SCHED_ENGINE_H
 
@@ -49,6 +55,10 @@ typedef struct sp_engine_opts {
                               // capped at 1 GiB
     sp_dtype kv_type;         // SP_DTYPE_F16 (default) or SP_DTYPE_F32
     bool prefix_cache;        // share full blocks between requests (default true)
+    int32_t prefix_window;    // waiting requests considered for cache-aware reordering (8)
+    int32_t max_reorder_wait_ms; // a head waiting longer than this is admitted first (500)
+    uint64_t kv_hash_seed;    // seed of the prefix hashes (a server should pick it at random)
+    int32_t kv_hash_bits;     // test hook: truncate prefix hashes to force collisions (0: off)
     uint64_t cache_salt;      // mixed into the prefix hashes (identifies the model)
     sp_admission_policy policy; // default: sp_policy_aggressive(); the engine destroys it
     /* Hooks for tests and tracing, called on the engine thread; each may be NULL. on_step after
@@ -65,7 +75,9 @@ sp_engine_opts sp_engine_opts_default(void);
 typedef struct sp_engine_stats {
     uint64_t steps;
     uint64_t prompt_tokens;     // prompt tokens computed (prefill, including recompute)
+    uint64_t prefix_query_tokens; // prompt tokens of admitted requests (prefix-cache queries)
     uint64_t cached_tokens;     // prompt tokens taken from the prefix cache
+    uint64_t evictions;         // cached blocks reclaimed for new data
     uint64_t generated_tokens;
     uint64_t preemptions;
     uint64_t finished[5];       // by sp_finish

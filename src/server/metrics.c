@@ -128,8 +128,13 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
     put_scalar(&b, "counter", "spindle_prompt_tokens_computed_total",
                "Prompt tokens run through the model (prefill and recompute).",
                (double)es->prompt_tokens);
-    put_scalar(&b, "counter", "spindle_prefix_cache_hit_tokens_total",
+    put_scalar(&b, "counter", "spindle_prefix_cache_queries_total",
+               "Prompt tokens looked up in the prefix cache (admitted requests).",
+               (double)es->prefix_query_tokens);
+    put_scalar(&b, "counter", "spindle_prefix_cache_hits_total",
                "Prompt tokens served from the prefix cache.", (double)es->cached_tokens);
+    put_scalar(&b, "counter", "spindle_kv_cache_evictions_total",
+               "Cached KV blocks reclaimed for new data.", (double)es->evictions);
     put_scalar(&b, "gauge", "spindle_num_requests_running", "Requests in the running batch.",
                (double)es->n_running);
     put_scalar(&b, "gauge", "spindle_num_requests_waiting", "Requests waiting to be scheduled.",
@@ -140,6 +145,8 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                (double)es->n_blocks_used);
     put_scalar(&b, "gauge", "spindle_kv_cache_blocks_cached",
                "KV cache blocks kept for prefix reuse (evictable).", (double)es->n_blocks_cached);
+    put_scalar(&b, "gauge", "spindle_kv_cache_blocks_free", "KV cache blocks holding nothing.",
+               (double)(es->n_blocks - es->n_blocks_used - es->n_blocks_cached));
     put_scalar(&b, "gauge", "spindle_kv_cache_usage_perc",
                "Fraction of KV cache blocks held by requests (1 = full).",
                es->n_blocks ? (double)es->n_blocks_used / es->n_blocks : 0.0);
