@@ -1,6 +1,7 @@
 #include "app/options.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 bool sp_parse_size(const char *s, int64_t *out) {
@@ -47,6 +48,9 @@ void sp_engine_options_usage(FILE *f) {
             "  -c, --ctx N             context length per request (default: the model's, at\n"
             "                          most 4096)\n"
             "  --no-prefix-cache       do not share cached prompt prefixes between requests\n"
+            "  --admission POLICY      aggressive (admit while the prompt fits), conservative\n"
+            "                          (reserve max_tokens for everyone) or past-future (admit\n"
+            "                          while the predicted peak KV use fits; default)\n"
             "  -t, --threads N         compute threads (default: all cores)\n");
 }
 
@@ -56,7 +60,7 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
         o->prefix_cache = false;
         return 1;
     }
-    static const char *const with_value[] = {"--kv-memory", "--kv-tokens", "--kv-type",
+    static const char *const with_value[] = {"--kv-memory", "--kv-tokens", "--kv-type", "--admission",
                                              "--max-batch-tokens", "--max-seqs", "-c", "--ctx",
                                              "-t", "--threads"};
     bool known = false;

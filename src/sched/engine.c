@@ -170,9 +170,20 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
         return sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX,
                            "the KV pool must hold at least one block of %zu bytes", block_bytes);
 
+    if (o.admission[0]) {
+        if (sp_policy_create(o.admission, SP_MAX(o.max_seqs, 1), o.kv_hash_seed ^ 0x5eed,
+                             &o.policy) != SP_OK)
+            return sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX,
+                               "unknown admission policy '%s' (aggressive, conservative, "
+                               "past-future)",
+                               o.admission);
+    }
     sp_engine *e = calloc(1, sizeof *e);
-    if (!e)
+    if (!e) {
+        if (o.admission[0] && o.policy.destroy)
+            o.policy.destroy(o.policy.ctx);
         return SP_ERR_NOMEM;
+    }
     e->m = m;
     e->v = v;
     e->o = o;
@@ -225,7 +236,8 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     *out = e;
     return SP_OK;
 fail:
-    e->o.policy.destroy = NULL; // the caller keeps its policy on failure
+    if (!opts || !opts->admission[0])
+        e->o.policy.destroy = NULL; // the caller keeps its own policy on failure
     sp_engine_destroy(e);
     return err;
 }
@@ -311,7 +323,8 @@ static void finish_request(sp_engine *e, sp_request *r, sp_finish f, sp_err err,
         }
     }
     r->state = SP__REQ_DONE;
-    if (e->o.policy.on_finish)
+    // Only natural ends teach the admission policy about output lengths.
+    if (e->o.policy.on_finish && (f == SP_FINISH_STOP || f == SP_FINISH_LENGTH))
         e->o.policy.on_finish(e->o.policy.ctx, r->n_generated, r->params.max_tokens);
     pthread_mutex_lock(&r->mu);
     r->stats.t_end_us = sp_time_us();

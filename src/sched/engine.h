@@ -60,7 +60,11 @@ typedef struct sp_engine_opts {
     uint64_t kv_hash_seed;    // seed of the prefix hashes (a server should pick it at random)
     int32_t kv_hash_bits;     // test hook: truncate prefix hashes to force collisions (0: off)
     uint64_t cache_salt;      // mixed into the prefix hashes (identifies the model)
-    sp_admission_policy policy; // default: sp_policy_aggressive(); the engine destroys it
+    sp_admission_policy policy; // used if admission is empty (default: aggressive); the engine
+                                // destroys it
+    char admission[16];         // "aggressive", "conservative" or "past-future": the engine
+                                // creates that policy (sized for max_seqs); `policy` is then
+                                // ignored (and left to its owner)
     /* Hooks for tests and tracing, called on the engine thread; each may be NULL. on_step after
      * each step; on_logits with a request's logits row just before its token is sampled;
      * on_preempt when a request is preempted. They share one context pointer. */

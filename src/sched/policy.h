@@ -44,8 +44,44 @@ typedef struct sp_admission_policy {
     void (*destroy)(void *ctx);
 } sp_admission_policy;
 
-/* The default policy: admit while the free blocks cover the candidate's prompt. Memory that
+/* Aggressive (vLLM's): admit while the free blocks cover the candidate's prompt. Memory that
  * decodes need later is obtained by preemption. */
 sp_admission_policy sp_policy_aggressive(void);
+
+/* Conservative (TGI's, TensorRT-LLM's default): admit only if every running request and the
+ * candidate can reach their max_tokens (capped by the context) at the same time. Never
+ * preempts, often leaves memory idle. */
+sp_admission_policy sp_policy_conservative(void);
+
+/* Past-Future (LightLLM): admit while the predicted PEAK KV use of the running batch plus the
+ * candidate fits the pool.
+ *
+ * The past: a window of the output lengths of the last `window` finished requests (until
+ * `window / 10` of them exist, each request is assumed to use its whole max_tokens). The
+ * future: for a running request with c tokens in the cache and d generated, a remaining length
+ * r is drawn from the history conditioned on being longer than d (r = sample - d; max_remaining
+ * when no recorded length exceeds d), capped by its max_remaining; the candidate's r is drawn
+ * from the whole history. Sorted by r descending, the requests still alive when the k-th
+ * finishes are the first k, so the peak is max_k (sum_{j<=k} c_j + k * r_k), plus block
+ * rounding (block_size - 1 per live request). The largest peak over `samples` independent
+ * draws is compared with the pool. All integer arithmetic; per decision O(n log n) for n
+ * running requests (the history is kept sorted, each draw is a binary search). Owns its
+ * memory (sized for max_seqs running requests); destroy frees it. */
+sp_err sp_policy_past_future_create(int32_t window, int32_t samples, int32_t max_seqs,
+                                    uint64_t seed, sp_admission_policy *out) SP_MUST_USE;
+
+/* Creates a policy by name: "aggressive", "conservative" or "past-future" (defaults: window
+ * 200, 4 samples). SP_ERR_INVALID for an unknown name. */
+sp_err sp_policy_create(const char *name, int32_t max_seqs, uint64_t seed,
+                        sp_admission_policy *out) SP_MUST_USE;
+
+/* The peak of the Past-Future formula for n requests holding c[i] tokens and needing r[i] more:
+ * max_k (sum_{j<=k} c_j + k * r_k) over the requests sorted by r descending, with order[n] as
+ * scratch (filled with the sorted order). Exposed for tests. */
+int64_t sp_policy_peak(const int32_t *c, const int32_t *r, int32_t n, int32_t *order);
+
+/* Test hook: one draw of a Past-Future policy's remaining length for a request that generated d
+ * tokens and may generate max_rem more (policy.ctx of a past-future policy). */
+int32_t sp__past_future_draw(void *ctx, int32_t d, int32_t max_rem);
 
 #endif

@@ -1,0 +1,158 @@
+/* Admission policies: the Past-Future peak formula against a brute-force simulation, its
+ * conditional sampling, and the decisions of each policy on scripted scenarios. */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/policy.h"
+
+/* Peak KV use by simulation: at each future step t, request j still holds c_j + t tokens while
+ * t <= r_j. */
+static int64_t brute_peak(const int32_t *c, const int32_t *r, int n) {
+    int32_t max_r = 0;
+    for (int i = 0; i < n; i++)
+        max_r = r[i] > max_r ? r[i] : max_r;
+    int64_t peak = 0;
+    for (int32_t t = 0; t <= max_r; t++) {
+        int64_t use = 0;
+        for (int i = 0; i < n; i++)
+            if (t <= r[i])
+                use += c[i] + t;
+        peak = use > peak ? use : peak;
+    }
+    return peak;
+}
+
+static void test_peak_formula(void **state) {
+    (void)state;
+    uint64_t rs = 11;
+    int32_t c[64], r[64], order[64];
+    for (int trial = 0; trial < 3000; trial++) {
+        int n = 1 + (int)(sp_test_rand(&rs) % 64);
+        int32_t spread = trial % 3 == 0 ? 4 : 300; // small spreads make many ties
+        for (int i = 0; i < n; i++) {
+            c[i] = (int32_t)(sp_test_rand(&rs) % 500);
+            r[i] = (int32_t)(sp_test_rand(&rs) % (uint64_t)spread);
+        }
+        int64_t want = brute_peak(c, r, n), got = sp_policy_peak(c, r, n, order);
+        if (got != want)
+            fail_msg("trial %d (n %d): formula %lld, simulation %lld", trial, n, (long long)got,
+                     (long long)want);
+        for (int k = 1; k < n; k++)
+            assert_true(r[order[k - 1]] >= r[order[k]]);
+    }
+}
+
+static void test_conditional_sampling(void **state) {
+    (void)state;
+    sp_admission_policy p;
+    assert_int_equal(sp_policy_past_future_create(100, 4, 8, 7, &p), SP_OK);
+    // Too little history: assume the whole max.
+    assert_int_equal(sp__past_future_draw(p.ctx, 0, 500), 500);
+    // History: 10, 20, ..., 1000.
+    for (int i = 1; i <= 100; i++)
+        p.on_finish(p.ctx, 10 * i, 2000);
+    int counts[101] = {0};
+    for (int k = 0; k < 20000; k++) {
+        int32_t r = sp__past_future_draw(p.ctx, 455, 100000);
+        // Only lengths above 455 (460, ..., 1000) can be drawn, minus what was generated.
+        assert_true(r > 0);
+        assert_int_equal((r + 455) % 10, 0);
+        assert_true(r + 455 >= 460 && r + 455 <= 1000);
+        counts[(r + 455) / 10]++;
+    }
+    // Uniform over the 55 eligible lengths (each ~364 of 20000): a loose bound.
+    for (int v = 46; v <= 100; v++)
+        assert_true(counts[v] > 250 && counts[v] < 480);
+    // Capped by max_remaining, and max_remaining when nothing recorded is longer.
+    assert_true(sp__past_future_draw(p.ctx, 0, 5) <= 5);
+    assert_int_equal(sp__past_future_draw(p.ctx, 5000, 77), 77);
+    // The window keeps the last 100: after 100 lengths of 3, only 3 remains.
+    for (int i = 0; i < 100; i++)
+        p.on_finish(p.ctx, 3, 2000);
+    assert_int_equal(sp__past_future_draw(p.ctx, 0, 1000), 3);
+    assert_int_equal(sp__past_future_draw(p.ctx, 3, 1000), 1000);
+    p.destroy(p.ctx);
+}
+
+/* Pool of 100 blocks of 16 tokens; two running requests of 100 tokens (10 generated) that may
+ * generate up to 1000 more; a candidate with a 100-token prompt and max 1000. */
+static void scenario(sp_sched_state *s, sp_policy_req *running, sp_policy_req *cand) {
+    for (int i = 0; i < 2; i++)
+        running[i] = (sp_policy_req){.n_kv = 100, .n_generated = 10, .max_remaining = 990,
+                                     .n_prompt = 90};
+    *cand = (sp_policy_req){.n_kv = 100, .max_remaining = 1000, .n_prompt = 100,
+                            .blocks_needed = 7};
+    *s = (sp_sched_state){.block_size = 16, .n_blocks = 100, .n_available = 86, .n_running = 2,
+                          .running = running, .n_waiting = 1};
+}
+
+static void test_policy_decisions(void **state) {
+    (void)state;
+    sp_sched_state s;
+    sp_policy_req running[2], cand;
+    scenario(&s, running, &cand);
+    sp_admission_policy agg = sp_policy_aggressive(), cons = sp_policy_conservative();
+    // Aggressive: the prompt fits now.
+    assert_true(agg.admit(agg.ctx, &s, &cand));
+    // Conservative: 3 x 1100 tokens = 207 blocks > 100.
+    assert_false(cons.admit(cons.ctx, &s, &cand));
+    // ... but a candidate with max 10 next to running requests with max 10 fits.
+    running[0].max_remaining = running[1].max_remaining = 10;
+    cand.max_remaining = 10;
+    assert_true(cons.admit(cons.ctx, &s, &cand));
+    scenario(&s, running, &cand);
+    // Nobody admits a prompt that does not fit now.
+    cand.blocks_needed = 87;
+    assert_false(agg.admit(agg.ctx, &s, &cand));
+    assert_false(cons.admit(cons.ctx, &s, &cand));
+
+    // Past-Future with short outputs in its history (20 tokens): the peak is about
+    // 300 + 3 * 20 tokens: admit.
+    sp_admission_policy pf;
+    scenario(&s, running, &cand);
+    assert_int_equal(sp_policy_past_future_create(50, 4, 8, 1, &pf), SP_OK);
+    for (int i = 0; i < 50; i++)
+        pf.on_finish(pf.ctx, 20, 1000);
+    assert_true(pf.admit(pf.ctx, &s, &cand));
+    // With long outputs (about 900 tokens) the predicted peak exceeds 1600 tokens: wait.
+    for (int i = 0; i < 50; i++)
+        pf.on_finish(pf.ctx, 900, 1000);
+    assert_false(pf.admit(pf.ctx, &s, &cand));
+    // With a larger pool it fits again: 3 x ~1000 tokens < 300 blocks.
+    s.n_blocks = 300;
+    s.n_available = 280;
+    assert_true(pf.admit(pf.ctx, &s, &cand));
+    pf.destroy(pf.ctx);
+
+    // Without history it behaves like the conservative policy.
+    scenario(&s, running, &cand);
+    assert_int_equal(sp_policy_past_future_create(50, 4, 8, 1, &pf), SP_OK);
+    assert_false(pf.admit(pf.ctx, &s, &cand));
+    pf.destroy(pf.ctx);
+}
+
+static void test_create_by_name(void **state) {
+    (void)state;
+    const char *names[] = {"aggressive", "conservative", "past-future"};
+    for (int i = 0; i < 3; i++) {
+        sp_admission_policy p;
+        assert_int_equal(sp_policy_create(names[i], 16, 1, &p), SP_OK);
+        assert_string_equal(p.name, names[i]);
+        if (p.destroy)
+            p.destroy(p.ctx);
+    }
+    sp_admission_policy p;
+    assert_int_equal(sp_policy_create("greedy", 16, 1, &p), SP_ERR_INVALID);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_peak_formula),
+        cmocka_unit_test(test_conditional_sampling),
+        cmocka_unit_test(test_policy_decisions),
+        cmocka_unit_test(test_create_by_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
