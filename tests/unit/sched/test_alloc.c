@@ -71,6 +71,7 @@ static void test_step_loop_allocates_nothing(void **state) {
     sp_engine_opts o = sp_engine_opts_default();
     o.kv_tokens = 12 * 16; // small: forces preemption
     o.max_batch_tokens = 48;
+    o.n_threads = 1;
     sp_engine *e;
     assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
     sp_request *reqs[10];

@@ -91,6 +91,8 @@ static void run_specs(run *rn, const spec *specs, int n, sp_engine_opts o, sp_en
     o.on_logits = on_logits;
     o.on_preempt = on_preempt;
     o.hook_ctx = rn;
+    if (!o.n_threads)
+        o.n_threads = 1; // one thread unless a test asks: tests may share the machine
     sp_engine *e;
     sp_diag d;
     assert_int_equal(sp_engine_create(model, vocab, &o, &e, &d), SP_OK);

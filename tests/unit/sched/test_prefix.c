@@ -40,6 +40,7 @@ static sp_engine *make_engine(rec *rc, bool cache, int32_t kv_tokens, int32_t ha
     o.kv_tokens = kv_tokens;
     o.kv_hash_bits = hash_bits;
     o.max_batch_tokens = 64;
+    o.n_threads = 1;
     o.on_logits = on_logits;
     o.hook_ctx = rc;
     sp_engine *e;
