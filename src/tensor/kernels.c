@@ -17,10 +17,14 @@
  * already defined, even weakly, so a stand-in beside the real file would silently hide it. */
 #if defined(__x86_64__)
 #if !__has_include("kquants_avx2.c")
-__attribute__((weak)) void sp__kquants_avx2_init(sp_kernels *k) { (void)k; }
+__attribute__((weak)) void sp__kquants_avx2_init(sp_kernels *k) {
+    (void)k;
+}
 #endif
 #if !__has_include("kquants_avx512.c")
-__attribute__((weak)) void sp__kquants_avx512_init(sp_kernels *k) { (void)k; }
+__attribute__((weak)) void sp__kquants_avx512_init(sp_kernels *k) {
+    (void)k;
+}
 #endif
 #endif
 

@@ -36,18 +36,18 @@
  * block size). Q8_0 activation values must lie in [-127, 127], as quantize_act makes them (the
  * SIMD kernels negate them). Reads w rows [o0, o1) and x; writes only those y entries; no
  * allocation; any thread, concurrently on disjoint outputs. */
-typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x,
-                             size_t x_row_bytes, int64_t n_in, int64_t n_rows, float *y,
-                             int64_t ldy, int64_t o0, int64_t o1);
+typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
+                             int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0,
+                             int64_t o1);
 
 /* Converts n activations to vt (a dot-product type: F32, F16, BF16, Q8_0, Q8_K), with the same
  * results as sp_quantize_act_row (bit for bit). */
 typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64_t n);
 
 typedef struct sp_kernels {
-    const char *isa;                         // "scalar", "avx2", "avxvnni", "avx512"
-    sp_matmul_fn matmul[SP_DTYPE__COUNT];    // by weight type; NULL = use the scalar one
-    sp_quantize_act_fn quantize_act;         // NULL = use the scalar one
+    const char *isa;                      // "scalar", "avx2", "avxvnni", "avx512"
+    sp_matmul_fn matmul[SP_DTYPE__COUNT]; // by weight type; NULL = use the scalar one
+    sp_quantize_act_fn quantize_act;      // NULL = use the scalar one
 } sp_kernels;
 
 /* The kernel table for this CPU (or SPINDLE_ISA), every entry filled (falling back to scalar)

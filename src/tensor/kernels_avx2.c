@@ -3,10 +3,11 @@
  *
  * Products are computed in register tiles of R activation rows by O weight rows: one weight
  * block is loaded once per tile and used for R rows, which is what makes a batch of rows cost
- * little more than one row (weights are streamed from memory once per call, and re-read from
- * L1 per row tile). Every output (r, o) has its own accumulator and goes through the same
- * instructions in the same order whatever the tile shape, so results never depend on n_rows or
- * on the [o0, o1) split (the invariance contract of kernels.h). */
+ * far less than that many single rows (weights are streamed from memory once per call and
+ * re-read from L1/L2 for each tile of rows). Every output (r, o) has its own accumulator and
+ * goes through the same instructions in the same order whatever the tile shape, so results
+ * never depend on n_rows or on the [o0, o1) split (the invariance contract of kernels.h).
+ * No allocation; under 2 KB of stack. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -27,78 +28,154 @@ INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-INLINE float load_f16_scale(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return _cvtsh_ss(h); // exact, like sp_f16_to_f32
-}
-
 // ---------------------------------------------------------------- Q8_0 / Q4_0 weights
 
 enum { Q8_0_BYTES = 34, Q4_0_BYTES = 18 };
 
+/* How far ahead of use a single-row product prefetches each weight row (measured best among
+ * 256..2048 on a 2048 x 5632 Q8_0 matrix streamed from DRAM). */
+enum { PREFETCH_BYTES = 512 };
+
 /* kind: bit 0 = Q4_0 weights (else Q8_0), bit 1 = AVX-VNNI integer dots. */
 enum { K_Q4_0 = 1, K_VNNI = 2 };
 
-/* The 32 signed weights of a block: Q8_0 as stored, Q4_0 as nibble - 8 (low nibbles are
- * values 0..15, high nibbles 16..31). */
-INLINE __m256i load_wq(const int kind, const uint8_t *blk) {
-    if (!(kind & K_Q4_0))
-        return _mm256_loadu_si256((const __m256i *)(blk + 2));
-    const __m128i t = _mm_loadu_si128((const __m128i *)(blk + 2));
-    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-    return _mm256_sub_epi8(_mm256_and_si256(b, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+/* acc + the 8 sums of 4 products of unsigned bytes u by signed bytes s (vpdpbusd, in its VEX
+ * encoding: the file is not compiled with -mavxvnni). */
+INLINE __m256i dpbusd_vex(__m256i acc, __m256i u, __m256i s) {
+    __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+    return acc;
 }
 
-/* 8 int32 lanes, lane l = sum of au[4l+j] * bs[4l+j] (unsigned x signed bytes), exactly: with
- * au <= 128 and |bs| <= 127 a pair sum fits int16, so maddubs never saturates. */
-INLINE __m256i dot_us8(const int kind, __m256i au, __m256i bs) {
-    if (kind & K_VNNI) {
-        __m256i acc = _mm256_setzero_si256();
-        // vpdpbusd in its VEX (AVX-VNNI) encoding; the file is not compiled with -mavxvnni.
-        __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(au), "x"(bs));
-        return acc;
+/* The exact integer dot of a weight block and an activation block, as 8 int32 lanes (lane l:
+ * positions 4l..4l+3); every way below gives the same integers (all sums are exact):
+ *  - AVX2 (llama.cpp's sign trick): wv = the signed weights (Q4_0: nibble - 8), wa = |wv|;
+ *    the pair is maddubs(wa, x negated where wv < 0) summed by madd. A pair sum is at most
+ *    128 * 127 * 2 < 2^15 (activations are never -128), so nothing saturates.
+ *  - VNNI: wv = the weights as unsigned bytes with a bias K (Q8_0: w + 128, Q4_0: the nibble,
+ *    i.e. (w + 8)); per activation block xa = -K * (sum of each 4 activations), computed once
+ *    and shared by all the weight rows of a tile; the pair is one vpdpbusd(xa, wv, x), exact
+ *    for any bytes. */
+/* The 16 bytes of a Q4_0 block in both halves, the upper half shifted right by 4 bits: the low
+ * nibble of byte j is then value j in the lower half and value j + 16 in the upper one. */
+INLINE __m256i q4_nibbles(const uint8_t *blk) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    return _mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4));
+}
+
+INLINE __m256i load_wv(const int kind, const uint8_t *blk) {
+    __m256i q;
+    if (kind & K_Q4_0) {
+        q = _mm256_and_si256(q4_nibbles(blk), _mm256_set1_epi8(0x0f));
+        if (!(kind & K_VNNI))
+            q = _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+    } else {
+        q = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        if (kind & K_VNNI)
+            q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
     }
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(au, bs), _mm256_set1_epi16(1));
+    return q;
+}
+
+INLINE __m256i prep_wa(const int kind, __m256i wv) {
+    return (kind & K_VNNI) ? wv : _mm256_sign_epi8(wv, wv);
+}
+
+INLINE __m256i prep_xa(const int kind, __m256i xq) {
+    if (!(kind & K_VNNI))
+        return xq;
+    const __m256i bias = _mm256_set1_epi8((kind & K_Q4_0) ? 8 : (char)0x80); // K as unsigned
+    const __m256i zero = _mm256_setzero_si256();
+    return _mm256_sub_epi32(zero, dpbusd_vex(zero, bias, xq));
+}
+
+INLINE __m256i int_dot(const int kind, __m256i wv, __m256i wa, __m256i xq, __m256i xa) {
+    if (kind & K_VNNI)
+        return dpbusd_vex(xa, wv, xq);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(xq, wv)),
+                             _mm256_set1_epi16(1));
+}
+
+/* The F16 scales of blocks b..b+n-1 (n <= 8; the others 0) of a row, as floats (exact). */
+INLINE __m256 load_scales8(const uint8_t *row, int64_t b, int n, const int block_bytes) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32(block_bytes));
+    const int *base = (const int *)(row + (size_t)b * (size_t)block_bytes);
+    __m256i g;
+    if (n == 8) {
+        g = _mm256_i32gather_epi32(base, idx, 1);
+    } else {
+        const __m256i m =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        g = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), base, idx, m, 1);
+    }
+    // The low 16 bits of each lane, in order.
+    const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i h = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, pick), 0x08);
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(h));
 }
 
 /* One R x O tile over all nb blocks. w: weight row o0 (rows wrb apart); x: activation row r0
- * (rows xrb apart); y: &y[r0][o0]. */
+ * (rows xrb apart); y: &y[r0][o0]. Per block and output, acc = fma(d_w * d_x, (float)lanes,
+ * acc); the products d_w * d_x of 8 blocks at a time are computed together (the same single
+ * roundings) and read back one by one. */
 INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
                    const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy) {
-    const size_t wbs = (kind & K_Q4_0) ? Q4_0_BYTES : Q8_0_BYTES;
-    __m256 acc[4][4];
-#pragma GCC unroll 4
+    const int wbs = (kind & K_Q4_0) ? Q4_0_BYTES : Q8_0_BYTES;
+    __m256 acc[4][8];
+    float dp[4][8][8] __attribute__((aligned(32)));
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int o = 0; o < O; o++)
             acc[r][o] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i wq[4], aw[4];
-        __m256 dw[4];
-#pragma GCC unroll 4
-        for (int o = 0; o < O; o++) {
-            const uint8_t *blk = w + (size_t)o * wrb + (size_t)b * wbs;
-            wq[o] = load_wq(kind, blk);
-            aw[o] = _mm256_sign_epi8(wq[o], wq[o]);
-            dw[o] = _mm256_set1_ps(load_f16_scale(blk));
-        }
-#pragma GCC unroll 4
+    for (int64_t b8 = 0; b8 < nb; b8 += 8) {
+        const int n8 = nb - b8 < 8 ? (int)(nb - b8) : 8;
+        __m256 dw[8];
+#pragma GCC unroll 8
+        for (int o = 0; o < O; o++)
+            dw[o] = load_scales8(w + (size_t)o * wrb, b8, n8, wbs);
+#pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
-            const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
-            const __m256 dx = _mm256_set1_ps(load_f16_scale(xblk));
-#pragma GCC unroll 4
+            const __m256 dx = load_scales8(x + (size_t)r * xrb, b8, n8, Q8_0_BYTES);
+#pragma GCC unroll 8
+            for (int o = 0; o < O; o++)
+                _mm256_store_ps(dp[r][o], _mm256_mul_ps(dw[o], dx));
+        }
+        if (R == 1) {
+            // One activation row: the weights stream from memory; ask for them ahead of time.
+#pragma GCC unroll 8
             for (int o = 0; o < O; o++) {
-                const __m256i sx = _mm256_sign_epi8(xq, wq[o]);
-                const __m256 p = _mm256_cvtepi32_ps(dot_us8(kind, aw[o], sx));
-                acc[r][o] = _mm256_fmadd_ps(_mm256_mul_ps(dw[o], dx), p, acc[r][o]);
+                const char *ahead =
+                    (const char *)(w + (size_t)o * wrb + (size_t)b8 * (size_t)wbs) + PREFETCH_BYTES;
+                for (int q = 0; q < 8 * wbs; q += 64)
+                    _mm_prefetch(ahead + q, _MM_HINT_T0);
+            }
+        }
+        for (int j = 0; j < n8; j++) {
+            const int64_t b = b8 + j;
+            __m256i wv[8], wa[8];
+#pragma GCC unroll 8
+            for (int o = 0; o < O; o++) {
+                wv[o] = load_wv(kind, w + (size_t)o * wrb + (size_t)b * (size_t)wbs);
+                wa[o] = prep_wa(kind, wv[o]);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
+                const __m256i xa = prep_xa(kind, xq);
+#pragma GCC unroll 8
+                for (int o = 0; o < O; o++) {
+                    const __m256 p = _mm256_cvtepi32_ps(int_dot(kind, wv[o], wa[o], xq, xa));
+                    acc[r][o] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dp[r][o][j]), p, acc[r][o]);
+                }
             }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int o = 0; o < O; o++)
             y[r * ldy + o] = hsum8(acc[r][o]);
 }
@@ -107,7 +184,9 @@ INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, s
 
 enum { K_F32, K_F16, K_BF16 };
 
-INLINE size_t elem_bytes(const int kind) { return kind == K_F32 ? 4 : 2; }
+INLINE size_t elem_bytes(const int kind) {
+    return kind == K_F32 ? 4 : 2;
+}
 
 /* 8 values from element i of a row, as floats (F16 and BF16 convert exactly). */
 INLINE __m256 load8(const int kind, const uint8_t *row, int64_t i) {
@@ -174,46 +253,49 @@ INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, s
 /* Covers rows [0, n_rows) x outputs [o0, o1) with RB x OB tiles of TILE, then smaller tiles for
  * the leftover rows and outputs. `len` is nb for the quantized kinds, n_in for the float ones.
  * RB and OB are constants, so each tile shape is a separate fully unrolled copy. */
-#define DEFINE_TILING(PFX, TILE)                                                               \
-    INLINE void PFX##_cols(const int RB, const int O, const int kind, const uint8_t *w,        \
-                           size_t wrb, const uint8_t *x, size_t xrb, int64_t len,              \
-                           int64_t n_rows, float *y, int64_t ldy) {                            \
-        int64_t r = 0;                                                                         \
-        for (; r + RB <= n_rows; r += RB)                                                      \
-            TILE(RB, O, kind, w, wrb, x + (size_t)r * xrb, xrb, len, y + r * ldy, ldy);        \
-        const int64_t left = n_rows - r;                                                       \
-        x += (size_t)r * xrb;                                                                  \
-        y += r * ldy;                                                                          \
-        if (RB > 3 && left == 3)                                                               \
-            TILE(3, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
-        else if (RB > 2 && left == 2)                                                          \
-            TILE(2, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
-        else if (RB > 1 && left == 1)                                                          \
-            TILE(1, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
-    }                                                                                          \
-    INLINE void PFX##_tiles(const int RB, const int OB, const int kind, const uint8_t *w,      \
-                            size_t wrb, const uint8_t *x, size_t xrb, int64_t len,             \
-                            int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {   \
-        int64_t o = o0;                                                                        \
-        for (; o + OB <= o1; o += OB)                                                          \
-            PFX##_cols(RB, OB, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,     \
-                       ldy);                                                                   \
-        for (; o < o1; o++)                                                                    \
-            PFX##_cols(RB, 1, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,      \
-                       ldy);                                                                   \
+#define DEFINE_TILING(PFX, TILE)                                                                   \
+    INLINE void PFX##_cols(const int RB, const int O, const int kind, const uint8_t *w,            \
+                           size_t wrb, const uint8_t *x, size_t xrb, int64_t len, int64_t n_rows,  \
+                           float *y, int64_t ldy) {                                                \
+        int64_t r = 0;                                                                             \
+        for (; r + RB <= n_rows; r += RB)                                                          \
+            TILE(RB, O, kind, w, wrb, x + (size_t)r * xrb, xrb, len, y + r * ldy, ldy);            \
+        const int64_t left = n_rows - r;                                                           \
+        x += (size_t)r * xrb;                                                                      \
+        y += r * ldy;                                                                              \
+        if (RB > 3 && left == 3)                                                                   \
+            TILE(3, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
+        else if (RB > 2 && left == 2)                                                              \
+            TILE(2, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
+        else if (RB > 1 && left == 1)                                                              \
+            TILE(1, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
+    }                                                                                              \
+    INLINE void PFX##_tiles(const int RB, const int OB, const int kind, const uint8_t *w,          \
+                            size_t wrb, const uint8_t *x, size_t xrb, int64_t len, int64_t n_rows, \
+                            float *y, int64_t ldy, int64_t o0, int64_t o1) {                       \
+        int64_t o = o0;                                                                            \
+        for (; o + OB <= o1; o += OB)                                                              \
+            PFX##_cols(RB, OB, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o, ldy);   \
+        for (; o < o1; o++)                                                                        \
+            PFX##_cols(RB, 1, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o, ldy);    \
     }
 
 DEFINE_TILING(q, q_tile)
 DEFINE_TILING(f, f_tile)
 
-/* One activation row: 4 weight rows at a time (independent accumulator chains). Several rows:
- * 4 rows per weight block load (registers: 16 ymm). */
+/* One activation row: 4 (AVX2) or 8 (VNNI) weight rows at a time, independent accumulator
+ * chains. Several rows: 4 rows per weight block load, with 1 (AVX2) or 2 (VNNI) weight rows
+ * (16 ymm registers). */
 INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
                      int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
     const int64_t nb = n_in / SP_QK8_0;
-    if (n_rows == 1)
+    if (n_rows == 1 && (kind & K_VNNI))
+        q_tiles(1, 8, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
+    else if (n_rows == 1)
         q_tiles(1, 4, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
+    else if (kind & K_VNNI)
+        q_tiles(4, 2, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
     else
         q_tiles(4, 1, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
 }
@@ -227,10 +309,10 @@ INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, s
         f_tiles(4, 2, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
 }
 
-#define MATMUL(name, impl, kind)                                                               \
-    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,       \
-                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {          \
-        impl(kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                              \
+#define MATMUL(name, impl, kind)                                                                   \
+    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,           \
+                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {              \
+        impl(kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                                  \
     }
 
 MATMUL(matmul_q8_0, q_matmul, 0)
@@ -251,8 +333,9 @@ static void act_q8_0(const float *x, sp_block_q8_0 *yb, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += SP_QK8_0) {
         __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
         __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m256 m =
+            _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                          _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
         __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
@@ -267,7 +350,8 @@ static void act_q8_0(const float *x, sp_block_q8_0 *yb, int64_t nb) {
         const __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, mul));
         // The packs work within 128-bit halves: the bytes come out as 32-bit groups
         // 0 2 4 6 1 3 5 7, which the permutation puts back in order.
-        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        const __m256i p =
+            _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         const __m256i q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)yb[i].qs, q);
     }
@@ -300,11 +384,12 @@ static void act_bf16(const float *x, sp_bf16 *h, int64_t n) {
     for (; i + 8 <= n; i += 8) {
         const __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
         const __m256i hi = _mm256_srli_epi32(u, 16);
-        const __m256i rounded =
-            _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(hi, one)), 16);
+        const __m256i rounded = _mm256_srli_epi32(
+            _mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(hi, one)), 16);
         const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
         const __m256i r = _mm256_blendv_epi8(rounded, _mm256_or_si256(hi, quiet), nan);
-        const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        const __m128i packed =
+            _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
         _mm_storeu_si128((__m128i *)(h + i), packed);
     }
     for (; i < n; i++)

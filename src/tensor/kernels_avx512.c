@@ -1,8 +1,8 @@
 /* AVX-512 (F, BW, VL, DQ, VNNI) kernels, chosen at run time.
  *
- * Q8_0/Q4_0: the integer dots run on 256-bit vpdpbusd (AVX512VL), with the sign of the weights
- * moved onto the activations through a mask register, and the float part is llama.cpp's 8-lane
- * one, so results equal the avx2 table's bit for bit; the 32 vector registers allow 4 x 4 tiles.
+ * Q8_0/Q4_0: the integer dots run on 256-bit vpdpbusd (AVX512VL), one per block pair, and the
+ * float part is llama.cpp's 8-lane one, so results equal the avx2 table's bit for bit; the 32
+ * vector registers allow 4 x 4 tiles.
  * F32/F16/BF16: 16 float lanes, masked loads for the tail.
  *
  * Tiles and the invariance contract as in kernels_avx2.c: every output (r, o) goes through the
@@ -31,65 +31,126 @@ INLINE float hsum16(__m512 v) {
     return hsum8(_mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v)));
 }
 
-INLINE float load_f16_scale(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return _cvtsh_ss(h);
-}
-
 // ---------------------------------------------------------------- Q8_0 / Q4_0 weights
 
 enum { Q8_0_BYTES = 34, Q4_0_BYTES = 18 };
-enum { K_Q8_0, K_Q4_0 };
 
-INLINE __m256i load_wq(const int kind, const uint8_t *blk) {
-    if (kind == K_Q8_0)
-        return _mm256_loadu_si256((const __m256i *)(blk + 2));
-    const __m128i t = _mm_loadu_si128((const __m128i *)(blk + 2));
-    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-    return _mm256_sub_epi8(_mm256_and_si256(b, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+/* How far ahead of use a single-row product prefetches each weight row (measured best among
+ * 256..2048 on a 2048 x 5632 Q8_0 matrix streamed from DRAM). */
+enum { PREFETCH_BYTES = 512 };
+
+/* kind: Q4_0 weights, else Q8_0. */
+enum { K_Q8_0 = 0, K_Q4_0 = 1 };
+
+/* The exact integer dot of a weight block and an activation block, as 8 int32 lanes (lane l:
+ * positions 4l..4l+3), with one vpdpbusd per pair: wv = the weights as unsigned bytes with a
+ * bias K (Q8_0: w + 128, Q4_0: the nibble, i.e. w + 8); per activation block
+ * xa = -K * (sum of each 4 activations), computed once and shared by the weight rows of a
+ * tile; the pair is vpdpbusd(xa, wv, x). Exact for any bytes, and the same integers as
+ * llama.cpp's sign trick. */
+/* The 16 bytes of a Q4_0 block in both halves, the upper half shifted right by 4 bits: the low
+ * nibble of byte j is then value j in the lower half and value j + 16 in the upper one. */
+INLINE __m256i q4_nibbles(const uint8_t *blk) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    return _mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4));
 }
 
-/* acc[r][o] gets, per block, fma(d_w * d_x, lanes, acc) where lane l is the exact sum of the
- * products 4l..4l+3: |w| (unsigned) times x negated where w < 0. */
+INLINE __m256i load_wv(const int kind, const uint8_t *blk) {
+    if (kind == K_Q4_0) {
+        return _mm256_and_si256(q4_nibbles(blk), _mm256_set1_epi8(0x0f));
+    }
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
+                            _mm256_set1_epi8((char)0x80));
+}
+
+INLINE __m256i prep_wa(const int kind, __m256i wv) {
+    (void)kind;
+    return wv;
+}
+
+INLINE __m256i prep_xa(const int kind, __m256i xq) {
+    const __m256i bias = _mm256_set1_epi8(kind == K_Q4_0 ? 8 : (char)0x80); // K as unsigned
+    const __m256i zero = _mm256_setzero_si256();
+    return _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, bias, xq));
+}
+
+INLINE __m256i int_dot(const int kind, __m256i wv, __m256i wa, __m256i xq, __m256i xa) {
+    (void)kind;
+    (void)wa;
+    return _mm256_dpbusd_epi32(xa, wv, xq);
+}
+
+/* The F16 scales of blocks b..b+n-1 (n <= 8; the others 0) of a row, as floats (exact). */
+INLINE __m256 load_scales8(const uint8_t *row, int64_t b, int n, const int block_bytes) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32(block_bytes));
+    const int *base = (const int *)(row + (size_t)b * (size_t)block_bytes);
+    const __mmask8 m = (__mmask8)((1u << n) - 1);
+    const __m256i g = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, idx, base, 1);
+    return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g)); // the low 16 bits of each lane
+}
+
+/* One R x O tile over all nb blocks. w: weight row o0 (rows wrb apart); x: activation row r0
+ * (rows xrb apart); y: &y[r0][o0]. Per block and output, acc = fma(d_w * d_x, (float)lanes,
+ * acc); the products d_w * d_x of 8 blocks at a time are computed together (the same single
+ * roundings) and read back one by one. */
 INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
                    const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy) {
-    const size_t wbs = kind == K_Q4_0 ? Q4_0_BYTES : Q8_0_BYTES;
-    const __m256i zero = _mm256_setzero_si256();
-    __m256 acc[4][4];
-#pragma GCC unroll 4
+    const int wbs = (kind & K_Q4_0) ? Q4_0_BYTES : Q8_0_BYTES;
+    __m256 acc[4][8];
+    float dp[4][8][8] __attribute__((aligned(32)));
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int o = 0; o < O; o++)
             acc[r][o] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i aw[4];
-        __mmask32 neg[4];
-        __m256 dw[4];
-#pragma GCC unroll 4
-        for (int o = 0; o < O; o++) {
-            const uint8_t *blk = w + (size_t)o * wrb + (size_t)b * wbs;
-            const __m256i wq = load_wq(kind, blk);
-            aw[o] = _mm256_abs_epi8(wq);
-            neg[o] = _mm256_movepi8_mask(wq);
-            dw[o] = _mm256_set1_ps(load_f16_scale(blk));
-        }
-#pragma GCC unroll 4
+    for (int64_t b8 = 0; b8 < nb; b8 += 8) {
+        const int n8 = nb - b8 < 8 ? (int)(nb - b8) : 8;
+        __m256 dw[8];
+#pragma GCC unroll 8
+        for (int o = 0; o < O; o++)
+            dw[o] = load_scales8(w + (size_t)o * wrb, b8, n8, wbs);
+#pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
-            const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
-            const __m256 dx = _mm256_set1_ps(load_f16_scale(xblk));
-#pragma GCC unroll 4
+            const __m256 dx = load_scales8(x + (size_t)r * xrb, b8, n8, Q8_0_BYTES);
+#pragma GCC unroll 8
+            for (int o = 0; o < O; o++)
+                _mm256_store_ps(dp[r][o], _mm256_mul_ps(dw[o], dx));
+        }
+        if (R == 1) {
+            // One activation row: the weights stream from memory; ask for them ahead of time.
+#pragma GCC unroll 8
             for (int o = 0; o < O; o++) {
-                const __m256i sx = _mm256_mask_sub_epi8(xq, neg[o], zero, xq);
-                const __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(zero, aw[o], sx));
-                acc[r][o] = _mm256_fmadd_ps(_mm256_mul_ps(dw[o], dx), p, acc[r][o]);
+                const char *ahead =
+                    (const char *)(w + (size_t)o * wrb + (size_t)b8 * (size_t)wbs) + PREFETCH_BYTES;
+                for (int q = 0; q < 8 * wbs; q += 64)
+                    _mm_prefetch(ahead + q, _MM_HINT_T0);
+            }
+        }
+        for (int j = 0; j < n8; j++) {
+            const int64_t b = b8 + j;
+            __m256i wv[8], wa[8];
+#pragma GCC unroll 8
+            for (int o = 0; o < O; o++) {
+                wv[o] = load_wv(kind, w + (size_t)o * wrb + (size_t)b * (size_t)wbs);
+                wa[o] = prep_wa(kind, wv[o]);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
+                const __m256i xa = prep_xa(kind, xq);
+#pragma GCC unroll 8
+                for (int o = 0; o < O; o++) {
+                    const __m256 p = _mm256_cvtepi32_ps(int_dot(kind, wv[o], wa[o], xq, xa));
+                    acc[r][o] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dp[r][o][j]), p, acc[r][o]);
+                }
             }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int o = 0; o < O; o++)
             y[r * ldy + o] = hsum8(acc[r][o]);
 }
@@ -98,7 +159,9 @@ INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, s
 
 enum { K_F32, K_F16, K_BF16 };
 
-INLINE size_t elem_bytes(const int kind) { return kind == K_F32 ? 4 : 2; }
+INLINE size_t elem_bytes(const int kind) {
+    return kind == K_F32 ? 4 : 2;
+}
 
 /* The values at element i (lanes not in mask m read as zero, their memory untouched). */
 INLINE __m512 load16(const int kind, const uint8_t *row, int64_t i, __mmask16 m) {
@@ -142,33 +205,31 @@ INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, s
 
 // ---------------------------------------------------------------- tiling
 
-#define DEFINE_TILING(PFX, TILE)                                                               \
-    INLINE void PFX##_cols(const int RB, const int O, const int kind, const uint8_t *w,        \
-                           size_t wrb, const uint8_t *x, size_t xrb, int64_t len,              \
-                           int64_t n_rows, float *y, int64_t ldy) {                            \
-        int64_t r = 0;                                                                         \
-        for (; r + RB <= n_rows; r += RB)                                                      \
-            TILE(RB, O, kind, w, wrb, x + (size_t)r * xrb, xrb, len, y + r * ldy, ldy);        \
-        const int64_t left = n_rows - r;                                                       \
-        x += (size_t)r * xrb;                                                                  \
-        y += r * ldy;                                                                          \
-        if (RB > 3 && left == 3)                                                               \
-            TILE(3, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
-        else if (RB > 2 && left == 2)                                                          \
-            TILE(2, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
-        else if (RB > 1 && left == 1)                                                          \
-            TILE(1, O, kind, w, wrb, x, xrb, len, y, ldy);                                     \
-    }                                                                                          \
-    INLINE void PFX##_tiles(const int RB, const int OB, const int kind, const uint8_t *w,      \
-                            size_t wrb, const uint8_t *x, size_t xrb, int64_t len,             \
-                            int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {   \
-        int64_t o = o0;                                                                        \
-        for (; o + OB <= o1; o += OB)                                                          \
-            PFX##_cols(RB, OB, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,     \
-                       ldy);                                                                   \
-        for (; o < o1; o++)                                                                    \
-            PFX##_cols(RB, 1, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o,      \
-                       ldy);                                                                   \
+#define DEFINE_TILING(PFX, TILE)                                                                   \
+    INLINE void PFX##_cols(const int RB, const int O, const int kind, const uint8_t *w,            \
+                           size_t wrb, const uint8_t *x, size_t xrb, int64_t len, int64_t n_rows,  \
+                           float *y, int64_t ldy) {                                                \
+        int64_t r = 0;                                                                             \
+        for (; r + RB <= n_rows; r += RB)                                                          \
+            TILE(RB, O, kind, w, wrb, x + (size_t)r * xrb, xrb, len, y + r * ldy, ldy);            \
+        const int64_t left = n_rows - r;                                                           \
+        x += (size_t)r * xrb;                                                                      \
+        y += r * ldy;                                                                              \
+        if (RB > 3 && left == 3)                                                                   \
+            TILE(3, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
+        else if (RB > 2 && left == 2)                                                              \
+            TILE(2, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
+        else if (RB > 1 && left == 1)                                                              \
+            TILE(1, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
+    }                                                                                              \
+    INLINE void PFX##_tiles(const int RB, const int OB, const int kind, const uint8_t *w,          \
+                            size_t wrb, const uint8_t *x, size_t xrb, int64_t len, int64_t n_rows, \
+                            float *y, int64_t ldy, int64_t o0, int64_t o1) {                       \
+        int64_t o = o0;                                                                            \
+        for (; o + OB <= o1; o += OB)                                                              \
+            PFX##_cols(RB, OB, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o, ldy);   \
+        for (; o < o1; o++)                                                                        \
+            PFX##_cols(RB, 1, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o, ldy);    \
     }
 
 DEFINE_TILING(q, q_tile)
@@ -179,7 +240,7 @@ INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, s
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
     const int64_t nb = n_in / SP_QK8_0;
     if (n_rows == 1)
-        q_tiles(1, 4, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
+        q_tiles(1, 8, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
     else
         q_tiles(4, 4, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
 }
@@ -193,10 +254,10 @@ INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, s
         f_tiles(4, 4, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
 }
 
-#define MATMUL(name, impl, kind)                                                               \
-    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,       \
-                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {          \
-        impl(kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                              \
+#define MATMUL(name, impl, kind)                                                                   \
+    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,           \
+                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {              \
+        impl(kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                                  \
     }
 
 MATMUL(matmul_q8_0, q_matmul, K_Q8_0)
@@ -211,7 +272,8 @@ MATMUL(matmul_bf16, f_matmul, K_BF16)
 static void act_q8_0(const float *x, sp_block_q8_0 *yb, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += SP_QK8_0) {
         const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d = amax / 127.0f;
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         yb[i].d = sp_f32_to_f16(d);
@@ -248,8 +310,8 @@ static void act_bf16(const float *x, sp_bf16 *h, int64_t n) {
     for (; i + 16 <= n; i += 16) {
         const __m512i u = _mm512_loadu_si512(x + i);
         const __m512i hi = _mm512_srli_epi32(u, 16);
-        const __m512i rounded =
-            _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(hi, one)), 16);
+        const __m512i rounded = _mm512_srli_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(hi, one)), 16);
         const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs_mask), inf);
         const __m512i r = _mm512_mask_or_epi32(rounded, nan, hi, quiet);
         _mm256_storeu_si256((__m256i *)(h + i), _mm512_cvtepi32_epi16(r));

@@ -15,14 +15,14 @@ static void matmul_ref(sp_dtype t, const void *w, size_t w_row_bytes, const void
     const uint8_t *wb = w, *xb = x;
     for (int64_t o = o0; o < o1; o++)
         for (int64_t r = 0; r < n_rows; r++)
-            y[r * ldy + o] = sp_vec_dot_ref(t, wb + (size_t)o * w_row_bytes,
-                                            xb + (size_t)r * x_row_bytes, n_in);
+            y[r * ldy + o] =
+                sp_vec_dot_ref(t, wb + (size_t)o * w_row_bytes, xb + (size_t)r * x_row_bytes, n_in);
 }
 
-#define SCALAR_MATMUL(name, type)                                                              \
-    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,       \
-                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {          \
-        matmul_ref(type, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                        \
+#define SCALAR_MATMUL(name, type)                                                                  \
+    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,           \
+                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {              \
+        matmul_ref(type, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                            \
     }
 
 SCALAR_MATMUL(matmul_f32, SP_DTYPE_F32)

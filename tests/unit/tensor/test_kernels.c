@@ -71,15 +71,17 @@ typedef struct problem {
     double *mag; // (n_rows, n_out): sum |w_i x_i| of the dequantized rows
 } problem;
 
-static int64_t block_size(sp_dtype t) { return sp_dtype_get(t)->block_size; }
+static int64_t block_size(sp_dtype t) {
+    return sp_dtype_get(t)->block_size;
+}
 
 /* Random weights and activations: weight rows N(0,1) at scales 1/16..16; activation rows
  * N(0,1) at scales 1e-3..1e3, row 1 all zeros. Q8_0 weight row 0 starts with a block of
  * -128 and 127 (the extremes of the format). */
 static problem make_problem(sp_dtype wt, int64_t n_in, int64_t n_out, int64_t n_rows,
                             uint64_t seed) {
-    problem p = {.wt = wt, .vt = sp_dtype_vec_dot_type(wt), .n_in = n_in, .n_out = n_out,
-                 .n_rows = n_rows};
+    problem p = {
+        .wt = wt, .vt = sp_dtype_vec_dot_type(wt), .n_in = n_in, .n_out = n_out, .n_rows = n_rows};
     p.wrb = row_bytes(wt, n_in);
     p.xrb = row_bytes(p.vt, n_in);
     p.w = xmalloc(p.wrb * (size_t)n_out);
@@ -113,8 +115,8 @@ static problem make_problem(sp_dtype wt, int64_t n_in, int64_t n_out, int64_t n_
         sp_dequantize_row(p.vt, p.xq + (size_t)r * p.xrb, xd + r * n_in, n_in);
     for (int64_t r = 0; r < n_rows; r++)
         for (int64_t o = 0; o < n_out; o++) {
-            p.ref[r * n_out + o] = sp_vec_dot_ref(wt, p.w + (size_t)o * p.wrb,
-                                                  p.xq + (size_t)r * p.xrb, n_in);
+            p.ref[r * n_out + o] =
+                sp_vec_dot_ref(wt, p.w + (size_t)o * p.wrb, p.xq + (size_t)r * p.xrb, n_in);
             double s = 0;
             for (int64_t i = 0; i < n_in; i++)
                 s += fabs((double)wd[o * n_in + i] * (double)xd[r * n_in + i]);
@@ -154,8 +156,7 @@ static double budget_units(sp_dtype t, int64_t n_in) {
     }
 }
 
-static void check_against_ref(const sp_kernels *k, const problem *p, const float *y,
-                              int64_t ldy) {
+static void check_against_ref(const sp_kernels *k, const problem *p, const float *y, int64_t ldy) {
     const bool exact = !strcmp(k->isa, "scalar");
     const double units = budget_units(p->wt, p->n_in);
     for (int64_t r = 0; r < p->n_rows; r++)
@@ -329,9 +330,8 @@ static void test_q8_0_q4_0_match_llama_x86(void **state) {
                         const float got = y[r * p.n_out + o];
                         if (f32_bits(got) != f32_bits(want))
                             fail_msg("%s %s n_in=%lld y[%lld][%lld] = %a, llama.cpp x86 %a",
-                                     tables[t]->isa, sp_dtype_get(p.wt)->name,
-                                     (long long)p.n_in, (long long)r, (long long)o,
-                                     (double)got, (double)want);
+                                     tables[t]->isa, sp_dtype_get(p.wt)->name, (long long)p.n_in,
+                                     (long long)r, (long long)o, (double)got, (double)want);
                         checked++;
                     }
             }
@@ -464,12 +464,16 @@ static void fill_act(float *x, int64_t n, int mode, bool finite_only, uint64_t *
             x[i] = v == 0 ? -0.0f : v < 6 ? 0.0f : sp_test_randn(rng);
         }
         break;
-    default: // around F16's subnormal, overflow and rounding boundaries
+    default: // around F16's subnormal and overflow boundaries; F16 and BF16 rounding ties
         for (int64_t i = 0; i < n; i++) {
             const int e = (int)(sp_test_rand(rng) % 46) - 27; // 2^-27 .. 2^18
-            const uint32_t mant = (uint32_t)sp_test_rand(rng) & 0x7fffffu;
-            const uint32_t tie = sp_test_rand(rng) & 1 ? (mant & ~0x1fffu) | 0x1000u : mant;
-            float v = f32_from_bits(((uint32_t)(127 + e) << 23) | tie);
+            uint32_t mant = (uint32_t)sp_test_rand(rng) & 0x7fffffu;
+            const uint64_t pick = sp_test_rand(rng) % 3;
+            if (pick == 1)
+                mant = (mant & ~0x1fffu) | 0x1000u; // halfway between two F16 (normal) values
+            else if (pick == 2)
+                mant = (mant & ~0xffffu) | 0x8000u; // halfway between two BF16 values
+            float v = f32_from_bits(((uint32_t)(127 + e) << 23) | mant);
             if (finite_only && e > 15)
                 v = ldexpf(v, -4);
             x[i] = sp_test_rand(rng) & 1 ? -v : v;
@@ -505,8 +509,8 @@ static void test_quantize_act_bit_identical(void **state) {
                 memset(got, 0x5a, nb);
                 tables[t]->quantize_act(vt, x, got, n);
                 if (memcmp(got, want, nb) != 0)
-                    fail_msg("%s quantize_act to %s differs (n=%lld, pattern %d)",
-                             tables[t]->isa, sp_dtype_get(vt)->name, (long long)n, mode);
+                    fail_msg("%s quantize_act to %s differs (n=%lld, pattern %d)", tables[t]->isa,
+                             sp_dtype_get(vt)->name, (long long)n, mode);
             }
         }
     }
@@ -577,14 +581,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tables),
-        cmocka_unit_test(test_kquant_files_linked),
-        cmocka_unit_test(test_vs_ref_plain),
-        cmocka_unit_test(test_vs_ref_q8_0_q4_0),
-        cmocka_unit_test(test_vs_ref_k_quants),
-        cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
-        cmocka_unit_test(test_invariance),
-        cmocka_unit_test(test_quantize_act_bit_identical),
+        cmocka_unit_test(test_tables),          cmocka_unit_test(test_kquant_files_linked),
+        cmocka_unit_test(test_vs_ref_plain),    cmocka_unit_test(test_vs_ref_q8_0_q4_0),
+        cmocka_unit_test(test_vs_ref_k_quants), cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
+        cmocka_unit_test(test_invariance),      cmocka_unit_test(test_quantize_act_bit_identical),
         cmocka_unit_test(test_spindle_isa),
     };
     return cmocka_run_group_tests(tests, setup_tables, NULL);
