@@ -48,6 +48,10 @@ void sp_engine_options_usage(FILE *f) {
             "  -c, --ctx N             context length per request (default: the model's, at\n"
             "                          most 4096)\n"
             "  --no-prefix-cache       do not share cached prompt prefixes between requests\n"
+            "  --session-ttl SECONDS   pin each finished turn of a session (the \"user\" or\n"
+            "                          \"session_id\" field, or a chat continuing a pinned\n"
+            "                          history) this long (default: chosen from the observed\n"
+            "                          gaps between turns, at most 60 s)\n"
             "  --admission POLICY      aggressive (admit while the prompt fits), conservative\n"
             "                          (reserve max_tokens for everyone) or past-future (admit\n"
             "                          while the predicted peak KV use fits; default)\n"
@@ -60,7 +64,7 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
         o->prefix_cache = false;
         return 1;
     }
-    static const char *const with_value[] = {"--kv-memory", "--kv-tokens", "--kv-type", "--admission",
+    static const char *const with_value[] = {"--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
                                              "--max-batch-tokens", "--max-seqs", "-c", "--ctx",
                                              "-t", "--threads"};
     bool known = false;

@@ -16,6 +16,7 @@
 #include "model/forward.h"
 #include "model/kvbuf.h"
 #include "sched/internal.h"
+#include "sched/session.h"
 
 /* A doubly linked list of requests through next/prev. */
 typedef struct req_list {
@@ -34,6 +35,7 @@ struct sp_engine {
     sp_kv_pool *pool;
     sp_forward *fw;
     sp_threadpool *threads; // compute threads; the engine thread is worker 0
+    sp_sessions *sessions;  // multi-turn sessions and their KV pins
     req_list waiting; // arrival order; preempted requests go back to the head
     req_list running; // arrival order (oldest first)
     int32_t *b_tok;   // (max_batch_tokens) batch token ids
@@ -78,6 +80,8 @@ sp_engine_opts sp_engine_opts_default(void) {
                             .prefix_cache = true,
                             .prefix_window = 8,
                             .max_reorder_wait_ms = 500,
+                            .session_ttl_cap_ms = 60000,
+                            .max_sessions = 1024,
                             .policy = sp_policy_aggressive()};
 }
 
@@ -206,6 +210,9 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     if ((err = sp_kv_pool_create(&e->kv, &po, &e->pool)) ||
         (err = sp_forward_create(m, o.max_batch_tokens, n_ctx, &e->fw)) ||
         (err = sp_threadpool_create(o.n_threads, &e->threads)) ||
+        (err = sp_sessions_create(SP_MAX(o.max_sessions, 1), o.session_ttl_ms,
+                                  o.session_ttl_cap_ms > 0 ? o.session_ttl_cap_ms : 60000,
+                                  &e->sessions)) ||
         (err = sp_forward_set_pool(e->fw, e->threads)))
         goto fail;
     const size_t T = (size_t)o.max_batch_tokens, S = (size_t)o.max_seqs;
@@ -298,7 +305,11 @@ static bool emit_text(sp_engine *e, sp_request *r, const char *text, size_t n,
 static void finish_request(sp_engine *e, sp_request *r, sp_finish f, sp_err err,
                            const char *msg) {
     if (r->state == SP__REQ_RUNNING) {
-        sp_kv_seq_release(e->pool, &r->seq);
+        // A session's turn that ended naturally may keep its blocks pinned for the next turn.
+        bool natural = f == SP_FINISH_STOP || f == SP_FINISH_LENGTH;
+        if (!(natural && r->session &&
+              sp_sessions_end_turn(e->sessions, r->session, &r->seq, sp_time_us())))
+            sp_kv_seq_release(e->pool, &r->seq);
         list_remove(&e->running, r);
     } else if (r->state == SP__REQ_WAITING) {
         list_remove(&e->waiting, r);
@@ -403,6 +414,8 @@ static bool reserve_or_preempt(sp_engine *e, sp_request *r, int32_t n, int32_t *
     for (;;) {
         if (sp_kv_seq_reserve(e->pool, &r->seq, n) == SP_OK)
             return true;
+        if (sp_sessions_reclaim_oldest(e->sessions, e->pool))
+            continue; // pins go before running requests
         sp_request *victim = e->running.tail;
         while (victim && victim != r && victim->guard)
             victim = victim->prev;
@@ -506,13 +519,28 @@ static sp_request *admit_next(sp_engine *e) {
     bool ok = e->o.policy.admit(e->o.policy.ctx, &s, &cand);
     if (!ok && e->running.n == 0 && cand.blocks_needed <= s.n_available)
         ok = true; // never idle with work that fits
-    if (!ok)
-        return NULL;
-    int32_t got = sp_kv_seq_lookup(e->pool, &r->seq, salt_of(e, r), r->tokens, r->n_tokens - 1);
-    if (sp_kv_seq_reserve(e->pool, &r->seq, r->n_tokens - got) != SP_OK) {
-        sp_kv_seq_release(e->pool, &r->seq);
+    if (!ok) {
+        // Pinned sessions give way to admission, oldest first.
+        if (cand.blocks_needed > s.n_available && sp_sessions_reclaim_oldest(e->sessions, e->pool))
+            return admit_next(e);
         return NULL;
     }
+    int32_t got = sp_kv_seq_lookup(e->pool, &r->seq, salt_of(e, r), r->tokens, r->n_tokens - 1);
+    while (sp_kv_seq_reserve(e->pool, &r->seq, r->n_tokens - got) != SP_OK) {
+        if (!sp_sessions_reclaim_oldest(e->sessions, e->pool)) {
+            sp_kv_seq_release(e->pool, &r->seq);
+            return NULL;
+        }
+    }
+    // The turn now holds its session's blocks: the pin can go. A turn without a session id
+    // continues the pinned session whose blocks its prompt starts with (chat history).
+    if (!r->session && e->o.prefix_cache) {
+        r->session = sp_sessions_match(e->sessions, &r->seq);
+        if (r->session)
+            sp_sessions_arrive(e->sessions, r->session, r->arrival, sp_time_us());
+    }
+    if (r->session)
+        sp_sessions_unpin(e->sessions, e->pool, r->session);
     r->n_computed = got;
     list_remove(&e->waiting, r);
     list_insert_sorted(&e->running, r);
@@ -544,9 +572,17 @@ static void drain_inbox(sp_engine *e) {
     while (r) {
         sp_request *next = r->next;
         r->state = SP__REQ_WAITING;
-        list_push_back(&e->waiting, r);
+        r->session = r->params.session_id;
+        if (r->session) {
+            // A returning turn keeps its session's place: program-level FCFS.
+            r->arrival = sp_sessions_arrive(e->sessions, r->session, r->arrival, sp_time_us());
+            list_insert_sorted(&e->waiting, r);
+        } else {
+            list_push_back(&e->waiting, r);
+        }
         r = next;
     }
+    sp_sessions_expire(e->sessions, e->pool, sp_time_us());
     if (!cancels)
         return;
     req_list *lists[] = {&e->running, &e->waiting};
@@ -597,6 +633,14 @@ static void publish_stats(sp_engine *e, bool ran, uint64_t prompt_tokens) {
     e->stats.n_blocks_used = ks.n_used;
     e->stats.n_blocks_cached = ks.n_cached;
     e->stats.evictions = ks.evictions;
+    sp_session_stats ss;
+    sp_sessions_stats(e->sessions, &ss);
+    e->stats.session_turns = ss.turns;
+    e->stats.session_pins = ss.pins;
+    e->stats.session_pins_hit = ss.pins_hit;
+    e->stats.session_pins_expired = ss.pins_expired;
+    e->stats.session_pins_reclaimed = ss.pins_reclaimed;
+    e->stats.n_blocks_pinned = ss.pinned_blocks;
     pthread_mutex_unlock(&e->smu);
 }
 
@@ -820,6 +864,8 @@ void sp_engine_destroy(sp_engine *e) {
     }
     if (e->o.policy.destroy)
         e->o.policy.destroy(e->o.policy.ctx);
+    if (e->sessions)
+        sp_sessions_destroy(e->sessions, e->pool);
     sp_forward_destroy(e->fw);
     sp_threadpool_destroy(e->threads);
     sp_kv_pool_destroy(e->pool);

@@ -59,6 +59,10 @@ typedef struct sp_engine_opts {
     int32_t max_reorder_wait_ms; // a head waiting longer than this is admitted first (500)
     uint64_t kv_hash_seed;    // seed of the prefix hashes (a server should pick it at random)
     int32_t kv_hash_bits;     // test hook: truncate prefix hashes to force collisions (0: off)
+    int64_t session_ttl_ms;   // pin every finished turn's KV this long (0: choose from the
+                              // observed gaps between turns; see sched/session.h)
+    int64_t session_ttl_cap_ms; // longest chosen TTL (default 60 s)
+    int32_t max_sessions;     // sessions remembered (default 1024)
     uint64_t cache_salt;      // mixed into the prefix hashes (identifies the model)
     sp_admission_policy policy; // used if admission is empty (default: aggressive); the engine
                                 // destroys it
@@ -82,6 +86,12 @@ typedef struct sp_engine_stats {
     uint64_t prefix_query_tokens; // prompt tokens of admitted requests (prefix-cache queries)
     uint64_t cached_tokens;     // prompt tokens taken from the prefix cache
     uint64_t evictions;         // cached blocks reclaimed for new data
+    uint64_t session_turns;     // turns of multi-turn sessions
+    uint64_t session_pins;      // finished turns whose KV was pinned
+    uint64_t session_pins_hit;  // pins used by the session's next turn
+    uint64_t session_pins_expired;   // pins that reached their TTL unused
+    uint64_t session_pins_reclaimed; // pins given up for memory
+    int32_t n_blocks_pinned;    // blocks held by session pins
     uint64_t generated_tokens;
     uint64_t preemptions;
     uint64_t finished[5];       // by sp_finish

@@ -29,6 +29,7 @@ struct sp_request {
     int32_t n_computed;     // tokens whose keys and values are in the cache
     int32_t n_generated;
     bool guard;             // resumed after preemption: not preemptible until prefilled
+    uint64_t session;       // session of this turn (params.session_id, or matched by history)
     bool seq_ready;         // seq is initialized
     sp_kv_seq seq;
     sp_sampler *sampler;

@@ -51,6 +51,7 @@ typedef struct sp_req_params {
     const char *const *stop; // stop strings (copied), n_stop of them
     int32_t n_stop;
     uint64_t cache_salt;  // requests share cached KV only with equal salts (0 by default)
+    uint64_t session_id;  // multi-turn session (0: none); see sched/session.h
 } sp_req_params;
 
 /* Defaults: the sampler's defaults with temperature 1, max_tokens 16, no logprobs. */

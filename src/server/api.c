@@ -663,6 +663,13 @@ static void handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
             goto cancel;
         }
         sp_req_params p = q.params;
+        if (q.session) {
+            // FNV-1a of the session name; 0 means "no session".
+            uint64_t h = 1469598103934665603ull;
+            for (const char *ch = q.session; *ch; ch++)
+                h = (h ^ (unsigned char)*ch) * 1099511628211ull;
+            p.session_id = h ? h : 1;
+        }
         int32_t room = n_ctx - (int32_t)toks.n;
         if (!q.has_max_tokens && kind == SP_OAI_CHAT)
             p.max_tokens = room;

@@ -135,6 +135,21 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                "Prompt tokens served from the prefix cache.", (double)es->cached_tokens);
     put_scalar(&b, "counter", "spindle_kv_cache_evictions_total",
                "Cached KV blocks reclaimed for new data.", (double)es->evictions);
+    put_scalar(&b, "counter", "spindle_session_turns_total",
+               "Turns of multi-turn sessions (by id or by chat history).",
+               (double)es->session_turns);
+    put_scalar(&b, "counter", "spindle_session_pins_total",
+               "Finished turns whose KV was pinned for the session's next turn.",
+               (double)es->session_pins);
+    put_scalar(&b, "counter", "spindle_session_pins_hit_total",
+               "Pins used by the session's next turn.", (double)es->session_pins_hit);
+    put_scalar(&b, "counter", "spindle_session_pins_expired_total",
+               "Pins that reached their time-to-live unused.", (double)es->session_pins_expired);
+    put_scalar(&b, "counter", "spindle_session_pins_reclaimed_total",
+               "Pins given up because admission needed the memory.",
+               (double)es->session_pins_reclaimed);
+    put_scalar(&b, "gauge", "spindle_kv_cache_blocks_pinned",
+               "KV cache blocks held by session pins.", (double)es->n_blocks_pinned);
     put_scalar(&b, "gauge", "spindle_num_requests_running", "Requests in the running batch.",
                (double)es->n_running);
     put_scalar(&b, "gauge", "spindle_num_requests_waiting", "Requests waiting to be scheduled.",

@@ -317,6 +317,11 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
     if (user && !json_is_null(user) && !json_is_string(user))
         return bad(d, "user", "'user' must be a string");
     r.user = json_string_value(user);
+    json_t *sess = json_object_get(body, "session_id");
+    if (sess && !json_is_null(sess) && !json_is_string(sess))
+        return bad(d, "session_id", "'session_id' must be a string");
+    r.session = json_is_string(sess) && json_string_length(sess) ? json_string_value(sess)
+                                                                  : (r.user && *r.user ? r.user : NULL);
     *out = r;
     out->params.stop = out->stop;
     return SP_OK;

@@ -35,6 +35,7 @@ typedef struct sp_oai_req {
     int32_t logprobs;      // -1: none; else top alternatives per token (completions: the
                            // integer; chat: top_logprobs with logprobs true)
     const char *user;
+    const char *session;   // "session_id" (extension), else "user": a multi-turn session
 } sp_oai_req;
 
 /* Validates body (a JSON object, borrowed; the result points into it) for an endpoint. On

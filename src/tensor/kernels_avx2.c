@@ -35,6 +35,7 @@ enum { Q8_0_BYTES = 34, Q4_0_BYTES = 18 };
 /* How far ahead of use a single-row product prefetches each weight row (measured best among
  * 256..2048 on a 2048 x 5632 Q8_0 matrix streamed from DRAM). */
 enum { PREFETCH_BYTES = 512 };
+#define PREFETCH 1
 
 /* kind: bit 0 = Q4_0 weights (else Q8_0), bit 1 = AVX-VNNI integer dots. */
 enum { K_Q4_0 = 1, K_VNNI = 2 };
@@ -142,8 +143,8 @@ INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, s
             for (int o = 0; o < O; o++)
                 _mm256_store_ps(dp[r][o], _mm256_mul_ps(dw[o], dx));
         }
-        if (R == 1) {
-            // One activation row: the weights stream from memory; ask for them ahead of time.
+        if (PREFETCH) {
+            // The weights stream from memory (once per call); ask for them ahead of time.
 #pragma GCC unroll 8
             for (int o = 0; o < O; o++) {
                 const char *ahead =
