@@ -20,50 +20,7 @@
 #include "kv/prefix.h"
 #include "kv/table.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define COUNT_ALLOCS 0
-#endif
-#endif
-#ifndef COUNT_ALLOCS
-#define COUNT_ALLOCS 1
-#endif
-
-#if COUNT_ALLOCS
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t n);
-extern void *__libc_memalign(size_t align, size_t n);
-
-static volatile long n_allocs;
-
-void *malloc(size_t n) {
-    n_allocs++;
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t size) {
-    n_allocs++;
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t n) {
-    n_allocs++;
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t align, size_t n) {
-    n_allocs++;
-    return __libc_memalign(align, n);
-}
-int posix_memalign(void **out, size_t align, size_t n) {
-    n_allocs++;
-    void *p = __libc_memalign(align, n);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
-#endif
+#include "alloc_count.h"
 
 enum {
     BS = 4,         // positions per block
@@ -303,7 +260,7 @@ static void run(int32_t hash_bits, uint64_t seed, int n_ops) {
     s->family[1][3] = s->family[0][3];
 
 #if COUNT_ALLOCS
-    long allocs_before = n_allocs;
+    long allocs_before = sp_test_n_allocs;
 #endif
     for (int i = 0; i < n_ops; i++) {
         uint32_t r = rnd(s, 100);
@@ -327,7 +284,7 @@ static void run(int32_t hash_bits, uint64_t seed, int n_ops) {
             stop(s, &s->slots[i]);
     check_all(s);
 #if COUNT_ALLOCS
-    assert_int_equal(n_allocs - allocs_before, 0);
+    assert_int_equal(sp_test_n_allocs - allocs_before, 0);
 #endif
 
     sp_kv_stats st;
@@ -368,10 +325,10 @@ static void test_hook_counts(void **state) {
     (void)state;
 #if COUNT_ALLOCS
     void *(*volatile alloc)(size_t) = malloc;
-    long before = n_allocs;
+    long before = sp_test_n_allocs;
     void *p = alloc(16);
     assert_non_null(p);
-    assert_int_equal(n_allocs - before, 1);
+    assert_int_equal(sp_test_n_allocs - before, 1);
     free(p);
 #else
     skip();

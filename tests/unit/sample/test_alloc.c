@@ -15,67 +15,24 @@
 #include "sample/sample.h"
 #include "sample/stop.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define COUNT_ALLOCS 0
-#endif
-#endif
-#ifndef COUNT_ALLOCS
-#define COUNT_ALLOCS 1
-#endif
-
-#if COUNT_ALLOCS
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t n);
-extern void *__libc_memalign(size_t align, size_t n);
-
-static volatile long n_allocs;
-
-void *malloc(size_t n) {
-    n_allocs++;
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t size) {
-    n_allocs++;
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t n) {
-    n_allocs++;
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t align, size_t n) {
-    n_allocs++;
-    return __libc_memalign(align, n);
-}
-int posix_memalign(void **out, size_t align, size_t n) {
-    n_allocs++;
-    void *p = __libc_memalign(align, n);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
-#endif
+#include "alloc_count.h"
 
 /* The hook sees allocations made here and inside the library. */
 static void test_hook_counts(void **state) {
     (void)state;
 #if COUNT_ALLOCS
     void *(*volatile alloc)(size_t) = malloc; // through a pointer: the compiler cannot elide it
-    long before = n_allocs;
+    long before = sp_test_n_allocs;
     void *p = alloc(32);
     assert_non_null(p);
-    assert_int_equal(n_allocs - before, 1);
+    assert_int_equal(sp_test_n_allocs - before, 1);
     free(p);
 
-    before = n_allocs;
+    before = sp_test_n_allocs;
     sp_sample_params sp = sp_sample_params_default();
     sp_sampler *s = NULL;
     assert_int_equal(sp_sampler_create(&sp, 1000, &s), SP_OK);
-    assert_true(n_allocs - before >= 3);
+    assert_true(sp_test_n_allocs - before >= 3);
     sp_sampler_destroy(s);
 #else
     skip();
@@ -98,7 +55,7 @@ static void run_decode_loop(const sp_sample_params *p, int32_t n_vocab) {
     assert_int_equal(sp_stop_create(stops, 3, &stop, NULL), SP_OK);
 
 #if COUNT_ALLOCS
-    long before = n_allocs;
+    long before = sp_test_n_allocs;
 #endif
     for (int32_t t = 0; t < 100; t++) // a prompt
         sp_sampler_accept(s, (t * 7919) % n_vocab);
@@ -122,7 +79,7 @@ static void run_decode_loop(const sp_sample_params *p, int32_t n_vocab) {
     sp_sampler_reset(s);
     sp_stop_reset(stop);
 #if COUNT_ALLOCS
-    assert_int_equal(n_allocs - before, 0);
+    assert_int_equal(sp_test_n_allocs - before, 0);
 #endif
     sp_stop_destroy(stop);
     sp_sampler_destroy(s);

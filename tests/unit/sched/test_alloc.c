@@ -12,50 +12,7 @@
 #include "sched/engine.h"
 #include "tok/tok.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define COUNT_ALLOCS 0
-#endif
-#endif
-#ifndef COUNT_ALLOCS
-#define COUNT_ALLOCS 1
-#endif
-
-#if COUNT_ALLOCS
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t n);
-extern void *__libc_memalign(size_t align, size_t n);
-
-static volatile long n_allocs;
-
-void *malloc(size_t n) {
-    n_allocs++;
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t size) {
-    n_allocs++;
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t n) {
-    n_allocs++;
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t align, size_t n) {
-    n_allocs++;
-    return __libc_memalign(align, n);
-}
-int posix_memalign(void **out, size_t align, size_t n) {
-    n_allocs++;
-    void *p = __libc_memalign(align, n);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
-#endif
+#include "alloc_count.h"
 
 static void test_step_loop_allocates_nothing(void **state) {
     (void)state;
@@ -92,7 +49,7 @@ static void test_step_loop_allocates_nothing(void **state) {
         assert_int_equal(sp_request_create(v, prompt, 10 + 3 * i, &p, &reqs[i], &d), SP_OK);
         assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
     }
-    long before = n_allocs;
+    long before = sp_test_n_allocs;
     assert_true(before > 0); // the counting malloc is in use
     int steps = 0;
     while (sp_engine_busy(e)) {
@@ -101,7 +58,7 @@ static void test_step_loop_allocates_nothing(void **state) {
         if (steps == 7)
             sp_request_cancel(reqs[9]);
     }
-    long during = n_allocs - before;
+    long during = sp_test_n_allocs - before;
     sp_engine_stats st;
     sp_engine_stats_get(e, &st);
     print_message("%d steps, %llu preemptions, %ld allocations\n", steps,
