@@ -21,8 +21,8 @@
 #include "loadgen/stats.h"
 
 #define READ_BUF_BYTES 65536
-#define SSE_MAX_BYTES (16u << 20)
-#define ERR_BODY_MAX 512
+#define SSE_MAX_BYTES  (16u << 20)
+#define ERR_BODY_MAX   512
 
 enum { C_CONNECTING, C_SENDING, C_RECEIVING, C_IDLE };
 
@@ -141,7 +141,9 @@ static heap_ent heap_pop(run *r) {
 
 /* ---- Helpers ------------------------------------------------------------------------------- */
 
-static double secs(int64_t ns) { return (double)ns / 1e9; }
+static double secs(int64_t ns) {
+    return (double)ns / 1e9;
+}
 
 static void set_error(run *r, int idx, const char *fmt, ...) SP_PRINTF(3, 4);
 static void set_error(run *r, int idx, const char *fmt, ...) {
@@ -153,6 +155,11 @@ static void set_error(run *r, int idx, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    // Messages may quote a server's bytes: keep them printable ASCII so they stay valid
+    // UTF-8 in the result JSON.
+    for (char *q = buf; *q; q++)
+        if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7e)
+            *q = '?';
     s->err = strdup(buf);
     s->failed = true;
 }
@@ -171,8 +178,7 @@ static bool itl_push(sp_lg_result *res, double v) {
 }
 
 static void ep_mod(run *r, conn *c, bool out) {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0u),
-                             .data.ptr = c};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0u), .data.ptr = c};
     epoll_ctl(r->ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->want_out = out;
 }
@@ -452,6 +458,8 @@ static void conn_response_done(run *r, conn *c) {
         http_error(r, c);
     c->req = -1;
     c->used = true;
+    if (c->out_off < c->out_len)
+        c->http.keep_alive = false; // answered before the request was sent whole
     if (c->http.keep_alive) {
         c->state = C_IDLE;
         c->next_idle = r->idle;
@@ -488,8 +496,9 @@ static void conn_readable(run *r, conn *c) {
                 c->http.keep_alive = false;
                 conn_response_done(r, c);
             } else {
-                conn_fail(r, c, c->got_bytes ? "the server closed the connection mid-response"
-                                             : "the server closed the connection",
+                conn_fail(r, c,
+                          c->got_bytes ? "the server closed the connection mid-response"
+                                       : "the server closed the connection",
                           0);
             }
             return;
@@ -597,23 +606,24 @@ static void finish_request(run *r, int idx) {
         s->err = NULL;
     }
     if (res->prompt_len <= 0)
-        res->prompt_len = it->n_words >= 0 && it->session < 0 ? it->n_words + r->o->n_special
-                                                              : -1;
+        // Without a usage chunk: the words plus the special tokens, unless a chat template
+        // or earlier turns add tokens nobody counted.
+        res->prompt_len = it->n_words >= 0 && it->session < 0 && !r->o->body.chat
+                              ? it->n_words + r->o->n_special
+                              : -1;
     free(s->body);
     s->body = NULL;
     if (r->multi_turn) {
         res->text = s->text;
         s->text = NULL;
         // Next turn of the session after a think time; a failed turn leaves no history.
-        if (res->success &&
-            sp_lg_history_add(&r->hist[it->session], it->prompt, res->text ? res->text : "") !=
-                SP_OK)
+        if (res->success && sp_lg_history_add(&r->hist[it->session], it->prompt,
+                                              res->text ? res->text : "") != SP_OK)
             r->fatal = SP_ERR_NOMEM;
         size_t nx = (size_t)idx + 1;
         if (nx < r->ds->n && r->ds->items[nx].session == it->session) {
-            double think = r->o->think_time_s > 0
-                               ? sp_lg_rng_exponential(&r->rng, r->o->think_time_s)
-                               : 0.0;
+            double think =
+                r->o->think_time_s > 0 ? sp_lg_rng_exponential(&r->rng, r->o->think_time_s) : 0.0;
             heap_push(r, sp_time_ns() + (int64_t)(think * 1e9), (int)nx);
         }
     }
@@ -642,8 +652,8 @@ static void progress(run *r, bool final) {
     if (!final && now - r->last_progress_ns < 200000000)
         return;
     r->last_progress_ns = now;
-    fprintf(stderr, "\r\033[K%zu/%zu done, %zu failed, %d in flight, %.1f s", r->n_done,
-            r->ds->n, r->n_failed, r->n_inflight, secs(now - r->t0));
+    fprintf(stderr, "\r\033[K%zu/%zu done, %zu failed, %d in flight, %.1f s", r->n_done, r->ds->n,
+            r->n_failed, r->n_inflight, secs(now - r->t0));
     if (final)
         fputc('\n', stderr);
     fflush(stderr);
@@ -731,8 +741,7 @@ sp_err sp_lg_run(const sp_lg_run_opts *o, const sp_lg_dataset *ds, sp_lg_result 
     if (ds->timed) {
         for (size_t i = 0; i < ds->n; i++)
             arrivals[i] = ds->items[i].t_arrival_s;
-    } else if ((err = sp_lg_arrivals(&r.rng, n_arr, o->request_rate, o->burstiness,
-                                     arrivals))) {
+    } else if ((err = sp_lg_arrivals(&r.rng, n_arr, o->request_rate, o->burstiness, arrivals))) {
         sp_diag_set(d, err, UINT64_MAX, "invalid request rate or burstiness");
         goto done;
     }

@@ -73,16 +73,16 @@ void sp_lg_result_free(sp_lg_result *r);
 
 typedef struct sp_lg_run_opts {
     const sp_lg_target *target;
-    const char *endpoint;  // e.g. "/v1/completions"
-    sp_lg_body_opts body;  // chat, model, ignore_eos, ...
-    double request_rate;   // requests/s (sessions/s for multi-turn); INFINITY: all at once
-    double burstiness;     // gamma shape (1: Poisson)
-    int max_concurrency;   // requests in flight at most; 0: no cap
-    double think_time_s;   // multi-turn: mean of the exponential pause between turns
-    uint64_t seed;         // arrivals and think times
-    double timeout_s;      // per request; 0: none
-    bool progress;         // redraw a progress line on stderr
-    int n_special;         // special tokens the server adds (for expected prompt lengths)
+    const char *endpoint; // e.g. "/v1/completions"
+    sp_lg_body_opts body; // chat, model, ignore_eos, ...
+    double request_rate;  // requests/s (sessions/s for multi-turn); INFINITY: all at once
+    double burstiness;    // gamma shape (1: Poisson)
+    int max_concurrency;  // requests in flight at most; 0: no cap
+    double think_time_s;  // multi-turn: mean of the exponential pause between turns
+    uint64_t seed;        // arrivals and think times
+    double timeout_s;     // per request; 0: none
+    bool progress;        // redraw a progress line on stderr
+    int n_special;        // special tokens the server adds (for expected prompt lengths)
 } sp_lg_run_opts;
 
 /* Runs the whole workload. results[ds->n] is filled in dataset order (the caller frees each

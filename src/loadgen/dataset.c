@@ -12,39 +12,44 @@
 
 // Common English words; calibration keeps those the server's vocabulary holds as one token.
 static const char *const default_words[] = {
-    "the",    "of",     "and",    "to",     "a",       "in",      "is",     "was",    "he",
-    "she",    "it",     "that",   "for",    "on",      "with",    "as",     "his",    "her",
-    "they",   "at",     "be",     "this",   "from",    "had",     "by",     "not",    "but",
-    "what",   "all",    "were",   "we",     "when",    "your",    "can",    "said",   "there",
-    "use",    "an",     "each",   "which",  "do",      "how",     "their",  "if",     "will",
-    "up",     "other",  "about",  "out",    "many",    "then",    "them",   "these",  "so",
-    "some",   "would",  "make",   "like",   "him",     "into",    "time",   "has",    "look",
-    "two",    "more",   "write",  "go",     "see",     "number",  "no",     "way",    "could",
-    "people", "my",     "than",   "first",  "water",   "been",    "call",   "who",    "its",
-    "now",    "find",   "long",   "down",   "day",     "did",     "get",    "come",   "made",
-    "may",    "part",   "over",   "new",    "sound",   "take",    "only",   "little", "work",
-    "know",   "place",  "year",   "live",   "me",      "back",    "give",   "most",   "very",
-    "after",  "thing",  "our",    "just",   "name",    "good",    "man",    "think",  "say",
-    "great",  "where",  "help",   "through", "much",   "before",  "line",   "right",  "too",
-    "mean",   "old",    "any",    "same",   "tell",    "boy",     "follow", "came",   "want",
-    "show",   "also",   "around", "form",   "three",   "small",   "set",    "put",    "end",
-    "does",   "another", "well",  "large",  "must",    "big",     "even",   "such",   "because",
-    "turn",   "here",   "why",    "ask",    "went",    "men",     "read",   "need",   "land",
-    "home",   "us",     "move",   "try",    "kind",    "hand",    "again",  "change", "off",
-    "play",   "air",    "away",   "animal", "house",   "point",   "page",   "letter", "mother",
-    "answer", "found",  "study",  "still",  "learn",   "should",  "world",  "high",   "every",
-    "near",   "add",    "food",   "between", "own",    "below",   "country", "plant", "last",
-    "school", "father", "keep",   "tree",   "never",   "start",   "city",   "earth",  "eye",
-    "light",  "thought", "head",  "under",  "story",   "saw",     "left",   "few",    "while",
-    "along",  "might",  "close",  "seem",   "next",    "hard",    "open",   "example", "begin",
-    "life",   "always", "those",  "both",   "paper",   "together", "got",   "group",  "often",
-    "run",    "until",  "children", "side", "feet",    "car",     "night",  "walk",   "white",
-    "sea",    "began",  "grow",   "took",   "river",   "four",    "carry",  "state",  "once",
-    "book",   "hear",   "stop",   "without", "second", "later",   "idea",   "enough", "eat",
-    "face",   "watch",  "far",    "really", "almost",  "let",     "above",  "girl",   "mountain",
-    "cut",    "young",  "talk",   "soon",   "list",    "song",    "being",  "leave",  "family",
-    "happy",  "sad",    "dog",    "cat",    "ball",    "sun",     "friend", "bird",   "fish",
-    "red",    "blue",   "green",  "park",   "toy",     "cake",    "rain",   "snow",   "wind",
+    "the",     "of",      "and",    "to",      "a",        "in",       "is",       "was",
+    "he",      "she",     "it",     "that",    "for",      "on",       "with",     "as",
+    "his",     "her",     "they",   "at",      "be",       "this",     "from",     "had",
+    "by",      "not",     "but",    "what",    "all",      "were",     "we",       "when",
+    "your",    "can",     "said",   "there",   "use",      "an",       "each",     "which",
+    "do",      "how",     "their",  "if",      "will",     "up",       "other",    "about",
+    "out",     "many",    "then",   "them",    "these",    "so",       "some",     "would",
+    "make",    "like",    "him",    "into",    "time",     "has",      "look",     "two",
+    "more",    "write",   "go",     "see",     "number",   "no",       "way",      "could",
+    "people",  "my",      "than",   "first",   "water",    "been",     "call",     "who",
+    "its",     "now",     "find",   "long",    "down",     "day",      "did",      "get",
+    "come",    "made",    "may",    "part",    "over",     "new",      "sound",    "take",
+    "only",    "little",  "work",   "know",    "place",    "year",     "live",     "me",
+    "back",    "give",    "most",   "very",    "after",    "thing",    "our",      "just",
+    "name",    "good",    "man",    "think",   "say",      "great",    "where",    "help",
+    "through", "much",    "before", "line",    "right",    "too",      "mean",     "old",
+    "any",     "same",    "tell",   "boy",     "follow",   "came",     "want",     "show",
+    "also",    "around",  "form",   "three",   "small",    "set",      "put",      "end",
+    "does",    "another", "well",   "large",   "must",     "big",      "even",     "such",
+    "because", "turn",    "here",   "why",     "ask",      "went",     "men",      "read",
+    "need",    "land",    "home",   "us",      "move",     "try",      "kind",     "hand",
+    "again",   "change",  "off",    "play",    "air",      "away",     "animal",   "house",
+    "point",   "page",    "letter", "mother",  "answer",   "found",    "study",    "still",
+    "learn",   "should",  "world",  "high",    "every",    "near",     "add",      "food",
+    "between", "own",     "below",  "country", "plant",    "last",     "school",   "father",
+    "keep",    "tree",    "never",  "start",   "city",     "earth",    "eye",      "light",
+    "thought", "head",    "under",  "story",   "saw",      "left",     "few",      "while",
+    "along",   "might",   "close",  "seem",    "next",     "hard",     "open",     "example",
+    "begin",   "life",    "always", "those",   "both",     "paper",    "together", "got",
+    "group",   "often",   "run",    "until",   "children", "side",     "feet",     "car",
+    "night",   "walk",    "white",  "sea",     "began",    "grow",     "took",     "river",
+    "four",    "carry",   "state",  "once",    "book",     "hear",     "stop",     "without",
+    "second",  "later",   "idea",   "enough",  "eat",      "face",     "watch",    "far",
+    "really",  "almost",  "let",    "above",   "girl",     "mountain", "cut",      "young",
+    "talk",    "soon",    "list",   "song",    "being",    "leave",    "family",   "happy",
+    "sad",     "dog",     "cat",    "ball",    "sun",      "friend",   "bird",     "fish",
+    "red",     "blue",    "green",  "park",    "toy",      "cake",     "rain",     "snow",
+    "wind",
 };
 
 sp_lg_words sp_lg_default_words(void) {
@@ -232,8 +237,7 @@ static sp_err trace_row(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_rng *rn
     json_t *out = json_object_get(row, "output_length");
     if (!out)
         out = json_object_get(row, "output_len");
-    if (!json_is_integer(out) || json_integer_value(out) < 1 ||
-        json_integer_value(out) > 1000000)
+    if (!json_is_integer(out) || json_integer_value(out) < 1 || json_integer_value(out) > 1000000)
         return sp_diag_set(d, SP_ERR_FORMAT, line_no,
                            "line %zu: needs an 'output_length' (or 'output_len') >= 1", line_no);
     it->output_len = (int32_t)json_integer_value(out);
@@ -262,8 +266,8 @@ static sp_err trace_row(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_rng *rn
         json_t *id = json_array_get(ids, b);
         if (!json_is_integer(id)) {
             free(s);
-            return sp_diag_set(d, SP_ERR_FORMAT, line_no,
-                               "line %zu: 'hash_ids' must hold integers", line_no);
+            return sp_diag_set(d, SP_ERR_FORMAT, line_no, "line %zu: 'hash_ids' must hold integers",
+                               line_no);
         }
         int k = SP_MIN(SP_LG_TRACE_BLOCK, n_in - done);
         if ((err = append_block(&s, &len, &cap, words, o->seed, json_integer_value(id), k))) {
@@ -309,8 +313,8 @@ static sp_err build_file(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_rng *r
             json_error_t je;
             json_t *row = json_loadb(p, (size_t)(le - p), 0, &je);
             if (!row) {
-                err = sp_diag_set(d, SP_ERR_FORMAT, line_no, "%s:%zu: %s", o->path, line_no,
-                                  je.text);
+                err =
+                    sp_diag_set(d, SP_ERR_FORMAT, line_no, "%s:%zu: %s", o->path, line_no, je.text);
                 goto fail;
             }
             if (ds->n == cap) {
@@ -512,8 +516,7 @@ sp_err sp_lg_build_body(const sp_lg_body_opts *o, const sp_lg_item *it, const sp
         goto fail;
     if (o->ignore_eos && json_object_set_new(body, "ignore_eos", json_true()))
         goto fail;
-    if (o->temperature >= 0 &&
-        json_object_set_new(body, "temperature", json_real(o->temperature)))
+    if (o->temperature >= 0 && json_object_set_new(body, "temperature", json_real(o->temperature)))
         goto fail;
     if (it->session >= 0) {
         char user[32];

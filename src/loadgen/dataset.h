@@ -45,15 +45,15 @@ typedef enum sp_lg_ds_kind {
 
 typedef struct sp_lg_ds_opts {
     sp_lg_ds_kind kind;
-    const char *path;       // SP_LG_DS_FILE
-    int num_prompts;        // requests (all turns of all sessions for multi-turn); for a file,
-                            // at most this many rows (0: all)
-    int input_len;          // L (the suffix length for shared-prefix; per turn for multi-turn)
-    int output_len;         // O
-    double range_ratio;     // X in [0, 1)
-    int shared_prefix_len;  // P
-    int num_groups;         // G
-    int turns;              // T
+    const char *path;      // SP_LG_DS_FILE
+    int num_prompts;       // requests (all turns of all sessions for multi-turn); for a file,
+                           // at most this many rows (0: all)
+    int input_len;         // L (the suffix length for shared-prefix; per turn for multi-turn)
+    int output_len;        // O
+    double range_ratio;    // X in [0, 1)
+    int shared_prefix_len; // P
+    int num_groups;        // G
+    int turns;             // T
     uint64_t seed;
 } sp_lg_ds_opts;
 
@@ -102,8 +102,8 @@ void sp_lg_history_free(sp_lg_history *h);
 sp_err sp_lg_history_add(sp_lg_history *h, const char *user, const char *assistant) SP_MUST_USE;
 
 typedef struct sp_lg_body_opts {
-    bool chat;          // /v1/chat/completions (messages) rather than /v1/completions (prompt)
-    const char *model;  // may be NULL
+    bool chat;         // /v1/chat/completions (messages) rather than /v1/completions (prompt)
+    const char *model; // may be NULL
     bool ignore_eos;
     double temperature; // < 0: not sent
     bool logprobs_none; // unused; reserved

@@ -226,8 +226,8 @@ done:
 
 /* Tokens of text without special tokens (add_special false), or -1. */
 static int count_tokens(const sp_lg_target *t, const char *text, bool add_special, sp_diag *d) {
-    json_t *req = json_pack("{s:s, s:s, s:b, s:b}", "content", text, "prompt", text,
-                            "add_special", add_special, "add_special_tokens", add_special);
+    json_t *req = json_pack("{s:s, s:s, s:b, s:b}", "content", text, "prompt", text, "add_special",
+                            add_special, "add_special_tokens", add_special);
     char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (!body)

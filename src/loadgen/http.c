@@ -32,7 +32,9 @@ bool sp_lg_http_headers_done(const sp_lg_http_resp *r) {
     return r->state != S_STATUS && r->state != S_HEADER;
 }
 
-bool sp_lg_http_done(const sp_lg_http_resp *r) { return r->state == S_DONE; }
+bool sp_lg_http_done(const sp_lg_http_resp *r) {
+    return r->state == S_DONE;
+}
 
 static bool is_tchar(unsigned char c) {
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
@@ -40,7 +42,9 @@ static bool is_tchar(unsigned char c) {
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static bool is_ws(char c) { return c == ' ' || c == '\t'; }
+static bool is_ws(char c) {
+    return c == ' ' || c == '\t';
+}
 
 /* Trims spaces and tabs from both ends of [*p, *p + *n). */
 static void trim(const char **p, size_t *n) {
@@ -71,8 +75,7 @@ static bool list_has(const char *p, size_t n, const char *tok) {
     return false;
 }
 
-static sp_err parse_status(sp_lg_http_resp *r, const char *l, size_t n, uint64_t off,
-                           sp_diag *d) {
+static sp_err parse_status(sp_lg_http_resp *r, const char *l, size_t n, uint64_t off, sp_diag *d) {
     // HTTP/1.x SP 3DIGIT [SP reason]
     if (n < 12 || memcmp(l, "HTTP/1.", 7) || l[7] < '0' || l[7] > '9' || l[8] != ' ' ||
         l[9] < '1' || l[9] > '9' || l[10] < '0' || l[10] > '9' || l[11] < '0' || l[11] > '9' ||
@@ -84,8 +87,7 @@ static sp_err parse_status(sp_lg_http_resp *r, const char *l, size_t n, uint64_t
     return SP_OK;
 }
 
-static sp_err parse_header(sp_lg_http_resp *r, const char *l, size_t n, uint64_t off,
-                           sp_diag *d) {
+static sp_err parse_header(sp_lg_http_resp *r, const char *l, size_t n, uint64_t off, sp_diag *d) {
     if (n && is_ws(l[0]))
         return sp_diag_set(d, SP_ERR_FORMAT, off, "folded header lines are not allowed");
     const char *colon = memchr(l, ':', n);

@@ -20,7 +20,7 @@
  * parse (sp_lg_http_feed then returns SP_ERR_CANCELLED). */
 typedef bool (*sp_lg_body_fn)(void *ctx, const char *data, size_t len);
 
-#define SP_LG_HTTP_LINE_MAX 8192     // one status or header line
+#define SP_LG_HTTP_LINE_MAX    8192  // one status or header line
 #define SP_LG_HTTP_HEADERS_MAX 65536 // the whole header section
 
 typedef struct sp_lg_http_resp {

@@ -389,8 +389,9 @@ int main(int argc, char **argv) {
         sp_err err = sp_lg_calibrate_words(&target, words, &kept, &n_kept, &n_special, &cd);
         if (err == SP_OK) {
             words = (sp_lg_words){kept, n_kept};
-            fprintf(stderr, "spindle-bench: %d single-token words; the server adds %d special "
-                            "token(s) to a prompt\n",
+            fprintf(stderr,
+                    "spindle-bench: %d single-token words; the server adds %d special "
+                    "token(s) to a prompt\n",
                     n_kept, n_special);
         } else {
             fprintf(stderr,
@@ -410,7 +411,6 @@ int main(int argc, char **argv) {
         .turns = o.turns,
         .seed = o.seed,
     };
-    bool from_file = false;
     if (!strcmp(o.dataset, "random"))
         dso.kind = SP_LG_DS_RANDOM;
     else if (!strcmp(o.dataset, "shared-prefix"))
@@ -420,7 +420,6 @@ int main(int argc, char **argv) {
     else {
         dso.kind = SP_LG_DS_FILE;
         dso.path = o.dataset;
-        from_file = true;
         // --num-prompts limits the rows only when given explicitly.
         dso.num_prompts = 0;
         for (int i = 1; i < argc; i++)
@@ -431,7 +430,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "spindle-bench: dataset: %s\n", d.msg[0] ? d.msg : "out of memory");
         goto done;
     }
-    (void)from_file;
 
     double rates[MAX_SWEEP];
     int n_rates = o.n_sweep ? o.n_sweep : 1;
@@ -472,7 +470,9 @@ int main(int argc, char **argv) {
         sp_lg_run_opts ro = {
             .target = &target,
             .endpoint = o.endpoint,
-            .body = {.chat = chat, .model = model, .ignore_eos = o.ignore_eos,
+            .body = {.chat = chat,
+                     .model = model,
+                     .ignore_eos = o.ignore_eos,
                      .temperature = o.temperature},
             .request_rate = rates[k],
             .burstiness = o.burstiness,
@@ -486,9 +486,11 @@ int main(int argc, char **argv) {
         if (ds.timed && k == 0 && (o.n_sweep || !isinf(o.request_rate)))
             fprintf(stderr, "spindle-bench: the trace has timestamps: --request-rate is "
                             "ignored\n");
-        fprintf(stderr, "spindle-bench: %zu requests, %s, rate %s%g, burstiness %g%s\n", ds.n,
-                o.dataset, isinf(rates[k]) ? "" : "", rates[k], o.burstiness,
-                o.max_concurrency ? ", with a concurrency cap" : "");
+        fprintf(stderr, "spindle-bench: %zu requests, %s, rate %g, burstiness %g", ds.n, o.dataset,
+                rates[k], o.burstiness);
+        if (o.max_concurrency)
+            fprintf(stderr, ", at most %d in flight", o.max_concurrency);
+        fputc('\n', stderr);
         sp_lg_server_counters before, after, delta;
         read_counters(&target, &before);
         double dur = 0;
@@ -511,11 +513,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "spindle-bench: out of memory\n");
             goto done;
         }
-        if (isinf(rates[k]))
-            snprintf(out->label, sizeof out->label, "%s rate inf", o.label ? o.label : "");
-        else
-            snprintf(out->label, sizeof out->label, "%s rate %g", o.label ? o.label : "",
-                     rates[k]);
+        snprintf(out->label, sizeof out->label, "%s%srate %g", o.label ? o.label : "",
+                 o.label ? " " : "", rates[k]);
         int shown = 0;
         for (size_t i = 0; i < ds.n && shown < 10; i++)
             if (!res[i].success) {

@@ -8,8 +8,8 @@
 #include "base/util.h"
 #include "loadgen/report.h"
 
-#define PANEL_W 400
-#define PANEL_H 320
+#define PANEL_W  400
+#define PANEL_H  320
 #define MARGIN_L 64
 #define MARGIN_R 16
 #define MARGIN_T 36
@@ -51,12 +51,14 @@ static double nice_step(double hi) {
 }
 
 typedef struct panel {
-    double x0, y0;       // top-left corner of the panel in the SVG
-    double xmax, ymax;   // data ranges (from 0)
-    double pw, ph;       // plot area size
+    double x0, y0;     // top-left corner of the panel in the SVG
+    double xmax, ymax; // data ranges (from 0)
+    double pw, ph;     // plot area size
 } panel;
 
-static double px(const panel *p, double x) { return p->x0 + MARGIN_L + x / p->xmax * p->pw; }
+static double px(const panel *p, double x) {
+    return p->x0 + MARGIN_L + x / p->xmax * p->pw;
+}
 static double py(const panel *p, double y) {
     return p->y0 + MARGIN_T + p->ph - y / p->ymax * p->ph;
 }
@@ -176,15 +178,21 @@ typedef struct series {
     const char *dash;
 } series;
 
-static double get_med_ttft(const sp_lg_metrics *m) { return m->ttft_ms.median; }
+static double get_med_ttft(const sp_lg_metrics *m) {
+    return m->ttft_ms.median;
+}
 static double get_p99_ttft(const sp_lg_metrics *m) {
     return m->ttft_ms.n_pcts ? m->ttft_ms.pct_val[m->ttft_ms.n_pcts - 1] : m->ttft_ms.max;
 }
-static double get_mean_tpot(const sp_lg_metrics *m) { return m->tpot_ms.mean; }
+static double get_mean_tpot(const sp_lg_metrics *m) {
+    return m->tpot_ms.mean;
+}
 static double get_p99_tpot(const sp_lg_metrics *m) {
     return m->tpot_ms.n_pcts ? m->tpot_ms.pct_val[m->tpot_ms.n_pcts - 1] : m->tpot_ms.max;
 }
-static double get_med_e2el(const sp_lg_metrics *m) { return m->e2el_ms.median; }
+static double get_med_e2el(const sp_lg_metrics *m) {
+    return m->e2el_ms.median;
+}
 static double get_p99_e2el(const sp_lg_metrics *m) {
     return m->e2el_ms.n_pcts ? m->e2el_ms.pct_val[m->e2el_ms.n_pcts - 1] : m->e2el_ms.max;
 }
@@ -202,14 +210,14 @@ static void tput_panel(FILE *f, panel *p, const sp_lg_plot_run *runs, int n_runs
     axes(f, p, title, "output throughput (tok/s)", ylabel, false);
     for (int k = 0; k < n_ss; k++) {
         const char *color = palette[k];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"%s points=\"",
-                color, ss[k].dash);
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"%s points=\"", color,
+                ss[k].dash);
         for (int i = 0; i < n_runs; i++)
             fprintf(f, "%.1f,%.1f ", px(p, runs[i].m->output_throughput),
                     py(p, ss[k].get(runs[i].m)));
         fputs("\"/>\n", f);
         for (int i = 0; i < n_runs; i++) {
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>", 
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>",
                     px(p, runs[i].m->output_throughput), py(p, ss[k].get(runs[i].m)), color);
             xml_text(f, runs[i].label ? runs[i].label : "");
             fputs("</title></circle>\n", f);
@@ -233,8 +241,7 @@ static void tput_panel(FILE *f, panel *p, const sp_lg_plot_run *runs, int n_runs
     }
 }
 
-sp_err sp_lg_plot_svg(const char *path, const sp_lg_plot_run *runs, int n_runs,
-                      const char *title) {
+sp_err sp_lg_plot_svg(const char *path, const sp_lg_plot_run *runs, int n_runs, const char *title) {
     FILE *f = fopen(path, "w");
     if (!f)
         return SP_ERR_IO;

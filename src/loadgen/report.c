@@ -204,8 +204,12 @@ void sp_lg_server_counters_parse(const char *text, sp_lg_server_counters *c) {
 
 /* ---- Report -------------------------------------------------------------------------------- */
 
-static void line_i(FILE *f, const char *k, long long v) { fprintf(f, "%-40s %-10lld\n", k, v); }
-static void line_f(FILE *f, const char *k, double v) { fprintf(f, "%-40s %-10.2f\n", k, v); }
+static void line_i(FILE *f, const char *k, long long v) {
+    fprintf(f, "%-40s %-10lld\n", k, v);
+}
+static void line_f(FILE *f, const char *k, double v) {
+    fprintf(f, "%-40s %-10.2f\n", k, v);
+}
 
 static void banner(FILE *f, const char *title, char fill) {
     int tl = (int)strlen(title);
@@ -281,7 +285,9 @@ void sp_lg_report_print(FILE *f, const sp_lg_run_info *info, const sp_lg_metrics
 
 /* ---- JSON ---------------------------------------------------------------------------------- */
 
-static int add(json_t *o, const char *k, json_t *v) { return json_object_set_new(o, k, v); }
+static int add(json_t *o, const char *k, json_t *v) {
+    return json_object_set_new(o, k, v);
+}
 
 static int add_summary(json_t *o, const char *name, const sp_lg_summary *s) {
     char k[64], pw[16];
@@ -356,12 +362,11 @@ json_t *sp_lg_result_json(const sp_lg_run_info *info, const sp_lg_metrics *m,
         bad |= json_array_append_new(errs, json_string(r->error ? r->error : ""));
     }
     if (delta && delta->valid) {
-        json_t *sm = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "num_preemptions",
-                               delta->preemptions, "prefix_cache_hit_tokens",
-                               delta->prefix_hit_tokens, "prompt_tokens_computed",
-                               delta->prompt_tokens_computed, "engine_steps", delta->engine_steps,
-                               "prompt_tokens", delta->prompt_tokens, "generation_tokens",
-                               delta->generation_tokens);
+        json_t *sm = json_pack(
+            "{s:f, s:f, s:f, s:f, s:f, s:f}", "num_preemptions", delta->preemptions,
+            "prefix_cache_hit_tokens", delta->prefix_hit_tokens, "prompt_tokens_computed",
+            delta->prompt_tokens_computed, "engine_steps", delta->engine_steps, "prompt_tokens",
+            delta->prompt_tokens, "generation_tokens", delta->generation_tokens);
         bad |= add(o, "server_metrics", sm);
     }
     if (bad) {

@@ -136,8 +136,8 @@ sp_err sp_lg_slo_parse(const char *pair, sp_lg_slo *slo, sp_diag *d) {
     else if (nlen == 4 && !strncasecmp(pair, "e2el", 4))
         dst = &slo->e2el_ms;
     else
-        return sp_diag_set(d, SP_ERR_INVALID, 0,
-                           "'%.*s' is not an objective (ttft, tpot or e2el)", (int)nlen, pair);
+        return sp_diag_set(d, SP_ERR_INVALID, 0, "'%.*s' is not an objective (ttft, tpot or e2el)",
+                           (int)nlen, pair);
     *dst = v;
     return SP_OK;
 }
@@ -167,7 +167,9 @@ void sp_lg_rng_seed(sp_lg_rng *r, uint64_t seed) {
         r->s[i] = splitmix64(&x);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t sp_lg_rng_next(sp_lg_rng *r) {
     uint64_t *s = r->s;

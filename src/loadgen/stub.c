@@ -15,7 +15,7 @@
 #include "base/util.h"
 #include "loadgen/client.h"
 
-#define STUB_IN_MAX 65536
+#define STUB_IN_MAX     65536
 #define STUB_MAX_TOKENS 4096
 
 typedef struct stub_conn {
@@ -27,6 +27,7 @@ typedef struct stub_conn {
     int tokens_left; // paced mode: chunks still to send
     int tokens_total;
     int64_t next_ns; // paced mode: when the next chunk is due
+    bool chat;       // the request was for /v1/chat/completions
     bool want_out;
 } stub_conn;
 
@@ -63,6 +64,19 @@ static bool put_event(stub_conn *c, const char *data) {
 static const char k_token[] =
     "{\"id\":\"stub\",\"object\":\"text_completion\",\"choices\":[{\"index\":0,\"text\":\" "
     "word\",\"logprobs\":null,\"finish_reason\":null}]}";
+
+// Chat streams open with a role-only chunk before any token, as OpenAI's and Spindle's do.
+static const char k_chat_role[] =
+    "{\"id\":\"stub\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]"
+    "}";
+static const char k_chat_token[] =
+    "{\"id\":\"stub\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\" word\"},\"logprobs\":null,\"finish_reason\":null}]}";
+
+static bool put_token(stub_conn *c) {
+    return put_event(c, c->chat ? k_chat_token : k_token);
+}
 
 static bool put_tail(stub_conn *c) {
     char usage[256];
@@ -110,17 +124,22 @@ static bool stub_parse(stub_conn *c, double itl_ms) {
         if (c->in_len < head + cl)
             return true;
         int n = body_max_tokens(c->in + head, cl);
+        char *line_end = memchr(c->in, '\n', head);
+        c->chat = line_end && memmem(c->in, (size_t)(line_end - c->in), "/chat/", 6);
         static const char hdr[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                                   "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
         if (!out_put(c, hdr, sizeof hdr - 1))
             return false;
         c->tokens_total = n;
+        if (c->chat && !put_event(c, k_chat_role))
+            return false;
         if (itl_ms > 0) {
+            // The first token comes at once, or one interval after a chat's role chunk.
             c->tokens_left = n;
-            c->next_ns = sp_time_ns();
+            c->next_ns = sp_time_ns() + (c->chat ? (int64_t)(itl_ms * 1e6) : 0);
         } else {
             for (int i = 0; i < n; i++)
-                if (!put_event(c, k_token))
+                if (!put_token(c))
                     return false;
             if (!put_tail(c))
                 return false;
@@ -264,7 +283,7 @@ sp_err sp_lg_stub_serve(int port, double itl_ms, volatile int *stop, bool handle
                 stub_conn *c = conns[i];
                 bool ok = true;
                 while (ok && c->tokens_left > 0 && c->next_ns <= now) {
-                    ok = put_event(c, k_token);
+                    ok = put_token(c);
                     c->next_ns += (int64_t)(itl_ms * 1e6);
                     if (--c->tokens_left == 0 && ok) {
                         ok = put_tail(c) && stub_parse(c, itl_ms);

@@ -14,19 +14,23 @@
 #include "loadgen/client.h"
 #include "loadgen/report.h"
 
-#define assert_near(a, b, eps)                                                                 \
-    do {                                                                                       \
-        double a_ = (a), b_ = (b);                                                             \
-        if (!(fabs(a_ - b_) <= (eps)))                                                         \
-            fail_msg("%.17g != %.17g (eps %g)", a_, b_, (double)(eps));                        \
+#define assert_near(a, b, eps)                                                                     \
+    do {                                                                                           \
+        double a_ = (a), b_ = (b);                                                                 \
+        if (!(fabs(a_ - b_) <= (eps)))                                                             \
+            fail_msg("%.17g != %.17g (eps %g)", a_, b_, (double)(eps));                            \
     } while (0)
 
 /* ---- Metrics from results (vLLM's calculate_metrics, worked by hand) ----------------------- */
 
 static sp_lg_result mk(bool ok, double start, double ttft, const double *itl, int n_itl,
                        int out_tokens, int prompt) {
-    sp_lg_result r = {.success = ok, .start_s = start, .ttft_s = ttft, .output_tokens = out_tokens,
-                      .prompt_len = prompt, .n_chunks = n_itl + 1};
+    sp_lg_result r = {.success = ok,
+                      .start_s = start,
+                      .ttft_s = ttft,
+                      .output_tokens = out_tokens,
+                      .prompt_len = prompt,
+                      .n_chunks = n_itl + 1};
     r.itl_s = malloc((size_t)(n_itl ? n_itl : 1) * sizeof(double));
     double lat = ttft;
     for (int i = 0; i < n_itl; i++) {
@@ -44,7 +48,7 @@ static void test_metrics(void **state) {
     (void)state;
     double i0[] = {0.05, 0.05, 0.1}, i3[] = {0.25};
     sp_lg_result res[4] = {
-        mk(true, 0.0, 0.1, i0, 3, 4, 10),  // e2el 0.3, tpot 0.2 / 3
+        mk(true, 0.0, 0.1, i0, 3, 4, 10),   // e2el 0.3, tpot 0.2 / 3
         mk(true, 0.5, 0.2, NULL, 0, 1, 20), // one token: no TPOT (0 for goodput)
         mk(false, 0.6, 0, NULL, 0, 0, 30),
         mk(true, 0.25, 0.5, i3, 1, 2, 5), // e2el 0.75: overlaps the first two
@@ -64,10 +68,12 @@ static void test_metrics(void **state) {
     assert_near(m.ttft_ms.mean, 800.0 / 3, 1e-9);
     assert_near(m.ttft_ms.median, 200, 1e-9);
     assert_near(m.ttft_ms.pct_val[1], 200 + 300 * 0.98, 1e-9); // index 1.98
-    assert_near(m.ttft_ms.std, sqrt(((100 - 800.0 / 3) * (100 - 800.0 / 3) +
-                                     (200 - 800.0 / 3) * (200 - 800.0 / 3) +
-                                     (500 - 800.0 / 3) * (500 - 800.0 / 3)) / 3),
-                1e-9);
+    assert_near(
+        m.ttft_ms.std,
+        sqrt(((100 - 800.0 / 3) * (100 - 800.0 / 3) + (200 - 800.0 / 3) * (200 - 800.0 / 3) +
+              (500 - 800.0 / 3) * (500 - 800.0 / 3)) /
+             3),
+        1e-9);
     // TPOT excludes the first token and one-token requests: {200/3, 250} ms.
     assert_int_equal(m.tpot_ms.n, 2);
     assert_near(m.tpot_ms.mean, (200.0 / 3 + 250) / 2, 1e-9);
@@ -95,21 +101,57 @@ static void test_metrics(void **state) {
     assert_near(m.request_goodput, 0.5, 1e-12);
 
     // The JSON carries vLLM's names.
-    sp_lg_run_info info = {.date = "20250101-000000", .backend = "openai", .endpoint = "/v1/x",
-                           .model_id = "m", .dataset = "random", .num_prompts = 4,
-                           .request_rate = INFINITY, .burstiness = 1.0};
+    sp_lg_run_info info = {.date = "20250101-000000",
+                           .backend = "openai",
+                           .endpoint = "/v1/x",
+                           .model_id = "m",
+                           .dataset = "random",
+                           .num_prompts = 4,
+                           .request_rate = INFINITY,
+                           .burstiness = 1.0};
     sp_lg_server_counters delta = {.valid = true, .preemptions = 2, .prefix_hit_tokens = 64};
     json_t *j = sp_lg_result_json(&info, &m, res, 4, &delta);
     assert_non_null(j);
-    static const char *const keys[] = {
-        "date", "backend", "model_id", "num_prompts", "request_rate", "burstiness",
-        "max_concurrency", "duration", "completed", "failed", "total_input_tokens",
-        "total_output_tokens", "request_throughput", "request_goodput", "output_throughput",
-        "total_token_throughput", "mean_ttft_ms", "median_ttft_ms", "std_ttft_ms", "p99_ttft_ms",
-        "p50_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "std_tpot_ms", "p99_tpot_ms",
-        "mean_itl_ms", "median_itl_ms", "std_itl_ms", "p99_itl_ms", "mean_e2el_ms",
-        "median_e2el_ms", "std_e2el_ms", "p99_e2el_ms", "input_lens", "output_lens", "ttfts",
-        "itls", "errors", "max_output_tokens_per_s", "max_concurrent_requests"};
+    static const char *const keys[] = {"date",
+                                       "backend",
+                                       "model_id",
+                                       "num_prompts",
+                                       "request_rate",
+                                       "burstiness",
+                                       "max_concurrency",
+                                       "duration",
+                                       "completed",
+                                       "failed",
+                                       "total_input_tokens",
+                                       "total_output_tokens",
+                                       "request_throughput",
+                                       "request_goodput",
+                                       "output_throughput",
+                                       "total_token_throughput",
+                                       "mean_ttft_ms",
+                                       "median_ttft_ms",
+                                       "std_ttft_ms",
+                                       "p99_ttft_ms",
+                                       "p50_ttft_ms",
+                                       "mean_tpot_ms",
+                                       "median_tpot_ms",
+                                       "std_tpot_ms",
+                                       "p99_tpot_ms",
+                                       "mean_itl_ms",
+                                       "median_itl_ms",
+                                       "std_itl_ms",
+                                       "p99_itl_ms",
+                                       "mean_e2el_ms",
+                                       "median_e2el_ms",
+                                       "std_e2el_ms",
+                                       "p99_e2el_ms",
+                                       "input_lens",
+                                       "output_lens",
+                                       "ttfts",
+                                       "itls",
+                                       "errors",
+                                       "max_output_tokens_per_s",
+                                       "max_concurrent_requests"};
     for (size_t i = 0; i < SP_ARRAY_LEN(keys); i++)
         if (!json_object_get(j, keys[i]))
             fail_msg("missing '%s'", keys[i]);
@@ -118,20 +160,31 @@ static void test_metrics(void **state) {
     assert_int_equal(json_integer_value(json_object_get(j, "completed")), 3);
     assert_int_equal(json_array_size(json_object_get(j, "itls")), 4);
     assert_int_equal(json_array_size(json_array_get(json_object_get(j, "itls"), 0)), 3);
-    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "errors"), 2)),
-                        "boom");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "errors"), 2)), "boom");
     assert_int_equal(json_integer_value(json_array_get(json_object_get(j, "output_lens"), 2)), 0);
-    assert_true(json_real_value(json_object_get(json_object_get(j, "server_metrics"),
-                                                "num_preemptions")) == 2);
+    assert_true(json_real_value(
+                    json_object_get(json_object_get(j, "server_metrics"), "num_preemptions")) == 2);
     json_decref(j);
 
     // The SVG: CDFs for one run; the throughput-latency panels for a sweep.
     double a[] = {1, 2, 3}, b[] = {2, 4};
     sp_lg_plot_run runs[2] = {
-        {.label = "rate 1 <&>", .ttft_ms = a, .tpot_ms = a, .e2el_ms = a, .n_ttft = 3,
-         .n_tpot = 3, .n_e2el = 3, .m = &m},
-        {.label = "rate 2", .ttft_ms = b, .tpot_ms = b, .e2el_ms = b, .n_ttft = 2, .n_tpot = 2,
-         .n_e2el = 2, .m = &m},
+        {.label = "rate 1 <&>",
+         .ttft_ms = a,
+         .tpot_ms = a,
+         .e2el_ms = a,
+         .n_ttft = 3,
+         .n_tpot = 3,
+         .n_e2el = 3,
+         .m = &m},
+        {.label = "rate 2",
+         .ttft_ms = b,
+         .tpot_ms = b,
+         .e2el_ms = b,
+         .n_ttft = 2,
+         .n_tpot = 2,
+         .n_e2el = 2,
+         .m = &m},
     };
     char path[4096];
     snprintf(path, sizeof path, "%s/p.svg", sp_test_tmpdir());
@@ -223,14 +276,17 @@ static void test_run_paced_stub(void **state) {
     (void)state;
     stub_proc s = stub_start(20.0); // a chunk every 20 ms
     sp_lg_target t = target_for(s.port);
-    sp_lg_ds_opts dso = {.kind = SP_LG_DS_RANDOM, .num_prompts = 12, .input_len = 8,
-                         .output_len = 4, .seed = 1};
+    sp_lg_ds_opts dso = {
+        .kind = SP_LG_DS_RANDOM, .num_prompts = 12, .input_len = 8, .output_len = 4, .seed = 1};
     sp_lg_dataset ds;
     sp_diag d;
     assert_int_equal(sp_lg_dataset_build(&dso, (sp_lg_words){k_words, 3}, &ds, &d), SP_OK);
-    sp_lg_run_opts o = {.target = &t, .endpoint = "/v1/completions",
+    sp_lg_run_opts o = {.target = &t,
+                        .endpoint = "/v1/completions",
                         .body = {.ignore_eos = true, .temperature = -1},
-                        .request_rate = INFINITY, .burstiness = 1, .max_concurrency = 3,
+                        .request_rate = INFINITY,
+                        .burstiness = 1,
+                        .max_concurrency = 3,
                         .n_special = 1};
     sp_lg_result res[12];
     double dur = 0;
@@ -267,19 +323,53 @@ static void test_run_paced_stub(void **state) {
     stub_stop(&s);
 }
 
+/* A chat stream opens with a role-only chunk at once; the first token follows 30 ms later. The
+ * role chunk must not count as the first token. */
+static void test_run_chat_role_chunk(void **state) {
+    (void)state;
+    stub_proc s = stub_start(30.0);
+    sp_lg_target t = target_for(s.port);
+    sp_lg_ds_opts dso = {
+        .kind = SP_LG_DS_RANDOM, .num_prompts = 4, .input_len = 8, .output_len = 3, .seed = 1};
+    sp_lg_dataset ds;
+    sp_diag d;
+    assert_int_equal(sp_lg_dataset_build(&dso, (sp_lg_words){k_words, 3}, &ds, &d), SP_OK);
+    sp_lg_run_opts o = {.target = &t,
+                        .endpoint = "/v1/chat/completions",
+                        .body = {.chat = true, .ignore_eos = true, .temperature = -1},
+                        .request_rate = INFINITY,
+                        .burstiness = 1};
+    sp_lg_result res[4];
+    double dur = 0;
+    assert_int_equal(sp_lg_run(&o, &ds, res, &dur, &d), SP_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_true(res[i].success);
+        assert_int_equal(res[i].n_chunks, 3);
+        assert_int_equal(res[i].n_itl, 2);
+        assert_int_equal(res[i].output_tokens, 3);
+        assert_true(res[i].ttft_s >= 0.025);
+        sp_lg_result_free(&res[i]);
+    }
+    sp_lg_dataset_free(&ds);
+    stub_stop(&s);
+}
+
 static void test_run_rate_and_multi_turn(void **state) {
     (void)state;
     stub_proc s = stub_start(0);
     sp_lg_target t = target_for(s.port);
     sp_diag d;
     // 40 Poisson arrivals at 40/s: the last one is scheduled at exactly 1 s.
-    sp_lg_ds_opts dso = {.kind = SP_LG_DS_RANDOM, .num_prompts = 40, .input_len = 4,
-                         .output_len = 2, .seed = 2};
+    sp_lg_ds_opts dso = {
+        .kind = SP_LG_DS_RANDOM, .num_prompts = 40, .input_len = 4, .output_len = 2, .seed = 2};
     sp_lg_dataset ds;
     assert_int_equal(sp_lg_dataset_build(&dso, (sp_lg_words){k_words, 3}, &ds, &d), SP_OK);
-    sp_lg_run_opts o = {.target = &t, .endpoint = "/v1/completions",
+    sp_lg_run_opts o = {.target = &t,
+                        .endpoint = "/v1/completions",
                         .body = {.ignore_eos = true, .temperature = -1},
-                        .request_rate = 40, .burstiness = 1, .seed = 3};
+                        .request_rate = 40,
+                        .burstiness = 1,
+                        .seed = 3};
     sp_lg_result res[40];
     double dur = 0;
     assert_int_equal(sp_lg_run(&o, &ds, res, &dur, &d), SP_OK);
@@ -294,8 +384,12 @@ static void test_run_rate_and_multi_turn(void **state) {
     sp_lg_dataset_free(&ds);
 
     // Multi-turn: 2 sessions of 3 turns; a turn starts after the previous one ended.
-    dso = (sp_lg_ds_opts){.kind = SP_LG_DS_MULTI_TURN, .num_prompts = 6, .input_len = 4,
-                          .output_len = 3, .turns = 3, .seed = 4};
+    dso = (sp_lg_ds_opts){.kind = SP_LG_DS_MULTI_TURN,
+                          .num_prompts = 6,
+                          .input_len = 4,
+                          .output_len = 3,
+                          .turns = 3,
+                          .seed = 4};
     assert_int_equal(sp_lg_dataset_build(&dso, (sp_lg_words){k_words, 3}, &ds, &d), SP_OK);
     o.request_rate = INFINITY;
     o.think_time_s = 0.05;
@@ -327,12 +421,15 @@ static void test_run_refused(void **state) {
     close(fd);
     sp_lg_target t = target_for(ntohs(a.sin_port));
     sp_diag d;
-    sp_lg_ds_opts dso = {.kind = SP_LG_DS_RANDOM, .num_prompts = 5, .input_len = 4,
-                         .output_len = 2};
+    sp_lg_ds_opts dso = {
+        .kind = SP_LG_DS_RANDOM, .num_prompts = 5, .input_len = 4, .output_len = 2};
     sp_lg_dataset ds;
     assert_int_equal(sp_lg_dataset_build(&dso, (sp_lg_words){k_words, 3}, &ds, &d), SP_OK);
-    sp_lg_run_opts o = {.target = &t, .endpoint = "/v1/completions", .request_rate = INFINITY,
-                        .burstiness = 1, .body = {.temperature = -1}};
+    sp_lg_run_opts o = {.target = &t,
+                        .endpoint = "/v1/completions",
+                        .request_rate = INFINITY,
+                        .burstiness = 1,
+                        .body = {.temperature = -1}};
     sp_lg_result res[5];
     double dur;
     assert_int_equal(sp_lg_run(&o, &ds, res, &dur, &d), SP_OK);
@@ -382,6 +479,7 @@ int main(void) {
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_prometheus),
         cmocka_unit_test(test_run_paced_stub),
+        cmocka_unit_test(test_run_chat_role_chunk),
         cmocka_unit_test(test_run_rate_and_multi_turn),
         cmocka_unit_test(test_run_refused),
         cmocka_unit_test(test_fetch_stub),

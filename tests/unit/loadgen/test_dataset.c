@@ -35,8 +35,12 @@ static int count_words(const char *s) {
 
 static void test_random_lengths(void **state) {
     (void)state;
-    sp_lg_ds_opts o = {.kind = SP_LG_DS_RANDOM, .num_prompts = 500, .input_len = 100,
-                       .output_len = 20, .range_ratio = 0.5, .seed = 3};
+    sp_lg_ds_opts o = {.kind = SP_LG_DS_RANDOM,
+                       .num_prompts = 500,
+                       .input_len = 100,
+                       .output_len = 20,
+                       .range_ratio = 0.5,
+                       .seed = 3};
     sp_lg_dataset ds, ds2, ds3;
     sp_diag d;
     assert_int_equal(sp_lg_dataset_build(&o, k_w, &ds, &d), SP_OK);
@@ -87,8 +91,13 @@ static void test_random_lengths(void **state) {
 
 static void test_shared_prefix(void **state) {
     (void)state;
-    sp_lg_ds_opts o = {.kind = SP_LG_DS_SHARED_PREFIX, .num_prompts = 40, .input_len = 20,
-                       .output_len = 8, .shared_prefix_len = 64, .num_groups = 4, .seed = 9};
+    sp_lg_ds_opts o = {.kind = SP_LG_DS_SHARED_PREFIX,
+                       .num_prompts = 40,
+                       .input_len = 20,
+                       .output_len = 8,
+                       .shared_prefix_len = 64,
+                       .num_groups = 4,
+                       .seed = 9};
     sp_lg_dataset ds;
     sp_diag d;
     assert_int_equal(sp_lg_dataset_build(&o, k_w, &ds, &d), SP_OK);
@@ -104,7 +113,7 @@ static void test_shared_prefix(void **state) {
         if (!prefix[it->group])
             prefix[it->group] = it->system;
         assert_string_equal(it->system, prefix[it->group]); // really shared
-        for (size_t j = 0; j < i; j++)                       // suffixes unique
+        for (size_t j = 0; j < i; j++)                      // suffixes unique
             assert_string_not_equal(it->prompt, ds.items[j].prompt);
     }
     for (int g = 0; g < 4; g++) {
@@ -144,8 +153,12 @@ static void test_shared_prefix(void **state) {
 
 static void test_multi_turn(void **state) {
     (void)state;
-    sp_lg_ds_opts o = {.kind = SP_LG_DS_MULTI_TURN, .num_prompts = 10, .input_len = 12,
-                       .output_len = 5, .turns = 4, .seed = 1};
+    sp_lg_ds_opts o = {.kind = SP_LG_DS_MULTI_TURN,
+                       .num_prompts = 10,
+                       .input_len = 12,
+                       .output_len = 5,
+                       .turns = 4,
+                       .seed = 1};
     sp_lg_dataset ds;
     sp_diag d;
     assert_int_equal(sp_lg_dataset_build(&o, k_w, &ds, &d), SP_OK);
@@ -180,12 +193,12 @@ static void test_multi_turn(void **state) {
                     assert_string_equal(
                         json_string_value(json_object_get(json_array_get(msgs, 2 * k), "content")),
                         ds.items[k].prompt);
-                    assert_string_equal(json_string_value(json_object_get(
-                                            json_array_get(msgs, 2 * k + 1), "role")),
-                                        "assistant");
+                    assert_string_equal(
+                        json_string_value(json_object_get(json_array_get(msgs, 2 * k + 1), "role")),
+                        "assistant");
                 }
-                assert_int_equal(
-                    json_integer_value(json_object_get(j, "max_completion_tokens")), 5);
+                assert_int_equal(json_integer_value(json_object_get(j, "max_completion_tokens")),
+                                 5);
             } else {
                 const char *p = json_string_value(json_object_get(j, "prompt"));
                 size_t len = strlen(p);
@@ -282,8 +295,9 @@ static void test_trace_mooncake(void **state) {
 
 static void test_trace_prompts_and_errors(void **state) {
     (void)state;
-    char *path = write_tmp("prompts.jsonl", "{\"prompt\": \"Once upon a time\", \"output_len\": 7}\n"
-                                            "{\"prompt\": \"x\", \"output_len\": 1}");
+    char *path =
+        write_tmp("prompts.jsonl", "{\"prompt\": \"Once upon a time\", \"output_len\": 7}\n"
+                                   "{\"prompt\": \"x\", \"output_len\": 1}");
     sp_lg_ds_opts o = {.kind = SP_LG_DS_FILE, .path = path};
     sp_lg_dataset ds;
     sp_diag d;

@@ -24,20 +24,21 @@ static bool acc_body(void *ctx, const char *d, size_t n) {
 
 typedef struct resp_case {
     const char *name;
-    const char *wire;      // the response, possibly followed by bytes of the next one
-    size_t resp_len;       // bytes that belong to this response (0: all of wire)
-    bool head;             // the request was HEAD
-    bool needs_eof;        // the body ends with the connection
+    const char *wire; // the response, possibly followed by bytes of the next one
+    size_t resp_len;  // bytes that belong to this response (0: all of wire)
+    bool head;        // the request was HEAD
+    bool needs_eof;   // the body ends with the connection
     int status;
-    const char *body;      // the decoded body
+    const char *body; // the decoded body
     bool keep_alive;
     int64_t content_length;
     bool chunked;
 } resp_case;
 
 static const resp_case k_cases[] = {
-    {"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
-     0, false, false, 200, "hello", true, 5, false},
+    {"content-length",
+     "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello", 0, false,
+     false, 200, "hello", true, 5, false},
     {"chunked with extension and trailer",
      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
      "5;name=val\r\nhello\r\n1A\r\n abcdefghijklmnopqrstuvwxy\r\n0\r\nX-Trailer: 1\r\n\r\n",
@@ -48,18 +49,22 @@ static const resp_case k_cases[] = {
      0, false, false, 200, "data: {\"a\":1}\n\ndata: [DONE]\n\n", true, -1, true},
     {"close-delimited", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", 0, false, true,
      200, "until the end", false, -1, false},
-    {"http/1.0 without length", "HTTP/1.0 200 OK\r\n\r\nold", 0, false, true, 200, "old", false,
-     -1, false},
-    {"http/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
-     0, false, false, 200, "ok", true, 2, false},
-    {"100 continue first", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\nContent-Length: 4\r\n"
-     "Retry-After: 1\r\n\r\nbusy", 0, false, false, 503, "busy", true, 4, false},
-    {"204 has no body", "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200", 0, false,
-     false, 204, "", true, 10, false},
+    {"http/1.0 without length", "HTTP/1.0 200 OK\r\n\r\nold", 0, false, true, 200, "old", false, -1,
+     false},
+    {"http/1.0 keep-alive",
+     "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", 0, false, false,
+     200, "ok", true, 2, false},
+    {"100 continue first",
+     "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\nContent-Length: 4\r\n"
+     "Retry-After: 1\r\n\r\nbusy",
+     0, false, false, 503, "busy", true, 4, false},
+    {"204 has no body", "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200", 0,
+     false, false, 204, "", true, 10, false},
     {"head has no body", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 0, true, false, 200, "",
      true, 10, false},
-    {"bare LF line ends", "HTTP/1.1 404 Not Found\nContent-Length: 3\nConnection: Keep-Alive, close\n\nno!",
-     0, false, false, 404, "no!", false, 3, false},
+    {"bare LF line ends",
+     "HTTP/1.1 404 Not Found\nContent-Length: 3\nConnection: Keep-Alive, close\n\nno!", 0, false,
+     false, 404, "no!", false, 3, false},
     {"no reason phrase", "HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n", 0, false, false, 200, "",
      true, 0, false},
 };
@@ -184,9 +189,9 @@ static void test_response_errors(void **state) {
     assert_int_equal(feed_all("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", false, &acc, r),
                      SP_OK);
     assert_int_equal(sp_lg_http_eof(r, &d), SP_ERR_TRUNCATED);
-    assert_int_equal(feed_all("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",
-                              false, &acc, r),
-                     SP_OK);
+    assert_int_equal(
+        feed_all("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", false, &acc, r),
+        SP_OK);
     assert_int_equal(sp_lg_http_eof(r, &d), SP_ERR_TRUNCATED);
     assert_int_equal(feed_all("HTTP/1.1 200 OK\r\nContent-", false, &acc, r), SP_OK);
     assert_int_equal(sp_lg_http_eof(r, &d), SP_ERR_TRUNCATED);
@@ -361,10 +366,8 @@ static void test_http_sse_pipeline(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_responses_every_split),
-        cmocka_unit_test(test_response_errors),
-        cmocka_unit_test(test_sse_every_split),
-        cmocka_unit_test(test_sse_limits),
+        cmocka_unit_test(test_responses_every_split), cmocka_unit_test(test_response_errors),
+        cmocka_unit_test(test_sse_every_split),       cmocka_unit_test(test_sse_limits),
         cmocka_unit_test(test_http_sse_pipeline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,11 +7,11 @@
 #include "loadgen/stats.h"
 
 /* |a - b| <= eps in double precision (cmocka's float assertion rounds to float). */
-#define assert_double_equal(a, b, eps)                                                         \
-    do {                                                                                       \
-        double a_ = (a), b_ = (b);                                                             \
-        if (!(fabs(a_ - b_) <= (eps)))                                                         \
-            fail_msg("%.17g != %.17g (eps %g)", a_, b_, (double)(eps));                        \
+#define assert_double_equal(a, b, eps)                                                             \
+    do {                                                                                           \
+        double a_ = (a), b_ = (b);                                                                 \
+        if (!(fabs(a_ - b_) <= (eps)))                                                             \
+            fail_msg("%.17g != %.17g (eps %g)", a_, b_, (double)(eps));                            \
     } while (0)
 
 /* numpy.percentile(a, q) with the default method="linear", written from its definition: the
@@ -186,10 +186,10 @@ static void check_gamma(double shape, double rate, uint64_t seed) {
 
 static void test_gamma_moments(void **state) {
     (void)state;
-    check_gamma(1.0, 10.0, 1);  // Poisson arrivals: exponential gaps
-    check_gamma(0.5, 4.0, 2);   // bursty
+    check_gamma(1.0, 10.0, 1); // Poisson arrivals: exponential gaps
+    check_gamma(0.5, 4.0, 2);  // bursty
     check_gamma(0.25, 100.0, 3);
-    check_gamma(2.0, 10.0, 4);  // smoother
+    check_gamma(2.0, 10.0, 4); // smoother
     check_gamma(8.0, 0.5, 5);
 }
 
