@@ -189,9 +189,11 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il)
  * block by block through the sequence's table. The query heads that share a KV head are
  * processed together, so each cached key and value is loaded and converted once per group.
  * Per head: scores, softmax (max-subtracted, normalizer summed in double in position order),
- * then the weighted sum of values in position order. With an F16 cache the arithmetic follows
- * llama.cpp's: the query and the softmax weights are rounded to F16, products of F16 values are
- * exact in F32 and summed in double. With an F32 cache: F32 dot products and sums. */
+ * then the weighted sum of values in position order. With an F16 cache the query and the
+ * softmax weights are rounded to F16 as llama.cpp does before its two attention products; the
+ * products of F16 values are exact in F32 and are summed in double (llama.cpp's scalar F16 dot
+ * product does the same for short rows; its SIMD one sums in F32 lanes, which only moves the
+ * last bits). With an F32 cache: F32 dot products and sums. */
 typedef struct att_job {
     sp_forward *f;
     const sp_kvbuf *kv;

@@ -193,7 +193,9 @@ sp_err sp_ref_eval(sp_ref *r, int32_t token, int32_t pos, float *logits) {
         sp__add_inplace(x, r->xb, E);
     }
 
-    sp__rms_norm(r->xb, x, m->output_norm.data, E, hp->norm_eps);
-    matvec(r, &m->output, r->xb, logits);
+    if (logits) {
+        sp__rms_norm(r->xb, x, m->output_norm.data, E, hp->norm_eps);
+        matvec(r, &m->output, r->xb, logits);
+    }
     return SP_OK;
 }

@@ -20,7 +20,8 @@ sp_err sp_ref_create(const sp_model *m, int32_t max_ctx, bool quant_act, sp_ref 
 void sp_ref_destroy(sp_ref *r);
 
 /* Evaluates `token` at position pos (positions must come in order 0, 1, 2, ... for one
- * sequence; pos 0 restarts it) and writes n_vocab logits. */
+ * sequence; pos 0 restarts it) and writes n_vocab logits, or only fills the cache when logits
+ * is NULL (prompt tokens whose logits are not needed). */
 sp_err sp_ref_eval(sp_ref *r, int32_t token, int32_t pos, float *logits) SP_MUST_USE;
 
 #endif
