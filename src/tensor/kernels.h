@@ -34,8 +34,9 @@
  * w: weight rows of w_row_bytes each (stored type); x: n_rows activation rows of x_row_bytes
  * each, already in sp_dtype_vec_dot_type(weight type); n_in values per row (a multiple of the
  * block size). Q8_0 activation values must lie in [-127, 127], as quantize_act makes them (the
- * SIMD kernels negate them). Reads w rows [o0, o1) and x; writes only those y entries; no
- * allocation; any thread, concurrently on disjoint outputs. */
+ * AVX2 kernel negates them); weight bytes may take any value. Reads w rows [o0, o1) and x;
+ * writes only those y entries; no allocation, a few KB of stack; any thread, concurrently on
+ * disjoint outputs. */
 typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
                              int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0,
                              int64_t o1);
