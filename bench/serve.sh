@@ -85,10 +85,10 @@ for preset in $models; do
         esac
         json=$out/$stamp-$preset-$ds.json
         cmd=(spindle-bench --base-url http://127.0.0.1:PORT --dataset "$ds" "${args[@]}"
-            --seed 0 --timeout 900 --label "$preset")
+            --seed 0 --num-warmups 2 --timeout 900 --label "$preset")
         echo "${cmd[*]}" >>"$cmds"
         echo "== $preset $ds" >&2
-        "$bench" --base-url "http://127.0.0.1:$port" --dataset "$ds" "${args[@]}" --seed 0 \
+        "$bench" --base-url "http://127.0.0.1:$port" --dataset "$ds" "${args[@]}" --seed 0 --num-warmups 2 \
             --timeout 900 --label "$preset" --no-progress --result-json "$json" \
             --plot "$out/$stamp-$preset-$ds.svg" >"$out/$stamp-$preset-$ds.txt"
     done

@@ -47,6 +47,7 @@ typedef struct opts {
     bool progress;
     bool calibrate;
     double timeout_s;
+    int num_warmups;
     bool stub;
     int stub_port;
     double stub_itl_ms;
@@ -85,8 +86,9 @@ static void usage(FILE *f) {
         "  --request-rate R|inf    arrivals per second (sessions for multi-turn) (inf)\n"
         "  --burstiness B          gamma shape of the gaps; 1 = Poisson (1)\n"
         "  --max-concurrency C     requests in flight at most (no cap)\n"
-        "  --sweep R1,R2,...       run once per request rate\n"
+        "  --sweep R1,R2,...       run once per request rate (rate k uses seed S + k)\n"
         "  --timeout S             fail a request after S seconds (none)\n"
+        "  --num-warmups N         unmeasured requests first, to warm the server (0)\n"
         "Output:\n"
         "  --goodput ttft:MS tpot:MS e2el:MS   service-level objectives for goodput\n"
         "  --metric-percentiles P1,P2,...      percentiles to report (99)\n"
@@ -234,6 +236,8 @@ static int parse_args(int argc, char **argv, opts *o) {
             ok = parse_list(v, o->pcts, SP_LG_MAX_PCTS, &o->n_pcts, false);
         } else if (IS("--temperature")) {
             ok = parse_double(v, &o->temperature) && o->temperature >= 0;
+        } else if (IS("--num-warmups")) {
+            ok = parse_int(v, 0, 100000, &o->num_warmups);
         } else if (IS("--timeout")) {
             ok = parse_double(v, &o->timeout_s) && o->timeout_s >= 0;
         } else if (IS("--port")) {
@@ -314,6 +318,54 @@ static void read_counters(const sp_lg_target *t, sp_lg_server_counters *c) {
         status == 200)
         sp_lg_server_counters_parse(body, c);
     free(body);
+}
+
+/* Sends o->num_warmups random requests (not measured) so that the server has paged in its
+ * weights and warmed its caches; their prompts share nothing with the measured ones. */
+static bool warm_up(const opts *o, const sp_lg_target *t, const char *model, sp_lg_words words,
+                    bool chat) {
+    sp_lg_ds_opts wo = {.kind = SP_LG_DS_RANDOM,
+                        .num_prompts = o->num_warmups,
+                        .input_len = o->input_len,
+                        .output_len = o->output_len,
+                        .seed = o->seed ^ 0x5741524d55500000ull};
+    sp_lg_dataset wds;
+    sp_diag d;
+    sp_diag_clear(&d);
+    if (sp_lg_dataset_build(&wo, words, &wds, &d) != SP_OK) {
+        fprintf(stderr, "spindle-bench: warm-up: %s\n", d.msg[0] ? d.msg : "out of memory");
+        return false;
+    }
+    sp_lg_result *wr = calloc(wds.n, sizeof *wr);
+    sp_lg_run_opts ro = {
+        .target = t,
+        .endpoint = o->endpoint,
+        .body = {.chat = chat,
+                 .model = model,
+                 .ignore_eos = o->ignore_eos,
+                 .temperature = o->temperature},
+        .request_rate = INFINITY,
+        .burstiness = 1,
+        .max_concurrency = o->max_concurrency,
+        .timeout_s = o->timeout_s,
+    };
+    double dur = 0;
+    bool ok = wr && sp_lg_run(&ro, &wds, wr, &dur, &d) == SP_OK;
+    if (ok) {
+        size_t good = 0;
+        for (size_t i = 0; i < wds.n; i++)
+            good += wr[i].success;
+        fprintf(stderr, "spindle-bench: warm-up: %zu/%zu requests succeeded in %.2f s\n", good,
+                wds.n, dur);
+    } else {
+        fprintf(stderr, "spindle-bench: warm-up: %s\n", d.msg[0] ? d.msg : "out of memory");
+    }
+    if (wr)
+        for (size_t i = 0; i < wds.n; i++)
+            sp_lg_result_free(&wr[i]);
+    free(wr);
+    sp_lg_dataset_free(&wds);
+    return ok;
 }
 
 /* Per-run data kept for the plot. */
@@ -448,7 +500,19 @@ int main(int argc, char **argv) {
         goto done;
     }
     bool progress = o.progress && isatty(STDERR_FILENO);
+    if (o.num_warmups > 0 && !warm_up(&o, &target, model, words, chat))
+        goto done;
     for (int k = 0; k < n_rates; k++) {
+        if (k > 0) {
+            // Fresh prompts for every rate (same shapes): the same prompts again would be
+            // served from the prefix cache and flatter the later rates.
+            sp_lg_dataset_free(&ds);
+            dso.seed = o.seed + (uint64_t)k;
+            if (sp_lg_dataset_build(&dso, words, &ds, &d) != SP_OK) {
+                fprintf(stderr, "spindle-bench: dataset: %s\n", d.msg[0] ? d.msg : "out of memory");
+                goto done;
+            }
+        }
         char date[32];
         time_t now = time(NULL);
         struct tm tmv;

@@ -86,7 +86,7 @@ run --dataset shared-prefix --num-prompts 24 --shared-prefix-len 64 --num-groups
 j=$tmp/prefix.json
 check "prefix completed" 'r["completed"] == 24 and r["failed"] == 0 and r["total_output_tokens"] == 24 * 8' "$j"
 check "prefix lengths" 'r["input_lens"] == [81] * 24' "$j"
-check "prefix cache hits" 'r["server_metrics"]["prefix_cache_hit_tokens"] >= 20 * 48' "$j"
+check "prefix cache hits" 'r["server_metrics"]["prefix_cache_hit_tokens"] >= 10 * 48' "$j"
 check "prefix computed" 'r["server_metrics"]["prompt_tokens_computed"] + r["server_metrics"]["prefix_cache_hit_tokens"] == r["total_input_tokens"]' "$j"
 
 # multi-turn: each turn's prompt holds the previous turns, so it grows.
