@@ -8,6 +8,7 @@
 #include "base/util.h"
 #include "model/linear.h"
 #include "model/ops.h"
+#include "tensor/kernels.h"
 #include "tensor/quant.h"
 
 /* F16 -> F32 for every half value, filled once: converting cached keys and values is the
@@ -24,7 +25,6 @@ static void f16_table_init(void) {
 typedef struct att_scratch {
     float *scores; // (group, max_ctx) attention weights of the heads of one KV group
     float *qg;     // (group, head_dim) the group's queries
-    float *kvrow;  // (head_dim) one cached key or value in F32
     double *acc;   // (group, head_dim) value sums (F16 cache)
     float *accf;   // (group, head_dim) value sums (F32 cache)
 } att_scratch;
@@ -33,7 +33,6 @@ static void scratch_free(att_scratch *ts, int n) {
     for (int i = 0; ts && i < n; i++) {
         free(ts[i].scores);
         free(ts[i].qg);
-        free(ts[i].kvrow);
         free(ts[i].acc);
         free(ts[i].accf);
     }
@@ -48,10 +47,9 @@ static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) 
     for (int i = 0; i < n; i++) {
         ts[i].scores = malloc(group * (size_t)max_ctx * sizeof(float));
         ts[i].qg = malloc(group * D * sizeof(float));
-        ts[i].kvrow = malloc(D * sizeof(float));
         ts[i].acc = malloc(group * D * sizeof(double));
         ts[i].accf = malloc(group * D * sizeof(float));
-        if (!ts[i].scores || !ts[i].qg || !ts[i].kvrow || !ts[i].acc || !ts[i].accf) {
+        if (!ts[i].scores || !ts[i].qg || !ts[i].acc || !ts[i].accf) {
             scratch_free(ts, n);
             return NULL;
         }
@@ -212,97 +210,73 @@ static void attention_worker(void *ctx, int ith, int nth) {
     const int32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)D);
     const bool f16 = kv->type == SP_DTYPE_F16;
+    const sp_kernels *kn = sp_kernels_get();
     att_scratch *ws = &f->ts[ith];
-    float *qg = ws->qg;     // (group, D) the group's queries (F16-rounded with an F16 cache)
-    float *row = ws->kvrow; // (D) one key or value in F32
-    // Work items are (token, KV head) pairs; which thread takes which never changes a value.
-    int64_t i0, i1;
-    sp_split_range((int64_t)b->n_tokens * hp->n_head_kv, 1, ith, nth, &i0, &i1);
-    for (int64_t item = i0; item < i1; item++) {
+    float *qg = ws->qg; // (group, D) the group's queries (F16-rounded with an F16 cache)
+    // Work items are (token, KV head) pairs, dealt out round-robin so that the long contexts of
+    // a prompt's last tokens spread over all threads; which thread takes which never changes a
+    // value.
+    const int64_t n_items = (int64_t)b->n_tokens * hp->n_head_kv;
+    for (int64_t item = ith; item < n_items; item += nth) {
         const int32_t t = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
-        {
+        for (int32_t hh = 0; hh < group; hh++) {
+            const float *q = f->q + (size_t)t * nq + (size_t)(g * group + hh) * D;
+            for (int32_t d = 0; d < D; d++)
+                qg[hh * D + d] = f16 ? f16_table[sp_f32_to_f16(q[d])] : q[d];
+        }
+        // Scores, position by position through the block table.
+        for (int32_t j = 0; j < n_pos; j++) {
+            const void *kh = sp_kvbuf_head(kv, table[j / BS], il, 0, g);
             for (int32_t hh = 0; hh < group; hh++) {
-                const float *q = f->q + (size_t)t * nq + (size_t)(g * group + hh) * D;
-                for (int32_t d = 0; d < D; d++)
-                    qg[hh * D + d] = f16 ? f16_table[sp_f32_to_f16(q[d])] : q[d];
+                float sc;
+                if (f16)
+                    sc = kn->attn_dot(qg + hh * D, (const sp_f16 *)kh + (size_t)(j % BS) * D, D);
+                else
+                    sc = sp__dot_f32(qg + hh * D, (const float *)kh + (size_t)(j % BS) * D, D);
+                ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j] = sc * scale;
             }
-            // Scores.
+        }
+        // Softmax weights, per head.
+        for (int32_t hh = 0; hh < group; hh++) {
+            float *sc = ws->scores + (size_t)hh * (size_t)f->max_ctx;
+            float maxv = -INFINITY;
+            for (int32_t j = 0; j < n_pos; j++)
+                maxv = sc[j] > maxv ? sc[j] : maxv;
+            double sum = 0.0;
             for (int32_t j = 0; j < n_pos; j++) {
-                const void *kh = sp_kvbuf_head(kv, table[j / BS], il, 0, g);
-                const float *k;
-                if (f16) {
-                    const sp_f16 *k16 = (const sp_f16 *)kh + (size_t)(j % BS) * D;
-                    for (int32_t d = 0; d < D; d++)
-                        row[d] = f16_table[k16[d]];
-                    k = row;
-                } else {
-                    k = (const float *)kh + (size_t)(j % BS) * D;
-                }
-                for (int32_t hh = 0; hh < group; hh++) {
-                    const float *qh = qg + hh * D;
-                    float s;
-                    if (f16) {
-                        double acc = 0.0;
-                        for (int32_t d = 0; d < D; d++)
-                            acc += (double)(qh[d] * k[d]);
-                        s = (float)acc;
-                    } else {
-                        s = sp__dot_f32(qh, k, D);
-                    }
-                    ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j] = s * scale;
-                }
+                sc[j] = expf(sc[j] - maxv);
+                sum += (double)sc[j];
             }
-            // Softmax weights, per head.
+            const float inv = (float)(1.0 / sum);
+            for (int32_t j = 0; j < n_pos; j++)
+                sc[j] = f16 ? f16_table[sp_f32_to_f16(sc[j] * inv)] : sc[j] * inv;
+        }
+        // Weighted sum of values, in position order.
+        for (int32_t i = 0; i < group * D; i++) {
+            ws->acc[i] = 0.0;
+            ws->accf[i] = 0.0f;
+        }
+        for (int32_t j = 0; j < n_pos; j++) {
+            const void *vh = sp_kvbuf_head(kv, table[j / BS], il, 1, g);
             for (int32_t hh = 0; hh < group; hh++) {
-                float *sc = ws->scores + (size_t)hh * (size_t)f->max_ctx;
-                float maxv = -INFINITY;
-                for (int32_t j = 0; j < n_pos; j++)
-                    maxv = sc[j] > maxv ? sc[j] : maxv;
-                double sum = 0.0;
-                for (int32_t j = 0; j < n_pos; j++) {
-                    sc[j] = expf(sc[j] - maxv);
-                    sum += (double)sc[j];
-                }
-                const float inv = (float)(1.0 / sum);
-                for (int32_t j = 0; j < n_pos; j++)
-                    sc[j] = f16 ? f16_table[sp_f32_to_f16(sc[j] * inv)] : sc[j] * inv;
-            }
-            // Weighted sum of values.
-            for (int32_t i = 0; i < group * D; i++) {
-                ws->acc[i] = 0.0;
-                ws->accf[i] = 0.0f;
-            }
-            for (int32_t j = 0; j < n_pos; j++) {
-                const void *vh = sp_kvbuf_head(kv, table[j / BS], il, 1, g);
-                const float *v;
+                const float w = ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j];
                 if (f16) {
-                    const sp_f16 *v16 = (const sp_f16 *)vh + (size_t)(j % BS) * D;
-                    for (int32_t d = 0; d < D; d++)
-                        row[d] = f16_table[v16[d]];
-                    v = row;
+                    kn->attn_axpy(ws->acc + hh * D, w, (const sp_f16 *)vh + (size_t)(j % BS) * D,
+                                  D);
                 } else {
-                    v = (const float *)vh + (size_t)(j % BS) * D;
-                }
-                for (int32_t hh = 0; hh < group; hh++) {
-                    const float w = ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j];
-                    if (f16) {
-                        double *acc = ws->acc + hh * D;
-                        for (int32_t d = 0; d < D; d++)
-                            acc[d] += (double)(w * v[d]);
-                    } else {
-                        float *acc = ws->accf + hh * D;
-                        for (int32_t d = 0; d < D; d++)
-                            acc[d] += w * v[d];
-                    }
+                    const float *v = (const float *)vh + (size_t)(j % BS) * D;
+                    float *acc = ws->accf + hh * D;
+                    for (int32_t d = 0; d < D; d++)
+                        acc[d] += w * v[d];
                 }
             }
-            for (int32_t hh = 0; hh < group; hh++) {
-                float *out = f->att + (size_t)t * nq + (size_t)(g * group + hh) * D;
-                for (int32_t d = 0; d < D; d++)
-                    out[d] = f16 ? (float)ws->acc[hh * D + d] : ws->accf[hh * D + d];
-            }
+        }
+        for (int32_t hh = 0; hh < group; hh++) {
+            float *out = f->att + (size_t)t * nq + (size_t)(g * group + hh) * D;
+            for (int32_t d = 0; d < D; d++)
+                out[d] = f16 ? (float)ws->acc[hh * D + d] : ws->accf[hh * D + d];
         }
     }
 }

@@ -45,10 +45,21 @@ typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x, s
  * results as sp_quantize_act_row (bit for bit). */
 typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64_t n);
 
+/* Attention over an F16 KV cache. Products of F16-representable values are exact in F32 and
+ * are summed in double, in one canonical order that every table follows, so results never
+ * depend on the CPU: attn_dot returns (float)((a0 + a1) + (a2 + a3)) where lane a_l sums the
+ * products of elements d = l (mod 4) in increasing d; attn_axpy does acc[d] += (double)(w *
+ * v[d]) for each d (element-wise, so any vector width gives the same bits). q holds F32 values
+ * (already rounded to F16 by the caller), k and v F16 bit patterns. */
+typedef float (*sp_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
+typedef void (*sp_attn_axpy_fn)(double *acc, float w, const uint16_t *v, int64_t n);
+
 typedef struct sp_kernels {
     const char *isa;                      // "scalar", "avx2", "avxvnni", "avx512"
     sp_matmul_fn matmul[SP_DTYPE__COUNT]; // by weight type; NULL = use the scalar one
     sp_quantize_act_fn quantize_act;      // NULL = use the scalar one
+    sp_attn_dot_fn attn_dot;              // F16 cache: query-key dot product
+    sp_attn_axpy_fn attn_axpy;            // F16 cache: weighted value accumulation
 } sp_kernels;
 
 /* The kernel table for this CPU (or SPINDLE_ISA), every entry filled (falling back to scalar)

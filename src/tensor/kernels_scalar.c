@@ -33,6 +33,18 @@ SCALAR_MATMUL(matmul_q4_0, SP_DTYPE_Q4_0)
 SCALAR_MATMUL(matmul_q4_k, SP_DTYPE_Q4_K)
 SCALAR_MATMUL(matmul_q6_k, SP_DTYPE_Q6_K)
 
+static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
+    double lane[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int64_t d = 0; d < n; d++)
+        lane[d % 4] += (double)(q[d] * sp_f16_to_f32(k[d]));
+    return (float)((lane[0] + lane[1]) + (lane[2] + lane[3]));
+}
+
+static void attn_axpy(double *acc, float w, const uint16_t *v, int64_t n) {
+    for (int64_t d = 0; d < n; d++)
+        acc[d] += (double)(w * sp_f16_to_f32(v[d]));
+}
+
 void sp__kernels_scalar_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_F32] = matmul_f32;
     k->matmul[SP_DTYPE_F16] = matmul_f16;
@@ -42,4 +54,6 @@ void sp__kernels_scalar_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q4_K] = matmul_q4_k;
     k->matmul[SP_DTYPE_Q6_K] = matmul_q6_k;
     k->quantize_act = sp_quantize_act_row;
+    k->attn_dot = attn_dot;
+    k->attn_axpy = attn_axpy;
 }
