@@ -159,7 +159,8 @@ static double vmax(const double *v, size_t n) {
 
 static void legend(FILE *f, const panel *p, const sp_lg_plot_run *runs, int n_runs) {
     for (int i = 0; i < n_runs && i < 10; i++) {
-        double y = p->y0 + MARGIN_T + 12 + 14 * i;
+        // Bottom right: under a CDF curve that corner stays empty.
+        double y = p->y0 + MARGIN_T + p->ph - 8 - 14 * (SP_MIN(n_runs, 10) - 1 - i);
         double x = p->x0 + MARGIN_L + p->pw - 110;
         fprintf(f,
                 "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
@@ -230,13 +231,18 @@ static void tput_panel(FILE *f, panel *p, const sp_lg_plot_run *runs, int n_runs
                 "font-size=\"11\">%s</text>\n",
                 x, y - 4, x + 16, y - 4, color, ss[k].dash, x + 20, y, ss[k].name);
     }
-    // Label each point of the first series with its run.
+    // Label each point of the upper series with its rate ("rate R" labels shortened to R).
     for (int i = 0; i < n_runs; i++) {
+        const char *l = runs[i].label ? runs[i].label : "";
+        const char *r = strstr(l, "rate ");
+        double x = px(p, runs[i].m->output_throughput);
+        bool right = x > p->x0 + MARGIN_L + 0.8 * p->pw;
         fprintf(f,
                 "<text x=\"%.1f\" y=\"%.1f\" font-family=\"sans-serif\" font-size=\"9\" "
-                "fill=\"#555\">",
-                px(p, runs[i].m->output_throughput) + 4, py(p, ss[0].get(runs[i].m)) - 4);
-        xml_text(f, runs[i].label ? runs[i].label : "");
+                "fill=\"#555\" text-anchor=\"%s\">",
+                right ? x - 4 : x + 4, py(p, ss[n_ss - 1].get(runs[i].m)) - 6,
+                right ? "end" : "start");
+        xml_text(f, r ? r + 5 : l);
         fputs("</text>\n", f);
     }
 }

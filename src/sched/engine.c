@@ -38,6 +38,7 @@ struct sp_engine {
     sp_sessions *sessions;  // multi-turn sessions and their KV pins
     req_list waiting; // arrival order; preempted requests go back to the head
     req_list running; // arrival order (oldest first)
+    uint64_t step_no; // steps started (numbering starts at 1)
     int32_t *b_tok;   // (max_batch_tokens) batch token ids
     int32_t *b_pos;   // (max_batch_tokens) positions
     int32_t *b_seq;   // (max_batch_tokens) sequence index within the batch
@@ -80,6 +81,7 @@ sp_engine_opts sp_engine_opts_default(void) {
                             .prefix_cache = true,
                             .prefix_window = 8,
                             .max_reorder_wait_ms = 500,
+                            .max_wait_ms = 30000,
                             .session_ttl_cap_ms = 60000,
                             .max_sessions = 1024,
                             .policy = sp_policy_aggressive()};
@@ -390,7 +392,7 @@ static void sample_token(sp_engine *e, sp_request *r, const float *logits) {
 
 /* ---- scheduling ----------------------------------------------------------------------------- */
 
-static void preempt(sp_engine *e, sp_request *r) {
+static void preempt(sp_engine *e, sp_request *r, bool for_priority) {
     sp_kv_seq_release(e->pool, &r->seq);
     list_remove(&e->running, r);
     r->n_computed = 0;
@@ -402,6 +404,8 @@ static void preempt(sp_engine *e, sp_request *r) {
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&e->smu);
     e->stats.preemptions++;
+    if (for_priority)
+        e->stats.preemptions_priority++;
     pthread_mutex_unlock(&e->smu);
     if (e->o.on_preempt)
         e->o.on_preempt(e->o.hook_ctx, r);
@@ -421,7 +425,7 @@ static bool reserve_or_preempt(sp_engine *e, sp_request *r, int32_t n, int32_t *
             victim = victim->prev;
         if (!victim)
             return false; // only protected requests: r waits for them to finish prefilling
-        preempt(e, victim);
+        preempt(e, victim, false);
         (*n_preempted)++;
         if (victim == r)
             return false;
@@ -467,21 +471,48 @@ static bool prefix_in_flight(const sp_engine *e, const sp_request *r, int32_t ca
     return false;
 }
 
-/* Chooses the waiting request to admit next. Within the first prefix_window waiting requests
- * the one whose prompt has the most tokens in the prefix cache goes first (ties: arrival
- * order), unless the head has waited longer than max_reorder_wait_ms, which bounds how long
- * reordering can delay anyone. Requests whose prefix another request is computing right now
- * wait for it. *cached receives the chosen request's cached prompt tokens. */
-static sp_request *pick_candidate(sp_engine *e, int32_t *cached) {
+/* A request's priority for scheduling: its own (lower is more urgent), or the most urgent of
+ * all once it has waited longer than max_wait_ms (no starvation). */
+static int64_t eff_priority(const sp_engine *e, const sp_request *r, int64_t now) {
+    if (e->o.max_wait_ms > 0 && now - r->stats.t_submit_us > (int64_t)e->o.max_wait_ms * 1000)
+        return INT64_MIN;
+    return r->params.priority;
+}
+
+/* The waiting request that comes first: most urgent priority, then earliest arrival. */
+static sp_request *first_waiting(const sp_engine *e, int64_t now) {
     sp_request *best = NULL;
-    int32_t best_cached = -1;
+    int64_t best_p = 0;
+    for (sp_request *r = e->waiting.head; r; r = r->next) {
+        int64_t p = eff_priority(e, r, now);
+        if (!best || p < best_p || (p == best_p && r->arrival < best->arrival)) {
+            best = r;
+            best_p = p;
+        }
+    }
+    return best;
+}
+
+/* Chooses the waiting request to admit next: the first by priority and arrival, or, among the
+ * first prefix_window waiting requests of that same priority, the one whose prompt has the most
+ * tokens in the prefix cache (ties: arrival order), unless the first has waited longer than
+ * max_reorder_wait_ms, which bounds how long reordering can delay anyone. Requests whose prefix
+ * another request is computing right now wait for it. *cached receives the chosen request's
+ * cached prompt tokens. */
+static sp_request *pick_candidate(sp_engine *e, int32_t *cached) {
     int64_t now = sp_time_us();
-    sp_request *head = e->waiting.head;
-    bool head_only = !head || now - head->stats.t_submit_us >
-                                  (int64_t)e->o.max_reorder_wait_ms * 1000;
+    sp_request *head = first_waiting(e, now);
+    if (!head)
+        return NULL;
+    const int64_t head_p = eff_priority(e, head, now);
+    bool head_only = now - head->stats.t_submit_us > (int64_t)e->o.max_reorder_wait_ms * 1000;
     int32_t window = head_only ? 1 : SP_MAX(e->o.prefix_window, 1);
-    int32_t i = 0;
-    for (sp_request *r = head; r && i < window; r = r->next, i++) {
+    sp_request *best = NULL;
+    int32_t best_cached = -1, i = 0;
+    for (sp_request *r = head_only ? head : e->waiting.head; r && i < window; r = r->next) {
+        if (eff_priority(e, r, now) != head_p || r->arrival < head->arrival)
+            continue;
+        i++;
         int32_t c = e->o.prefix_cache
                         ? sp_kv_prefix_match(e->pool, salt_of(e, r), r->tokens, r->n_tokens - 1)
                         : 0;
@@ -491,19 +522,42 @@ static sp_request *pick_candidate(sp_engine *e, int32_t *cached) {
             best = r;
             best_cached = c;
         }
+        if (head_only)
+            break;
     }
     *cached = best_cached;
     return best;
 }
 
+/* The running request a more urgent candidate may displace: the newest of the least urgent
+ * ones, if it is less urgent than the candidate and not protected (resumed, still
+ * prefilling); NULL otherwise. */
+static sp_request *priority_victim(const sp_engine *e, const sp_request *cand, int64_t now) {
+    sp_request *victim = NULL;
+    for (sp_request *q = e->running.tail; q; q = q->prev)
+        if (!q->guard && q->scheduled_step != e->step_no &&
+            (!victim || q->params.priority > victim->params.priority))
+            victim = q;
+    if (victim && victim->params.priority > eff_priority(e, cand, now))
+        return victim;
+    return NULL;
+}
+
 /* Tries to admit the next waiting request (pick_candidate); returns it, or NULL. */
 static sp_request *admit_next(sp_engine *e) {
-    if (!e->waiting.head || e->running.n >= e->o.max_seqs)
+    if (!e->waiting.head)
         return NULL;
     int32_t matched;
     sp_request *r = pick_candidate(e, &matched);
     if (!r)
         return NULL;
+    if (e->running.n >= e->o.max_seqs) {
+        // The sequence cap: only a more urgent request gets in, by displacing a less urgent one.
+        sp_request *victim = priority_victim(e, r, sp_time_us());
+        if (!victim)
+            return NULL;
+        preempt(e, victim, true);
+    }
     // Blocks needed now: the whole prompt (and generated tokens, after a preemption), less the
     // blocks the prefix cache already holds.
     sp_sched_state s = {.block_size = e->o.block_size,
@@ -520,9 +574,14 @@ static sp_request *admit_next(sp_engine *e) {
     if (!ok && e->running.n == 0 && cand.blocks_needed <= s.n_available)
         ok = true; // never idle with work that fits
     if (!ok) {
-        // Pinned sessions give way to admission, oldest first.
+        // Pinned sessions give way to admission, oldest first; then less urgent requests.
         if (cand.blocks_needed > s.n_available && sp_sessions_reclaim_oldest(e->sessions, e->pool))
             return admit_next(e);
+        sp_request *victim = priority_victim(e, r, sp_time_us());
+        if (victim) {
+            preempt(e, victim, true);
+            return admit_next(e);
+        }
         return NULL;
     }
     int32_t got = sp_kv_seq_lookup(e->pool, &r->seq, salt_of(e, r), r->tokens, r->n_tokens - 1);
@@ -600,6 +659,7 @@ static void drain_inbox(sp_engine *e) {
 static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, int32_t *n_tok,
                       int32_t *n_seq, int32_t *n_out) {
     int32_t s = (*n_seq)++;
+    r->scheduled_step = e->step_no;
     e->b_reqs[s] = r;
     e->b_chunk[s] = chunk;
     e->b_tables[s] = r->seq.blocks;
@@ -644,8 +704,32 @@ static void publish_stats(sp_engine *e, bool ran, uint64_t prompt_tokens) {
     pthread_mutex_unlock(&e->smu);
 }
 
+/* Before a step's batch is built: while the most urgent waiting request is kept out by the
+ * sequence cap or by memory and a less urgent request is running, the newest of the least
+ * urgent running requests makes way. */
+static void displace_for_priority(sp_engine *e) {
+    for (;;) {
+        int64_t now = sp_time_us();
+        sp_request *cand = first_waiting(e, now);
+        if (!cand)
+            return;
+        int32_t cached = e->o.prefix_cache ? sp_kv_prefix_match(e->pool, salt_of(e, cand),
+                                                                cand->tokens, cand->n_tokens - 1)
+                                           : 0;
+        bool blocked = e->running.n >= e->o.max_seqs ||
+                       blocks_for(e, cand->n_tokens) - cached / e->o.block_size >
+                           sp_kv_pool_n_available(e->pool);
+        sp_request *victim = blocked ? priority_victim(e, cand, now) : NULL;
+        if (!victim)
+            return;
+        preempt(e, victim, true);
+    }
+}
+
 bool sp_engine_step(sp_engine *e) {
+    e->step_no++;
     drain_inbox(e);
+    displace_for_priority(e);
     int32_t n_tok = 0, n_seq = 0, n_out = 0, n_decode = 0, n_preempted = 0;
     int32_t budget = e->o.max_batch_tokens;
 

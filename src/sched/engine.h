@@ -23,7 +23,12 @@
  * prompt tokens in the prefix cache is admitted first, unless the head has waited longer than
  * max_reorder_wait_ms; and a request whose prefix blocks another running request is computing
  * right now waits for them, so that requests arriving together with a shared prefix compute it
- * once. */
+ * once.
+ *
+ * Priorities: a request's `priority` (lower is more urgent) orders the waiting queue before
+ * arrival does, and a more urgent waiting request may preempt the newest of the least urgent
+ * running ones when the sequence cap or the memory keeps it out. A request that has waited
+ * longer than max_wait_ms goes first whatever its priority. */
 #ifndef SP_SCHED_ENGINE_H
 #define SP_SCHED_ENGINE_H
 
@@ -57,6 +62,8 @@ typedef struct sp_engine_opts {
     bool prefix_cache;        // share full blocks between requests (default true)
     int32_t prefix_window;    // waiting requests considered for cache-aware reordering (8)
     int32_t max_reorder_wait_ms; // a head waiting longer than this is admitted first (500)
+    int32_t max_wait_ms;      // a request waiting longer than this goes first whatever its
+                              // priority (30000; 0: never)
     uint64_t kv_hash_seed;    // seed of the prefix hashes (a server should pick it at random)
     int32_t kv_hash_bits;     // test hook: truncate prefix hashes to force collisions (0: off)
     int64_t session_ttl_ms;   // pin every finished turn's KV this long (0: choose from the
@@ -94,6 +101,7 @@ typedef struct sp_engine_stats {
     int32_t n_blocks_pinned;    // blocks held by session pins
     uint64_t generated_tokens;
     uint64_t preemptions;
+    uint64_t preemptions_priority; // of which to admit a more urgent request
     uint64_t finished[5];       // by sp_finish
     int32_t n_running;
     int32_t n_waiting;

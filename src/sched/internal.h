@@ -30,6 +30,7 @@ struct sp_request {
     int32_t n_generated;
     bool guard;             // resumed after preemption: not preemptible until prefilled
     uint64_t session;       // session of this turn (params.session_id, or matched by history)
+    uint64_t scheduled_step; // the last engine step whose batch includes this request
     bool seq_ready;         // seq is initialized
     sp_kv_seq seq;
     sp_sampler *sampler;

@@ -123,6 +123,12 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
     put_scalar(&b, "counter", "spindle_num_preemptions_total",
                "Requests preempted to free KV memory (recomputed later).",
                (double)es->preemptions);
+    put(&b, "# HELP spindle_preemptions_by_cause_total Preemptions by cause: memory for a decode, "
+            "or a more urgent request.\n# TYPE spindle_preemptions_by_cause_total counter\n"
+            "spindle_preemptions_by_cause_total{cause=\"memory\"} %llu\n"
+            "spindle_preemptions_by_cause_total{cause=\"priority\"} %llu\n",
+        (unsigned long long)(es->preemptions - es->preemptions_priority),
+        (unsigned long long)es->preemptions_priority);
     put_scalar(&b, "counter", "spindle_engine_steps_total", "Forward passes run by the engine.",
                (double)es->steps);
     put_scalar(&b, "counter", "spindle_prompt_tokens_computed_total",

@@ -5,7 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/model.h"
+#include "sched/engine.h"
 #include "sched/policy.h"
+#include "tok/tok.h"
+
+#include <unistd.h>
 
 /* Peak KV use by simulation: at each future step t, request j still holds c_j + t tokens while
  * t <= r_j. */
@@ -147,12 +152,129 @@ static void test_create_by_name(void **state) {
     assert_int_equal(sp_policy_create("greedy", 16, 1, &p), SP_ERR_INVALID);
 }
 
+/* ---- priorities in the engine ---------------------------------------------------------- */
+
+static sp_model *pm;
+static sp_vocab *pv;
+
+static sp_request *submit_prio(sp_engine *e, int32_t prio, int32_t max_tokens, int seed) {
+    int32_t prompt[24];
+    prompt[0] = 1;
+    for (int i = 1; i < 24; i++)
+        prompt[i] = 3 + (i * (7 + seed)) % 500;
+    sp_req_params p = sp_req_params_default();
+    p.max_tokens = max_tokens;
+    p.ignore_eos = true;
+    p.sample.temperature = 0.0f;
+    p.priority = prio;
+    sp_request *r;
+    sp_diag d;
+    assert_int_equal(sp_request_create(pv, prompt, 24, &p, &r, &d), SP_OK);
+    assert_int_equal(sp_engine_submit(e, r, &d), SP_OK);
+    return r;
+}
+
+static int64_t end_of(sp_request *r) {
+    sp_req_stats st;
+    sp_request_stats(r, &st);
+    return st.t_end_us;
+}
+
+static void drop_ready(sp_engine *e) {
+    for (sp_request *r = sp_engine_take_ready(e); r;) {
+        sp_request *next = sp_request_next_ready(r);
+        sp_request_release(r);
+        r = next;
+    }
+}
+
+/* With the sequence cap full of low-priority work, an urgent request displaces the newest of
+ * them at once (no memory shortage involved) and finishes first; everyone completes. */
+static void test_priority_preemption(void **state) {
+    (void)state;
+    char *path = sp_test_shared("models/stories260K.gguf");
+    sp_diag d;
+    assert_int_equal(sp_model_load(path, &pm, &d), SP_OK);
+    assert_int_equal(sp_vocab_load(pm->gguf, &pv, &d), SP_OK);
+    free(path);
+    sp_engine_opts o = sp_engine_opts_default();
+    o.max_seqs = 2;
+    o.n_threads = 1;
+    sp_engine *e;
+    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_request *low1 = submit_prio(e, 5, 200, 1), *low2 = submit_prio(e, 5, 200, 2);
+    for (int i = 0; i < 5; i++)
+        sp_engine_step(e);
+    sp_request *urgent = submit_prio(e, 0, 20, 3);
+    sp_engine_step(e);
+    sp_engine_stats st;
+    sp_engine_stats_get(e, &st);
+    assert_int_equal(st.preemptions_priority, 1);
+    assert_int_equal(st.n_running, 2);
+    while (sp_engine_busy(e))
+        sp_engine_step(e);
+    drop_ready(e);
+    assert_true(end_of(urgent) < end_of(low1) && end_of(urgent) < end_of(low2));
+    sp_engine_stats_get(e, &st);
+    assert_int_equal(st.finished[SP_FINISH_LENGTH], 3);
+    assert_int_equal(st.n_blocks_used, 0);
+    sp_request_release(low1);
+    sp_request_release(low2);
+    sp_request_release(urgent);
+    sp_engine_destroy(e);
+}
+
+/* No starvation: a low-priority request waiting behind a stream of urgent ones runs once it has
+ * waited max_wait_ms. */
+static void test_no_starvation(void **state) {
+    (void)state;
+    sp_engine_opts o = sp_engine_opts_default();
+    o.max_seqs = 1;
+    o.n_threads = 1;
+    o.max_wait_ms = 30;
+    sp_engine *e;
+    sp_diag d;
+    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_request *urgent[200];
+    int n_urgent = 0;
+    urgent[n_urgent++] = submit_prio(e, 0, 3, 0);
+    sp_request *low = submit_prio(e, 9, 3, 1);
+    int steps = 0;
+    while (!end_of(low) && steps < 2000) {
+        if (n_urgent < 200 && steps % 2 == 0) {
+            urgent[n_urgent] = submit_prio(e, 0, 3, n_urgent);
+            n_urgent++;
+        }
+        sp_engine_step(e);
+        drop_ready(e);
+        usleep(1000);
+        steps++;
+    }
+    assert_true(end_of(low) > 0);
+    // It ran while urgent requests were still waiting.
+    int waiting_urgent = 0;
+    for (int i = 0; i < n_urgent; i++)
+        waiting_urgent += end_of(urgent[i]) == 0;
+    assert_true(waiting_urgent > 0);
+    while (sp_engine_busy(e))
+        sp_engine_step(e);
+    drop_ready(e);
+    for (int i = 0; i < n_urgent; i++)
+        sp_request_release(urgent[i]);
+    sp_request_release(low);
+    sp_engine_destroy(e);
+    sp_vocab_destroy(pv);
+    sp_model_destroy(pm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peak_formula),
         cmocka_unit_test(test_conditional_sampling),
         cmocka_unit_test(test_policy_decisions),
         cmocka_unit_test(test_create_by_name),
+        cmocka_unit_test(test_priority_preemption),
+        cmocka_unit_test(test_no_starvation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
