@@ -56,7 +56,7 @@ wait_port() {
 srv_pid=$!
 wait_port "$tmp/server.log" "$srv_pid"
 url=http://127.0.0.1:$port
-run() { "$bench" --base-url "$url" --no-progress "$@" >"$tmp/out.txt" 2>"$tmp/err.txt" || { cat "$tmp/out.txt" "$tmp/err.txt" >&2; return 1; }; }
+run() { "$bench" --base-url "$url" --no-progress --timeout 60 "$@" >"$tmp/out.txt" 2>"$tmp/err.txt" || { cat "$tmp/out.txt" "$tmp/err.txt" >&2; return 1; }; }
 
 # random: exact prompt lengths (single-token words + BOS) and output lengths (ignore_eos).
 run --dataset random --num-prompts 40 --input-len 24 --output-len 12 --request-rate 200 \
