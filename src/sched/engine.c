@@ -82,6 +82,7 @@ sp_engine_opts sp_engine_opts_default(void) {
                             .prefix_window = 8,
                             .max_reorder_wait_ms = 500,
                             .max_wait_ms = 30000,
+                            .session_ttl_ms = -1,
                             .session_ttl_cap_ms = 60000,
                             .max_sessions = 1024,
                             .policy = sp_policy_aggressive()};

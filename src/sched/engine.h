@@ -66,8 +66,9 @@ typedef struct sp_engine_opts {
                               // priority (30000; 0: never)
     uint64_t kv_hash_seed;    // seed of the prefix hashes (a server should pick it at random)
     int32_t kv_hash_bits;     // test hook: truncate prefix hashes to force collisions (0: off)
-    int64_t session_ttl_ms;   // pin every finished turn's KV this long (0: choose from the
-                              // observed gaps between turns; see sched/session.h)
+    int64_t session_ttl_ms;   // pin every finished turn's KV this long; -1 (default): choose
+                              // from the observed gaps between turns; 0: never pin (plain LRU
+                              // caching); see sched/session.h
     int64_t session_ttl_cap_ms; // longest chosen TTL (default 60 s)
     int32_t max_sessions;     // sessions remembered (default 1024)
     uint64_t cache_salt;      // mixed into the prefix hashes (identifies the model)

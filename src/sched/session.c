@@ -29,7 +29,7 @@ struct sp_sessions {
 
 sp_err sp_sessions_create(int32_t capacity, int64_t fixed_ttl_ms, int64_t cap_ttl_ms,
                           sp_sessions **out) {
-    if (capacity < 1 || fixed_ttl_ms < 0 || cap_ttl_ms < 0)
+    if (capacity < 1 || fixed_ttl_ms < -1 || cap_ttl_ms < 0)
         return SP_ERR_INVALID;
     sp_sessions *s = calloc(1, sizeof *s);
     if (!s)
@@ -40,7 +40,7 @@ sp_err sp_sessions_create(int32_t capacity, int64_t fixed_ttl_ms, int64_t cap_tt
         return SP_ERR_NOMEM;
     }
     s->capacity = capacity;
-    s->fixed_ttl_us = fixed_ttl_ms * 1000;
+    s->fixed_ttl_us = fixed_ttl_ms < 0 ? -1 : fixed_ttl_ms * 1000;
     s->cap_ttl_us = cap_ttl_ms * 1000;
     *out = s;
     return SP_OK;
@@ -120,6 +120,8 @@ static void sort_i64(int64_t *a, int32_t n) {
 
 /* The TTL to pin for, in microseconds, or -1 not to pin. */
 static int64_t choose_ttl(const sp_sessions *s) {
+    if (s->fixed_ttl_us == 0)
+        return -1; // pins off: plain LRU caching
     if (s->fixed_ttl_us > 0)
         return s->fixed_ttl_us;
     if (s->n_gaps < 4)

@@ -35,8 +35,9 @@ typedef struct sp_session_stats {
     int32_t pinned_blocks;   // blocks those pins hold (shared blocks counted once per pin)
 } sp_session_stats;
 
-/* capacity: sessions remembered; fixed_ttl_ms > 0 pins every turn for that long; cap_ttl_ms
- * bounds the chosen TTL. */
+/* capacity: sessions remembered; fixed_ttl_ms > 0 pins every turn for that long, 0 never pins
+ * (sessions still keep their queue order), -1 chooses the TTL from the gaps; cap_ttl_ms bounds
+ * the chosen TTL. */
 sp_err sp_sessions_create(int32_t capacity, int64_t fixed_ttl_ms, int64_t cap_ttl_ms,
                           sp_sessions **out) SP_MUST_USE;
 /* Releases every pin into pool and frees; NULL ok. */

@@ -18,7 +18,7 @@
 static void test_ttl_choice(void **state) {
     (void)state;
     sp_sessions *s;
-    assert_int_equal(sp_sessions_create(16, 0, 10000, &s), SP_OK);
+    assert_int_equal(sp_sessions_create(16, -1, 10000, &s), SP_OK);
     // No history: a short trial pin.
     assert_int_equal(sp_sessions_ttl_ms(s), 2000);
     // Gaps of 100..1000 ms: the TTL is their 90th percentile.
@@ -33,7 +33,7 @@ static void test_ttl_choice(void **state) {
     assert_int_equal(sp_sessions_ttl_ms(s), 1000);
     sp_sessions_destroy(s, NULL);
     // Gaps far beyond the cap: returning within the cap is unlikely, so no pin.
-    assert_int_equal(sp_sessions_create(16, 0, 50, &s), SP_OK);
+    assert_int_equal(sp_sessions_create(16, -1, 50, &s), SP_OK);
     t = 1000000;
     for (int i = 0; i < 10; i++) {
         sp_sessions_arrive(s, 9, 1, t);
@@ -47,6 +47,10 @@ static void test_ttl_choice(void **state) {
     // A fixed TTL always pins.
     assert_int_equal(sp_sessions_create(16, 1234, 50, &s), SP_OK);
     assert_int_equal(sp_sessions_ttl_ms(s), 1234);
+    sp_sessions_destroy(s, NULL);
+    // TTL 0: never pin.
+    assert_int_equal(sp_sessions_create(16, 0, 50, &s), SP_OK);
+    assert_int_equal(sp_sessions_ttl_ms(s), -1);
     sp_sessions_destroy(s, NULL);
 }
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Prefix-cache benchmark: the shared-prefix workload (400-token shared system prompts, 50-token
+# suffixes) against the same server with and without --no-prefix-cache, in one run, on a
+# 1.1B-shape model. Prints the TTFT figures and the server's prefix-cache counters.
+# Usage: [BUILD_DIR=build] bench/prefix.sh [MODEL.gguf]   (default: generates a 1.1B Q8_0 model
+# under build/bench-models/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build}
+bin=$build/spindle
+bench=$build/spindle-bench
+model=${1:-build/bench-models/1.1b-q8_0.gguf}
+if [[ ! -f "$model" ]]; then
+    mkdir -p "$(dirname "$model")"
+    "$bin" mkmodel -o "$model" --preset 1.1b --type q8_0
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+run() { # label, extra server flags...
+    local label=$1
+    shift
+    "$bin" serve -m "$model" --port 0 "$@" 2>"$out/$label.log" &
+    local pid=$!
+    local port=""
+    for _ in $(seq 300); do
+        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$out/$label.log")
+        [[ -n "$port" ]] && break
+        sleep 0.1
+    done
+    "$bench" --base-url "http://127.0.0.1:$port" --dataset shared-prefix --shared-prefix-len 400 \
+        --input-len 50 --output-len 16 --num-groups 2 --num-prompts 8 --request-rate 0.1 \
+        --seed 1 --label "$label" --result-json "$out/$label.json" --no-progress >"$out/$label.txt"
+    kill -TERM $pid
+    wait $pid || true
+    cat "$out/$label.txt"
+}
+run prefix-cache
+run no-prefix-cache --no-prefix-cache
+/usr/bin/python3 - "$out" <<'PY'
+import json, sys
+d = sys.argv[1]
+a = json.loads(open(f"{d}/prefix-cache.json").read().splitlines()[-1])
+b = json.loads(open(f"{d}/no-prefix-cache.json").read().splitlines()[-1])
+print(f"TTFT p50: {a['median_ttft_ms']:.0f} ms with the prefix cache, "
+      f"{b['median_ttft_ms']:.0f} ms without: {b['median_ttft_ms'] / a['median_ttft_ms']:.1f}x lower")
+print(f"TTFT mean: {a['mean_ttft_ms']:.0f} ms vs {b['mean_ttft_ms']:.0f} ms")
+PY
