@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -243,6 +244,7 @@ static stub_proc stub_start(double itl_ms) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); // a failed test must not leave the server behind
         close(p[0]);
         sp_err err = sp_lg_stub_serve(0, itl_ms, NULL, true, write_port, &p[1]);
         _exit(err == SP_OK ? 0 : 1);
@@ -473,6 +475,142 @@ static void test_fetch_stub(void **state) {
     stub_stop(&s);
 }
 
+/* ---- A scripted server: stale keep-alive connections and silence --------------------------- */
+
+enum { SCRIPT_CLOSE_SECOND, SCRIPT_SILENT };
+
+/* Reads one request (headers and Content-Length body); false at EOF. */
+static bool read_request(int fd) {
+    char buf[8192];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+        if (n <= 0)
+            return false;
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end) {
+            char *cl = strcasestr(buf, "Content-Length:");
+            size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+            if (len >= want)
+                return true;
+        }
+    }
+}
+
+/* SCRIPT_CLOSE_SECOND answers the first request on each connection (a Content-Length SSE
+ * body) and closes the connection when a second one arrives, as a server whose keep-alive
+ * timeout fired just then would. SCRIPT_SILENT reads requests and never answers. */
+static stub_proc script_start(int mode) {
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    getsockname(lfd, (struct sockaddr *)&a, &al);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        static const char body[] =
+            "data: {\"choices\":[{\"index\":0,\"text\":\" a\",\"finish_reason\":null}]}\n\n"
+            "data: {\"choices\":[{\"index\":0,\"text\":\" b\",\"finish_reason\":\"length\"}]}\n\n"
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n"
+            "data: [DONE]\n\n";
+        char resp[1024];
+        int rl = snprintf(resp, sizeof resp,
+                          "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                          "Content-Length: %zu\r\n\r\n%s",
+                          sizeof body - 1, body);
+        for (;;) {
+            int fd = accept(lfd, NULL, NULL);
+            if (fd < 0)
+                _exit(0);
+            if (!read_request(fd)) {
+                close(fd);
+                continue;
+            }
+            if (mode == SCRIPT_SILENT)
+                continue; // keep the connection open and say nothing
+            if (write(fd, resp, (size_t)rl) != rl)
+                _exit(1);
+            read_request(fd); // the next request on this connection: hang up on it
+            close(fd);
+        }
+    }
+    close(lfd);
+    return (stub_proc){.pid = pid, .port = ntohs(a.sin_port)};
+}
+
+static void script_stop(stub_proc *s) {
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+}
+
+static void test_run_stale_keep_alive(void **state) {
+    (void)state;
+    stub_proc s = script_start(SCRIPT_CLOSE_SECOND);
+    sp_lg_target t = target_for(s.port);
+    sp_lg_ds_opts dso = {
+        .kind = SP_LG_DS_RANDOM, .num_prompts = 4, .input_len = 4, .output_len = 2};
+    sp_lg_dataset ds;
+    sp_diag d;
+    assert_int_equal(sp_lg_dataset_build(&dso, (sp_lg_words){k_words, 3}, &ds, &d), SP_OK);
+    // One at a time, so every request after the first reuses a kept-alive connection that the
+    // server then closes: each must be sent again on a fresh connection and succeed.
+    sp_lg_run_opts o = {.target = &t,
+                        .endpoint = "/v1/completions",
+                        .request_rate = INFINITY,
+                        .burstiness = 1,
+                        .max_concurrency = 1,
+                        .body = {.temperature = -1}};
+    sp_lg_result res[4];
+    double dur;
+    assert_int_equal(sp_lg_run(&o, &ds, res, &dur, &d), SP_OK);
+    for (int i = 0; i < 4; i++) {
+        if (!res[i].success)
+            fail_msg("request %d: %s", i, res[i].error);
+        assert_int_equal(res[i].output_tokens, 2);
+        assert_int_equal(res[i].prompt_len, 3);
+        assert_int_equal(res[i].n_itl, 1);
+        sp_lg_result_free(&res[i]);
+    }
+    sp_lg_dataset_free(&ds);
+    script_stop(&s);
+}
+
+static void test_run_timeout(void **state) {
+    (void)state;
+    stub_proc s = script_start(SCRIPT_SILENT);
+    sp_lg_target t = target_for(s.port);
+    sp_lg_ds_opts dso = {
+        .kind = SP_LG_DS_RANDOM, .num_prompts = 3, .input_len = 4, .output_len = 2};
+    sp_lg_dataset ds;
+    sp_diag d;
+    assert_int_equal(sp_lg_dataset_build(&dso, (sp_lg_words){k_words, 3}, &ds, &d), SP_OK);
+    sp_lg_run_opts o = {.target = &t,
+                        .endpoint = "/v1/completions",
+                        .request_rate = INFINITY,
+                        .burstiness = 1,
+                        .timeout_s = 0.3,
+                        .body = {.temperature = -1}};
+    sp_lg_result res[3];
+    double dur;
+    int64_t t0 = sp_time_ns();
+    assert_int_equal(sp_lg_run(&o, &ds, res, &dur, &d), SP_OK);
+    double took = (double)(sp_time_ns() - t0) / 1e9;
+    assert_true(took >= 0.3 && took < 3.0);
+    for (int i = 0; i < 3; i++) {
+        assert_false(res[i].success);
+        assert_non_null(strstr(res[i].error, "timed out"));
+        sp_lg_result_free(&res[i]);
+    }
+    sp_lg_dataset_free(&ds);
+    script_stop(&s);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -483,6 +621,8 @@ int main(void) {
         cmocka_unit_test(test_run_rate_and_multi_turn),
         cmocka_unit_test(test_run_refused),
         cmocka_unit_test(test_fetch_stub),
+        cmocka_unit_test(test_run_stale_keep_alive),
+        cmocka_unit_test(test_run_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
