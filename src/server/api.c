@@ -184,8 +184,12 @@ static void op_free(api_op *op) {
     a->n_active--;
     for (int i = 0; i < op->n_choices; i++) {
         api_choice *ch = &op->choices[i];
-        if (ch->req)
+        // The engine may still hold this request in its ready list (output published after
+        // our last read): that entry must find no exchange behind it.
+        if (ch->req) {
+            sp_request_set_user(ch->req, NULL);
             sp_request_release(ch->req);
+        }
         free(ch->text);
         free(ch->toks);
         free(ch->top_ids);
