@@ -65,9 +65,9 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
         o->prefix_cache = false;
         return 1;
     }
-    static const char *const with_value[] = {"--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
-                                             "--max-batch-tokens", "--max-seqs", "-c", "--ctx",
-                                             "-t", "--threads"};
+    static const char *const with_value[] = {
+        "--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
+        "--max-batch-tokens", "--max-seqs", "-c", "--ctx", "-t", "--threads"};
     bool known = false;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
         known |= !strcmp(a, with_value[i]);
@@ -93,13 +93,22 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
             o->kv_type = SP_DTYPE_F32;
         else
             ok = false;
+    } else if (!strcmp(a, "--admission")) {
+        ok = !strcmp(v, "aggressive") || !strcmp(v, "conservative") || !strcmp(v, "past-future");
+        if (ok)
+            snprintf(o->admission, sizeof o->admission, "%s", v);
+    } else if (!strcmp(a, "--session-ttl")) {
+        double sec = strtod(v, &end);
+        ok = *v && !*end && sec >= 0 && sec <= 86400;
+        if (ok)
+            o->session_ttl_ms = (int64_t)(sec * 1000.0);
     } else if (!strcmp(a, "--max-batch-tokens"))
         ok = num && ((o->max_batch_tokens = (int32_t)n), true);
     else if (!strcmp(a, "--max-seqs"))
         ok = num && n <= 4096 && ((o->max_seqs = (int32_t)n), true);
     else if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
         ok = num && ((o->n_ctx = (int32_t)n), true);
-    else
+    else // -t, --threads
         ok = num && n <= 1024 && ((o->n_threads = (int32_t)n), true);
     if (!ok) {
         fprintf(stderr, "spindle: invalid value '%s' for %s (see --help)\n", v, a);

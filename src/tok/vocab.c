@@ -169,7 +169,8 @@ static void apply_id(sp_token *id, int64_t file_val, uint32_t n_tokens, const ch
         SP_WARN("tokenizer: default %s id %d out of vocab range, disabling", what, *id);
         *id = SP_TOKEN_NULL;
     }
-    if (file_val == SP_VOCAB_SPEC_ABSENT)
+    // -1, also written as the u32 0xFFFFFFFF, is how converters say "none": not worth a warning.
+    if (file_val == SP_VOCAB_SPEC_ABSENT || file_val == -1 || file_val == 0xFFFFFFFFll)
         return;
     if (file_val < 0 || file_val >= (int64_t)n_tokens) {
         SP_WARN("tokenizer: bad %s id %lld, using default %d", what, (long long)file_val, *id);

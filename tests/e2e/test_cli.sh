@@ -58,7 +58,27 @@ head -c 1000 "$shared/models/stories260K.gguf" >"$tmp/trunc.gguf"
 set -e
 pass=$((pass + 1))
 
-for c in generate mkmodel bench tokenize chat-template; do
+# serve accepts every engine option; a bad value is a usage error.
+"$bin" serve -m "$shared/models/stories260K.gguf" --port 0 --admission conservative \
+    --session-ttl 0 --kv-tokens 4096 --max-seqs 8 --max-batch-tokens 64 -t 1 --no-prefix-cache \
+    --kv-type f32 --ctx 512 2>"$tmp/serve.log" &
+spid=$!
+for _ in $(seq 100); do
+    grep -q "listening on" "$tmp/serve.log" && break
+    sleep 0.1
+done
+grep -q "listening on" "$tmp/serve.log" || fail "serve with engine options: $(cat "$tmp/serve.log")"
+kill -TERM $spid
+wait $spid || fail "serve did not exit 0 on SIGTERM"
+set +e
+for bad in "--admission nope" "--session-ttl -1" "--kv-memory lots" "--max-seqs 0"; do
+    "$bin" serve -m "$shared/models/stories260K.gguf" --port 0 $bad 2>/dev/null; rc=$?
+    [[ $rc == 2 ]] || fail "serve $bad: rc $rc"
+done
+set -e
+pass=$((pass + 1))
+
+for c in generate mkmodel bench tokenize chat-template serve roofline; do
     "$bin" "$c" --help | grep -q usage || fail "$c --help"
 done
 pass=$((pass + 1))
