@@ -196,7 +196,7 @@ void sp_lg_server_counters_parse(const char *text, sp_lg_server_counters *c) {
     memset(c, 0, sizeof *c);
     c->valid = sp_lg_prom_sum(text, "spindle_engine_steps_total", &c->engine_steps);
     sp_lg_prom_sum(text, "spindle_num_preemptions_total", &c->preemptions);
-    sp_lg_prom_sum(text, "spindle_prefix_cache_hit_tokens_total", &c->prefix_hit_tokens);
+    sp_lg_prom_sum(text, "spindle_prefix_cache_hits_total", &c->prefix_hit_tokens);
     sp_lg_prom_sum(text, "spindle_prompt_tokens_computed_total", &c->prompt_tokens_computed);
     sp_lg_prom_sum(text, "spindle_prompt_tokens_total", &c->prompt_tokens);
     sp_lg_prom_sum(text, "spindle_generation_tokens_total", &c->generation_tokens);

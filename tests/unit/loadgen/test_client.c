@@ -214,7 +214,7 @@ static void test_prometheus(void **state) {
                        "spindle_request_success_total{finished_reason=\"stop\"} 3\n"
                        "spindle_request_success_total{finished_reason=\"len}gth\"} 4.5\n"
                        "spindle_num_preemptions_total 7\n"
-                       "spindle_prefix_cache_hit_tokens_total 2.5e3";
+                       "spindle_prefix_cache_hits_total 2.5e3";
     double v;
     assert_true(sp_lg_prom_sum(text, "spindle_engine_steps_total", &v) && v == 1234);
     assert_true(sp_lg_prom_sum(text, "spindle_request_success_total", &v) && v == 7.5);
