@@ -119,6 +119,17 @@ static int sample_len(sp_lg_rng *rng, int len, double ratio, int lo_min) {
     return (int)sp_lg_rng_range(rng, lo, hi);
 }
 
+/* An output length: uniform as sample_len, or long-tailed (Pareto, shape 1.5, mean len). */
+static int sample_output(sp_lg_rng *rng, const sp_lg_ds_opts *o) {
+    if (!o->output_pareto)
+        return sample_len(rng, o->output_len, o->range_ratio, 1);
+    const double shape = 1.5, xm = o->output_len * (shape - 1.0) / shape;
+    double u = 1.0 - sp_lg_rng_uniform(rng); // (0, 1]
+    double v = xm / pow(u, 1.0 / shape);
+    int cap = o->output_cap > 0 ? o->output_cap : 20 * o->output_len;
+    return (int)SP_MIN((double)cap, SP_MAX(1.0, floor(v)));
+}
+
 void sp_lg_dataset_free(sp_lg_dataset *ds) {
     if (!ds)
         return;
@@ -139,7 +150,7 @@ static sp_err build_random(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_rng 
     for (size_t i = 0; i < ds->n; i++) {
         sp_lg_item *it = &ds->items[i];
         int in = sample_len(rng, o->input_len, o->range_ratio, 1);
-        it->output_len = sample_len(rng, o->output_len, o->range_ratio, 1);
+        it->output_len = sample_output(rng, o);
         it->prompt = random_words(words, rng, in);
         if (!it->prompt)
             return SP_ERR_NOMEM;
@@ -178,7 +189,7 @@ static sp_err build_shared_prefix(const sp_lg_ds_opts *o, sp_lg_words words, sp_
         sp_lg_item *it = &ds->items[i];
         int in = sample_len(rng, o->input_len, o->range_ratio, 1);
         it->group = order[i];
-        it->output_len = sample_len(rng, o->output_len, o->range_ratio, 1);
+        it->output_len = sample_output(rng, o);
         it->system = strdup(prefix[order[i]]);
         it->prompt = random_words(words, rng, in);
         if (!it->system || !it->prompt) {
@@ -204,7 +215,7 @@ static sp_err build_multi_turn(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_
         int in = sample_len(rng, o->input_len, o->range_ratio, 1);
         it->session = (int32_t)(i / (size_t)t);
         it->turn = (int32_t)(i % (size_t)t);
-        it->output_len = sample_len(rng, o->output_len, o->range_ratio, 1);
+        it->output_len = sample_output(rng, o);
         it->prompt = random_words(words, rng, in);
         if (!it->prompt)
             return SP_ERR_NOMEM;
@@ -487,7 +498,8 @@ sp_err sp_lg_build_body(const sp_lg_body_opts *o, const sp_lg_item *it, const sp
                 goto fail;
         if (json_array_append_new(msgs, message("user", it->prompt)))
             goto fail;
-        if (json_object_set_new(body, "max_completion_tokens", json_integer(it->output_len)))
+        if (json_object_set_new(body, "max_completion_tokens",
+                                json_integer(o->max_tokens > 0 ? o->max_tokens : it->output_len)))
             goto fail;
     } else {
         size_t len = 0, cap = 0;
@@ -506,7 +518,8 @@ sp_err sp_lg_build_body(const sp_lg_body_opts *o, const sp_lg_item *it, const sp
         if (append_str(&prompt, &len, &cap, it->prompt, strlen(it->prompt)))
             goto fail;
         if (json_object_set_new(body, "prompt", json_stringn(prompt, len)) ||
-            json_object_set_new(body, "max_tokens", json_integer(it->output_len)))
+            json_object_set_new(body, "max_tokens",
+                                json_integer(o->max_tokens > 0 ? o->max_tokens : it->output_len)))
             goto fail;
     }
     if (o->model && json_object_set_new(body, "model", json_string(o->model)))
@@ -515,6 +528,9 @@ sp_err sp_lg_build_body(const sp_lg_body_opts *o, const sp_lg_item *it, const sp
         json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1)))
         goto fail;
     if (o->ignore_eos && json_object_set_new(body, "ignore_eos", json_true()))
+        goto fail;
+    if (o->max_tokens > 0 &&
+        json_object_set_new(body, "stop_after", json_integer(SP_MIN(it->output_len, o->max_tokens))))
         goto fail;
     if (o->temperature >= 0 && json_object_set_new(body, "temperature", json_real(o->temperature)))
         goto fail;

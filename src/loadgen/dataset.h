@@ -51,6 +51,9 @@ typedef struct sp_lg_ds_opts {
     int input_len;         // L (the suffix length for shared-prefix; per turn for multi-turn)
     int output_len;        // O
     double range_ratio;    // X in [0, 1)
+    bool output_pareto;    // output lengths long-tailed: Pareto (shape 1.5) with mean O, at
+                           // most output_cap
+    int output_cap;        // upper bound of Pareto output lengths (0: 20 O)
     int shared_prefix_len; // P
     int num_groups;        // G
     int turns;             // T
@@ -107,6 +110,8 @@ typedef struct sp_lg_body_opts {
     bool ignore_eos;
     double temperature; // < 0: not sent
     bool logprobs_none; // unused; reserved
+    int32_t max_tokens; // > 0: send this max_tokens and end each request after its output
+                        // length with Spindle's "stop_after" (lengths the server cannot know)
 } sp_lg_body_opts;
 
 /* The JSON body of one streaming request for item it after history h (NULL or empty for

@@ -33,6 +33,9 @@ typedef struct opts {
     int max_concurrency;
     int input_len, output_len;
     double range_ratio;
+    bool output_pareto;
+    int output_cap;
+    int max_tokens;
     int shared_prefix_len, num_groups;
     int turns;
     double think_time;
@@ -75,6 +78,11 @@ static void usage(FILE *f) {
         "                          for multi-turn) (256)\n"
         "  --output-len O          output tokens (128)\n"
         "  --range-ratio X         lengths uniform in [L(1-X), L(1+X)] (0)\n"
+        "  --output-dist D         uniform (as --range-ratio, default) or pareto: long-tailed\n"
+        "                          output lengths (shape 1.5, mean O, at most --max-tokens)\n"
+        "  --max-tokens N          send max_tokens N and end each request after its drawn\n"
+        "                          output length with Spindle's stop_after, so the server\n"
+        "                          does not know the lengths in advance (as with real EOS)\n"
         "  --shared-prefix-len P   shared-prefix: system prompt tokens per group (256)\n"
         "  --num-groups G          shared-prefix: groups (4)\n"
         "  --turns T               multi-turn: turns per session (4)\n"
@@ -215,6 +223,11 @@ static int parse_args(int argc, char **argv, opts *o) {
             ok = parse_int(v, 1, 10000000, &o->input_len);
         } else if (IS("--output-len")) {
             ok = parse_int(v, 1, 10000000, &o->output_len);
+        } else if (IS("--output-dist")) {
+            ok = !strcmp(v, "uniform") || !strcmp(v, "pareto");
+            o->output_pareto = !strcmp(v, "pareto");
+        } else if (IS("--max-tokens")) {
+            ok = parse_int(v, 1, 10000000, &o->max_tokens);
         } else if (IS("--range-ratio")) {
             ok = parse_double(v, &o->range_ratio) && o->range_ratio >= 0 && o->range_ratio < 1;
         } else if (IS("--shared-prefix-len")) {
@@ -343,7 +356,8 @@ static bool warm_up(const opts *o, const sp_lg_target *t, const char *model, sp_
         .body = {.chat = chat,
                  .model = model,
                  .ignore_eos = o->ignore_eos,
-                 .temperature = o->temperature},
+                 .temperature = o->temperature,
+                 .max_tokens = o->max_tokens},
         .request_rate = INFINITY,
         .burstiness = 1,
         .max_concurrency = o->max_concurrency,
@@ -458,6 +472,8 @@ int main(int argc, char **argv) {
         .input_len = o.input_len,
         .output_len = o.output_len,
         .range_ratio = o.range_ratio,
+        .output_pareto = o.output_pareto,
+        .output_cap = o.max_tokens,
         .shared_prefix_len = o.shared_prefix_len,
         .num_groups = o.num_groups,
         .turns = o.turns,
@@ -537,7 +553,8 @@ int main(int argc, char **argv) {
             .body = {.chat = chat,
                      .model = model,
                      .ignore_eos = o.ignore_eos,
-                     .temperature = o.temperature},
+                     .temperature = o.temperature,
+                     .max_tokens = o.max_tokens},
             .request_rate = rates[k],
             .burstiness = o.burstiness,
             .max_concurrency = o.max_concurrency,

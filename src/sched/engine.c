@@ -383,7 +383,7 @@ static void sample_token(sp_engine *e, sp_request *r, const float *logits) {
     matched = emit_text(e, r, piece.ptr, piece.len, &out, &failed);
     if (failed)
         finish_request(e, r, SP_FINISH_ERROR, SP_ERR_NOMEM, "out of memory for the output text");
-    else if (matched || eog)
+    else if (matched || eog || (r->params.stop_after > 0 && r->n_generated >= r->params.stop_after))
         finish_request(e, r, SP_FINISH_STOP, SP_OK, NULL);
     else if (r->n_generated >= r->params.max_tokens || r->n_tokens >= e->n_ctx)
         finish_request(e, r, SP_FINISH_LENGTH, SP_OK, NULL);

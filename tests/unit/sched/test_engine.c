@@ -328,6 +328,53 @@ static void test_seeded(void **state) {
     unload_model();
 }
 
+/* stop_after ends a request like an end-of-generation token: reason "stop", after exactly that
+ * many tokens, with the tokens of an unlimited run. */
+static void test_stop_after(void **state) {
+    (void)state;
+    load_model("stories260K.gguf");
+    spec s = {.n_prompt = 5, .prompt = {1, 403, 407, 261, 378}, .max_tokens = 40,
+              .cancel_at_step = -1};
+    run *a = calloc(1, sizeof *a);
+    sp_engine_stats st;
+    run_specs(a, &s, 1, sp_engine_opts_default(), &st);
+    int32_t full[MAX_GEN];
+    int n_full = a->res[0].n_tokens;
+    memcpy(full, a->res[0].tokens, sizeof full);
+    sp_engine *e;
+    sp_diag d;
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    assert_int_equal(sp_engine_create(model, vocab, &o, &e, &d), SP_OK);
+    sp_req_params p = sp_req_params_default();
+    p.max_tokens = 40;
+    p.stop_after = 7;
+    p.sample.temperature = 0.0f;
+    sp_request *r;
+    assert_int_equal(sp_request_create(vocab, s.prompt, 5, &p, &r, &d), SP_OK);
+    assert_int_equal(sp_engine_submit(e, r, &d), SP_OK);
+    while (sp_engine_busy(e))
+        sp_engine_step(e);
+    sp_req_cursor cur = {0};
+    sp_req_token toks[64];
+    sp_req_read rd;
+    assert_int_equal(sp_request_read(r, &cur, toks, 64, NULL, NULL, NULL, NULL, NULL, &rd), SP_OK);
+    assert_int_equal(rd.finish, SP_FINISH_STOP);
+    assert_int_equal(rd.n_new_tokens, 7);
+    assert_true(n_full >= 7);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(toks[i].id, full[i]);
+    for (sp_request *q = sp_engine_take_ready(e); q;) {
+        sp_request *next = sp_request_next_ready(q);
+        sp_request_release(q);
+        q = next;
+    }
+    sp_request_release(r);
+    sp_engine_destroy(e);
+    free(a);
+    unload_model();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_invariance_260k),
@@ -335,6 +382,7 @@ int main(void) {
         cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_seeded),
+        cmocka_unit_test(test_stop_after),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,6 +61,13 @@ static void test_accepted_forms(void **state) {
         SP_OK);
     assert_int_equal(q.params.max_tokens, 9);
     assert_int_equal(q.logprobs, 4);
+    assert_int_equal(parse("{\"prompt\": \"x\", \"stop_after\": 7, \"priority\": -2, "
+                           "\"user\": \"u1\"}",
+                           SP_OAI_COMPLETION, &q, &d),
+                     SP_OK);
+    assert_int_equal(q.params.stop_after, 7);
+    assert_int_equal(q.params.priority, -2);
+    assert_string_equal(q.session, "u1");
 }
 
 static void test_errors_name_the_parameter(void **state) {
@@ -96,6 +103,9 @@ static void test_errors_name_the_parameter(void **state) {
         {"{\"prompt\": \"x\", \"seed\": 1.5}", SP_OAI_COMPLETION, "seed"},
         {"{\"prompt\": \"x\", \"model\": 7}", SP_OAI_COMPLETION, "model"},
         {"{\"prompt\": \"x\", \"stream_options\": 1}", SP_OAI_COMPLETION, "stream_options"},
+        {"{\"prompt\": \"x\", \"stop_after\": -1}", SP_OAI_COMPLETION, "stop_after"},
+        {"{\"prompt\": \"x\", \"priority\": \"high\"}", SP_OAI_COMPLETION, "priority"},
+        {"{\"prompt\": \"x\", \"session_id\": 5}", SP_OAI_COMPLETION, "session_id"},
         {"{}", SP_OAI_CHAT, "messages"},
         {"{\"messages\": []}", SP_OAI_CHAT, "messages"},
         {"{\"messages\": [1]}", SP_OAI_CHAT, "messages"},
