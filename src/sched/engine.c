@@ -574,6 +574,14 @@ static sp_request *admit_next(sp_engine *e) {
     bool ok = e->o.policy.admit(e->o.policy.ctx, &s, &cand);
     if (!ok && e->running.n == 0 && cand.blocks_needed <= s.n_available)
         ok = true; // never idle with work that fits
+    pthread_mutex_lock(&e->smu);
+    if (e->o.policy.predicted_peak)
+        e->stats.predicted_peak_tokens = e->o.policy.predicted_peak(e->o.policy.ctx);
+    if (ok)
+        e->stats.admissions++;
+    else
+        e->stats.deferrals++;
+    pthread_mutex_unlock(&e->smu);
     if (!ok) {
         // Pinned sessions give way to admission, oldest first; then less urgent requests.
         if (cand.blocks_needed > s.n_available && sp_sessions_reclaim_oldest(e->sessions, e->pool))
@@ -692,6 +700,7 @@ static void publish_stats(sp_engine *e, bool ran, uint64_t prompt_tokens) {
     e->stats.n_running = e->running.n;
     e->stats.n_waiting = e->waiting.n;
     e->stats.n_blocks_used = ks.n_used;
+    e->stats.peak_blocks_used = SP_MAX(e->stats.peak_blocks_used, ks.n_used);
     e->stats.n_blocks_cached = ks.n_cached;
     e->stats.evictions = ks.evictions;
     sp_session_stats ss;

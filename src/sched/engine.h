@@ -103,6 +103,10 @@ typedef struct sp_engine_stats {
     uint64_t generated_tokens;
     uint64_t preemptions;
     uint64_t preemptions_priority; // of which to admit a more urgent request
+    uint64_t admissions;        // admission decisions that admitted a request
+    uint64_t deferrals;         // decisions that kept the candidate waiting (policy or memory)
+    int64_t predicted_peak_tokens; // the admission policy's last predicted peak (0 if none)
+    int32_t peak_blocks_used;   // most blocks in use at once so far
     uint64_t finished[5];       // by sp_finish
     int32_t n_running;
     int32_t n_waiting;

@@ -45,6 +45,7 @@ typedef struct past_future {
     int32_t n, head; // entries, next slot in the ring
     int32_t *c, *r, *order; // (max_n) scratch for one peak
     sp_rng rng;
+    int64_t last_peak; // tokens, the last decision's predicted peak (with block rounding)
 } past_future;
 
 static int32_t upper_bound(const int32_t *a, int32_t n, int32_t v) {
@@ -135,6 +136,7 @@ static bool past_future_admit(void *ctx, const sp_sched_state *s, const sp_polic
     }
     // Block rounding: every live request may hold a partly filled last block.
     worst += (int64_t)n * (s->block_size - 1);
+    pf->last_peak = worst;
     return worst <= capacity;
 }
 
@@ -155,6 +157,8 @@ static void past_future_finish(void *ctx, int32_t n_generated, int32_t max_token
     pf->sorted[i] = n_generated;
     pf->n++;
 }
+
+static int64_t past_future_peak(void *ctx) { return ((past_future *)ctx)->last_peak; }
 
 int32_t sp__past_future_draw(void *ctx, int32_t d, int32_t max_rem) {
     return draw_remaining(ctx, d, max_rem);
@@ -196,7 +200,8 @@ sp_err sp_policy_past_future_create(int32_t window, int32_t samples, int32_t max
                                  .ctx = pf,
                                  .admit = past_future_admit,
                                  .on_finish = past_future_finish,
-                                 .destroy = past_future_destroy};
+                                 .destroy = past_future_destroy,
+                                 .predicted_peak = past_future_peak};
     return SP_OK;
 }
 

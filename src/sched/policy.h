@@ -42,6 +42,9 @@ typedef struct sp_admission_policy {
     void (*on_finish)(void *ctx, int32_t n_generated, int32_t max_tokens);
     /* Frees ctx (NULL if nothing to free). */
     void (*destroy)(void *ctx);
+    /* The peak KV use (tokens) the last admit call predicted, for metrics; NULL if the policy
+     * predicts none. */
+    int64_t (*predicted_peak)(void *ctx);
 } sp_admission_policy;
 
 /* Aggressive (vLLM's): admit while the free blocks cover the candidate's prompt. Memory that

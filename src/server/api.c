@@ -45,6 +45,7 @@ struct api_op {
     bool include_usage;
     bool sent_head;
     int32_t logprobs;
+    int32_t priority;
     char id[48];
     int64_t created;
     int64_t t_start_us;
@@ -349,8 +350,12 @@ static void op_log(api_op *op, int status) {
         a->metrics.generation_tokens += (uint64_t)st.n_generated;
         if (st.t_first_token_us)
             sp_hist_observe(&a->metrics.ttft, (double)(st.t_first_token_us - st.t_submit_us) / 1e6);
-        if (st.t_admit_us)
-            sp_hist_observe(&a->metrics.queue, (double)(st.t_admit_us - st.t_submit_us) / 1e6);
+        if (st.t_admit_us) {
+            double q = (double)(st.t_admit_us - st.t_submit_us) / 1e6;
+            int32_t prio = op->priority;
+            sp_hist_observe(&a->metrics.queue, q);
+            sp_hist_observe(&a->metrics.queue_prio[prio < 0 ? 0 : prio == 0 ? 1 : 2], q);
+        }
         if (st.t_end_us)
             sp_hist_observe(&a->metrics.e2e, (double)(st.t_end_us - st.t_submit_us) / 1e6);
         if (a->o.log_requests)
@@ -628,6 +633,7 @@ static void handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
     op->stream = q.stream;
     op->include_usage = q.include_usage;
     op->logprobs = q.logprobs;
+    op->priority = q.params.priority;
     op->created = (int64_t)time(NULL);
     op->t_start_us = sp_time_us();
     snprintf(op->id, sizeof op->id, "%s-%" PRIx64, kind == SP_OAI_CHAT ? "chatcmpl" : "cmpl",

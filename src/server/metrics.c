@@ -36,6 +36,10 @@ void sp_metrics_init(sp_metrics *m) {
     hist_init(&m->queue, "spindle_request_queue_time_seconds",
               "Time a request waited before it was first scheduled.", e2e,
               (int)(sizeof e2e / sizeof *e2e));
+    for (int i = 0; i < 3; i++)
+        hist_init(&m->queue_prio[i], "spindle_request_queue_time_by_priority_seconds",
+                  "Queue time by priority class (urgent: priority < 0, normal: 0, low: > 0).",
+                  e2e, (int)(sizeof e2e / sizeof *e2e));
 }
 
 void sp_hist_observe(sp_hist *h, double v) {
@@ -80,16 +84,29 @@ static void put(out_buf *b, const char *fmt, ...) {
     }
 }
 
-static void put_hist(out_buf *b, const sp_hist *h) {
-    put(b, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
+/* One histogram's samples; label is "" or `name="value",` (with the comma). */
+static void put_hist_samples(out_buf *b, const sp_hist *h, const char *label) {
     uint64_t cum = 0;
     for (int i = 0; i < h->n_buckets; i++) {
         cum += h->counts[i];
-        put(b, "%s_bucket{le=\"%g\"} %llu\n", h->name, h->bounds[i], (unsigned long long)cum);
+        put(b, "%s_bucket{%sle=\"%g\"} %llu\n", h->name, label, h->bounds[i],
+            (unsigned long long)cum);
     }
     cum += h->counts[h->n_buckets];
-    put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", h->name,
-        (unsigned long long)cum, h->name, h->sum, h->name, (unsigned long long)h->count);
+    size_t ll = strlen(label);
+    // The sum and count carry the label without its trailing comma.
+    put(b, "%s_bucket{%sle=\"+Inf\"} %llu\n", h->name, label, (unsigned long long)cum);
+    if (ll)
+        put(b, "%s_sum{%.*s} %.6f\n%s_count{%.*s} %llu\n", h->name, (int)ll - 1, label, h->sum,
+            h->name, (int)ll - 1, label, (unsigned long long)h->count);
+    else
+        put(b, "%s_sum %.6f\n%s_count %llu\n", h->name, h->sum, h->name,
+            (unsigned long long)h->count);
+}
+
+static void put_hist(out_buf *b, const sp_hist *h) {
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
+    put_hist_samples(b, h, "");
 }
 
 static void put_scalar(out_buf *b, const char *type, const char *name, const char *help,
@@ -106,6 +123,11 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
     put_hist(&b, &m->itl);
     put_hist(&b, &m->e2e);
     put_hist(&b, &m->queue);
+    const sp_hist *qp = m->queue_prio;
+    put(&b, "# HELP %s %s\n# TYPE %s histogram\n", qp->name, qp->help, qp->name);
+    put_hist_samples(&b, &qp[0], "priority=\"urgent\",");
+    put_hist_samples(&b, &qp[1], "priority=\"normal\",");
+    put_hist_samples(&b, &qp[2], "priority=\"low\",");
     put_scalar(&b, "counter", "spindle_prompt_tokens_total",
                "Prompt tokens of finished requests.", (double)m->prompt_tokens);
     put_scalar(&b, "counter", "spindle_generation_tokens_total",
@@ -129,6 +151,17 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
             "spindle_preemptions_by_cause_total{cause=\"priority\"} %llu\n",
         (unsigned long long)(es->preemptions - es->preemptions_priority),
         (unsigned long long)es->preemptions_priority);
+    put(&b, "# HELP spindle_admission_decisions_total Admission decisions for waiting requests.\n"
+            "# TYPE spindle_admission_decisions_total counter\n"
+            "spindle_admission_decisions_total{decision=\"admit\"} %llu\n"
+            "spindle_admission_decisions_total{decision=\"defer\"} %llu\n",
+        (unsigned long long)es->admissions, (unsigned long long)es->deferrals);
+    put_scalar(&b, "gauge", "spindle_admission_predicted_peak_tokens",
+               "Peak KV use (tokens) the admission policy last predicted (past-future).",
+               (double)es->predicted_peak_tokens);
+    put_scalar(&b, "gauge", "spindle_kv_cache_peak_used_tokens",
+               "Most KV tokens (blocks x block size) in use at once since the start.",
+               (double)es->peak_blocks_used * es->block_size);
     put_scalar(&b, "counter", "spindle_engine_steps_total", "Forward passes run by the engine.",
                (double)es->steps);
     put_scalar(&b, "counter", "spindle_prompt_tokens_computed_total",

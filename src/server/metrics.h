@@ -26,6 +26,7 @@ typedef struct sp_metrics {
     sp_hist itl;        // between consecutive tokens of a request, as the server sees them
     sp_hist e2e;        // submission to finish
     sp_hist queue;      // submission to first admission
+    sp_hist queue_prio[3]; // the same by priority class: urgent (< 0), normal (0), low (> 0)
     uint64_t prompt_tokens;     // of finished requests
     uint64_t generation_tokens; // of finished requests
     uint64_t requests[5];       // finished requests by sp_finish

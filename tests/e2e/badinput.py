@@ -255,7 +255,13 @@ class BadInput(unittest.TestCase):
                      "spindle_e2e_request_latency_seconds_count",
                      "spindle_request_queue_time_seconds_count", "spindle_prompt_tokens_total",
                      "spindle_generation_tokens_total", "spindle_num_preemptions_total",
-                     "spindle_kv_cache_blocks_total", "spindle_kv_cache_usage_perc"]:
+                     "spindle_kv_cache_blocks_total", "spindle_kv_cache_usage_perc",
+                     "spindle_admission_predicted_peak_tokens", "spindle_kv_cache_peak_used_tokens",
+                     "spindle_kv_cache_blocks_pinned", "spindle_session_pins_total",
+                     "spindle_prefix_cache_hits_total", "spindle_prefix_cache_queries_total",
+                     'spindle_admission_decisions_total{"decision": "admit"}',
+                     'spindle_preemptions_by_cause_total{"cause": "priority"}',
+                     'spindle_request_queue_time_by_priority_seconds_count{"priority": "low"}']:
             self.assertIn(name, m)
         self.assertGreater(m["spindle_kv_cache_blocks_total"], 0)
         # No metric name uses a colon.
