@@ -39,6 +39,7 @@ struct sp_engine {
     req_list waiting; // arrival order; preempted requests go back to the head
     req_list running; // arrival order (oldest first)
     uint64_t step_no; // steps started (numbering starts at 1)
+    double us_per_token; // recent cost of one token in a forward pass (moving average)
     int32_t *b_tok;   // (max_batch_tokens) batch token ids
     int32_t *b_pos;   // (max_batch_tokens) positions
     int32_t *b_seq;   // (max_batch_tokens) sequence index within the batch
@@ -310,8 +311,10 @@ static void finish_request(sp_engine *e, sp_request *r, sp_finish f, sp_err err,
     if (r->state == SP__REQ_RUNNING) {
         // A session's turn that ended naturally may keep its blocks pinned for the next turn.
         bool natural = f == SP_FINISH_STOP || f == SP_FINISH_LENGTH;
+        sp_session_cost cost = {.us_per_token = e->us_per_token, .pool_blocks = e->kv.n_blocks};
         if (!(natural && r->session &&
-              sp_sessions_end_turn(e->sessions, r->session, &r->seq, sp_time_us())))
+              sp_sessions_end_turn(e->sessions, r->session, r->params.tool_id, &r->seq,
+                                   sp_time_us(), &cost)))
             sp_kv_seq_release(e->pool, &r->seq);
         list_remove(&e->running, r);
     } else if (r->state == SP__REQ_WAITING) {
@@ -789,7 +792,10 @@ bool sp_engine_step(sp_engine *e) {
                   .n_seq_blocks = e->b_nblocks,
                   .n_out = n_out,
                   .out_rows = e->b_rows};
+    const int64_t t_fw = sp_time_us();
     sp_err err = sp_forward_eval(e->fw, &e->kv, &b, e->logits);
+    const double per_tok = (double)(sp_time_us() - t_fw) / n_tok;
+    e->us_per_token = e->us_per_token > 0 ? 0.9 * e->us_per_token + 0.1 * per_tok : per_tok;
     if (err) {
         SP_ERROR("forward pass failed: %s", sp_err_str(err));
         for (int32_t s = 0; s < n_seq; s++)

@@ -6,6 +6,16 @@
 #include "base/util.h"
 
 #define GAP_WINDOW 256
+#define N_GAP_HISTS 32 // the global history and up to 31 tools
+
+/* Recent gaps between a turn's end and its session's next turn (us), for all sessions (tool 0)
+ * or for turns that ended waiting on one named tool. */
+typedef struct gap_hist {
+    uint64_t tool;
+    int64_t gaps[GAP_WINDOW];
+    int32_t n, head;
+    int64_t last_us;
+} gap_hist;
 
 typedef struct session {
     uint64_t id;       // 0 = empty slot
@@ -15,6 +25,7 @@ typedef struct session {
     bool pinned;
     int64_t pinned_at_us;
     int64_t expires_us;
+    uint64_t tool;  // the tool the last turn ended waiting on (0: none named)
     sp_kv_seq seq; // the pinned blocks
 } session;
 
@@ -22,8 +33,7 @@ struct sp_sessions {
     session *slots;
     int32_t capacity;
     int64_t fixed_ttl_us, cap_ttl_us;
-    int64_t gaps[GAP_WINDOW]; // recent gaps between a turn's end and the next turn (us)
-    int32_t n_gaps, gap_head;
+    gap_hist hists[N_GAP_HISTS]; // [0]: every session; then per tool
     sp_session_stats st;
 };
 
@@ -85,6 +95,32 @@ static session *take_slot(sp_sessions *s) {
     return best;
 }
 
+static void record_gap(gap_hist *h, int64_t gap, int64_t now_us) {
+    if (!h)
+        return;
+    h->gaps[h->head] = gap;
+    h->head = (h->head + 1) % GAP_WINDOW;
+    h->n = SP_MIN(h->n + 1, GAP_WINDOW);
+    h->last_us = now_us;
+}
+
+/* The history of a tool; with create, a new one replaces the least recently updated. */
+static gap_hist *tool_hist(sp_sessions *s, uint64_t tool, bool create) {
+    gap_hist *oldest = NULL;
+    for (int i = 1; i < N_GAP_HISTS; i++) {
+        gap_hist *h = &s->hists[i];
+        if (h->tool == tool)
+            return h;
+        if (!oldest || h->last_us < oldest->last_us)
+            oldest = h;
+    }
+    if (!create)
+        return NULL;
+    memset(oldest, 0, sizeof *oldest);
+    oldest->tool = tool;
+    return oldest;
+}
+
 uint64_t sp_sessions_arrive(sp_sessions *s, uint64_t id, uint64_t arrival, int64_t now_us) {
     s->st.turns++;
     session *x = find(s, id);
@@ -96,9 +132,10 @@ uint64_t sp_sessions_arrive(sp_sessions *s, uint64_t id, uint64_t arrival, int64
         x->id = id;
         x->first_arrival = arrival;
     } else if (x->last_end_us) {
-        s->gaps[s->gap_head] = now_us - x->last_end_us;
-        s->gap_head = (s->gap_head + 1) % GAP_WINDOW;
-        s->n_gaps = SP_MIN(s->n_gaps + 1, GAP_WINDOW);
+        int64_t gap = now_us - x->last_end_us;
+        record_gap(&s->hists[0], gap, now_us);
+        if (x->tool)
+            record_gap(tool_hist(s, x->tool, true), gap, now_us);
     }
     x->last_end_us = 0;
     x->last_use_us = now_us;
@@ -118,39 +155,68 @@ static void sort_i64(int64_t *a, int32_t n) {
     }
 }
 
-/* The TTL to pin for, in microseconds, or -1 not to pin. */
-static int64_t choose_ttl(const sp_sessions *s) {
+/* The TTL to pin for (us) from one gap history, or -1 not to pin; *p_return receives the
+ * fraction of recorded gaps within it (0.5 when there is no history yet). */
+static int64_t choose_ttl(const sp_sessions *s, const gap_hist *h, double *p_return) {
+    *p_return = 1.0;
     if (s->fixed_ttl_us == 0)
         return -1; // pins off: plain LRU caching
     if (s->fixed_ttl_us > 0)
         return s->fixed_ttl_us;
-    if (s->n_gaps < 4)
+    if (h->n < 4) {
+        *p_return = 0.5;
         return SP_MIN(s->cap_ttl_us, 2 * 1000000LL); // no history yet: a short trial pin
+    }
     int64_t g[GAP_WINDOW];
-    memcpy(g, s->gaps, (size_t)s->n_gaps * sizeof *g);
-    sort_i64(g, s->n_gaps);
-    int64_t ttl = SP_MIN(g[(s->n_gaps * 9) / 10], s->cap_ttl_us);
+    memcpy(g, h->gaps, (size_t)h->n * sizeof *g);
+    sort_i64(g, h->n);
+    int64_t ttl = SP_MIN(g[(h->n * 9) / 10], s->cap_ttl_us);
     // Pin only if a turn is more likely than not to come back within the TTL.
     int32_t within = 0;
-    while (within < s->n_gaps && g[within] <= ttl)
+    while (within < h->n && g[within] <= ttl)
         within++;
-    return 2 * within > s->n_gaps ? ttl : -1;
+    *p_return = (double)within / h->n;
+    return 2 * within > h->n ? ttl : -1;
 }
 
-int64_t sp_sessions_ttl_ms(const sp_sessions *s) {
-    int64_t t = choose_ttl(s);
+/* The history that speaks for a turn waiting on tool: the tool's own once it has a few gaps,
+ * else every session's. */
+static const gap_hist *hist_for(const sp_sessions *s, uint64_t tool) {
+    if (tool)
+        for (int i = 1; i < N_GAP_HISTS; i++)
+            if (s->hists[i].tool == tool && s->hists[i].n >= 4)
+                return &s->hists[i];
+    return &s->hists[0];
+}
+
+int64_t sp_sessions_ttl_ms_for(const sp_sessions *s, uint64_t tool) {
+    double p;
+    int64_t t = choose_ttl(s, hist_for(s, tool), &p);
     return t < 0 ? -1 : t / 1000;
 }
 
-bool sp_sessions_end_turn(sp_sessions *s, uint64_t id, sp_kv_seq *seq, int64_t now_us) {
+int64_t sp_sessions_ttl_ms(const sp_sessions *s) { return sp_sessions_ttl_ms_for(s, 0); }
+
+bool sp_sessions_end_turn(sp_sessions *s, uint64_t id, uint64_t tool, sp_kv_seq *seq,
+                          int64_t now_us, const sp_session_cost *cost) {
     session *x = find(s, id);
     if (!x)
         return false;
     x->last_end_us = now_us;
     x->last_use_us = now_us;
-    int64_t ttl = choose_ttl(s);
+    x->tool = tool;
+    double p_return;
+    int64_t ttl = choose_ttl(s, hist_for(s, tool), &p_return);
     if (ttl <= 0 || x->pinned || seq->n_blocks == 0)
         return false;
+    // Pin only while the expected recompute saved outweighs the memory held: holding a share
+    // of the pool for the TTL counts as that share of the engine for that long.
+    if (s->fixed_ttl_us < 0 && cost && cost->pool_blocks > 0 && cost->us_per_token > 0) {
+        double saving_us = p_return * (double)seq->n_tokens * cost->us_per_token;
+        double held_us = (double)seq->n_blocks / cost->pool_blocks * (double)ttl;
+        if (saving_us < held_us)
+            return false;
+    }
     x->seq = *seq;
     memset(seq, 0, sizeof *seq);
     x->pinned = true;

@@ -48,10 +48,22 @@ void sp_sessions_destroy(sp_sessions *s, sp_kv_pool *pool);
  * session's last turn ended. */
 uint64_t sp_sessions_arrive(sp_sessions *s, uint64_t id, uint64_t arrival, int64_t now_us);
 
-/* The turn of session id ended with the blocks of *seq: pins them (moving *seq into the table:
- * *seq is left empty with its table memory handed over) or leaves *seq to the caller. Returns
- * true if it pinned. */
-bool sp_sessions_end_turn(sp_sessions *s, uint64_t id, sp_kv_seq *seq, int64_t now_us);
+/* What pinning costs and saves, for the decision: the engine's recent cost of computing one
+ * prompt token and the pool's size. */
+typedef struct sp_session_cost {
+    double us_per_token;
+    int32_t pool_blocks;
+} sp_session_cost;
+
+/* The turn of session id ended, waiting on `tool` (0: none named), with the blocks of *seq.
+ * The TTL comes from the gaps recorded for that tool (once it has a few), else for all
+ * sessions. With a chosen (not fixed) TTL, the turn is pinned only if the expected saving,
+ * P(return within TTL) x its tokens x cost->us_per_token, is at least the memory held,
+ * (its blocks / pool_blocks) x TTL (cost may be NULL: no such check). Pinning moves *seq into
+ * the table (*seq is left empty, its table memory handed over); otherwise *seq stays the
+ * caller's. Returns true if it pinned. */
+bool sp_sessions_end_turn(sp_sessions *s, uint64_t id, uint64_t tool, sp_kv_seq *seq,
+                          int64_t now_us, const sp_session_cost *cost);
 
 /* The next turn of session id now holds its blocks: releases the pin, if any. */
 void sp_sessions_unpin(sp_sessions *s, sp_kv_pool *pool, uint64_t id);
@@ -68,7 +80,9 @@ bool sp_sessions_reclaim_oldest(sp_sessions *s, sp_kv_pool *pool);
 
 void sp_sessions_stats(const sp_sessions *s, sp_session_stats *out);
 
-/* The TTL (ms) a turn would be pinned for now, or -1 if it would not be pinned. */
+/* The TTL (ms) a turn would be pinned for now, or -1 if it would not be pinned (before the
+ * cost check), for turns waiting on tool (0: none named). */
 int64_t sp_sessions_ttl_ms(const sp_sessions *s);
+int64_t sp_sessions_ttl_ms_for(const sp_sessions *s, uint64_t tool);
 
 #endif

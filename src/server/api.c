@@ -537,6 +537,14 @@ static uint64_t random_seed(sp_api *a) {
     return z ^ (z >> 31);
 }
 
+/* A non-zero 64-bit id for a session or tool name (FNV-1a). */
+static uint64_t name_id(const char *name) {
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    return h ? h : 1;
+}
+
 /* Tokenizes prompt number i of a completions request. */
 static sp_err prompt_tokens(sp_api *a, const sp_oai_req *q, size_t i, sp_tokens *out,
                             sp_diag *d) {
@@ -673,13 +681,10 @@ static void handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
             goto cancel;
         }
         sp_req_params p = q.params;
-        if (q.session) {
-            // FNV-1a of the session name; 0 means "no session".
-            uint64_t h = 1469598103934665603ull;
-            for (const char *ch = q.session; *ch; ch++)
-                h = (h ^ (unsigned char)*ch) * 1099511628211ull;
-            p.session_id = h ? h : 1;
-        }
+        if (q.session)
+            p.session_id = name_id(q.session);
+        if (q.tool)
+            p.tool_id = name_id(q.tool);
         int32_t room = n_ctx - (int32_t)toks.n;
         if (!q.has_max_tokens && kind == SP_OAI_CHAT)
             p.max_tokens = room;

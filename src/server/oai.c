@@ -321,6 +321,10 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
     if (user && !json_is_null(user) && !json_is_string(user))
         return bad(d, "user", "'user' must be a string");
     r.user = json_string_value(user);
+    json_t *tool = json_object_get(body, "tool");
+    if (tool && !json_is_null(tool) && !json_is_string(tool))
+        return bad(d, "tool", "'tool' must be a string (the tool the turn ends waiting on)");
+    r.tool = json_is_string(tool) && json_string_length(tool) ? json_string_value(tool) : NULL;
     json_t *sess = json_object_get(body, "session_id");
     if (sess && !json_is_null(sess) && !json_is_string(sess))
         return bad(d, "session_id", "'session_id' must be a string");

@@ -36,6 +36,7 @@ typedef struct sp_oai_req {
                            // integer; chat: top_logprobs with logprobs true)
     const char *user;
     const char *session;   // "session_id" (extension), else "user": a multi-turn session
+    const char *tool;      // "tool" (extension): the tool the turn ends waiting on
 } sp_oai_req;
 
 /* Validates body (a JSON object, borrowed; the result points into it) for an endpoint. On

@@ -26,7 +26,7 @@ static void test_ttl_choice(void **state) {
     for (int i = 1; i <= 10; i++) {
         sp_sessions_arrive(s, 7, 1, t);
         sp_kv_seq empty = {0};
-        sp_sessions_end_turn(s, 7, &empty, t);
+        sp_sessions_end_turn(s, 7, 0, &empty, t, NULL);
         t += i * 100000; // gap of i * 100 ms
     }
     sp_sessions_arrive(s, 7, 1, t);
@@ -38,7 +38,7 @@ static void test_ttl_choice(void **state) {
     for (int i = 0; i < 10; i++) {
         sp_sessions_arrive(s, 9, 1, t);
         sp_kv_seq empty = {0};
-        sp_sessions_end_turn(s, 9, &empty, t);
+        sp_sessions_end_turn(s, 9, 0, &empty, t, NULL);
         t += 5000000;
     }
     sp_sessions_arrive(s, 9, 1, t);
@@ -52,6 +52,63 @@ static void test_ttl_choice(void **state) {
     assert_int_equal(sp_sessions_create(16, 0, 50, &s), SP_OK);
     assert_int_equal(sp_sessions_ttl_ms(s), -1);
     sp_sessions_destroy(s, NULL);
+}
+
+/* Turns waiting on a named tool take their TTL from that tool's gaps. */
+static void test_tool_ttl(void **state) {
+    (void)state;
+    sp_sessions *s;
+    assert_int_equal(sp_sessions_create(16, -1, 60000, &s), SP_OK);
+    const uint64_t fast = 11, slow = 22;
+    int64_t t = 1000000;
+    for (int i = 0; i < 8; i++) {
+        sp_kv_seq empty = {0};
+        // Session 1 calls the fast tool (100 ms), session 2 the slow one (5 s).
+        sp_sessions_arrive(s, 1, 1, t);
+        sp_sessions_end_turn(s, 1, fast, &empty, t, NULL);
+        sp_sessions_arrive(s, 2, 2, t);
+        sp_sessions_end_turn(s, 2, slow, &empty, t, NULL);
+        t += 100000;
+        sp_sessions_arrive(s, 1, 1, t);
+        sp_sessions_end_turn(s, 1, 0, &empty, t, NULL); // this turn waits on no named tool
+        t += 4900000;
+        sp_sessions_arrive(s, 2, 2, t);
+        sp_sessions_end_turn(s, 2, slow, &empty, t, NULL);
+    }
+    assert_int_equal(sp_sessions_ttl_ms_for(s, fast), 100);
+    assert_int_equal(sp_sessions_ttl_ms_for(s, slow), 5000);
+    sp_sessions_destroy(s, NULL);
+}
+
+/* A chosen TTL pins only when the recompute saved outweighs the memory held. */
+static void test_pin_cost(void **state) {
+    (void)state;
+    sp_hparams hp = {.n_layer = 1, .n_head = 1, .n_head_kv = 1, .head_dim = 4};
+    sp_kvbuf kv;
+    assert_int_equal(sp_kvbuf_init(&kv, &hp, SP_DTYPE_F16, 4, 16), SP_OK);
+    sp_kv_pool *pool;
+    assert_int_equal(sp_kv_pool_create(&kv, NULL, &pool), SP_OK);
+    sp_sessions *s;
+    assert_int_equal(sp_sessions_create(8, -1, 60000, &s), SP_OK);
+    int32_t toks[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    for (int cheap = 1; cheap >= 0; cheap--) {
+        sp_kv_seq seq;
+        assert_int_equal(sp_kv_seq_init(&seq, pool, 64), SP_OK);
+        sp_kv_seq_lookup(pool, &seq, 5, toks, 0);
+        assert_int_equal(sp_kv_seq_reserve(pool, &seq, 12), SP_OK);
+        sp_sessions_arrive(s, 5, 1, 1000);
+        // No history: a 2 s trial pin, returning with probability 1/2. 12 tokens at 1 us each
+        // save 6 us, far less than 3/16 of the pool for 2 s; at 1 s each they save 6 s.
+        sp_session_cost cost = {.us_per_token = cheap ? 1.0 : 1e6, .pool_blocks = 16};
+        bool pinned = sp_sessions_end_turn(s, 5, 0, &seq, 2000, &cost);
+        assert_true(pinned == !cheap);
+        if (!pinned)
+            sp_kv_seq_release(pool, &seq);
+        sp_kv_seq_deinit(&seq);
+    }
+    sp_sessions_destroy(s, pool);
+    sp_kv_pool_destroy(pool);
+    sp_kvbuf_deinit(&kv);
 }
 
 static void test_pins(void **state) {
@@ -71,7 +128,7 @@ static void test_pins(void **state) {
         assert_int_equal(sp_kv_seq_reserve(pool, &seq, 10), SP_OK);
         sp_kv_seq_commit(pool, &seq, toks, 10);
         sp_sessions_arrive(s, id, id, (int64_t)id * 1000);
-        assert_true(sp_sessions_end_turn(s, id, &seq, (int64_t)id * 1000));
+        assert_true(sp_sessions_end_turn(s, id, 0, &seq, (int64_t)id * 1000, NULL));
         assert_int_equal(seq.n_blocks, 0); // moved into the pin
         sp_kv_seq_deinit(&seq);
     }
@@ -219,6 +276,8 @@ static void test_engine_turns(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ttl_choice),
+        cmocka_unit_test(test_tool_ttl),
+        cmocka_unit_test(test_pin_cost),
         cmocka_unit_test(test_pins),
         cmocka_unit_test(test_engine_turns),
     };
