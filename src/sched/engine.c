@@ -633,6 +633,33 @@ static sp_request *admit_next(sp_engine *e) {
     return r;
 }
 
+/* Deadlines (opt-in): a waiting request whose first token cannot come in time is rejected now
+ * rather than served late. Its wait is estimated as the prompt tokens that will be computed
+ * before its own (running prefills, and waiting requests ahead of it), plus its own, at the
+ * recent cost per token; past the deadline it is rejected in any case. */
+static void reject_late(sp_engine *e) {
+    const int64_t now = sp_time_us();
+    int64_t ahead = 0;
+    for (sp_request *q = e->running.head; q; q = q->next)
+        ahead += q->n_tokens - q->n_computed;
+    for (sp_request *r = e->waiting.head; r;) {
+        sp_request *next = r->next;
+        const int32_t own = r->n_tokens;
+        if (r->params.deadline_ms > 0 && !r->stats.t_admit_us) {
+            int64_t deadline = r->stats.t_submit_us + (int64_t)r->params.deadline_ms * 1000;
+            double eta = (double)now + (double)(ahead + own) * e->us_per_token;
+            if (now > deadline || eta > (double)deadline) {
+                finish_request(e, r, SP_FINISH_ERROR, SP_ERR_LIMIT,
+                               "the request cannot meet its deadline: the server is busy");
+                r = next;
+                continue;
+            }
+        }
+        ahead += own;
+        r = next;
+    }
+}
+
 static void drain_inbox(sp_engine *e) {
     pthread_mutex_lock(&e->mu);
     sp_request *r = e->inbox.head;
@@ -654,6 +681,7 @@ static void drain_inbox(sp_engine *e) {
         r = next;
     }
     sp_sessions_expire(e->sessions, e->pool, sp_time_us());
+    reject_late(e);
     if (!cancels)
         return;
     req_list *lists[] = {&e->running, &e->waiting};

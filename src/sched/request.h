@@ -53,6 +53,9 @@ typedef struct sp_req_params {
     uint64_t cache_salt;  // requests share cached KV only with equal salts (0 by default)
     uint64_t session_id;  // multi-turn session (0: none); see sched/session.h
     uint64_t tool_id;     // the tool this turn ends waiting on, if the client names it (0: none)
+    int32_t deadline_ms;  // opt-in: the first token is wanted within this many ms of submission;
+                          // a request that cannot make it is rejected early (finish "error",
+                          // error SP_ERR_LIMIT) instead of being served late (0: none)
     int32_t stop_after;   // finish with reason "stop" after this many tokens, as an
                           // end-of-generation token would (0: off). Admission policies do not
                           // see it: benchmarks use it to give requests output lengths that

@@ -31,6 +31,7 @@ typedef struct api_choice {
     int32_t n_toks, cap_toks;
     int32_t n_prompt;
     sp_finish finish;
+    sp_err error;
     char error_msg[160];
     int64_t t_last_token_us;
     bool done;
@@ -407,10 +408,14 @@ static void op_complete(api_op *op) {
     sp_http_conn *c = op->conn;
     sp_http_set_user(c, NULL);
     if (failed) {
-        send_error(a, c, 500, "server_error", NULL, NULL, NULL, "/v1/completions", "%s",
+        // A deadline that cannot be met is the server being too busy: 503, try again later.
+        bool late = failed->finish == SP_FINISH_ERROR && failed->error == SP_ERR_LIMIT;
+        send_error(a, c, late ? 503 : 500, "server_error", NULL,
+                   late ? "deadline_exceeded" : NULL, late ? "Retry-After: 1\r\n" : NULL,
+                   "/v1/completions", "%s",
                    failed->finish == SP_FINISH_CANCELLED ? "the request was cancelled"
                                                          : failed->error_msg);
-        op_log(op, 500);
+        op_log(op, late ? 503 : 500);
         op_free(op);
         return;
     }
@@ -465,6 +470,7 @@ static void pump_choice(api_choice *ch) {
     }
     if (rd.finish != SP_FINISH_NONE) {
         ch->finish = rd.finish;
+        ch->error = rd.error;
         snprintf(ch->error_msg, sizeof ch->error_msg, "%s",
                  rd.error_msg[0] ? rd.error_msg : "the request failed");
         ch->done = true;

@@ -309,6 +309,10 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
         r.template_extra = json_is_object(extra) ? extra : NULL;
     }
     r.params.n_logprobs = r.logprobs;
+    if ((err = get_int(body, "deadline_ms", 0, INT32_MAX, &has, &i64, d)))
+        return err;
+    if (has)
+        r.params.deadline_ms = (int32_t)i64;
     if ((err = get_int(body, "stop_after", 0, INT32_MAX, &has, &i64, d)))
         return err;
     if (has)

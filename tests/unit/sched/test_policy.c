@@ -224,6 +224,51 @@ static void test_priority_preemption(void **state) {
     sp_engine_destroy(e);
 }
 
+/* Deadlines: behind a long request, one that asks for its first token within 1 ms is rejected
+ * without being run; one with a generous deadline is served. */
+static void test_deadline(void **state) {
+    (void)state;
+    sp_engine_opts o = sp_engine_opts_default();
+    o.max_seqs = 1;
+    o.n_threads = 1;
+    sp_engine *e;
+    sp_diag d;
+    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_request *busy = submit_prio(e, 0, 100, 1);
+    for (int i = 0; i < 3; i++)
+        sp_engine_step(e);
+    int32_t prompt[4] = {1, 403, 407, 261};
+    sp_request *tight, *loose;
+    sp_req_params p = sp_req_params_default();
+    p.max_tokens = 4;
+    p.deadline_ms = 1;
+    assert_int_equal(sp_request_create(pv, prompt, 4, &p, &tight, &d), SP_OK);
+    p.deadline_ms = 600000;
+    assert_int_equal(sp_request_create(pv, prompt, 4, &p, &loose, &d), SP_OK);
+    assert_int_equal(sp_engine_submit(e, tight, &d), SP_OK);
+    assert_int_equal(sp_engine_submit(e, loose, &d), SP_OK);
+    usleep(2000);
+    while (sp_engine_busy(e))
+        sp_engine_step(e);
+    drop_ready(e);
+    sp_req_cursor cur = {0};
+    sp_req_token toks[8];
+    sp_req_read rd;
+    assert_int_equal(sp_request_read(tight, &cur, toks, 8, NULL, NULL, NULL, NULL, NULL, &rd),
+                     SP_OK);
+    assert_int_equal(rd.finish, SP_FINISH_ERROR);
+    assert_int_equal(rd.error, SP_ERR_LIMIT);
+    assert_int_equal(rd.n_new_tokens, 0);
+    memset(&cur, 0, sizeof cur);
+    assert_int_equal(sp_request_read(loose, &cur, toks, 8, NULL, NULL, NULL, NULL, NULL, &rd),
+                     SP_OK);
+    assert_int_equal(rd.n_new_tokens, 4);
+    sp_request_release(busy);
+    sp_request_release(tight);
+    sp_request_release(loose);
+    sp_engine_destroy(e);
+}
+
 /* No starvation: a low-priority request waiting behind a stream of urgent ones runs once it has
  * waited max_wait_ms. */
 static void test_no_starvation(void **state) {
@@ -274,6 +319,7 @@ int main(void) {
         cmocka_unit_test(test_policy_decisions),
         cmocka_unit_test(test_create_by_name),
         cmocka_unit_test(test_priority_preemption),
+        cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_no_starvation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
