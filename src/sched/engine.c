@@ -274,13 +274,21 @@ sp_request *sp_engine_take_ready(sp_engine *e) {
     pthread_mutex_lock(&e->nmu);
     sp_request *list = e->ready;
     e->ready = NULL;
-    for (sp_request *r = list; r; r = r->next_ready)
-        r->in_ready = false;
     pthread_mutex_unlock(&e->nmu);
     return list;
 }
 
-sp_request *sp_request_next_ready(const sp_request *r) { return r->next_ready; }
+sp_request *sp_request_next_ready(sp_request *r) {
+    // The entry leaves the list only now: until in_ready is cleared the engine does not touch
+    // next_ready, and a notification after the clear starts a new list, so the caller, which
+    // reads r's output after this call, misses nothing.
+    sp_engine *e = r->engine;
+    pthread_mutex_lock(&e->nmu);
+    sp_request *next = r->next_ready;
+    r->in_ready = false;
+    pthread_mutex_unlock(&e->nmu);
+    return next;
+}
 
 int sp_engine_notify_fd(const sp_engine *e) { return e->efd; }
 
@@ -986,7 +994,7 @@ void sp_engine_destroy(sp_engine *e) {
             finish_request(e, e->waiting.head, SP_FINISH_CANCELLED, SP_OK, NULL);
     }
     for (sp_request *r = sp_engine_take_ready(e); r;) {
-        sp_request *next = r->next_ready;
+        sp_request *next = sp_request_next_ready(r);
         sp_request_release(r);
         r = next;
     }

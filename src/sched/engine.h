@@ -150,9 +150,11 @@ bool sp_engine_busy(sp_engine *e);
 int sp_engine_notify_fd(const sp_engine *e);
 
 /* Takes the list of requests with new output since the last call, each with a reference the
- * caller must release; iterate with sp_request_next_ready. Any thread. */
+ * caller must release. Walk it with sp_request_next_ready, calling it once for every entry
+ * BEFORE reading that request's output (it takes the entry off the list, so that output
+ * published afterwards notifies again). One consumer thread at a time. */
 sp_request *sp_engine_take_ready(sp_engine *e);
-sp_request *sp_request_next_ready(const sp_request *r);
+sp_request *sp_request_next_ready(sp_request *r);
 
 /* Counters, a consistent snapshot. Any thread. */
 void sp_engine_stats_get(sp_engine *e, sp_engine_stats *out);
