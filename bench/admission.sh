@@ -8,32 +8,19 @@
 # generated under build/bench-models/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${BUILD_DIR:-build}
-bin=$build/spindle
-bench=$build/spindle-bench
+. bench/common.sh
 model=${1:-build/bench-models/125m-q8_0.gguf}
-if [[ ! -f "$model" ]]; then
-    mkdir -p "$(dirname "$model")"
-    "$bin" mkmodel -o "$model" --preset 125m --type q8_0
-fi
+bench_model "$model" 125m
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for policy in aggressive conservative past-future; do
-    "$bin" serve -m "$model" --port 0 --kv-tokens 3072 --admission "$policy" 2>"$out/$policy.log" &
-    pid=$!
-    port=""
-    for _ in $(seq 300); do
-        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$out/$policy.log")
-        [[ -n "$port" ]] && break
-        sleep 0.1
-    done
-    "$bench" --base-url "http://127.0.0.1:$port" --dataset random --num-prompts 120 \
+    start_server "$out/$policy.log" "$model" --kv-tokens 3072 --admission "$policy"
+    "$bench" --base-url "http://127.0.0.1:$server_port" --dataset random --num-prompts 120 \
         --input-len 128 --range-ratio 0.5 --output-len 64 --output-dist pareto --max-tokens 512 \
         --request-rate 3 --burstiness 0.3 --seed 11 --goodput ttft:2000 tpot:100 \
         --label "$policy" --result-json "$out/$policy.json" --plot "bench/admission-$policy.svg" \
         --no-progress >"$out/$policy.txt"
-    kill -TERM $pid
-    wait $pid || true
+    stop_server
     echo "== $policy"
     grep -E "duration|Request goodput|Mean TTFT|P99 TTFT|Mean TPOT|P99 TPOT|Preemptions" "$out/$policy.txt"
 done

@@ -6,32 +6,19 @@
 # under build/bench-models/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${BUILD_DIR:-build}
-bin=$build/spindle
-bench=$build/spindle-bench
+. bench/common.sh
 model=${1:-build/bench-models/1.1b-q8_0.gguf}
-if [[ ! -f "$model" ]]; then
-    mkdir -p "$(dirname "$model")"
-    "$bin" mkmodel -o "$model" --preset 1.1b --type q8_0
-fi
+bench_model "$model" 1.1b
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 run() { # label, extra server flags...
     local label=$1
     shift
-    "$bin" serve -m "$model" --port 0 "$@" 2>"$out/$label.log" &
-    local pid=$!
-    local port=""
-    for _ in $(seq 300); do
-        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$out/$label.log")
-        [[ -n "$port" ]] && break
-        sleep 0.1
-    done
-    "$bench" --base-url "http://127.0.0.1:$port" --dataset shared-prefix --shared-prefix-len 400 \
+    start_server "$out/$label.log" "$model" "$@"
+    "$bench" --base-url "http://127.0.0.1:$server_port" --dataset shared-prefix --shared-prefix-len 400 \
         --input-len 50 --output-len 16 --num-groups 2 --num-prompts 8 --request-rate 0.1 \
         --seed 1 --label "$label" --result-json "$out/$label.json" --no-progress >"$out/$label.txt"
-    kill -TERM $pid
-    wait $pid || true
+    stop_server
     cat "$out/$label.txt"
 }
 run prefix-cache

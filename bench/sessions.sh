@@ -7,26 +7,15 @@
 # model under build/bench-models/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${BUILD_DIR:-build}
-bin=$build/spindle
-bench=$build/spindle-bench
+. bench/common.sh
 model=${1:-build/bench-models/125m-q8_0.gguf}
-if [[ ! -f "$model" ]]; then
-    mkdir -p "$(dirname "$model")"
-    "$bin" mkmodel -o "$model" --preset 125m --type q8_0
-fi
+bench_model "$model" 125m
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 run() { # label, ttl
     local label=$1 ttl=$2
-    "$bin" serve -m "$model" --port 0 --kv-tokens 4096 --session-ttl "$ttl" 2>"$out/$label.log" &
-    local pid=$!
-    local port=""
-    for _ in $(seq 300); do
-        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$out/$label.log")
-        [[ -n "$port" ]] && break
-        sleep 0.1
-    done
+    start_server "$out/$label.log" "$model" --kv-tokens 4096 --session-ttl "$ttl"
+    local port=$server_port
     "$bench" --base-url "http://127.0.0.1:$port" --dataset random --num-prompts 80 --input-len 200 \
         --output-len 8 --request-rate 1.5 --seed 7 --no-progress --label background \
         >"$out/$label-bg.txt" &
@@ -37,8 +26,7 @@ run() { # label, ttl
     wait $bg || true
     curl -s "http://127.0.0.1:$port/metrics" | grep -E "^spindle_(session|prefix_cache|kv_cache_evictions)" \
         >"$out/$label.metrics"
-    kill -TERM $pid
-    wait $pid || true
+    stop_server
     echo "== $label (--session-ttl $ttl)"
     grep -E "duration|Mean TTFT|Median TTFT|Mean E2EL|hit tokens|computed" "$out/$label.txt"
     cat "$out/$label.metrics"
