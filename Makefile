@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BUILD_DIR = build
 
-.PHONY: all build deps test asan fuzz run serve format clean
+.PHONY: all build deps test asan tsan fuzz run serve format clean
 
 all: build
 
@@ -27,6 +27,14 @@ asan: deps
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j $(JOBS)
 
+# The threaded parts (thread pool, engine, HTTP server and the end-to-end suites) under
+# ThreadSanitizer.
+tsan: deps
+	@cmake --preset tsan >/dev/null
+	@cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS) \
+		-R 'base/test_threadpool|sched/|server/test_http_server|e2e/'
+
 fuzz: deps
 	@cmake --preset fuzz >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
@@ -41,4 +49,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz

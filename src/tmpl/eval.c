@@ -128,7 +128,7 @@ static sp_err slice_indices(sp__rt *r, int64_t len, const sp__val *b, uint32_t o
         return sp__fail(r, SP_ERR_FORMAT, off, "slice step cannot be zero");
     if (st == INT64_MIN)
         st = -INT64_MAX;
-    int64_t lo, hi;
+    int64_t lo = 0, hi = 0; // set in the loop; initialized for -Wmaybe-uninitialized at -O1
     for (int k = 0; k < 2; k++) {
         int64_t x;
         if (b[k].t == SP__NONE) {
