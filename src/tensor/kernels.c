@@ -37,22 +37,57 @@ static bool available[ISA__COUNT];
 static const sp_kernels *chosen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+
+/* The CPU's features from CPUID (not __builtin_cpu_supports, whose feature names differ between
+ * compilers), and whether the OS saves the AVX and AVX-512 register state (XGETBV). */
+typedef struct cpu_features {
+    bool avx2, fma, f16c, avxvnni, avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
+} cpu_features;
+
+static cpu_features cpu_detect(void) {
+    cpu_features f = {0};
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return f;
+    const bool osxsave = c >> 27 & 1, fma = c >> 12 & 1, f16c = c >> 29 & 1;
+    if (!osxsave)
+        return f;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const bool os_avx = (lo & 0x6) == 0x6, os_avx512 = (lo & 0xe6) == 0xe6;
+    if (!os_avx || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return f;
+    f.avx2 = b >> 5 & 1;
+    f.fma = fma;
+    f.f16c = f16c;
+    if (os_avx512) {
+        f.avx512f = b >> 16 & 1;
+        f.avx512dq = b >> 17 & 1;
+        f.avx512bw = b >> 30 & 1;
+        f.avx512vl = b >> 31 & 1;
+        f.avx512vnni = c >> 11 & 1;
+    }
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        f.avxvnni = a >> 4 & 1;
+    return f;
+}
+#endif
+
 static bool cpu_has(int isa) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c");
+    const cpu_features f = cpu_detect();
+    const bool avx2 = f.avx2 && f.fma && f.f16c;
     switch (isa) {
     case ISA_SCALAR:
         return true;
     case ISA_AVX2:
         return avx2;
     case ISA_AVXVNNI:
-        return avx2 && __builtin_cpu_supports("avxvnni");
+        return avx2 && f.avxvnni;
     case ISA_AVX512:
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512vnni");
+        return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni;
     default:
         return false;
     }

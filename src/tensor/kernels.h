@@ -4,7 +4,7 @@
  *
  * Each instruction set has its own file, compiled with its own flags (kernels_avx2.c,
  * kernels_avx512.c, kquants_avx2.c, ...); sp_kernels_get() picks the best the CPU supports
- * (__builtin_cpu_supports), or the one named by the environment variable
+ * (CPUID and XGETBV), or the one named by the environment variable
  * SPINDLE_ISA=scalar|avx2|avxvnni|avx512 (unset, empty or "auto": the best; a name this CPU
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
  * "avxvnni" is the avx2 table with the Q8_0/Q4_0 integer dots on AVX-VNNI (same results).

@@ -55,14 +55,9 @@ typedef struct isa {
 static isa isas[2];
 
 static void find_isas(void) {
-    __builtin_cpu_init();
-    isas[0] = (isa){"avx2", sp__kquants_avx2_init,
-                    __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                        __builtin_cpu_supports("f16c")};
-    isas[1] = (isa){"avx512", sp__kquants_avx512_init,
-                    isas[0].present && __builtin_cpu_supports("avx512f") &&
-                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni")};
+    // The dispatch's CPU detection decides which instruction sets this machine has.
+    isas[0] = (isa){"avx2", sp__kquants_avx2_init, sp_kernels_for("avx2") != NULL};
+    isas[1] = (isa){"avx512", sp__kquants_avx512_init, sp_kernels_for("avx512") != NULL};
 }
 
 static sp_matmul_fn kernel(const isa *s, sp_dtype t) {
