@@ -375,6 +375,62 @@ static void test_stop_after(void **state) {
     unload_model();
 }
 
+/* The ready list under interleaving: the engine runs a step (notifying again) while the
+ * consumer is in the middle of walking a list it took. Every request's final output must still
+ * reach the consumer through some list: none may be lost or skipped. */
+static void test_ready_list_interleaved(void **state) {
+    (void)state;
+    load_model("stories260K.gguf");
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    sp_engine *e;
+    sp_diag d;
+    assert_int_equal(sp_engine_create(model, vocab, &o, &e, &d), SP_OK);
+    enum { N = 6 };
+    sp_request *reqs[N];
+    sp_req_cursor cur[N] = {{0}};
+    bool done[N] = {false};
+    for (int i = 0; i < N; i++) {
+        int32_t prompt[3] = {1, 403 + i, 407};
+        sp_req_params p = sp_req_params_default();
+        p.max_tokens = 2 + i % 3;
+        p.sample.temperature = 0.0f;
+        assert_int_equal(sp_request_create(vocab, prompt, 3, &p, &reqs[i], &d), SP_OK);
+        assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
+    }
+    sp_engine_step(e);
+    for (int round = 0; round < 100; round++) {
+        sp_request *r = sp_engine_take_ready(e);
+        bool stepped = false;
+        while (r) {
+            // A step in the middle of the walk, before the consumer moves on from r.
+            stepped |= sp_engine_step(e);
+            sp_request *next = sp_request_next_ready(r);
+            int i = 0;
+            while (reqs[i] != r)
+                i++;
+            sp_req_token toks[8];
+            sp_req_read rd;
+            assert_int_equal(
+                sp_request_read(r, &cur[i], toks, 8, NULL, NULL, NULL, NULL, NULL, &rd), SP_OK);
+            if (rd.finish != SP_FINISH_NONE)
+                done[i] = true;
+            sp_request_release(r);
+            r = next;
+        }
+        if (!stepped)
+            sp_engine_step(e);
+    }
+    assert_false(sp_engine_busy(e));
+    for (int i = 0; i < N; i++) {
+        if (!done[i])
+            fail_msg("request %d finished but its final notification never arrived", i);
+        sp_request_release(reqs[i]);
+    }
+    sp_engine_destroy(e);
+    unload_model();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_invariance_260k),
@@ -383,6 +439,7 @@ int main(void) {
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_seeded),
         cmocka_unit_test(test_stop_after),
+        cmocka_unit_test(test_ready_list_interleaved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
