@@ -13,18 +13,10 @@
 
 #include "base/err.h"
 #include "tensor/kernels.h"
+#include "tensor/kernels_x86.h"
 #include "tensor/kquants.h"
 #include "tensor/quant.h"
 
-#define INLINE static inline __attribute__((always_inline))
-
-/* ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), as ggml's hsum_float_8. */
-INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* 16 lanes: (l_i + l_{i+8}) for i < 8, then hsum8. */
 INLINE float hsum16(__m512 v) {
@@ -201,35 +193,6 @@ INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, s
             y[r * ldy + o] = hsum16(acc[r][o]);
 }
 
-// ---------------------------------------------------------------- tiling
-
-#define DEFINE_TILING(PFX, TILE)                                                                   \
-    INLINE void PFX##_cols(const int RB, const int O, const int kind, const uint8_t *w,            \
-                           size_t wrb, const uint8_t *x, size_t xrb, int64_t len, int64_t n_rows,  \
-                           float *y, int64_t ldy) {                                                \
-        int64_t r = 0;                                                                             \
-        for (; r + RB <= n_rows; r += RB)                                                          \
-            TILE(RB, O, kind, w, wrb, x + (size_t)r * xrb, xrb, len, y + r * ldy, ldy);            \
-        const int64_t left = n_rows - r;                                                           \
-        x += (size_t)r * xrb;                                                                      \
-        y += r * ldy;                                                                              \
-        if (RB > 3 && left == 3)                                                                   \
-            TILE(3, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
-        else if (RB > 2 && left == 2)                                                              \
-            TILE(2, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
-        else if (RB > 1 && left == 1)                                                              \
-            TILE(1, O, kind, w, wrb, x, xrb, len, y, ldy);                                         \
-    }                                                                                              \
-    INLINE void PFX##_tiles(const int RB, const int OB, const int kind, const uint8_t *w,          \
-                            size_t wrb, const uint8_t *x, size_t xrb, int64_t len, int64_t n_rows, \
-                            float *y, int64_t ldy, int64_t o0, int64_t o1) {                       \
-        int64_t o = o0;                                                                            \
-        for (; o + OB <= o1; o += OB)                                                              \
-            PFX##_cols(RB, OB, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o, ldy);   \
-        for (; o < o1; o++)                                                                        \
-            PFX##_cols(RB, 1, kind, w + (size_t)o * wrb, wrb, x, xrb, len, n_rows, y + o, ldy);    \
-    }
-
 DEFINE_TILING(q, q_tile)
 DEFINE_TILING(f, f_tile)
 
@@ -251,12 +214,6 @@ INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, s
     else
         f_tiles(4, 4, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
 }
-
-#define MATMUL(name, impl, kind)                                                                   \
-    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,           \
-                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {              \
-        impl(kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);                                  \
-    }
 
 MATMUL(matmul_q8_0, q_matmul, K_Q8_0)
 MATMUL(matmul_q4_0, q_matmul, K_Q4_0)
