@@ -1,6 +1,6 @@
 # sp_module(NAME [DEPS modules...] [LIBS libraries...])
-# Builds src/NAME/*.c into the static library sp_NAME. Files named *_avx2.c, *_avx512.c and
-# *_avxvnni.c are compiled with their instruction-set flags; the code chooses among them at run
+# Builds src/NAME/*.c into the static library sp_NAME. Files named *_avx2.c, *_avx512.c,
+# *_avxvnni.c and *_amx.c are compiled with their instruction-set flags; the code chooses among them at run
 # time. src/app/main.c and src/loadgen/main.c are entry points, left out of the libraries.
 function(sp_module name)
     cmake_parse_arguments(M "" "" "DEPS;LIBS" ${ARGN})
@@ -11,7 +11,7 @@ function(sp_module name)
         list(APPEND deps sp_${d})
     endforeach()
     if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
-        list(FILTER srcs EXCLUDE REGEX "_avx(2|512|vnni)\\.c$")
+        list(FILTER srcs EXCLUDE REGEX "_(avx2|avx512|avxvnni|amx)\\.c$")
     endif()
     if(srcs)
         add_library(sp_${name} STATIC ${srcs})
@@ -25,6 +25,9 @@ function(sp_module name)
                 elseif(s MATCHES "_avx512\\.c$")
                     set_source_files_properties(${s} PROPERTIES COMPILE_OPTIONS
                         "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
+                elseif(s MATCHES "_amx\\.c$")
+                    set_source_files_properties(${s} PROPERTIES COMPILE_OPTIONS
+                        "-mamx-tile;-mamx-int8;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
                 elseif(s MATCHES "_avxvnni\\.c$")
                     set_source_files_properties(${s} PROPERTIES COMPILE_OPTIONS
                         "-mavxvnni;-mavx2;-mfma;-mf16c")

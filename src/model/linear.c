@@ -34,7 +34,12 @@ static void linear_worker(void *ctx, int ith, int nth) {
         sp_threadpool_barrier(j->pool);
     int64_t o0, o1;
     sp_split_range(n_out, 16, ith, nth, &o0, &o1);
-    if (o1 > o0)
+    if (o1 <= o0)
+        return;
+    if (w->packed)
+        j->k->matmul_packed[w->type](w->packed, 0, j->xq, j->xq_row_bytes, n_in, j->n_rows, j->y,
+                                     n_out, o0, o1);
+    else
         j->k->matmul[w->type](w->data, w->row_bytes, j->xq, j->xq_row_bytes, n_in, j->n_rows,
                               j->y, n_out, o0, o1);
 }

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "model/model.h"
+#include "model/pack.h"
 
 typedef struct loader {
     sp_gguf *g;
@@ -278,7 +279,7 @@ sp_err sp_model_load_gguf(sp_gguf *g, sp_model **out, sp_diag *diag) {
         err = SP_ERR_NOMEM;
         goto fail;
     }
-    if ((err = load_layers(&l, m)))
+    if ((err = load_layers(&l, m)) || (err = sp__model_pack(m)))
         goto fail;
     m->gguf = g;
     *out = m;
@@ -303,6 +304,7 @@ sp_err sp_model_load(const char *path, sp_model **out, sp_diag *diag) {
 void sp_model_destroy(sp_model *m) {
     if (!m)
         return;
+    sp__model_unpack(m);
     sp_gguf_close(m->gguf);
     free(m->layers);
     free(m);

@@ -1,7 +1,8 @@
 /* Model hyper-parameters and weights, read from a GGUF file.
  *
  * Weights are views into the file's read-only mapping: loading copies nothing but a few small
- * tables. A loaded sp_model is immutable; any thread may read it. Supported architectures:
+ * tables, except matrices the CPU's kernels want in a layout of their own, which are rewritten
+ * once into memory of the model's (model/pack.h). A loaded sp_model is immutable; any thread may read it. Supported architectures:
  * llama (incl. Mistral-style GQA and Llama-3 rope_freqs), qwen2 (Q/K/V biases, NeoX RoPE),
  * qwen3 (per-head Q/K RMSNorm), phi3 (fused QKV and gate/up). */
 #ifndef SP_MODEL_MODEL_H
@@ -45,7 +46,8 @@ typedef struct sp_weight {
     sp_dtype type;
     int64_t ne[2];
     uint64_t row_bytes;
-    const void *data; // NULL when the tensor is absent (optional tensors)
+    const void *data;   // NULL when the tensor is absent (optional tensors)
+    const void *packed; // the same matrix in the kernels' own layout (see model/pack.h), or NULL
 } sp_weight;
 
 typedef struct sp_layer {
@@ -69,6 +71,8 @@ typedef struct sp_model {
     sp_weight output;      // (n_embd -> n_vocab); = tok_embd when tied
     const float *rope_freqs; // (n_rot/2) divisors of each pair's angle, or NULL
     sp_layer *layers;      // (n_layer)
+    void *packed_mem;      // owned: every weight's packed form (NULL if none)
+    size_t packed_size;
 } sp_model;
 
 /* Loads a model from an open GGUF, taking ownership of g on success (on failure the caller

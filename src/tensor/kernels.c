@@ -28,9 +28,9 @@ __attribute__((weak)) void sp__kquants_avx512_init(sp_kernels *k) {
 #endif
 #endif
 
-enum { ISA_SCALAR, ISA_AVX2, ISA_AVXVNNI, ISA_AVX512, ISA__COUNT };
+enum { ISA_SCALAR, ISA_AVX2, ISA_AVXVNNI, ISA_AVX512, ISA_AMX, ISA__COUNT };
 
-static const char *const isa_names[ISA__COUNT] = {"scalar", "avx2", "avxvnni", "avx512"};
+static const char *const isa_names[ISA__COUNT] = {"scalar", "avx2", "avxvnni", "avx512", "amx"};
 
 static sp_kernels tables[ISA__COUNT];
 static bool available[ISA__COUNT];
@@ -39,12 +39,25 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* The CPU's features from CPUID (not __builtin_cpu_supports, whose feature names differ between
  * compilers), and whether the OS saves the AVX and AVX-512 register state (XGETBV). */
 typedef struct cpu_features {
     bool avx2, fma, f16c, avxvnni, avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
+    bool amx_int8; // AMX-TILE and AMX-INT8, with the OS saving the tile state
 } cpu_features;
+
+/* Linux hands out the AMX tile data state (XFEATURE 18) only to processes that ask for it. */
+static bool amx_permitted(void) {
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+#if defined(SYS_arch_prctl)
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return false;
+#endif
+}
 
 static cpu_features cpu_detect(void) {
     cpu_features f = {0};
@@ -69,6 +82,8 @@ static cpu_features cpu_detect(void) {
         f.avx512vl = b >> 31 & 1;
         f.avx512vnni = c >> 11 & 1;
     }
+    const bool os_amx = (lo >> 17 & 3) == 3; // XTILECFG and XTILEDATA
+    f.amx_int8 = os_amx && (d >> 24 & 1) && (d >> 25 & 1);
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d))
         f.avxvnni = a >> 4 & 1;
     return f;
@@ -88,6 +103,8 @@ static bool cpu_has(int isa) {
         return avx2 && f.avxvnni;
     case ISA_AVX512:
         return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni;
+    case ISA_AMX:
+        return cpu_has(ISA_AVX512) && f.amx_int8 && amx_permitted();
     default:
         return false;
     }
@@ -106,10 +123,12 @@ static void build(int isa, sp_kernels *k) {
             sp__kernels_avxvnni_init(k);
         sp__kquants_avx2_init(k);
     }
-    if (isa == ISA_AVX512) {
+    if (isa >= ISA_AVX512) {
         sp__kernels_avx512_init(k);
         sp__kquants_avx512_init(k);
     }
+    if (isa == ISA_AMX)
+        sp__kernels_amx_init(k);
 #endif
     k->isa = isa_names[isa];
 }
@@ -135,7 +154,7 @@ static void init_once(void) {
     if (env && *env && strcmp(env, "auto") != 0) {
         const int i = find(env);
         if (i < 0)
-            SP_WARN("SPINDLE_ISA=%s is not one of scalar, avx2, avxvnni, avx512; using %s", env,
+            SP_WARN("SPINDLE_ISA=%s is not one of scalar, avx2, avxvnni, avx512, amx; using %s", env,
                     isa_names[best]);
         else if (!available[i])
             SP_WARN("SPINDLE_ISA=%s is not supported by this CPU or build; using %s", env,

@@ -5,9 +5,11 @@
  * Each instruction set has its own file, compiled with its own flags (kernels_avx2.c,
  * kernels_avx512.c, kquants_avx2.c, ...); sp_kernels_get() picks the best the CPU supports
  * (CPUID and XGETBV), or the one named by the environment variable
- * SPINDLE_ISA=scalar|avx2|avxvnni|avx512 (unset, empty or "auto": the best; a name this CPU
+ * SPINDLE_ISA=scalar|avx2|avxvnni|avx512|amx (unset, empty or "auto": the best; a name this CPU
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
  * "avxvnni" is the avx2 table with the Q8_0/Q4_0 integer dots on AVX-VNNI (same results).
+ * "amx" is the avx512 table plus Q8_0 weights packed for the AMX tile unit (kernels_amx.c):
+ * whole-block int32 sums, so its Q8_0 results differ from the other tables' in the last bits.
  *
  * Numerics of the x86 tables (each tested against sp_vec_dot_ref within error budgets):
  *  - Q8_0, Q4_0 (Q8_0 activations): those of llama.cpp's AVX2/AVX-VNNI vec_dot, bit for bit:
@@ -54,9 +56,21 @@ typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64
 typedef float (*sp_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
 typedef void (*sp_attn_axpy_fn)(double *acc, float w, const uint16_t *v, int64_t n);
 
+/* Weight matrices in a layout of a table's own. pack_bytes(t, n_in, n_out) is the size of the
+ * packed form of an n_out x n_in matrix of type t, or 0 if the table has no packed layout for
+ * it. pack writes that form to dst (any alignment; rows w_row_bytes apart in w). The packed
+ * matrix is then multiplied with matmul_packed[t], which has matmul's contract with w = the
+ * packed buffer (w_row_bytes unused), and its own numerics (stated by the table's file). */
+typedef size_t (*sp_pack_bytes_fn)(sp_dtype t, int64_t n_in, int64_t n_out);
+typedef void (*sp_pack_fn)(sp_dtype t, const void *w, size_t w_row_bytes, int64_t n_in,
+                           int64_t n_out, void *dst);
+
 typedef struct sp_kernels {
-    const char *isa;                      // "scalar", "avx2", "avxvnni", "avx512"
+    const char *isa;                      // "scalar", "avx2", "avxvnni", "avx512", "amx"
     sp_matmul_fn matmul[SP_DTYPE__COUNT]; // by weight type; NULL = use the scalar one
+    sp_pack_bytes_fn pack_bytes;          // NULL: no packed layouts
+    sp_pack_fn pack;
+    sp_matmul_fn matmul_packed[SP_DTYPE__COUNT]; // over pack's output; NULL where not packed
     sp_quantize_act_fn quantize_act;      // NULL = use the scalar one
     sp_attn_dot_fn attn_dot;              // F16 cache: query-key dot product
     sp_attn_axpy_fn attn_axpy;            // F16 cache: weighted value accumulation
@@ -78,5 +92,6 @@ void sp__kernels_avxvnni_init(sp_kernels *k); // in kernels_avx2.c, over the avx
 void sp__kernels_avx512_init(sp_kernels *k);
 void sp__kquants_avx2_init(sp_kernels *k);
 void sp__kquants_avx512_init(sp_kernels *k);
+void sp__kernels_amx_init(sp_kernels *k);
 
 #endif

@@ -1,5 +1,5 @@
 /* The run-time kernel tables of tensor/kernels.h, for every table this CPU and build have
- * (scalar, avx2, avxvnni, avx512):
+ * (scalar, avx2, avxvnni, avx512, amx):
  *
  * - matmul of every weight type against sp_vec_dot_ref on random data of odd sizes (one block,
  *   a few blocks, many blocks; odd n_out; n_rows 1..9 and 33). The scalar table must be
@@ -11,7 +11,9 @@
  *     Q4_K, Q6_K:     (4 nb + 16) u S            (nb super-blocks of 256, two fmas per block)
  * - Q8_0 and Q4_0 on the x86 tables equal, bit for bit, a scalar model of llama.cpp's AVX2
  *   vec_dot written here from its definition (8 int32 lanes of 4 products, fmaf per block,
- *   hsum_float_8 order), including weights at -128 and 127.
+ *   hsum_float_8 order), including weights at -128 and 127; except weights a table packs
+ *   (amx: Q8_0), which equal a scalar model of whole-block int32 sums, one fmaf per block.
+ * - Packed weights go through pack + matmul_packed in every check (budgets, invariance).
  * - The invariance contract: y from one call over all rows equals (memcmp) y from one call per
  *   row, from calls over row windows, and from calls over arbitrary [o0, o1) pieces; a call
  *   writes nothing outside its rows and [o0, o1).
@@ -33,7 +35,7 @@
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
 
-static const char *const isa_names[] = {"scalar", "avx2", "avxvnni", "avx512"};
+static const char *const isa_names[] = {"scalar", "avx2", "avxvnni", "avx512", "amx"};
 
 static size_t row_bytes(sp_dtype t, int64_t n) {
     uint64_t b = 0;
@@ -135,9 +137,26 @@ static void free_problem(problem *p) {
     free(p->mag);
 }
 
-/* Rows [r0, r1), outputs [o0, o1), into y (rows ldy apart, row 0 = activation row 0). */
+/* Whether table k multiplies weights of type t in a packed layout of its own. */
+static bool packs(const sp_kernels *k, sp_dtype t, int64_t n_in, int64_t n_out) {
+    return k->pack_bytes && k->pack_bytes(t, n_in, n_out) > 0;
+}
+
+/* Rows [r0, r1), outputs [o0, o1), into y (rows ldy apart, row 0 = activation row 0). Weights
+ * a table packs are packed first (into a buffer of exactly pack_bytes, so ASan catches reads
+ * past it) and go through matmul_packed. */
 static void run(const sp_kernels *k, const problem *p, int64_t r0, int64_t r1, int64_t o0,
                 int64_t o1, float *y, int64_t ldy) {
+    if (packs(k, p->wt, p->n_in, p->n_out)) {
+        const size_t n = k->pack_bytes(p->wt, p->n_in, p->n_out);
+        void *packed = xmalloc(n);
+        k->pack(p->wt, p->w, p->wrb, p->n_in, p->n_out, packed);
+        assert_non_null(k->matmul_packed[p->wt]);
+        k->matmul_packed[p->wt](packed, 0, p->xq + (size_t)r0 * p->xrb, p->xrb, p->n_in, r1 - r0,
+                                y + r0 * ldy, ldy, o0, o1);
+        free(packed);
+        return;
+    }
     assert_non_null(k->matmul[p->wt]);
     k->matmul[p->wt](p->w, p->wrb, p->xq + (size_t)r0 * p->xrb, p->xrb, p->n_in, r1 - r0,
                      y + r0 * ldy, ldy, o0, o1);
@@ -319,7 +338,7 @@ static void test_q8_0_q4_0_match_llama_x86(void **state) {
             problem p = make_problem(types[ti], sizes[s], 11, 6, seed++);
             float *y = xmalloc(sizeof(float) * (size_t)(p.n_rows * p.n_out));
             for (size_t t = 0; t < n_tables; t++) {
-                if (!strcmp(tables[t]->isa, "scalar"))
+                if (!strcmp(tables[t]->isa, "scalar") || packs(tables[t], p.wt, p.n_in, p.n_out))
                     continue;
                 run(tables[t], &p, 0, p.n_rows, 0, p.n_out, y, p.n_out);
                 for (int64_t r = 0; r < p.n_rows; r++)
@@ -340,6 +359,58 @@ static void test_q8_0_q4_0_match_llama_x86(void **state) {
         }
     if (checked == 0)
         print_message("[ info     ] no x86 tables: nothing to compare\n");
+}
+
+/* The numerics of packed Q8_0 (kernels_amx.c), from their definition: per block the exact
+ * int32 sum S of the 32 products; acc = fmaf((float)S, f16(d_w) * f16(d_x), acc), block by
+ * block from 0. */
+static float block_sum_dot(const sp_block_q8_0 *w, const sp_block_q8_0 *x, int64_t nb) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < 32; j++)
+            s += w[b].qs[j] * x[b].qs[j];
+        acc = fmaf((float)s, sp_f16_to_f32(w[b].d) * sp_f16_to_f32(x[b].d), acc);
+    }
+    return acc;
+}
+
+/* Packed Q8_0 equals block_sum_dot bit for bit, for row counts across the 16-row tiles and
+ * output counts across the 16-output groups. */
+static void test_packed_q8_0_block_sums(void **state) {
+    (void)state;
+    static const int64_t sizes[] = {32, 96, 32 * 67};
+    static const int64_t rows[] = {1, 5, 16, 17, 40};
+    static const int64_t outs[] = {1, 16, 29, 50};
+    uint64_t seed = 8500;
+    size_t checked = 0;
+    for (size_t t = 0; t < n_tables; t++)
+        for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++)
+            for (size_t i = 0; i < SP_ARRAY_LEN(rows); i++) {
+                const int64_t n_out = outs[(s + i) % SP_ARRAY_LEN(outs)];
+                if (!packs(tables[t], SP_DTYPE_Q8_0, sizes[s], n_out))
+                    continue;
+                problem p = make_problem(SP_DTYPE_Q8_0, sizes[s], n_out, rows[i], seed++);
+                float *y = xmalloc(sizeof(float) * (size_t)(p.n_rows * p.n_out));
+                run(tables[t], &p, 0, p.n_rows, 0, p.n_out, y, p.n_out);
+                for (int64_t r = 0; r < p.n_rows; r++)
+                    for (int64_t o = 0; o < p.n_out; o++) {
+                        const float want = block_sum_dot(
+                            (const sp_block_q8_0 *)(p.w + (size_t)o * p.wrb),
+                            (const sp_block_q8_0 *)(p.xq + (size_t)r * p.xrb), p.n_in / 32);
+                        const float got = y[r * p.n_out + o];
+                        if (f32_bits(got) != f32_bits(want))
+                            fail_msg("%s packed Q8_0 n_in=%lld rows=%lld y[%lld][%lld] = %a, "
+                                     "block sums %a",
+                                     tables[t]->isa, (long long)p.n_in, (long long)p.n_rows,
+                                     (long long)r, (long long)o, (double)got, (double)want);
+                        checked++;
+                    }
+                free(y);
+                free_problem(&p);
+            }
+    if (checked == 0)
+        print_message("[ info     ] no table packs Q8_0 on this CPU: nothing to compare\n");
 }
 
 static const uint32_t sentinel = 0x7fc0dead; // a NaN no kernel produces
@@ -584,6 +655,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tables),          cmocka_unit_test(test_kquant_files_linked),
         cmocka_unit_test(test_vs_ref_plain),    cmocka_unit_test(test_vs_ref_q8_0_q4_0),
         cmocka_unit_test(test_vs_ref_k_quants), cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
+        cmocka_unit_test(test_packed_q8_0_block_sums),
         cmocka_unit_test(test_invariance),      cmocka_unit_test(test_quantize_act_bit_identical),
         cmocka_unit_test(test_spindle_isa),
     };

@@ -1,0 +1,250 @@
+/* AMX (Advanced Matrix Extensions, int8 tiles) kernels for Q8_0 weights, chosen at run time as
+ * the "amx" table: the avx512 table plus these entries.
+ *
+ * Weights are rewritten once, at model load (pack), into groups of 16 output rows; per group
+ * and block of 32 inputs, 512 bytes in the tile unit's "VNNI" order (row k4 of the tile holds,
+ * for each of the 16 outputs n, its 4 weights 4 k4 .. 4 k4 + 3), then per group the blocks'
+ * 16 F16 scales:
+ *
+ *   group g: [ block 0: 8 x 64 bytes | block 1 | ... | block nb-1 ][ nb x 16 F16 scales ]
+ *
+ * so one tile load takes the 16 x 32 weights of a block, and a decode step streams the packed
+ * matrix front to back. Activation rows (Q8_0, as quantize_act makes them) are read as they
+ * are: a tile load of up to 16 rows of one block's 32 bytes, rows xrb apart.
+ *
+ * Per block, one tdpbssd computes the exact int32 dot S of every (activation row, output) pair;
+ * then, as 16 float lanes over the outputs,
+ *
+ *   acc = fma((float)S, fp32(d_w) * fp32(d_x), acc)        block by block, acc starting at 0,
+ *
+ * which is the numerics of this table for Q8_0 (llama.cpp's AMX kernels also convert whole
+ * block sums). Every output's arithmetic is that chain whatever the number of rows, their
+ * grouping or the [o0, o1) split, so the invariance contract of kernels.h holds. */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/util.h"
+#include "tensor/kernels.h"
+#include "tensor/quant.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+enum {
+    GROUP = 16,                     // output rows per packed group (tile columns)
+    BLOCK_BYTES = 34,               // a Q8_0 block: F16 scale, 32 int8
+    TILE_BYTES = 512,               // packed weights of one block of a group
+    SCALE_CHUNK = 256,              // activation scales converted at a time (per row)
+    GROUP_CHUNK = 8,                // groups whose weights stay in cache across row groups
+    PREFETCH_AHEAD = 4 * TILE_BYTES // how far ahead the packed weights are prefetched
+};
+
+static size_t pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
+    if (t != SP_DTYPE_Q8_0 || n_in <= 0 || n_in % SP_QK8_0 || n_out <= 0)
+        return 0;
+    const size_t groups = (size_t)((n_out + GROUP - 1) / GROUP), nb = (size_t)(n_in / SP_QK8_0);
+    return groups * nb * (TILE_BYTES + GROUP * sizeof(sp_f16));
+}
+
+/* Rows past n_out (the last group's padding) are zero weights with zero scales. */
+static void pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst) {
+    SP_ASSERT(pack_bytes(t, n_in, n_out) > 0);
+    const int64_t nb = n_in / SP_QK8_0, groups = (n_out + GROUP - 1) / GROUP;
+    uint8_t *out = dst;
+    for (int64_t g = 0; g < groups; g++) {
+        uint8_t *ints = out + (size_t)g * (size_t)nb * (TILE_BYTES + GROUP * sizeof(sp_f16));
+        sp_f16 *scales = (sp_f16 *)(ints + (size_t)nb * TILE_BYTES);
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *tile = ints + (size_t)b * TILE_BYTES;
+            for (int n = 0; n < GROUP; n++) {
+                const int64_t row = g * GROUP + n;
+                sp_block_q8_0 blk;
+                if (row < n_out)
+                    memcpy(&blk, (const uint8_t *)w + (size_t)row * wrb + (size_t)b * BLOCK_BYTES,
+                           sizeof blk);
+                else
+                    memset(&blk, 0, sizeof blk);
+                memcpy(&scales[b * GROUP + n], &blk.d, sizeof blk.d);
+                for (int k4 = 0; k4 < SP_QK8_0 / 4; k4++)
+                    memcpy(tile + k4 * 64 + n * 4, blk.qs + 4 * k4, 4);
+            }
+        }
+    }
+}
+
+/* Palette 1. Tiles: 0 and 3 the int32 results (rows x 16), 1 and 4 activations (rows x 32
+ * bytes), 2 and 5 weights (8 x 64 bytes): two blocks in flight. */
+typedef struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+static void configure(int rows) {
+    tile_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 6; t += 3) {
+        c.rows[t + 0] = (uint8_t)rows, c.colsb[t + 0] = 64;
+        c.rows[t + 1] = (uint8_t)rows, c.colsb[t + 1] = 32;
+        c.rows[t + 2] = 8, c.colsb[t + 2] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* The F16 scales of blocks [b0, b0 + n) of an activation row, as floats (n <= SCALE_CHUNK). */
+static void row_scales(const uint8_t *row, int64_t b0, int n, float *dst) {
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32(BLOCK_BYTES));
+    const uint8_t *base = row + (size_t)b0 * BLOCK_BYTES;
+    for (int j = 0; j < n; j += 16, base += 16 * BLOCK_BYTES) {
+        // Each lane reads 4 bytes at a block's start: its scale and 2 bytes of its values.
+        const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base, 1);
+        _mm512_storeu_ps(dst + j, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)));
+    }
+}
+
+/* The epilogue of one block for MR activation rows: c holds the int32 results (row m at
+ * c + 16 m), dw the weights' scales of the block, dx[m * SCALE_CHUNK] the rows' scales. */
+INLINE void accumulate(const int MR, __m512 *acc, const int32_t *c, __m512 dw, const float *dx) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; m++) {
+        const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * m));
+        acc[m] = _mm512_fmadd_ps(s, _mm512_mul_ps(dw, _mm512_set1_ps(dx[m * SCALE_CHUNK])), acc[m]);
+    }
+}
+
+/* MR activation rows (x: row 0, rows xrb apart) times one packed group (ints, scales) over nb
+ * blocks; y: row 0 at the group's first output, only the lanes in `keep` written. The tiles
+ * must be configured for MR rows. */
+INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, const uint8_t *x,
+                       size_t xrb, int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
+    int32_t c0[16 * 16] __attribute__((aligned(64)));
+    int32_t c1[16 * 16] __attribute__((aligned(64)));
+    float dx[16 * SCALE_CHUNK];
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; m++)
+        acc[m] = _mm512_setzero_ps();
+    for (int64_t bc = 0; bc < nb; bc += SCALE_CHUNK) {
+        const int n = nb - bc < SCALE_CHUNK ? (int)(nb - bc) : SCALE_CHUNK;
+        for (int m = 0; m < MR; m++)
+            row_scales(x + (size_t)m * xrb, bc, n, dx + m * SCALE_CHUNK);
+        int j = 0;
+        for (; j + 2 <= n; j += 2) {
+            const int64_t b = bc + j;
+            const uint8_t *t = ints + (size_t)b * TILE_BYTES;
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 128, _MM_HINT_T0);
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 192, _MM_HINT_T0);
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 256, _MM_HINT_T0);
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 320, _MM_HINT_T0);
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 384, _MM_HINT_T0);
+            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 448, _MM_HINT_T0);
+            _tile_zero(0);
+            _tile_zero(3);
+            _tile_loadd(1, x + (size_t)b * BLOCK_BYTES + 2, (long)xrb);
+            _tile_loadd(2, t, 64);
+            _tile_loadd(4, x + (size_t)(b + 1) * BLOCK_BYTES + 2, (long)xrb);
+            _tile_loadd(5, t + TILE_BYTES, 64);
+            _tile_dpbssd(0, 1, 2);
+            _tile_dpbssd(3, 4, 5);
+            _tile_stored(0, c0, 64);
+            _tile_stored(3, c1, 64);
+            const __m512 dw0 =
+                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + b * GROUP)));
+            const __m512 dw1 =
+                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + (b + 1) * GROUP)));
+            accumulate(MR, acc, c0, dw0, dx + j);
+            accumulate(MR, acc, c1, dw1, dx + j + 1);
+        }
+        if (j < n) {
+            const int64_t b = bc + j;
+            _tile_zero(0);
+            _tile_loadd(1, x + (size_t)b * BLOCK_BYTES + 2, (long)xrb);
+            _tile_loadd(2, ints + (size_t)b * TILE_BYTES, 64);
+            _tile_dpbssd(0, 1, 2);
+            _tile_stored(0, c0, 64);
+            const __m512 dw =
+                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + b * GROUP)));
+            accumulate(MR, acc, c0, dw, dx + j);
+        }
+    }
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; m++)
+        _mm512_mask_storeu_ps(y + m * ldy, keep, acc[m]);
+}
+
+#define GROUP_ROWS_CASE(MR)                                                                        \
+    case MR:                                                                                       \
+        group_rows(MR, ints, scales, x, xrb, nb, y, ldy, keep);                                    \
+        break;
+
+static void group_rows_any(int mr, const uint8_t *ints, const sp_f16 *scales, const uint8_t *x,
+                           size_t xrb, int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
+    switch (mr) {
+        GROUP_ROWS_CASE(1)
+        GROUP_ROWS_CASE(2)
+        GROUP_ROWS_CASE(3)
+        GROUP_ROWS_CASE(4)
+        GROUP_ROWS_CASE(5)
+        GROUP_ROWS_CASE(6)
+        GROUP_ROWS_CASE(7)
+        GROUP_ROWS_CASE(8)
+        GROUP_ROWS_CASE(9)
+        GROUP_ROWS_CASE(10)
+        GROUP_ROWS_CASE(11)
+        GROUP_ROWS_CASE(12)
+        GROUP_ROWS_CASE(13)
+        GROUP_ROWS_CASE(14)
+        GROUP_ROWS_CASE(15)
+        GROUP_ROWS_CASE(16)
+    default:
+        SP_ASSERT(!"row count");
+    }
+}
+
+/* matmul over packed Q8_0 weights (w: pack's output; w_row_bytes unused). Groups of outputs are
+ * taken GROUP_CHUNK at a time so their weights stay in cache while every 16-row slice of the
+ * activations passes over them. */
+static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
+                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
+    (void)wrb;
+    SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
+    if (n_rows == 0 || o0 == o1)
+        return;
+    const int64_t nb = n_in / SP_QK8_0;
+    const size_t group_bytes = (size_t)nb * (TILE_BYTES + GROUP * sizeof(sp_f16));
+    const int64_t g0 = o0 / GROUP, g1 = (o1 + GROUP - 1) / GROUP;
+    int rows = 0; // the tile configuration's row count
+    for (int64_t gc = g0; gc < g1; gc += GROUP_CHUNK) {
+        const int64_t gce = g1 - gc < GROUP_CHUNK ? g1 : gc + GROUP_CHUNK;
+        for (int64_t m0 = 0; m0 < n_rows; m0 += 16) {
+            const int mr = n_rows - m0 < 16 ? (int)(n_rows - m0) : 16;
+            if (mr != rows) {
+                configure(mr);
+                rows = mr;
+            }
+            for (int64_t g = gc; g < gce; g++) {
+                const uint8_t *ints = (const uint8_t *)w + (size_t)g * group_bytes;
+                const sp_f16 *scales = (const sp_f16 *)(ints + (size_t)nb * TILE_BYTES);
+                const int64_t lo = SP_MAX(o0, g * GROUP) - g * GROUP;
+                const int64_t hi = SP_MIN(o1, g * GROUP + GROUP) - g * GROUP;
+                const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+                group_rows_any(mr, ints, scales, (const uint8_t *)x + (size_t)m0 * xrb, xrb, nb,
+                               y + m0 * ldy + g * GROUP, ldy, keep);
+            }
+        }
+    }
+    _tile_release();
+}
+
+void sp__kernels_amx_init(sp_kernels *k) {
+    k->pack_bytes = pack_bytes;
+    k->pack = pack;
+    k->matmul_packed[SP_DTYPE_Q8_0] = matmul_q8_0_packed;
+}
