@@ -23,10 +23,9 @@ static void f16_table_init(void) {
 
 /* Attention scratch of one thread. */
 typedef struct att_scratch {
-    float *scores; // (group, max_ctx) attention weights of the heads of one KV group
+    float *scores; // (group, max_ctx) attention weights of one block (max_ctx >= block size)
     float *qg;     // (group, head_dim) the group's queries
-    double *acc;   // (group, head_dim) value sums (F16 cache)
-    float *accf;   // (group, head_dim) value sums (F32 cache)
+    float *acc;    // (group, head_dim) outputs
 } att_scratch;
 
 static void scratch_free(att_scratch *ts, int n) {
@@ -34,7 +33,6 @@ static void scratch_free(att_scratch *ts, int n) {
         free(ts[i].scores);
         free(ts[i].qg);
         free(ts[i].acc);
-        free(ts[i].accf);
     }
     free(ts);
 }
@@ -47,9 +45,8 @@ static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) 
     for (int i = 0; i < n; i++) {
         ts[i].scores = malloc(group * (size_t)max_ctx * sizeof(float));
         ts[i].qg = malloc(group * D * sizeof(float));
-        ts[i].acc = malloc(group * D * sizeof(double));
-        ts[i].accf = malloc(group * D * sizeof(float));
-        if (!ts[i].scores || !ts[i].qg || !ts[i].acc || !ts[i].accf) {
+        ts[i].acc = malloc(group * D * sizeof(float));
+        if (!ts[i].scores || !ts[i].qg || !ts[i].acc) {
             scratch_free(ts, n);
             return NULL;
         }
@@ -61,24 +58,23 @@ struct sp_forward {
     const sp_model *m;
     int32_t max_tokens;
     int32_t max_ctx;
-    float *x;       // (max_tokens, n_embd) residual stream
-    float *xn;      // (max_tokens, n_embd) normalized input of a sub-layer
-    float *q;       // (max_tokens, n_head * head_dim)
-    float *k;       // (max_tokens, n_head_kv * head_dim)
-    float *v;       // (max_tokens, n_head_kv * head_dim)
-    float *att;     // (max_tokens, n_head * head_dim) attention output
-    float *gate;    // (max_tokens, n_ff)
-    float *up;      // (max_tokens, n_ff)
-    float *rope;    // (max_tokens, n_rot) cos/sin pairs per rotated pair
+    float *x;            // (max_tokens, n_embd) residual stream
+    float *xn;           // (max_tokens, n_embd) normalized input of a sub-layer
+    float *q;            // (max_tokens, n_head * head_dim)
+    float *k;            // (max_tokens, n_head_kv * head_dim)
+    float *v;            // (max_tokens, n_head_kv * head_dim)
+    float *att;          // (max_tokens, n_head * head_dim) attention output
+    float *gate;         // (max_tokens, n_ff)
+    float *up;           // (max_tokens, n_ff)
+    float *rope;         // (max_tokens, n_rot) cos/sin pairs per rotated pair
     sp_threadpool *pool; // borrowed; NULL = single thread
     int n_threads;
-    att_scratch *ts;     // (n_threads) attention scratch of each thread
-    float *out_x;   // (max_tokens, n_embd) final-normalized rows whose logits are wanted
-    void *scratch;  // activations converted for the dot products
+    att_scratch *ts; // (n_threads) attention scratch of each thread
+    float *out_x;    // (max_tokens, n_embd) final-normalized rows whose logits are wanted
+    void *scratch;   // activations converted for the dot products
 };
 
-sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
-                         sp_forward **out) {
+sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx, sp_forward **out) {
     if (max_tokens <= 0 || max_ctx <= 0)
         return SP_ERR_INVALID;
     const sp_hparams *hp = &m->hp;
@@ -106,8 +102,8 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     pthread_once(&f16_once, f16_table_init);
     f->out_x = malloc(T * (size_t)hp->n_embd * sizeof(float));
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
-    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up ||
-        !f->rope || !f->ts || !f->out_x || !f->scratch) {
+    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up || !f->rope ||
+        !f->ts || !f->out_x || !f->scratch) {
         sp_forward_destroy(f);
         return SP_ERR_NOMEM;
     }
@@ -135,8 +131,8 @@ void sp_forward_destroy(sp_forward *f) {
 
 static sp_err check_batch(const sp_forward *f, const sp_kvbuf *kv, const sp_batch *b) {
     const sp_hparams *hp = &f->m->hp;
-    if (b->n_tokens <= 0 || b->n_tokens > f->max_tokens || b->n_out < 0 ||
-        b->n_out > b->n_tokens || b->n_seqs <= 0)
+    if (b->n_tokens <= 0 || b->n_tokens > f->max_tokens || b->n_out < 0 || b->n_out > b->n_tokens ||
+        b->n_seqs <= 0)
         return SP_ERR_RANGE;
     if (kv->n_layer != hp->n_layer || kv->n_head_kv != hp->n_head_kv ||
         kv->head_dim != hp->head_dim)
@@ -170,28 +166,34 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il)
         int32_t blk = b->block_tables[b->seq[t]][p / kv->block_size];
         int32_t slot = p % kv->block_size;
         for (int32_t h = 0; h < hp->n_head_kv; h++) {
-            for (int kvi = 0; kvi < 2; kvi++) {
-                const float *src = (kvi ? f->v : f->k) + (size_t)t * nkv + (size_t)h * D;
-                void *head = sp_kvbuf_head(kv, blk, il, kvi, h);
-                if (kv->type == SP_DTYPE_F32)
-                    memcpy((float *)head + (size_t)slot * D, src, (size_t)D * sizeof(float));
-                else
-                    sp__to_f16((sp_f16 *)head + (size_t)slot * D, src, D);
+            // Keys transposed within the block (column `slot`), values as rows.
+            const float *k = f->k + (size_t)t * nkv + (size_t)h * D;
+            const float *v = f->v + (size_t)t * nkv + (size_t)h * D;
+            void *kh = sp_kvbuf_head(kv, blk, il, 0, h), *vh = sp_kvbuf_head(kv, blk, il, 1, h);
+            const size_t bs = (size_t)kv->block_size;
+            if (kv->type == SP_DTYPE_F32) {
+                for (int32_t d = 0; d < D; d++)
+                    ((float *)kh)[(size_t)d * bs + (size_t)slot] = k[d];
+                memcpy((float *)vh + (size_t)slot * D, v, (size_t)D * sizeof(float));
+            } else {
+                for (int32_t d = 0; d < D; d++)
+                    ((sp_f16 *)kh)[(size_t)d * bs + (size_t)slot] = sp_f32_to_f16(k[d]);
+                sp__to_f16((sp_f16 *)vh + (size_t)slot * D, v, D);
             }
         }
     }
 }
 
-
-/* Attention of every batch token over positions 0..pos of its sequence, in position order,
- * block by block through the sequence's table. The query heads that share a KV head are
- * processed together, so each cached key and value is loaded and converted once per group.
- * Per head: scores, softmax (max-subtracted, normalizer summed in double in position order),
- * then the weighted sum of values in position order. With an F16 cache the query and the
- * softmax weights are rounded to F16 as llama.cpp does before its two attention products; the
- * products of F16 values are exact in F32 and are summed in double (llama.cpp's scalar F16 dot
- * product does the same for short rows; its SIMD one sums in F32 lanes, which only moves the
- * last bits). With an F32 cache: F32 dot products and sums. */
+/* Attention of every batch token over positions 0..pos of its sequence, block by block through
+ * the sequence's table in position order (kernels.h: scores, softmax, values). The query heads
+ * that share a KV head are processed together, so each cached key and value is loaded and
+ * converted once per group, and each is read once per token (keys for the scores, then values).
+ * With an F16 cache the queries and the softmax weights are rounded to F16 as llama.cpp does
+ * before its two products; keys and values are read as F16; sums are in F32 (the softmax
+ * normalizer in double). The softmax is two-pass, not online: the weights must be normalized
+ * before they are rounded to F16, and with online softmax's unrounded weights the Q8_0 model's
+ * greedy output leaves llama.cpp's at the 6th token. A token's output depends only on its query
+ * and its sequence's cache. */
 typedef struct att_job {
     sp_forward *f;
     const sp_kvbuf *kv;
@@ -212,7 +214,7 @@ static void attention_worker(void *ctx, int ith, int nth) {
     const bool f16 = kv->type == SP_DTYPE_F16;
     const sp_kernels *kn = sp_kernels_get();
     att_scratch *ws = &f->ts[ith];
-    float *qg = ws->qg; // (group, D) the group's queries (F16-rounded with an F16 cache)
+    float *qg = ws->qg;
     // Work items are (token, KV head) pairs, dealt out round-robin so that the long contexts of
     // a prompt's last tokens spread over all threads; which thread takes which never changes a
     // value.
@@ -226,58 +228,20 @@ static void attention_worker(void *ctx, int ith, int nth) {
             for (int32_t d = 0; d < D; d++)
                 qg[hh * D + d] = f16 ? f16_table[sp_f32_to_f16(q[d])] : q[d];
         }
-        // Scores, position by position through the block table.
-        for (int32_t j = 0; j < n_pos; j++) {
-            const void *kh = sp_kvbuf_head(kv, table[j / BS], il, 0, g);
-            for (int32_t hh = 0; hh < group; hh++) {
-                float sc;
-                if (f16)
-                    sc = kn->attn_dot(qg + hh * D, (const sp_f16 *)kh + (size_t)(j % BS) * D, D);
-                else
-                    sc = sp__dot_f32(qg + hh * D, (const float *)kh + (size_t)(j % BS) * D, D);
-                ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j] = sc * scale;
-            }
-        }
-        // Softmax weights, per head.
-        for (int32_t hh = 0; hh < group; hh++) {
-            float *sc = ws->scores + (size_t)hh * (size_t)f->max_ctx;
-            float maxv = -INFINITY;
-            for (int32_t j = 0; j < n_pos; j++)
-                maxv = sc[j] > maxv ? sc[j] : maxv;
-            double sum = 0.0;
-            for (int32_t j = 0; j < n_pos; j++) {
-                sc[j] = expf(sc[j] - maxv);
-                sum += (double)sc[j];
-            }
-            const float inv = (float)(1.0 / sum);
-            for (int32_t j = 0; j < n_pos; j++)
-                sc[j] = f16 ? f16_table[sp_f32_to_f16(sc[j] * inv)] : sc[j] * inv;
-        }
-        // Weighted sum of values, in position order.
-        for (int32_t i = 0; i < group * D; i++) {
-            ws->acc[i] = 0.0;
-            ws->accf[i] = 0.0f;
-        }
-        for (int32_t j = 0; j < n_pos; j++) {
-            const void *vh = sp_kvbuf_head(kv, table[j / BS], il, 1, g);
-            for (int32_t hh = 0; hh < group; hh++) {
-                const float w = ws->scores[(size_t)hh * (size_t)f->max_ctx + (size_t)j];
-                if (f16) {
-                    kn->attn_axpy(ws->acc + hh * D, w, (const sp_f16 *)vh + (size_t)(j % BS) * D,
-                                  D);
-                } else {
-                    const float *v = (const float *)vh + (size_t)(j % BS) * D;
-                    float *acc = ws->accf + hh * D;
-                    for (int32_t d = 0; d < D; d++)
-                        acc[d] += w * v[d];
-                }
-            }
-        }
-        for (int32_t hh = 0; hh < group; hh++) {
-            float *out = f->att + (size_t)t * nq + (size_t)(g * group + hh) * D;
-            for (int32_t d = 0; d < D; d++)
-                out[d] = f16 ? (float)ws->acc[hh * D + d] : ws->accf[hh * D + d];
-        }
+        const int64_t ld_s = f->max_ctx;
+        for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
+            kn->attn_scores(qg, group, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,
+                            SP_MIN(BS, n_pos - j0), f16, ws->scores + j0, ld_s);
+        for (int32_t hh = 0; hh < group; hh++)
+            kn->attn_softmax(ws->scores + hh * ld_s, n_pos, f16);
+        memset(ws->acc, 0, (size_t)group * (size_t)D * sizeof(float));
+        for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
+            kn->attn_values(ws->scores + j0, ld_s, group, D,
+                            sp_kvbuf_head(kv, table[j0 / BS], il, 1, g), SP_MIN(BS, n_pos - j0),
+                            f16, ws->acc);
+        for (int32_t hh = 0; hh < group; hh++)
+            memcpy(f->att + (size_t)t * nq + (size_t)(g * group + hh) * D, ws->acc + hh * D,
+                   (size_t)D * sizeof(float));
     }
 }
 

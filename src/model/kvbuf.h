@@ -3,8 +3,10 @@
  *
  * This file owns only the memory and its layout; which block belongs to which sequence (block
  * tables, reference counts, prefix sharing) is the business of src/kv/. Within a block the
- * layout is (n_layer, 2 [K, V], n_head_kv, block_size, head_dim), so the keys of one head over
- * a block are contiguous. Owned by the engine thread. */
+ * layout is (n_layer, 2 [K, V], n_head_kv, head), so one head's keys or values over a block are
+ * contiguous; a head's keys are stored transposed, (head_dim, block_size), so the scores of a
+ * query against a block's positions are vector operations over the positions; its values as
+ * rows, (block_size, head_dim). Owned by the engine thread. */
 #ifndef SP_MODEL_KVBUF_H
 #define SP_MODEL_KVBUF_H
 
@@ -24,7 +26,7 @@ typedef struct sp_kvbuf {
     int32_t n_blocks;
     size_t head_bytes;   // one head of one block: block_size * head_dim elements
     size_t block_bytes;  // one block, all layers, K and V
-    uint8_t *data;       // (n_blocks, n_layer, 2, n_head_kv, block_size, head_dim)
+    uint8_t *data;       // (n_blocks, n_layer, 2, n_head_kv, head_bytes)
 } sp_kvbuf;
 
 /* Allocates the storage for n_blocks blocks once (zeroed). SP_ERR_NOMEM if it cannot;

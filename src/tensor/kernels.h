@@ -27,6 +27,7 @@
 #ifndef SP_TENSOR_KERNELS_H
 #define SP_TENSOR_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,14 +48,23 @@ typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x, s
  * results as sp_quantize_act_row (bit for bit). */
 typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64_t n);
 
-/* Attention over an F16 KV cache. Products of F16-representable values are exact in F32 and
- * are summed in double, in one canonical order that every table follows, so results never
- * depend on the CPU: attn_dot returns (float)((a0 + a1) + (a2 + a3)) where lane a_l sums the
- * products of elements d = l (mod 4) in increasing d; attn_axpy does acc[d] += (double)(w *
- * v[d]) for each d (element-wise, so any vector width gives the same bits). q holds F32 values
- * (already rounded to F16 by the caller), k and v F16 bit patterns. */
-typedef float (*sp_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
-typedef void (*sp_attn_axpy_fn)(double *acc, float w, const uint16_t *v, int64_t n);
+/* Attention over one KV head of the paged cache, for the G query heads that share it, in three
+ * steps per token: scores block by block, the softmax of each head's row, the weighted values
+ * block by block. A block's keys are stored transposed, kt[d * ld_k + j] (D rows, ld_k >= n
+ * positions), its values as rows v[j * D + d]: F16 bit patterns when f16, else F32. Rows of
+ * scores/weights are ld_s apart (head hh at s + hh * ld_s).
+ *
+ * attn_scores: s[hh][j] = scale * dot(q_hh, k_j) for j < n (q: G rows of D floats).
+ * attn_softmax: one row of n scores becomes weights exp(s - max) / sum, the sum taken in double,
+ *   each weight rounded to F16 when round_f16 (as llama.cpp does before its value product).
+ * attn_values: acc[hh][d] += sum_j w[hh][j] v_j[d] (acc: G rows of D floats).
+ * Results depend only on these arguments; tables differ within rounding (exp approximations,
+ * summation order). */
+typedef void (*sp_attn_scores_fn)(const float *q, int32_t G, int32_t D, float scale, const void *kt,
+                                  int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s);
+typedef void (*sp_attn_softmax_fn)(float *s, int32_t n, bool round_f16);
+typedef void (*sp_attn_values_fn)(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
+                                  int32_t n, bool f16, float *acc);
 
 /* Weight matrices in a layout of a table's own. pack_bytes(t, n_in, n_out) is the size of the
  * packed form of an n_out x n_in matrix of type t, or 0 if the table has no packed layout for
@@ -71,9 +81,10 @@ typedef struct sp_kernels {
     sp_pack_bytes_fn pack_bytes;          // NULL: no packed layouts
     sp_pack_fn pack;
     sp_matmul_fn matmul_packed[SP_DTYPE__COUNT]; // over pack's output; NULL where not packed
-    sp_quantize_act_fn quantize_act;      // NULL = use the scalar one
-    sp_attn_dot_fn attn_dot;              // F16 cache: query-key dot product
-    sp_attn_axpy_fn attn_axpy;            // F16 cache: weighted value accumulation
+    sp_quantize_act_fn quantize_act;             // NULL = use the scalar one
+    sp_attn_scores_fn attn_scores;               // attention: see above
+    sp_attn_softmax_fn attn_softmax;
+    sp_attn_values_fn attn_values;
 } sp_kernels;
 
 /* The kernel table for this CPU (or SPINDLE_ISA), every entry filled (falling back to scalar)
@@ -93,5 +104,11 @@ void sp__kernels_avx512_init(sp_kernels *k);
 void sp__kquants_avx2_init(sp_kernels *k);
 void sp__kquants_avx512_init(sp_kernels *k);
 void sp__kernels_amx_init(sp_kernels *k);
+
+/* The scalar attention steps (the reference, and the SIMD tables' fallback for odd D). */
+void sp__attn_scores_scalar(const float *q, int32_t G, int32_t D, float scale, const void *kt,
+                            int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s);
+void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
+                            int32_t n, bool f16, float *acc);
 
 #endif

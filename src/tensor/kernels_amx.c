@@ -32,12 +32,13 @@
 #define INLINE static inline __attribute__((always_inline))
 
 enum {
-    GROUP = 16,                     // output rows per packed group (tile columns)
-    BLOCK_BYTES = 34,               // a Q8_0 block: F16 scale, 32 int8
-    TILE_BYTES = 512,               // packed weights of one block of a group
-    SCALE_CHUNK = 256,              // activation scales converted at a time (per row)
-    GROUP_CHUNK = 8,                // groups whose weights stay in cache across row groups
-    PREFETCH_AHEAD = 4 * TILE_BYTES // how far ahead the packed weights are prefetched
+    GROUP = 16,                      // output rows per packed group (tile columns)
+    BLOCK_BYTES = 34,                // a Q8_0 block: F16 scale, 32 int8
+    TILE_BYTES = 512,                // packed weights of one block of a group
+    SCALE_CHUNK = 256,               // activation scales converted at a time (per row)
+    GROUP_CHUNK = 8,                 // groups whose weights stay in cache across row groups
+    PREFETCH_AHEAD = 4 * TILE_BYTES, // how far ahead the packed weights are prefetched
+    VNNI_ROWS = 2                    // row counts up to this go to group_rows_vnni
 };
 
 static size_t pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
@@ -117,6 +118,24 @@ INLINE void accumulate(const int MR, __m512 *acc, const int32_t *c, __m512 dw, c
     }
 }
 
+/* The weights' scales of block b of a group, as floats. */
+INLINE __m512 dw_of(const sp_f16 *scales, int64_t b) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + b * GROUP)));
+}
+
+/* Block b on tiles (C, A, B): the int32 results of the group's 16 outputs for the rows, into
+ * buf (row m at buf + 16 m). */
+#define ISSUE(C, A, B, buf, b)                                                                     \
+    do {                                                                                           \
+        const uint8_t *t_ = ints + (size_t)(b)*TILE_BYTES;                                         \
+        _mm_prefetch((const char *)t_ + PREFETCH_AHEAD, _MM_HINT_T0);                              \
+        _tile_zero(C);                                                                             \
+        _tile_loadd(A, x + (size_t)(b)*BLOCK_BYTES + 2, (long)xrb);                                \
+        _tile_loadd(B, t_, 64);                                                                    \
+        _tile_dpbssd(C, A, B);                                                                     \
+        _tile_stored(C, buf, 64);                                                                  \
+    } while (0)
+
 /* MR activation rows (x: row 0, rows xrb apart) times one packed group (ints, scales) over nb
  * blocks; y: row 0 at the group's first output, only the lanes in `keep` written. The tiles
  * must be configured for MR rows. */
@@ -133,48 +152,69 @@ INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, 
         const int n = nb - bc < SCALE_CHUNK ? (int)(nb - bc) : SCALE_CHUNK;
         for (int m = 0; m < MR; m++)
             row_scales(x + (size_t)m * xrb, bc, n, dx + m * SCALE_CHUNK);
-        int j = 0;
-        for (; j + 2 <= n; j += 2) {
-            const int64_t b = bc + j;
-            const uint8_t *t = ints + (size_t)b * TILE_BYTES;
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD, _MM_HINT_T0);
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 128, _MM_HINT_T0);
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 192, _MM_HINT_T0);
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 256, _MM_HINT_T0);
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 320, _MM_HINT_T0);
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 384, _MM_HINT_T0);
-            _mm_prefetch((const char *)t + PREFETCH_AHEAD + 448, _MM_HINT_T0);
-            _tile_zero(0);
-            _tile_zero(3);
-            _tile_loadd(1, x + (size_t)b * BLOCK_BYTES + 2, (long)xrb);
-            _tile_loadd(2, t, 64);
-            _tile_loadd(4, x + (size_t)(b + 1) * BLOCK_BYTES + 2, (long)xrb);
-            _tile_loadd(5, t + TILE_BYTES, 64);
-            _tile_dpbssd(0, 1, 2);
-            _tile_dpbssd(3, 4, 5);
-            _tile_stored(0, c0, 64);
-            _tile_stored(3, c1, 64);
-            const __m512 dw0 =
-                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + b * GROUP)));
-            const __m512 dw1 =
-                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + (b + 1) * GROUP)));
-            accumulate(MR, acc, c0, dw0, dx + j);
-            accumulate(MR, acc, c1, dw1, dx + j + 1);
-        }
-        if (j < n) {
-            const int64_t b = bc + j;
-            _tile_zero(0);
-            _tile_loadd(1, x + (size_t)b * BLOCK_BYTES + 2, (long)xrb);
-            _tile_loadd(2, ints + (size_t)b * TILE_BYTES, 64);
-            _tile_dpbssd(0, 1, 2);
-            _tile_stored(0, c0, 64);
-            const __m512 dw =
-                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + b * GROUP)));
-            accumulate(MR, acc, c0, dw, dx + j);
+        // Two blocks in flight: the tile unit computes and stores block j + 1 while the vector
+        // units scale and add block j (tiles 0-2 and buffer c0 for even j, 3-5 and c1 for odd).
+        ISSUE(0, 1, 2, c0, bc);
+        for (int j = 0; j < n; j += 2) {
+            if (j + 1 < n)
+                ISSUE(3, 4, 5, c1, bc + j + 1);
+            accumulate(MR, acc, c0, dw_of(scales, bc + j), dx + j);
+            if (j + 1 >= n)
+                break;
+            if (j + 2 < n)
+                ISSUE(0, 1, 2, c0, bc + j + 2);
+            accumulate(MR, acc, c1, dw_of(scales, bc + j + 1), dx + j + 1);
         }
     }
 #pragma GCC unroll 16
+    for (int m = 0; m < MR; m++)
+        _mm512_mask_storeu_ps(y + m * ldy, keep, acc[m]);
+}
+
+/* The same products on AVX512-VNNI for a few rows, where a tile would be mostly empty (single-
+ * sequence decode): row k4 of a packed tile is a vector of the 16 outputs' weights at 4 k4 ..
+ * 4 k4 + 3, so vpdpbusd with the row's 4 activations broadcast gives each output's products.
+ * vpdpbusd takes one operand unsigned: the activations go in with a bias of 128 (x ^ 0x80) and
+ * 128 times the sum of each output's block weights (also by vpdpbusd, shared by the rows) comes
+ * off again, which leaves the exact int32 S; then the same float step as group_rows. */
+INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *scales,
+                            const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy,
+                            __mmask16 keep) {
+    const __m512i bias = _mm512_set1_epi32((int)0x80808080u), ones = _mm512_set1_epi8(1);
+    __m512 acc[VNNI_ROWS];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; m++)
+        acc[m] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *t = ints + (size_t)b * TILE_BYTES;
+        _mm_prefetch((const char *)t + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)t + PREFETCH_AHEAD + 256, _MM_HINT_T0);
+        __m512i wsum = _mm512_setzero_si512(), s[VNNI_ROWS];
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; m++)
+            s[m] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int k4 = 0; k4 < SP_QK8_0 / 4; k4++) {
+            const __m512i w = _mm512_loadu_si512(t + 64 * k4);
+            wsum = _mm512_dpbusd_epi32(wsum, ones, w);
+#pragma GCC unroll 4
+            for (int m = 0; m < MR; m++) {
+                int32_t x4;
+                memcpy(&x4, x + (size_t)m * xrb + (size_t)b * BLOCK_BYTES + 2 + 4 * k4, 4);
+                s[m] = _mm512_dpbusd_epi32(s[m], _mm512_xor_si512(_mm512_set1_epi32(x4), bias), w);
+            }
+        }
+        const __m512 dw = dw_of(scales, b);
+        const __m512i off = _mm512_slli_epi32(wsum, 7);
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; m++) {
+            const float dx =
+                sp_f16_to_f32(*(const sp_f16 *)(x + (size_t)m * xrb + (size_t)b * BLOCK_BYTES));
+            const __m512 sf = _mm512_cvtepi32_ps(_mm512_sub_epi32(s[m], off));
+            acc[m] = _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(dx)), acc[m]);
+        }
+    }
+#pragma GCC unroll 4
     for (int m = 0; m < MR; m++)
         _mm512_mask_storeu_ps(y + m * ldy, keep, acc[m]);
 }
@@ -187,8 +227,12 @@ INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, 
 static void group_rows_any(int mr, const uint8_t *ints, const sp_f16 *scales, const uint8_t *x,
                            size_t xrb, int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
     switch (mr) {
-        GROUP_ROWS_CASE(1)
-        GROUP_ROWS_CASE(2)
+    case 1:
+        group_rows_vnni(1, ints, scales, x, xrb, nb, y, ldy, keep);
+        break;
+    case 2:
+        group_rows_vnni(2, ints, scales, x, xrb, nb, y, ldy, keep);
+        break;
         GROUP_ROWS_CASE(3)
         GROUP_ROWS_CASE(4)
         GROUP_ROWS_CASE(5)
@@ -225,7 +269,7 @@ static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t 
         const int64_t gce = g1 - gc < GROUP_CHUNK ? g1 : gc + GROUP_CHUNK;
         for (int64_t m0 = 0; m0 < n_rows; m0 += 16) {
             const int mr = n_rows - m0 < 16 ? (int)(n_rows - m0) : 16;
-            if (mr != rows) {
+            if (mr > VNNI_ROWS && mr != rows) {
                 configure(mr);
                 rows = mr;
             }

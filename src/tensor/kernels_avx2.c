@@ -369,37 +369,6 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
 
 /* The canonical attention order of kernels.h: one accumulator of 4 double lanes, fed 4
  * elements at a time in increasing d. */
-static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
-    __m256d acc = _mm256_setzero_pd();
-    int64_t d = 0;
-    for (; d + 8 <= n; d += 8) {
-        const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(q + d),
-                                       _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + d))));
-        acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
-        acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
-    }
-    double lane[4];
-    _mm256_storeu_pd(lane, acc);
-    for (; d < n; d++)
-        lane[d % 4] += (double)(q[d] * sp_f16_to_f32(k[d]));
-    return (float)((lane[0] + lane[1]) + (lane[2] + lane[3]));
-}
-
-static void attn_axpy(double *acc, float w, const uint16_t *v, int64_t n) {
-    const __m256 wv = _mm256_set1_ps(w);
-    int64_t d = 0;
-    for (; d + 8 <= n; d += 8) {
-        const __m256 p =
-            _mm256_mul_ps(wv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d))));
-        _mm256_storeu_pd(acc + d, _mm256_add_pd(_mm256_loadu_pd(acc + d),
-                                                _mm256_cvtps_pd(_mm256_castps256_ps128(p))));
-        _mm256_storeu_pd(acc + d + 4, _mm256_add_pd(_mm256_loadu_pd(acc + d + 4),
-                                                    _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1))));
-    }
-    for (; d < n; d++)
-        acc[d] += (double)(w * sp_f16_to_f32(v[d]));
-}
-
 void sp__kernels_avx2_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0;
     k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0;
@@ -407,8 +376,6 @@ void sp__kernels_avx2_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_F16] = matmul_f16;
     k->matmul[SP_DTYPE_BF16] = matmul_bf16;
     k->quantize_act = quantize_act;
-    k->attn_dot = attn_dot;
-    k->attn_axpy = attn_axpy;
 }
 
 void sp__kernels_avxvnni_init(sp_kernels *k) {

@@ -8,6 +8,7 @@
  * Tiles and the invariance contract as in kernels_avx2.c: every output (r, o) goes through the
  * same instructions whatever the tile shape, n_rows or [o0, o1). */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -16,7 +17,6 @@
 #include "tensor/kernels_x86.h"
 #include "tensor/kquants.h"
 #include "tensor/quant.h"
-
 
 /* 16 lanes: (l_i + l_{i+8}) for i < 8, then hsum8. */
 INLINE float hsum16(__m512 v) {
@@ -296,6 +296,133 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
     }
 }
 
+// ---------------------------------------------------------------- attention
+
+/* e^x for x <= 0 (values below -87 give e^-87 ~ 1.6e-38, not 0: callers mask what must be 0):
+ * x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts), e^r by Cephes' degree-7 polynomial
+ * (relative error ~1e-7), scaled by 2^n with vscalefps. */
+INLINE __m512 exp_neg(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 y =
+        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+/* 16 cache values from element i on (lanes outside m read as 0, their memory untouched). */
+INLINE __m512 kv_load(const void *base, size_t i, __mmask16 m, bool f16) {
+    if (f16)
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
+    return _mm512_maskz_loadu_ps(m, (const float *)base + i);
+}
+
+INLINE __mmask16 first_n(int32_t n) {
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+/* Scores of H heads (from hh0) for the positions j0.. in mask jm: 16 positions per vector, one
+ * transposed key row per d, shared by the heads. */
+INLINE void scores_h(const int H, const float *q, int32_t hh0, int32_t D, float scale,
+                     const void *kt, int32_t ld_k, int32_t j0, __mmask16 jm, bool f16, float *s,
+                     int64_t ld_s) {
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int h = 0; h < H; h++)
+        acc[h] = _mm512_setzero_ps();
+    for (int32_t d = 0; d < D; d++) {
+        const __m512 k = kv_load(kt, (size_t)d * (size_t)ld_k + (size_t)j0, jm, f16);
+#pragma GCC unroll 8
+        for (int h = 0; h < H; h++)
+            acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)(hh0 + h) * (size_t)D + (size_t)d]),
+                                     k, acc[h]);
+    }
+#pragma GCC unroll 8
+    for (int h = 0; h < H; h++)
+        _mm512_mask_storeu_ps(s + (hh0 + h) * ld_s + j0, jm,
+                              _mm512_mul_ps(acc[h], _mm512_set1_ps(scale)));
+}
+
+static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const void *kt,
+                        int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
+    for (int32_t j0 = 0; j0 < n; j0 += 16) {
+        const __mmask16 jm = first_n(n - j0);
+        int32_t hh = 0;
+        for (; hh + 8 <= G; hh += 8)
+            scores_h(8, q, hh, D, scale, kt, ld_k, j0, jm, f16, s, ld_s);
+        for (; hh < G; hh++)
+            scores_h(1, q, hh, D, scale, kt, ld_k, j0, jm, f16, s, ld_s);
+    }
+}
+
+/* As the scalar softmax: the maximum, e^(s - max) (exp_neg), their sum in double, then each
+ * weight times (float)(1 / sum), rounded to F16 by vcvtps2ph when asked. */
+static void attn_softmax(float *s, int32_t n, bool round_f16) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (int32_t j = 0; j < n; j += 16)
+        mv = _mm512_mask_max_ps(mv, first_n(n - j), mv,
+                                _mm512_maskz_loadu_ps(first_n(n - j), s + j));
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    __m512d sum = _mm512_setzero_pd();
+    for (int32_t j = 0; j < n; j += 16) {
+        const __mmask16 m = first_n(n - j);
+        const __m512 e =
+            _mm512_maskz_mov_ps(m, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+    }
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(sum)));
+    for (int32_t j = 0; j < n; j += 16) {
+        const __mmask16 m = first_n(n - j);
+        __m512 w = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv);
+        if (round_f16)
+            w = _mm512_cvtph_ps(_mm512_cvtps_ph(w, _MM_FROUND_TO_NEAREST_INT));
+        _mm512_mask_storeu_ps(s + j, m, w);
+    }
+}
+
+/* acc of H heads (from hh0), dimensions d0..d0+15, += sum_j w_j v_j. */
+INLINE void values_h(const int H, const float *w, int64_t ld_s, int32_t hh0, int32_t D, int32_t d0,
+                     const void *v, int32_t n, bool f16, float *acc) {
+    __m512 a[8];
+#pragma GCC unroll 8
+    for (int h = 0; h < H; h++)
+        a[h] = _mm512_loadu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0);
+    for (int32_t j = 0; j < n; j++) {
+        const __m512 x = kv_load(v, (size_t)j * (size_t)D + (size_t)d0, 0xffff, f16);
+#pragma GCC unroll 8
+        for (int h = 0; h < H; h++)
+            a[h] = _mm512_fmadd_ps(_mm512_set1_ps(w[(hh0 + h) * ld_s + j]), x, a[h]);
+    }
+#pragma GCC unroll 8
+    for (int h = 0; h < H; h++)
+        _mm512_storeu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0, a[h]);
+}
+
+static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
+                        int32_t n, bool f16, float *acc) {
+    if (D % 16) {
+        sp__attn_values_scalar(w, ld_s, G, D, v, n, f16, acc);
+        return;
+    }
+    for (int32_t d0 = 0; d0 < D; d0 += 16) {
+        int32_t hh = 0;
+        for (; hh + 8 <= G; hh += 8)
+            values_h(8, w, ld_s, hh, D, d0, v, n, f16, acc);
+        for (; hh < G; hh++)
+            values_h(1, w, ld_s, hh, D, d0, v, n, f16, acc);
+    }
+}
+
 void sp__kernels_avx512_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0;
     k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0;
@@ -303,4 +430,7 @@ void sp__kernels_avx512_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_F16] = matmul_f16;
     k->matmul[SP_DTYPE_BF16] = matmul_bf16;
     k->quantize_act = quantize_act;
+    k->attn_scores = attn_scores;
+    k->attn_softmax = attn_softmax;
+    k->attn_values = attn_values;
 }

@@ -1,6 +1,7 @@
 /* The scalar kernel table: every output is sp_vec_dot_ref of one weight row and one activation
  * row, so this table is the reference the SIMD tables are tested against, and the fallback on
  * CPUs (and architectures) without them. */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,16 +34,45 @@ SCALAR_MATMUL(matmul_q4_0, SP_DTYPE_Q4_0)
 SCALAR_MATMUL(matmul_q4_k, SP_DTYPE_Q4_K)
 SCALAR_MATMUL(matmul_q6_k, SP_DTYPE_Q6_K)
 
-static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
-    double lane[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int64_t d = 0; d < n; d++)
-        lane[d % 4] += (double)(q[d] * sp_f16_to_f32(k[d]));
-    return (float)((lane[0] + lane[1]) + (lane[2] + lane[3]));
+static float kv_at(const void *base, size_t i, bool f16) {
+    return f16 ? sp_f16_to_f32(((const sp_f16 *)base)[i]) : ((const float *)base)[i];
 }
 
-static void attn_axpy(double *acc, float w, const uint16_t *v, int64_t n) {
-    for (int64_t d = 0; d < n; d++)
-        acc[d] += (double)(w * sp_f16_to_f32(v[d]));
+void sp__attn_scores_scalar(const float *q, int32_t G, int32_t D, float scale, const void *kt,
+                            int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
+    for (int32_t hh = 0; hh < G; hh++)
+        for (int32_t j = 0; j < n; j++) {
+            float x = 0.0f;
+            for (int32_t d = 0; d < D; d++)
+                x += q[(size_t)hh * (size_t)D + (size_t)d] *
+                     kv_at(kt, (size_t)d * (size_t)ld_k + (size_t)j, f16);
+            s[hh * ld_s + j] = x * scale;
+        }
+}
+
+static void attn_softmax(float *s, int32_t n, bool round_f16) {
+    float mx = -INFINITY;
+    for (int32_t j = 0; j < n; j++)
+        mx = s[j] > mx ? s[j] : mx;
+    double sum = 0.0;
+    for (int32_t j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += (double)s[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int32_t j = 0; j < n; j++)
+        s[j] = round_f16 ? sp_f16_to_f32(sp_f32_to_f16(s[j] * inv)) : s[j] * inv;
+}
+
+void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
+                            int32_t n, bool f16, float *acc) {
+    for (int32_t hh = 0; hh < G; hh++)
+        for (int32_t d = 0; d < D; d++) {
+            float x = acc[(size_t)hh * (size_t)D + (size_t)d];
+            for (int32_t j = 0; j < n; j++)
+                x += w[hh * ld_s + j] * kv_at(v, (size_t)j * (size_t)D + (size_t)d, f16);
+            acc[(size_t)hh * (size_t)D + (size_t)d] = x;
+        }
 }
 
 void sp__kernels_scalar_init(sp_kernels *k) {
@@ -54,6 +84,7 @@ void sp__kernels_scalar_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q4_K] = matmul_q4_k;
     k->matmul[SP_DTYPE_Q6_K] = matmul_q6_k;
     k->quantize_act = sp_quantize_act_row;
-    k->attn_dot = attn_dot;
-    k->attn_axpy = attn_axpy;
+    k->attn_scores = sp__attn_scores_scalar;
+    k->attn_softmax = attn_softmax;
+    k->attn_values = sp__attn_values_scalar;
 }
