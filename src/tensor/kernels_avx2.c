@@ -9,6 +9,7 @@
  * never depend on n_rows or on the [o0, o1) split (the invariance contract of kernels.h).
  * No allocation; under 2 KB of stack. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -369,6 +370,134 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
 
 /* The canonical attention order of kernels.h: one accumulator of 4 double lanes, fed 4
  * elements at a time in increasing d. */
+// ---------------------------------------------------------------- attention
+
+/* e^x for x <= 0 as kernels_avx512.c's exp_neg, on 8 lanes (2^n built in the exponent bits). */
+INLINE __m256 exp_neg8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    const __m256 y =
+        _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* 8 cache values from element i on. */
+INLINE __m256 kv_load8(const void *base, size_t i, bool f16) {
+    if (f16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+/* Scores of H heads (from hh0) for the 8 positions j0..j0+7. */
+INLINE void scores8_h(const int H, const float *q, int32_t hh0, int32_t D, float scale,
+                      const void *kt, int32_t ld_k, int32_t j0, bool f16, float *s, int64_t ld_s) {
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int h = 0; h < H; h++)
+        acc[h] = _mm256_setzero_ps();
+    for (int32_t d = 0; d < D; d++) {
+        const __m256 k = kv_load8(kt, (size_t)d * (size_t)ld_k + (size_t)j0, f16);
+#pragma GCC unroll 4
+        for (int h = 0; h < H; h++)
+            acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(q[(size_t)(hh0 + h) * (size_t)D + (size_t)d]),
+                                     k, acc[h]);
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < H; h++)
+        _mm256_storeu_ps(s + (hh0 + h) * ld_s + j0, _mm256_mul_ps(acc[h], _mm256_set1_ps(scale)));
+}
+
+static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const void *kt,
+                        int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
+    int32_t j0 = 0;
+    for (; j0 + 8 <= n; j0 += 8) {
+        int32_t hh = 0;
+        for (; hh + 4 <= G; hh += 4)
+            scores8_h(4, q, hh, D, scale, kt, ld_k, j0, f16, s, ld_s);
+        for (; hh < G; hh++)
+            scores8_h(1, q, hh, D, scale, kt, ld_k, j0, f16, s, ld_s);
+    }
+    if (j0 < n) // the last positions of a partly filled block
+        sp__attn_scores_scalar(q, G, D, scale, (const uint8_t *)kt + (size_t)j0 * (f16 ? 2 : 4),
+                               ld_k, n - j0, f16, s + j0, ld_s);
+}
+
+/* As the scalar softmax, with exp_neg8 on whole vectors of 8 and expf on the tail. */
+static void attn_softmax(float *s, int32_t n, bool round_f16) {
+    float mx = -INFINITY;
+    for (int32_t j = 0; j < n; j++)
+        mx = s[j] > mx ? s[j] : mx;
+    __m256d sum4 = _mm256_setzero_pd();
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(s + j), _mm256_set1_ps(mx)));
+        _mm256_storeu_ps(s + j, e);
+        sum4 = _mm256_add_pd(sum4, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        sum4 = _mm256_add_pd(sum4, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double lane[4];
+    _mm256_storeu_pd(lane, sum4);
+    double sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+    for (; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += (double)s[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 w = _mm256_mul_ps(_mm256_loadu_ps(s + j), _mm256_set1_ps(inv));
+        if (round_f16)
+            w = _mm256_cvtph_ps(_mm256_cvtps_ph(w, _MM_FROUND_TO_NEAREST_INT));
+        _mm256_storeu_ps(s + j, w);
+    }
+    for (; j < n; j++)
+        s[j] = round_f16 ? sp_f16_to_f32(sp_f32_to_f16(s[j] * inv)) : s[j] * inv;
+}
+
+/* acc of H heads (from hh0), dimensions d0..d0+7, += sum_j w_j v_j. */
+INLINE void values8_h(const int H, const float *w, int64_t ld_s, int32_t hh0, int32_t D, int32_t d0,
+                      const void *v, int32_t n, bool f16, float *acc) {
+    __m256 a[4];
+#pragma GCC unroll 4
+    for (int h = 0; h < H; h++)
+        a[h] = _mm256_loadu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0);
+    for (int32_t j = 0; j < n; j++) {
+        const __m256 x = kv_load8(v, (size_t)j * (size_t)D + (size_t)d0, f16);
+#pragma GCC unroll 4
+        for (int h = 0; h < H; h++)
+            a[h] = _mm256_fmadd_ps(_mm256_set1_ps(w[(hh0 + h) * ld_s + j]), x, a[h]);
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < H; h++)
+        _mm256_storeu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0, a[h]);
+}
+
+static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
+                        int32_t n, bool f16, float *acc) {
+    if (D % 8) {
+        sp__attn_values_scalar(w, ld_s, G, D, v, n, f16, acc);
+        return;
+    }
+    for (int32_t d0 = 0; d0 < D; d0 += 8) {
+        int32_t hh = 0;
+        for (; hh + 4 <= G; hh += 4)
+            values8_h(4, w, ld_s, hh, D, d0, v, n, f16, acc);
+        for (; hh < G; hh++)
+            values8_h(1, w, ld_s, hh, D, d0, v, n, f16, acc);
+    }
+}
+
 void sp__kernels_avx2_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0;
     k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0;
@@ -376,6 +505,9 @@ void sp__kernels_avx2_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_F16] = matmul_f16;
     k->matmul[SP_DTYPE_BF16] = matmul_bf16;
     k->quantize_act = quantize_act;
+    k->attn_scores = attn_scores;
+    k->attn_softmax = attn_softmax;
+    k->attn_values = attn_values;
 }
 
 void sp__kernels_avxvnni_init(sp_kernels *k) {

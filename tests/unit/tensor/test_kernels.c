@@ -19,6 +19,8 @@
  *   writes nothing outside its rows and [o0, o1).
  * - quantize_act is bit-identical to sp_quantize_act_row for F32, F16, BF16, Q8_0 and Q8_K on
  *   random rows, zero blocks, exact rounding ties, and (F16, BF16) arbitrary bit patterns.
+ * - attention (scores, softmax, values over blocks of transposed keys) against a double-precision
+ *   two-pass softmax, for odd block and head sizes, GQA groups, F16 and F32 caches.
  * - SPINDLE_ISA picks the table, in child processes of this test (which read it fresh). */
 #include "testutil.h"
 
@@ -498,6 +500,145 @@ static void test_invariance(void **state) {
                 check_invariance(tables[t], cases[c].t, cases[c].n_in, 37, rows[i], seed++);
 }
 
+// ---------------------------------------------------------------- attention
+
+/* One token's attention through a table's three steps, over n_pos positions stored in blocks of
+ * bs (keys transposed, values as rows, as the forward pass keeps them). out: G x D. */
+static void attend(const sp_kernels *k, const float *q, int32_t G, int32_t D, const void *kt,
+                   const void *v, int32_t n_pos, int32_t bs, bool f16, bool round_f16, float *out) {
+    const size_t es = f16 ? 2 : 4, head = (size_t)bs * (size_t)D * es;
+    float *s = xmalloc(sizeof(float) * (size_t)G * (size_t)n_pos);
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int32_t j0 = 0; j0 < n_pos; j0 += bs)
+        k->attn_scores(q, G, D, scale, (const uint8_t *)kt + (size_t)(j0 / bs) * head, bs,
+                       SP_MIN(bs, n_pos - j0), f16, s + j0, n_pos);
+    for (int32_t hh = 0; hh < G; hh++)
+        k->attn_softmax(s + (size_t)hh * (size_t)n_pos, n_pos, round_f16);
+    memset(out, 0, sizeof(float) * (size_t)G * (size_t)D);
+    for (int32_t j0 = 0; j0 < n_pos; j0 += bs)
+        k->attn_values(s + j0, n_pos, G, D, (const uint8_t *)v + (size_t)(j0 / bs) * head,
+                       SP_MIN(bs, n_pos - j0), f16, out);
+    free(s);
+}
+
+/* Every table's attention equals a double-precision two-pass softmax within 2e-5 of
+ * sum_j w_j |v_j[d]| (F32 weights), and within 2^-9 of it with weights rounded to F16 (a weight
+ * may round the other way when the scores differ in the last bit); the scalar table is within
+ * 2e-6 of it with F32 weights. Block sizes that do and do not fill vectors, partly filled last
+ * blocks, GQA groups of 1 to 9 heads, head sizes on and off the vector width, F16 and F32. */
+static void test_attention(void **state) {
+    (void)state;
+    static const struct {
+        int32_t G, D, n_pos, bs;
+    } cases[] = {{1, 64, 1, 16}, {8, 64, 37, 16}, {3, 16, 100, 16}, {9, 128, 50, 32},
+                 {4, 24, 33, 7}, {2, 40, 17, 5},  {8, 64, 300, 16}, {1, 8, 9, 64}};
+    uint64_t rng = 4242;
+    for (size_t c = 0; c < SP_ARRAY_LEN(cases); c++)
+        for (int f16 = 0; f16 < 2; f16++) {
+            const int32_t G = cases[c].G, D = cases[c].D, n = cases[c].n_pos, bs = cases[c].bs;
+            const int32_t nblk = (n + bs - 1) / bs;
+            const size_t es = f16 ? 2 : 4, cells = (size_t)nblk * (size_t)bs * (size_t)D;
+            uint8_t *kt = calloc(cells, es), *v = calloc(cells, es);
+            float *kf = xmalloc(sizeof(float) * (size_t)n * (size_t)D),
+                  *vf = xmalloc(sizeof(float) * (size_t)n * (size_t)D);
+            float *q = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
+            assert_non_null(kt);
+            assert_non_null(v);
+            for (int32_t i = 0; i < G * D; i++) // F16-representable, as the forward pass makes them
+                q[i] = sp_f16_to_f32(sp_f32_to_f16(2.0f * sp_test_randn(&rng)));
+            for (int32_t j = 0; j < n; j++)
+                for (int32_t d = 0; d < D; d++) {
+                    const float kx = sp_f16_to_f32(sp_f32_to_f16(sp_test_randn(&rng)));
+                    const float vx = sp_f16_to_f32(sp_f32_to_f16(sp_test_randn(&rng)));
+                    kf[j * D + d] = kx;
+                    vf[j * D + d] = vx;
+                    const size_t blk = (size_t)(j / bs) * (size_t)bs * (size_t)D;
+                    const size_t ki = blk + (size_t)d * (size_t)bs + (size_t)(j % bs);
+                    const size_t vi = blk + (size_t)(j % bs) * (size_t)D + (size_t)d;
+                    if (f16) {
+                        ((sp_f16 *)kt)[ki] = sp_f32_to_f16(kx);
+                        ((sp_f16 *)v)[vi] = sp_f32_to_f16(vx);
+                    } else {
+                        ((float *)kt)[ki] = kx;
+                        ((float *)v)[vi] = vx;
+                    }
+                }
+            // Reference: scores, softmax and sums in double.
+            double *want = xmalloc(sizeof(double) * (size_t)G * (size_t)D);
+            double *mag = xmalloc(sizeof(double) * (size_t)G * (size_t)D);
+            double *w = xmalloc(sizeof(double) * (size_t)n);
+            for (int32_t hh = 0; hh < G; hh++) {
+                double mx = -INFINITY, sum = 0.0;
+                for (int32_t j = 0; j < n; j++) {
+                    double x = 0.0;
+                    for (int32_t d = 0; d < D; d++)
+                        x += (double)q[hh * D + d] * kf[j * D + d];
+                    w[j] = x / sqrt((double)D);
+                    mx = w[j] > mx ? w[j] : mx;
+                }
+                for (int32_t j = 0; j < n; j++)
+                    sum += (w[j] = exp(w[j] - mx));
+                for (int32_t d = 0; d < D; d++) {
+                    double o = 0.0, a = 0.0;
+                    for (int32_t j = 0; j < n; j++) {
+                        o += w[j] / sum * vf[j * D + d];
+                        a += w[j] / sum * fabs(vf[j * D + d]);
+                    }
+                    want[hh * D + d] = o;
+                    mag[hh * D + d] = a;
+                }
+            }
+            float *got = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
+            for (size_t t = 0; t < n_tables; t++)
+                for (int round = 0; round < 2; round++) {
+                    attend(tables[t], q, G, D, kt, v, n, bs, f16, round, got);
+                    const double tol = round                               ? 0x1p-9
+                                       : !strcmp(tables[t]->isa, "scalar") ? 2e-6
+                                                                           : 2e-5;
+                    for (int32_t i = 0; i < G * D; i++)
+                        if (!(fabs((double)got[i] - want[i]) <= tol * mag[i] + 1e-30))
+                            fail_msg("%s attention G=%d D=%d n=%d bs=%d %s%s: out[%d] = %.9g, "
+                                     "reference %.9g (tolerance %.3g)",
+                                     tables[t]->isa, G, D, n, bs, f16 ? "F16" : "F32",
+                                     round ? " rounded weights" : "", i, (double)got[i], want[i],
+                                     tol * mag[i]);
+                }
+            free(got);
+            free(w);
+            free(mag);
+            free(want);
+            free(q);
+            free(kf);
+            free(vf);
+            free(kt);
+            free(v);
+        }
+}
+
+/* Softmax rows sum to 1 and keep their order; the largest score gets the largest weight. */
+static void test_attn_softmax(void **state) {
+    (void)state;
+    uint64_t rng = 77;
+    static const int32_t lens[] = {1, 7, 8, 16, 17, 100};
+    for (size_t t = 0; t < n_tables; t++)
+        for (size_t i = 0; i < SP_ARRAY_LEN(lens); i++) {
+            const int32_t n = lens[i];
+            float s[100];
+            int32_t best = 0;
+            for (int32_t j = 0; j < n; j++) {
+                s[j] = 30.0f * sp_test_randn(&rng);
+                best = s[j] > s[best] ? j : best;
+            }
+            tables[t]->attn_softmax(s, n, false);
+            double sum = 0.0;
+            for (int32_t j = 0; j < n; j++) {
+                assert_true(s[j] >= 0.0f && s[j] <= s[best]);
+                sum += s[j];
+            }
+            assert_true(fabs(sum - 1.0) < 1e-5);
+        }
+}
+
 // ---------------------------------------------------------------- activation conversion
 
 /* Fills a row of n values in one of several patterns. finite_only: no NaN or infinity, and
@@ -652,11 +793,17 @@ int main(int argc, char **argv) {
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tables),          cmocka_unit_test(test_kquant_files_linked),
-        cmocka_unit_test(test_vs_ref_plain),    cmocka_unit_test(test_vs_ref_q8_0_q4_0),
-        cmocka_unit_test(test_vs_ref_k_quants), cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
+        cmocka_unit_test(test_tables),
+        cmocka_unit_test(test_kquant_files_linked),
+        cmocka_unit_test(test_vs_ref_plain),
+        cmocka_unit_test(test_vs_ref_q8_0_q4_0),
+        cmocka_unit_test(test_vs_ref_k_quants),
+        cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
         cmocka_unit_test(test_packed_q8_0_block_sums),
-        cmocka_unit_test(test_invariance),      cmocka_unit_test(test_quantize_act_bit_identical),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attn_softmax),
+        cmocka_unit_test(test_invariance),
+        cmocka_unit_test(test_quantize_act_bit_identical),
         cmocka_unit_test(test_spindle_isa),
     };
     return cmocka_run_group_tests(tests, setup_tables, NULL);
