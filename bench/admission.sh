@@ -4,8 +4,8 @@
 # a KV pool smaller than the offered load; the three policies in one run. Reports goodput at
 # the SLOs (TTFT <= 2 s, TPOT <= 100 ms), preemptions and latencies, and writes a plot of
 # the latency distributions per policy.
-# Usage: [BUILD_DIR=build] bench/admission.sh [MODEL.gguf]   (default: a 125M Q8_0 model
-# generated under build/bench-models/)
+# Usage: [BUILD_DIR=build] [RATE=10] [NUM_PROMPTS=300] bench/admission.sh [MODEL.gguf]
+# (default: a 125M Q8_0 model generated under build/bench-models/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -15,9 +15,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for policy in aggressive conservative past-future; do
     start_server "$out/$policy.log" "$model" --kv-tokens 3072 --admission "$policy"
-    "$bench" --base-url "http://127.0.0.1:$server_port" --dataset random --num-prompts 120 \
+    "$bench" --base-url "http://127.0.0.1:$server_port" --dataset random --num-prompts "${NUM_PROMPTS:-300}" \
         --input-len 128 --range-ratio 0.5 --output-len 64 --output-dist pareto --max-tokens 512 \
-        --request-rate 3 --burstiness 0.3 --seed 11 --goodput ttft:2000 tpot:100 \
+        --request-rate "${RATE:-10}" --burstiness 0.3 --seed 11 --goodput ttft:2000 tpot:100 \
         --label "$policy" --result-json "$out/$policy.json" --plot "bench/admission-$policy.svg" \
         --no-progress >"$out/$policy.txt"
     stop_server

@@ -75,19 +75,21 @@ typedef struct mm_job {
     size_t xrb;
     int64_t n_in, n_out, n_rows, reps;
     float *y; // (threads, n_rows, n_out)
+    bool packed; // w is in the table's packed layout
 } mm_job;
 
 static void mm_worker(void *ctx, int ith, int nth) {
     (void)nth;
     mm_job *j = ctx;
     float *y = j->y + (size_t)ith * (size_t)(j->n_rows * j->n_out);
+    const sp_matmul_fn mm = j->packed ? j->k->matmul_packed[j->wt] : j->k->matmul[j->wt];
     for (int64_t r = 0; r < j->reps; r++)
-        j->k->matmul[j->wt](j->w, j->wrb, j->x, j->xrb, j->n_in, j->n_rows, y, j->n_out, 0,
-                            j->n_out);
+        mm(j->w, j->wrb, j->x, j->xrb, j->n_in, j->n_rows, y, j->n_out, 0, j->n_out);
 }
 
 /* Multiply-adds per second x 2 (GOP/s) of a kernel on a cache-resident weight matrix and 32
- * activation rows, every thread working on its own copy of the output. */
+ * activation rows, every thread working on its own copy of the output; through the table's
+ * packed layout when it has one for the type, as the forward pass uses it. */
 static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
     const int64_t n_in = 1024, n_out = 64, n_rows = 32;
     const sp_dtype vt = sp_dtype_vec_dot_type(wt);
@@ -114,6 +116,13 @@ static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
         const sp_kernels *k = sp_kernels_get();
         mm_job j = {.k = k, .wt = wt, .w = w, .wrb = wrb, .x = x, .xrb = xrb, .n_in = n_in,
                     .n_out = n_out, .n_rows = n_rows, .reps = 200, .y = y};
+        const size_t pb = k->pack_bytes ? k->pack_bytes(wt, n_in, n_out) : 0;
+        void *packed = pb ? malloc(pb) : NULL;
+        if (packed) {
+            k->pack(wt, w, wrb, n_in, n_out, packed);
+            j.w = packed;
+            j.packed = true;
+        }
         for (int rep = 0; rep < 3; rep++) {
             int64_t t0 = sp_time_ns();
             sp_threadpool_run(pool, mm_worker, &j);
@@ -121,6 +130,7 @@ static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
             double ops = 2.0 * (double)(n_in * n_out * n_rows) * (double)j.reps * nth;
             best = SP_MAX(best, ops / sec / 1e9);
         }
+        free(packed);
     }
     free(w);
     free(x);
