@@ -118,9 +118,13 @@ static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
                     .n_out = n_out, .n_rows = n_rows, .reps = 200, .y = y};
         const size_t pb = k->pack_bytes ? k->pack_bytes(wt, n_in, n_out) : 0;
         void *packed = pb ? malloc(pb) : NULL;
-        if (packed) {
+        void *xp = pb ? malloc(k->act_pack_bytes(vt, n_in, n_rows)) : NULL;
+        if (packed && xp) {
             k->pack(wt, w, wrb, n_in, n_out, packed);
+            for (int64_t r = 0; r < n_rows; r++)
+                k->act_pack(vt, x + (uint64_t)r * xrb, n_in, r, n_rows, xp);
             j.w = packed;
+            j.x = xp;
             j.packed = true;
         }
         for (int rep = 0; rep < 3; rep++) {
@@ -131,6 +135,7 @@ static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
             best = SP_MAX(best, ops / sec / 1e9);
         }
         free(packed);
+        free(xp);
     }
     free(w);
     free(x);

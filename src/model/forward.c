@@ -157,29 +157,30 @@ static sp_err check_batch(const sp_forward *f, const sp_kvbuf *kv, const sp_batc
     return SP_OK;
 }
 
-/* Stores the keys and values of every batch token into its cache slot. */
-static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il) {
+/* Stores the key and value of batch token t into its cache slot. */
+static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il, int32_t t) {
     const sp_hparams *hp = &f->m->hp;
     const int32_t D = hp->head_dim, nkv = hp->n_head_kv * D;
-    for (int32_t t = 0; t < b->n_tokens; t++) {
-        int32_t p = b->pos[t];
-        int32_t blk = b->block_tables[b->seq[t]][p / kv->block_size];
-        int32_t slot = p % kv->block_size;
-        for (int32_t h = 0; h < hp->n_head_kv; h++) {
-            // Keys transposed within the block (column `slot`), values as rows.
-            const float *k = f->k + (size_t)t * nkv + (size_t)h * D;
-            const float *v = f->v + (size_t)t * nkv + (size_t)h * D;
-            void *kh = sp_kvbuf_head(kv, blk, il, 0, h), *vh = sp_kvbuf_head(kv, blk, il, 1, h);
-            const size_t bs = (size_t)kv->block_size;
-            if (kv->type == SP_DTYPE_F32) {
-                for (int32_t d = 0; d < D; d++)
-                    ((float *)kh)[(size_t)d * bs + (size_t)slot] = k[d];
-                memcpy((float *)vh + (size_t)slot * D, v, (size_t)D * sizeof(float));
-            } else {
-                for (int32_t d = 0; d < D; d++)
-                    ((sp_f16 *)kh)[(size_t)d * bs + (size_t)slot] = sp_f32_to_f16(k[d]);
-                sp__to_f16((sp_f16 *)vh + (size_t)slot * D, v, D);
-            }
+    const int32_t p = b->pos[t];
+    const int32_t blk = b->block_tables[b->seq[t]][p / kv->block_size];
+    const int32_t slot = p % kv->block_size;
+    for (int32_t h = 0; h < hp->n_head_kv; h++) {
+        // Keys transposed within the block (column `slot`), values as rows.
+        const float *k = f->k + (size_t)t * nkv + (size_t)h * D;
+        const float *v = f->v + (size_t)t * nkv + (size_t)h * D;
+        void *kh = sp_kvbuf_head(kv, blk, il, 0, h), *vh = sp_kvbuf_head(kv, blk, il, 1, h);
+        const size_t bs = (size_t)kv->block_size;
+        if (kv->type == SP_DTYPE_F32) {
+            for (int32_t d = 0; d < D; d++)
+                ((float *)kh)[(size_t)d * bs + (size_t)slot] = k[d];
+            memcpy((float *)vh + (size_t)slot * D, v, (size_t)D * sizeof(float));
+        } else {
+            const sp_kernels *kn = sp_kernels_get();
+            sp_f16 kr[1024]; // head_dim <= 1024 (load.c)
+            kn->quantize_act(SP_DTYPE_F16, k, kr, D);
+            for (int32_t d = 0; d < D; d++)
+                ((sp_f16 *)kh)[(size_t)d * bs + (size_t)slot] = kr[d];
+            kn->quantize_act(SP_DTYPE_F16, v, (sp_f16 *)vh + (size_t)slot * D, D);
         }
     }
 }
@@ -225,8 +226,14 @@ static void attention_worker(void *ctx, int ith, int nth) {
         const int32_t n_pos = b->pos[t] + 1;
         for (int32_t hh = 0; hh < group; hh++) {
             const float *q = f->q + (size_t)t * nq + (size_t)(g * group + hh) * D;
-            for (int32_t d = 0; d < D; d++)
-                qg[hh * D + d] = f16 ? f16_table[sp_f32_to_f16(q[d])] : q[d];
+            if (f16) {
+                sp_f16 qh[1024]; // head_dim <= 1024 (load.c)
+                kn->quantize_act(SP_DTYPE_F16, q, qh, D);
+                for (int32_t d = 0; d < D; d++)
+                    qg[hh * D + d] = f16_table[qh[d]];
+            } else {
+                memcpy(qg + hh * D, q, (size_t)D * sizeof(float));
+            }
         }
         const int64_t ld_s = f->max_ctx;
         for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
@@ -265,62 +272,123 @@ sp_err sp_forward_set_pool(sp_forward *f, sp_threadpool *pool) {
     return SP_OK;
 }
 
+/* The per-token steps between the matrix products. Each touches only its token's rows (and
+ * cache slots), so the tokens of a batch are split over the threads (for_tokens); a token's
+ * values never depend on the split. */
+typedef enum token_step {
+    STEP_ATTN_NORM, // xn = attn_norm(x)
+    STEP_QKV,       // biases, q/k norms, rotary positions; key and value into the cache
+    STEP_FFN_NORM,  // x += xn (the attention output); xn = ffn_norm(x)
+    STEP_SWIGLU,    // gate = silu(gate) * up
+    STEP_RESIDUAL,  // x += xn (the feed-forward output)
+    STEP_RES_NORM   // the same, then xn = the next layer's attn_norm(x)
+} token_step;
+
+typedef struct token_job {
+    sp_forward *f;
+    sp_kvbuf *kv;
+    const sp_batch *b;
+    int32_t il;
+    token_step step;
+} token_job;
+
+static void token_run(const token_job *j, int32_t t) {
+    sp_forward *f = j->f;
+    const sp_hparams *hp = &f->m->hp;
+    const sp_layer *L = &f->m->layers[j->il];
+    const int32_t E = hp->n_embd, D = hp->head_dim, F = hp->n_ff;
+    const int32_t nq = hp->n_head * D, nkv = hp->n_head_kv * D;
+    float *x = f->x + (size_t)t * E, *xn = f->xn + (size_t)t * E;
+    switch (j->step) {
+    case STEP_ATTN_NORM:
+        sp__rms_norm(xn, x, L->attn_norm.data, E, hp->norm_eps);
+        break;
+    case STEP_QKV: {
+        float *q = f->q + (size_t)t * nq, *k = f->k + (size_t)t * nkv;
+        if (L->bq.data) {
+            sp__add_inplace(q, L->bq.data, nq);
+            sp__add_inplace(k, L->bk.data, nkv);
+            sp__add_inplace(f->v + (size_t)t * nkv, L->bv.data, nkv);
+        }
+        for (int32_t h = 0; h < hp->n_head; h++) {
+            if (L->q_norm.data)
+                sp__rms_norm(q + h * D, q + h * D, L->q_norm.data, D, hp->norm_eps);
+            sp__rope_apply(hp, f->rope + (size_t)t * hp->n_rot, q + h * D);
+        }
+        for (int32_t h = 0; h < hp->n_head_kv; h++) {
+            if (L->k_norm.data)
+                sp__rms_norm(k + h * D, k + h * D, L->k_norm.data, D, hp->norm_eps);
+            sp__rope_apply(hp, f->rope + (size_t)t * hp->n_rot, k + h * D);
+        }
+        store_kv(f, j->kv, j->b, j->il, t);
+        break;
+    }
+    case STEP_FFN_NORM:
+        sp__add_inplace(x, xn, E);
+        sp__rms_norm(xn, x, L->ffn_norm.data, E, hp->norm_eps);
+        break;
+    case STEP_SWIGLU: {
+        float *gate = f->gate + (size_t)t * F;
+        const float *up = f->up + (size_t)t * F;
+        for (int32_t i = 0; i < F; i++)
+            gate[i] = sp__silu(gate[i]) * up[i];
+        break;
+    }
+    case STEP_RESIDUAL:
+        sp__add_inplace(x, xn, E);
+        break;
+    case STEP_RES_NORM:
+        sp__add_inplace(x, xn, E);
+        sp__rms_norm(xn, x, f->m->layers[j->il + 1].attn_norm.data, E, hp->norm_eps);
+        break;
+    }
+}
+
+static void token_worker(void *ctx, int ith, int nth) {
+    const token_job *j = ctx;
+    int64_t t0, t1;
+    sp_split_range(j->b->n_tokens, 1, ith, nth, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++)
+        token_run(j, (int32_t)t);
+}
+
+static void for_tokens(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il,
+                       token_step step) {
+    token_job j = {.f = f, .kv = kv, .b = b, .il = il, .step = step};
+    if (f->n_threads > 1 && b->n_tokens > 1)
+        sp_threadpool_run(f->pool, token_worker, &j);
+    else
+        token_worker(&j, 0, 1);
+}
+
 sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *logits) {
     sp_err err = check_batch(f, kv, b);
     if (err)
         return err;
     const sp_model *m = f->m;
     const sp_hparams *hp = &m->hp;
-    const int32_t T = b->n_tokens, E = hp->n_embd, D = hp->head_dim, F = hp->n_ff;
-    const int32_t nq = hp->n_head * D, nkv = hp->n_head_kv * D;
+    const int32_t T = b->n_tokens, E = hp->n_embd;
 
     for (int32_t t = 0; t < T; t++)
         sp__weight_row(&m->tok_embd, b->token[t], f->x + (size_t)t * E);
     for (int32_t t = 0; t < T; t++)
         sp__rope_cache(hp, m->rope_freqs, b->pos[t], f->rope + (size_t)t * hp->n_rot);
 
+    for_tokens(f, kv, b, 0, STEP_ATTN_NORM);
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const sp_layer *L = &m->layers[il];
-        for (int32_t t = 0; t < T; t++)
-            sp__rms_norm(f->xn + (size_t)t * E, f->x + (size_t)t * E, L->attn_norm.data, E,
-                         hp->norm_eps);
         sp__linear(&L->wq, f->xn, T, f->q, f->scratch, f->pool);
         sp__linear(&L->wk, f->xn, T, f->k, f->scratch, f->pool);
         sp__linear(&L->wv, f->xn, T, f->v, f->scratch, f->pool);
-        for (int32_t t = 0; t < T; t++) {
-            float *q = f->q + (size_t)t * nq, *k = f->k + (size_t)t * nkv;
-            if (L->bq.data) {
-                sp__add_inplace(q, L->bq.data, nq);
-                sp__add_inplace(k, L->bk.data, nkv);
-                sp__add_inplace(f->v + (size_t)t * nkv, L->bv.data, nkv);
-            }
-            for (int32_t h = 0; h < hp->n_head; h++) {
-                if (L->q_norm.data)
-                    sp__rms_norm(q + h * D, q + h * D, L->q_norm.data, D, hp->norm_eps);
-                sp__rope_apply(hp, f->rope + (size_t)t * hp->n_rot, q + h * D);
-            }
-            for (int32_t h = 0; h < hp->n_head_kv; h++) {
-                if (L->k_norm.data)
-                    sp__rms_norm(k + h * D, k + h * D, L->k_norm.data, D, hp->norm_eps);
-                sp__rope_apply(hp, f->rope + (size_t)t * hp->n_rot, k + h * D);
-            }
-        }
-        store_kv(f, kv, b, il);
+        for_tokens(f, kv, b, il, STEP_QKV);
         attention(f, kv, b, il);
         sp__linear(&L->wo, f->att, T, f->xn, f->scratch, f->pool);
-        for (int32_t t = 0; t < T; t++)
-            sp__add_inplace(f->x + (size_t)t * E, f->xn + (size_t)t * E, E);
-
-        for (int32_t t = 0; t < T; t++)
-            sp__rms_norm(f->xn + (size_t)t * E, f->x + (size_t)t * E, L->ffn_norm.data, E,
-                         hp->norm_eps);
+        for_tokens(f, kv, b, il, STEP_FFN_NORM);
         sp__linear(&L->w_gate, f->xn, T, f->gate, f->scratch, f->pool);
         sp__linear(&L->w_up, f->xn, T, f->up, f->scratch, f->pool);
-        for (size_t i = 0; i < (size_t)T * (size_t)F; i++)
-            f->gate[i] = sp__silu(f->gate[i]) * f->up[i];
+        for_tokens(f, kv, b, il, STEP_SWIGLU);
         sp__linear(&L->w_down, f->gate, T, f->xn, f->scratch, f->pool);
-        for (int32_t t = 0; t < T; t++)
-            sp__add_inplace(f->x + (size_t)t * E, f->xn + (size_t)t * E, E);
+        for_tokens(f, kv, b, il, il + 1 < hp->n_layer ? STEP_RES_NORM : STEP_RESIDUAL);
     }
 
     for (int32_t i = 0; i < b->n_out; i++)

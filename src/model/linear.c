@@ -3,9 +3,13 @@
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
 
+enum { PACKED_ALIGN = 64 };
+
 size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows) {
-    // The widest dot-product type per value is F32 (4 bytes); quantized types take less.
-    return (size_t)n_in * (size_t)n_rows * 4;
+    // The widest dot-product type per value is F32 (4 bytes); quantized types take less. Packed
+    // weights also need the rows in the kernel's own layout: Q8_0 rows (34 bytes per 32 values)
+    // plus that layout (at most 36 per 32) stay under 4 bytes per value, after alignment.
+    return (size_t)n_in * (size_t)n_rows * 4 + PACKED_ALIGN;
 }
 
 typedef struct linear_job {
@@ -15,21 +19,27 @@ typedef struct linear_job {
     float *y;
     uint8_t *xq;
     size_t xq_row_bytes;
+    uint8_t *xp; // the rows in the packed kernel's layout, or NULL
     sp_dtype vt;
     const sp_kernels *k;
     sp_threadpool *pool;
 } linear_job;
 
-/* Each thread converts its share of the activation rows, then, after a barrier, computes its
- * share of the output columns (whole groups of 16, so threads never share a cache line of y). */
+/* Each thread converts its share of the activation rows (and lays them out for the packed
+ * kernel if the weights are packed), then, after a barrier, computes its share of the output
+ * columns (whole groups of 16, so threads never share a cache line of y). */
 static void linear_worker(void *ctx, int ith, int nth) {
     const linear_job *j = ctx;
     const sp_weight *w = j->w;
     const int64_t n_in = w->ne[0], n_out = w->ne[1];
     int64_t r0, r1;
     sp_split_range(j->n_rows, 1, ith, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++)
-        j->k->quantize_act(j->vt, j->x + r * n_in, j->xq + (size_t)r * j->xq_row_bytes, n_in);
+    for (int64_t r = r0; r < r1; r++) {
+        uint8_t *xq = j->xq + (size_t)r * j->xq_row_bytes;
+        j->k->quantize_act(j->vt, j->x + r * n_in, xq, n_in);
+        if (j->xp)
+            j->k->act_pack(j->vt, xq, n_in, r, j->n_rows, j->xp);
+    }
     if (nth > 1)
         sp_threadpool_barrier(j->pool);
     int64_t o0, o1;
@@ -37,8 +47,7 @@ static void linear_worker(void *ctx, int ith, int nth) {
     if (o1 <= o0)
         return;
     if (w->packed)
-        j->k->matmul_packed[w->type](w->packed, 0, j->xq, j->xq_row_bytes, n_in, j->n_rows, j->y,
-                                     n_out, o0, o1);
+        j->k->matmul_packed[w->type](w->packed, 0, j->xp, 0, n_in, j->n_rows, j->y, n_out, o0, o1);
     else
         j->k->matmul[w->type](w->data, w->row_bytes, j->xq, j->xq_row_bytes, n_in, j->n_rows,
                               j->y, n_out, o0, o1);
@@ -59,6 +68,14 @@ void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, vo
                     .vt = vt,
                     .k = sp_kernels_get(),
                     .pool = pool};
+    if (w->packed) {
+        const size_t xq_bytes = (size_t)x_row_bytes * (size_t)n_rows;
+        const uintptr_t at =
+            ((uintptr_t)scratch + xq_bytes + PACKED_ALIGN - 1) & ~(uintptr_t)(PACKED_ALIGN - 1);
+        SP_ASSERT(at + j.k->act_pack_bytes(vt, w->ne[0], n_rows) <=
+                  (uintptr_t)scratch + sp__linear_scratch_bytes(w->ne[0], n_rows));
+        j.xp = (uint8_t *)at;
+    }
     if (pool && sp_threadpool_n_threads(pool) > 1)
         sp_threadpool_run(pool, linear_worker, &j);
     else

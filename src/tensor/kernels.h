@@ -70,10 +70,18 @@ typedef void (*sp_attn_values_fn)(const float *w, int64_t ld_s, int32_t G, int32
  * packed form of an n_out x n_in matrix of type t, or 0 if the table has no packed layout for
  * it. pack writes that form to dst (any alignment; rows w_row_bytes apart in w). The packed
  * matrix is then multiplied with matmul_packed[t], which has matmul's contract with w = the
- * packed buffer (w_row_bytes unused), and its own numerics (stated by the table's file). */
+ * packed buffer (w_row_bytes unused) and x = the activation rows in the table's own layout
+ * (x_row_bytes unused), and its own numerics (stated by the table's file).
+ *
+ * That activation layout: act_pack_bytes(vt, n_in, n_rows) bytes hold n_rows rows of the dot
+ * type vt (sp_dtype_vec_dot_type of the weights); act_pack writes row r of n_rows there, from
+ * the row as quantize_act makes it (xq). Rows may be packed in any order, by any threads. */
 typedef size_t (*sp_pack_bytes_fn)(sp_dtype t, int64_t n_in, int64_t n_out);
 typedef void (*sp_pack_fn)(sp_dtype t, const void *w, size_t w_row_bytes, int64_t n_in,
                            int64_t n_out, void *dst);
+typedef size_t (*sp_act_pack_bytes_fn)(sp_dtype vt, int64_t n_in, int64_t n_rows);
+typedef void (*sp_act_pack_fn)(sp_dtype vt, const void *xq, int64_t n_in, int64_t r, int64_t n_rows,
+                               void *dst);
 
 typedef struct sp_kernels {
     const char *isa;                      // "scalar", "avx2", "avxvnni", "avx512", "amx"
@@ -81,8 +89,10 @@ typedef struct sp_kernels {
     sp_pack_bytes_fn pack_bytes;          // NULL: no packed layouts
     sp_pack_fn pack;
     sp_matmul_fn matmul_packed[SP_DTYPE__COUNT]; // over pack's output; NULL where not packed
-    sp_quantize_act_fn quantize_act;             // NULL = use the scalar one
-    sp_attn_scores_fn attn_scores;               // attention: see above
+    sp_act_pack_bytes_fn act_pack_bytes;         // the activations matmul_packed reads
+    sp_act_pack_fn act_pack;
+    sp_quantize_act_fn quantize_act; // NULL = use the scalar one
+    sp_attn_scores_fn attn_scores;   // attention: see above
     sp_attn_softmax_fn attn_softmax;
     sp_attn_values_fn attn_values;
 } sp_kernels;

@@ -32,13 +32,12 @@
 #define INLINE static inline __attribute__((always_inline))
 
 enum {
-    GROUP = 16,                      // output rows per packed group (tile columns)
-    BLOCK_BYTES = 34,                // a Q8_0 block: F16 scale, 32 int8
-    TILE_BYTES = 512,                // packed weights of one block of a group
-    SCALE_CHUNK = 256,               // activation scales converted at a time (per row)
-    GROUP_CHUNK = 8,                 // groups whose weights stay in cache across row groups
-    PREFETCH_AHEAD = 4 * TILE_BYTES, // how far ahead the packed weights are prefetched
-    VNNI_ROWS = 2                    // row counts up to this go to group_rows_vnni
+    GROUP = 16,         // output rows per packed group (tile columns)
+    BLOCK_BYTES = 34,   // a Q8_0 block: F16 scale, 32 int8
+    TILE_BYTES = 512,   // packed weights of one block of a group
+    GROUP_CHUNK = 8,    // groups whose weights stay in cache across row groups
+    PREFETCH_AHEAD = 4, // blocks ahead that the tiles are prefetched
+    VNNI_ROWS = 2       // row counts up to this go to group_rows_vnni
 };
 
 static size_t pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
@@ -74,6 +73,48 @@ static void pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_
     }
 }
 
+/* Activations, as act_pack lays them out: the rows in slices of 16 (the last slice holds the
+ * remaining rows_s = min(16, n_rows - 16 s)); slice s starts at byte 16 s nb ACT_BLOCK_BYTES and
+ * holds, per block b, its rows' 32 values (rows_s x 32 bytes, a tile that loads with stride 32),
+ * then per block its rows' scales as F32:
+ *
+ *   slice s: [ block 0: rows_s x 32 int8 | block 1 | ... ][ block 0: rows_s F32 | block 1 | ... ]
+ *
+ * so a tile load reads contiguous bytes and the float step takes each scale as a broadcast. */
+enum { ACT_BLOCK_BYTES = SP_QK8_0 + (int)sizeof(float) };
+
+static size_t act_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_rows) {
+    if (t != SP_DTYPE_Q8_0 || n_in <= 0 || n_in % SP_QK8_0 || n_rows < 0)
+        return 0;
+    return (size_t)n_rows * (size_t)(n_in / SP_QK8_0) * ACT_BLOCK_BYTES;
+}
+
+typedef struct act_slice {
+    const int8_t *ints;  // block b, row m at ints + (b rows + m) 32
+    const float *scales; // block b, row m at scales[b rows + m]
+    int rows;
+} act_slice;
+
+static act_slice slice_of(const void *x, int64_t nb, int64_t n_rows, int64_t m0) {
+    const int rows = n_rows - m0 < 16 ? (int)(n_rows - m0) : 16;
+    const int8_t *base = (const int8_t *)x + (size_t)m0 * (size_t)nb * ACT_BLOCK_BYTES;
+    return (act_slice){base, (const float *)(base + (size_t)nb * (size_t)rows * SP_QK8_0), rows};
+}
+
+static void act_pack(sp_dtype t, const void *xq, int64_t n_in, int64_t r, int64_t n_rows,
+                     void *dst) {
+    SP_ASSERT(act_pack_bytes(t, n_in, n_rows) > 0 && r >= 0 && r < n_rows);
+    const int64_t nb = n_in / SP_QK8_0;
+    const act_slice s = slice_of(dst, nb, n_rows, r / 16 * 16);
+    const int m = (int)(r % 16);
+    const sp_block_q8_0 *blk = xq;
+    for (int64_t b = 0; b < nb; b++) {
+        memcpy((int8_t *)s.ints + ((size_t)b * (size_t)s.rows + (size_t)m) * SP_QK8_0, blk[b].qs,
+               SP_QK8_0);
+        ((float *)s.scales)[b * s.rows + m] = sp_f16_to_f32(blk[b].d);
+    }
+}
+
 /* Palette 1. Tiles: 0 and 3 the int32 results (rows x 16), 1 and 4 activations (rows x 32
  * bytes), 2 and 5 weights (8 x 64 bytes): two blocks in flight. */
 typedef struct tile_config {
@@ -94,27 +135,13 @@ static void configure(int rows) {
     _tile_loadconfig(&c);
 }
 
-/* The F16 scales of blocks [b0, b0 + n) of an activation row, as floats (n <= SCALE_CHUNK). */
-static void row_scales(const uint8_t *row, int64_t b0, int n, float *dst) {
-    const __m512i idx =
-        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                           _mm512_set1_epi32(BLOCK_BYTES));
-    const uint8_t *base = row + (size_t)b0 * BLOCK_BYTES;
-    for (int j = 0; j < n; j += 16, base += 16 * BLOCK_BYTES) {
-        // Each lane reads 4 bytes at a block's start: its scale and 2 bytes of its values.
-        const __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
-        const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base, 1);
-        _mm512_storeu_ps(dst + j, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)));
-    }
-}
-
 /* The epilogue of one block for MR activation rows: c holds the int32 results (row m at
- * c + 16 m), dw the weights' scales of the block, dx[m * SCALE_CHUNK] the rows' scales. */
+ * c + 16 m), dw the weights' scales of the block, dx[m] the rows' scales. */
 INLINE void accumulate(const int MR, __m512 *acc, const int32_t *c, __m512 dw, const float *dx) {
 #pragma GCC unroll 16
     for (int m = 0; m < MR; m++) {
         const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * m));
-        acc[m] = _mm512_fmadd_ps(s, _mm512_mul_ps(dw, _mm512_set1_ps(dx[m * SCALE_CHUNK])), acc[m]);
+        acc[m] = _mm512_fmadd_ps(s, _mm512_mul_ps(dw, _mm512_set1_ps(dx[m])), acc[m]);
     }
 }
 
@@ -123,48 +150,49 @@ INLINE __m512 dw_of(const sp_f16 *scales, int64_t b) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + b * GROUP)));
 }
 
+INLINE void prefetch_lines(const void *p, int lines) {
+    for (int l = 0; l < lines; l++)
+        _mm_prefetch((const char *)p + 64 * l, _MM_HINT_T0);
+}
+
 /* Block b on tiles (C, A, B): the int32 results of the group's 16 outputs for the rows, into
  * buf (row m at buf + 16 m). */
 #define ISSUE(C, A, B, buf, b)                                                                     \
     do {                                                                                           \
         const uint8_t *t_ = ints + (size_t)(b)*TILE_BYTES;                                         \
-        _mm_prefetch((const char *)t_ + PREFETCH_AHEAD, _MM_HINT_T0);                              \
+        const int8_t *a_ = xs.ints + (size_t)(b)*MR * SP_QK8_0;                                    \
+        prefetch_lines(t_ + PREFETCH_AHEAD * TILE_BYTES, TILE_BYTES / 64);                         \
+        prefetch_lines(a_ + PREFETCH_AHEAD * MR * SP_QK8_0, (MR + 1) / 2);                         \
         _tile_zero(C);                                                                             \
-        _tile_loadd(A, x + (size_t)(b)*BLOCK_BYTES + 2, (long)xrb);                                \
+        _tile_loadd(A, a_, SP_QK8_0);                                                              \
         _tile_loadd(B, t_, 64);                                                                    \
         _tile_dpbssd(C, A, B);                                                                     \
         _tile_stored(C, buf, 64);                                                                  \
     } while (0)
 
-/* MR activation rows (x: row 0, rows xrb apart) times one packed group (ints, scales) over nb
+/* MR activation rows (the slice xs, MR = xs.rows) times one packed group (ints, scales) over nb
  * blocks; y: row 0 at the group's first output, only the lanes in `keep` written. The tiles
  * must be configured for MR rows. */
-INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, const uint8_t *x,
-                       size_t xrb, int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
+INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, act_slice xs,
+                       int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
     int32_t c0[16 * 16] __attribute__((aligned(64)));
     int32_t c1[16 * 16] __attribute__((aligned(64)));
-    float dx[16 * SCALE_CHUNK];
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int m = 0; m < MR; m++)
         acc[m] = _mm512_setzero_ps();
-    for (int64_t bc = 0; bc < nb; bc += SCALE_CHUNK) {
-        const int n = nb - bc < SCALE_CHUNK ? (int)(nb - bc) : SCALE_CHUNK;
-        for (int m = 0; m < MR; m++)
-            row_scales(x + (size_t)m * xrb, bc, n, dx + m * SCALE_CHUNK);
-        // Two blocks in flight: the tile unit computes and stores block j + 1 while the vector
-        // units scale and add block j (tiles 0-2 and buffer c0 for even j, 3-5 and c1 for odd).
-        ISSUE(0, 1, 2, c0, bc);
-        for (int j = 0; j < n; j += 2) {
-            if (j + 1 < n)
-                ISSUE(3, 4, 5, c1, bc + j + 1);
-            accumulate(MR, acc, c0, dw_of(scales, bc + j), dx + j);
-            if (j + 1 >= n)
-                break;
-            if (j + 2 < n)
-                ISSUE(0, 1, 2, c0, bc + j + 2);
-            accumulate(MR, acc, c1, dw_of(scales, bc + j + 1), dx + j + 1);
-        }
+    // Two blocks in flight: the tile unit computes and stores block b + 1 while the vector units
+    // scale and add block b (tiles 0-2 and buffer c0 for even b, 3-5 and c1 for odd).
+    ISSUE(0, 1, 2, c0, 0);
+    for (int64_t b = 0; b < nb; b += 2) {
+        if (b + 1 < nb)
+            ISSUE(3, 4, 5, c1, b + 1);
+        accumulate(MR, acc, c0, dw_of(scales, b), xs.scales + b * MR);
+        if (b + 1 >= nb)
+            break;
+        if (b + 2 < nb)
+            ISSUE(0, 1, 2, c0, b + 2);
+        accumulate(MR, acc, c1, dw_of(scales, b + 1), xs.scales + (b + 1) * MR);
     }
 #pragma GCC unroll 16
     for (int m = 0; m < MR; m++)
@@ -177,9 +205,8 @@ INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, 
  * vpdpbusd takes one operand unsigned: the activations go in with a bias of 128 (x ^ 0x80) and
  * 128 times the sum of each output's block weights (also by vpdpbusd, shared by the rows) comes
  * off again, which leaves the exact int32 S; then the same float step as group_rows. */
-INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *scales,
-                            const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy,
-                            __mmask16 keep) {
+INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *scales, act_slice xs,
+                            int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
     const __m512i bias = _mm512_set1_epi32((int)0x80808080u), ones = _mm512_set1_epi8(1);
     __m512 acc[VNNI_ROWS];
 #pragma GCC unroll 4
@@ -187,8 +214,8 @@ INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *sca
         acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *t = ints + (size_t)b * TILE_BYTES;
-        _mm_prefetch((const char *)t + PREFETCH_AHEAD, _MM_HINT_T0);
-        _mm_prefetch((const char *)t + PREFETCH_AHEAD + 256, _MM_HINT_T0);
+        const int8_t *a = xs.ints + (size_t)b * MR * SP_QK8_0;
+        prefetch_lines(t + PREFETCH_AHEAD * TILE_BYTES, TILE_BYTES / 64);
         __m512i wsum = _mm512_setzero_si512(), s[VNNI_ROWS];
 #pragma GCC unroll 4
         for (int m = 0; m < MR; m++)
@@ -200,7 +227,7 @@ INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *sca
 #pragma GCC unroll 4
             for (int m = 0; m < MR; m++) {
                 int32_t x4;
-                memcpy(&x4, x + (size_t)m * xrb + (size_t)b * BLOCK_BYTES + 2 + 4 * k4, 4);
+                memcpy(&x4, a + m * SP_QK8_0 + 4 * k4, 4);
                 s[m] = _mm512_dpbusd_epi32(s[m], _mm512_xor_si512(_mm512_set1_epi32(x4), bias), w);
             }
         }
@@ -208,10 +235,9 @@ INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *sca
         const __m512i off = _mm512_slli_epi32(wsum, 7);
 #pragma GCC unroll 4
         for (int m = 0; m < MR; m++) {
-            const float dx =
-                sp_f16_to_f32(*(const sp_f16 *)(x + (size_t)m * xrb + (size_t)b * BLOCK_BYTES));
             const __m512 sf = _mm512_cvtepi32_ps(_mm512_sub_epi32(s[m], off));
-            acc[m] = _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(dx)), acc[m]);
+            acc[m] = _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(xs.scales[b * MR + m])),
+                                     acc[m]);
         }
     }
 #pragma GCC unroll 4
@@ -221,17 +247,17 @@ INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *sca
 
 #define GROUP_ROWS_CASE(MR)                                                                        \
     case MR:                                                                                       \
-        group_rows(MR, ints, scales, x, xrb, nb, y, ldy, keep);                                    \
+        group_rows(MR, ints, scales, xs, nb, y, ldy, keep);                                        \
         break;
 
-static void group_rows_any(int mr, const uint8_t *ints, const sp_f16 *scales, const uint8_t *x,
-                           size_t xrb, int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
-    switch (mr) {
+static void group_rows_any(const uint8_t *ints, const sp_f16 *scales, act_slice xs, int64_t nb,
+                           float *y, int64_t ldy, __mmask16 keep) {
+    switch (xs.rows) {
     case 1:
-        group_rows_vnni(1, ints, scales, x, xrb, nb, y, ldy, keep);
+        group_rows_vnni(1, ints, scales, xs, nb, y, ldy, keep);
         break;
     case 2:
-        group_rows_vnni(2, ints, scales, x, xrb, nb, y, ldy, keep);
+        group_rows_vnni(2, ints, scales, xs, nb, y, ldy, keep);
         break;
         GROUP_ROWS_CASE(3)
         GROUP_ROWS_CASE(4)
@@ -252,12 +278,12 @@ static void group_rows_any(int mr, const uint8_t *ints, const sp_f16 *scales, co
     }
 }
 
-/* matmul over packed Q8_0 weights (w: pack's output; w_row_bytes unused). Groups of outputs are
- * taken GROUP_CHUNK at a time so their weights stay in cache while every 16-row slice of the
- * activations passes over them. */
+/* matmul over packed Q8_0 weights (w: pack's output; w_row_bytes unused) and packed activations
+ * (x: act_pack's output; x_row_bytes unused). Groups of outputs are taken GROUP_CHUNK at a time
+ * so their weights stay in cache while every 16-row slice of the activations passes over them. */
 static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
                                int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb;
+    (void)wrb, (void)xrb;
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
     if (n_rows == 0 || o0 == o1)
         return;
@@ -268,10 +294,10 @@ static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t 
     for (int64_t gc = g0; gc < g1; gc += GROUP_CHUNK) {
         const int64_t gce = g1 - gc < GROUP_CHUNK ? g1 : gc + GROUP_CHUNK;
         for (int64_t m0 = 0; m0 < n_rows; m0 += 16) {
-            const int mr = n_rows - m0 < 16 ? (int)(n_rows - m0) : 16;
-            if (mr > VNNI_ROWS && mr != rows) {
-                configure(mr);
-                rows = mr;
+            const act_slice xs = slice_of(x, nb, n_rows, m0);
+            if (xs.rows > VNNI_ROWS && xs.rows != rows) {
+                configure(xs.rows);
+                rows = xs.rows;
             }
             for (int64_t g = gc; g < gce; g++) {
                 const uint8_t *ints = (const uint8_t *)w + (size_t)g * group_bytes;
@@ -279,8 +305,7 @@ static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t 
                 const int64_t lo = SP_MAX(o0, g * GROUP) - g * GROUP;
                 const int64_t hi = SP_MIN(o1, g * GROUP + GROUP) - g * GROUP;
                 const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-                group_rows_any(mr, ints, scales, (const uint8_t *)x + (size_t)m0 * xrb, xrb, nb,
-                               y + m0 * ldy + g * GROUP, ldy, keep);
+                group_rows_any(ints, scales, xs, nb, y + m0 * ldy + g * GROUP, ldy, keep);
             }
         }
     }
@@ -291,4 +316,6 @@ void sp__kernels_amx_init(sp_kernels *k) {
     k->pack_bytes = pack_bytes;
     k->pack = pack;
     k->matmul_packed[SP_DTYPE_Q8_0] = matmul_q8_0_packed;
+    k->act_pack_bytes = act_pack_bytes;
+    k->act_pack = act_pack;
 }

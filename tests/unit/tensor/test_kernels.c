@@ -153,9 +153,15 @@ static void run(const sp_kernels *k, const problem *p, int64_t r0, int64_t r1, i
         const size_t n = k->pack_bytes(p->wt, p->n_in, p->n_out);
         void *packed = xmalloc(n);
         k->pack(p->wt, p->w, p->wrb, p->n_in, p->n_out, packed);
+        const sp_dtype vt = sp_dtype_vec_dot_type(p->wt);
+        void *xp = xmalloc(k->act_pack_bytes(vt, p->n_in, r1 - r0));
+        for (int64_t i = 0; i < r1 - r0; i++) { // rows may be packed in any order
+            const int64_t r = (r0 + r1) % 2 ? r1 - 1 - i : r0 + i;
+            k->act_pack(vt, p->xq + (size_t)r * p->xrb, p->n_in, r - r0, r1 - r0, xp);
+        }
         assert_non_null(k->matmul_packed[p->wt]);
-        k->matmul_packed[p->wt](packed, 0, p->xq + (size_t)r0 * p->xrb, p->xrb, p->n_in, r1 - r0,
-                                y + r0 * ldy, ldy, o0, o1);
+        k->matmul_packed[p->wt](packed, 0, xp, 0, p->n_in, r1 - r0, y + r0 * ldy, ldy, o0, o1);
+        free(xp);
         free(packed);
         return;
     }
