@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,10 +201,12 @@ typedef struct att_job {
     const sp_kvbuf *kv;
     const sp_batch *b;
     int32_t il;
+    _Atomic int64_t next; // the next work item not yet taken
 } att_job;
 
 static void attention_worker(void *ctx, int ith, int nth) {
-    const att_job *jb = ctx;
+    (void)nth;
+    att_job *jb = ctx;
     sp_forward *f = jb->f;
     const sp_kvbuf *kv = jb->kv;
     const sp_batch *b = jb->b;
@@ -216,11 +219,14 @@ static void attention_worker(void *ctx, int ith, int nth) {
     const sp_kernels *kn = sp_kernels_get();
     att_scratch *ws = &f->ts[ith];
     float *qg = ws->qg;
-    // Work items are (token, KV head) pairs, dealt out round-robin so that the long contexts of
-    // a prompt's last tokens spread over all threads; which thread takes which never changes a
-    // value.
+    // Work items are (token, KV head) pairs, each taken by whichever thread is free, so that the
+    // long contexts of a prompt's last tokens spread over all threads; which thread takes which
+    // never changes a value.
     const int64_t n_items = (int64_t)b->n_tokens * hp->n_head_kv;
-    for (int64_t item = ith; item < n_items; item += nth) {
+    for (;;) {
+        const int64_t item = atomic_fetch_add_explicit(&jb->next, 1, memory_order_relaxed);
+        if (item >= n_items)
+            break;
         const int32_t t = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
@@ -254,6 +260,7 @@ static void attention_worker(void *ctx, int ith, int nth) {
 
 static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il) {
     att_job jb = {.f = f, .kv = kv, .b = b, .il = il};
+    atomic_init(&jb.next, 0);
     if (f->n_threads > 1)
         sp_threadpool_run(f->pool, attention_worker, &jb);
     else

@@ -1,5 +1,8 @@
 #include "model/linear.h"
 
+#include <stdatomic.h>
+
+#include "base/util.h"
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
 
@@ -23,13 +26,15 @@ typedef struct linear_job {
     sp_dtype vt;
     const sp_kernels *k;
     sp_threadpool *pool;
+    int64_t chunk;           // outputs per piece of work (a multiple of 16)
+    _Atomic int64_t next;    // the next piece not yet taken
 } linear_job;
 
 /* Each thread converts its share of the activation rows (and lays them out for the packed
  * kernel if the weights are packed), then, after a barrier, computes its share of the output
  * columns (whole groups of 16, so threads never share a cache line of y). */
 static void linear_worker(void *ctx, int ith, int nth) {
-    const linear_job *j = ctx;
+    linear_job *j = ctx;
     const sp_weight *w = j->w;
     const int64_t n_in = w->ne[0], n_out = w->ne[1];
     int64_t r0, r1;
@@ -42,15 +47,20 @@ static void linear_worker(void *ctx, int ith, int nth) {
     }
     if (nth > 1)
         sp_threadpool_barrier(j->pool);
-    int64_t o0, o1;
-    sp_split_range(n_out, 16, ith, nth, &o0, &o1);
-    if (o1 <= o0)
-        return;
-    if (w->packed)
-        j->k->matmul_packed[w->type](w->packed, 0, j->xp, 0, n_in, j->n_rows, j->y, n_out, o0, o1);
-    else
-        j->k->matmul[w->type](w->data, w->row_bytes, j->xq, j->xq_row_bytes, n_in, j->n_rows,
-                              j->y, n_out, o0, o1);
+    // The outputs go in pieces to whichever thread is free (a thread the host deschedules for a
+    // while costs only its current piece); which thread computes an output never changes it.
+    for (;;) {
+        const int64_t o0 = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->chunk;
+        if (o0 >= n_out)
+            break;
+        const int64_t o1 = SP_MIN(n_out, o0 + j->chunk);
+        if (w->packed)
+            j->k->matmul_packed[w->type](w->packed, 0, j->xp, 0, n_in, j->n_rows, j->y, n_out, o0,
+                                         o1);
+        else
+            j->k->matmul[w->type](w->data, w->row_bytes, j->xq, j->xq_row_bytes, n_in, j->n_rows,
+                                  j->y, n_out, o0, o1);
+    }
 }
 
 void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch,
@@ -68,6 +78,11 @@ void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, vo
                     .vt = vt,
                     .k = sp_kernels_get(),
                     .pool = pool};
+    // About eight pieces per thread, at most 128 outputs (the packed kernel's weight chunk).
+    const int nth = pool ? sp_threadpool_n_threads(pool) : 1;
+    const int64_t groups = (w->ne[1] + 15) / 16;
+    j.chunk = 16 * SP_MAX(1, SP_MIN(8, groups / (8 * (int64_t)nth)));
+    atomic_init(&j.next, 0);
     if (w->packed) {
         const size_t xq_bytes = (size_t)x_row_bytes * (size_t)n_rows;
         const uintptr_t at =
@@ -76,7 +91,7 @@ void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, vo
                   (uintptr_t)scratch + sp__linear_scratch_bytes(w->ne[0], n_rows));
         j.xp = (uint8_t *)at;
     }
-    if (pool && sp_threadpool_n_threads(pool) > 1)
+    if (nth > 1)
         sp_threadpool_run(pool, linear_worker, &j);
     else
         linear_worker(&j, 0, 1);
