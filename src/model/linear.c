@@ -15,28 +15,31 @@ size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows) {
     return (size_t)n_in * (size_t)n_rows * 4 + PACKED_ALIGN;
 }
 
+enum { MAX_MATS = 3 };
+
 typedef struct linear_job {
-    const sp_weight *w;
+    int n_mats;
+    const sp_weight *w[MAX_MATS];
+    float *y[MAX_MATS];
+    int64_t chunk[MAX_MATS];  // outputs per piece of work of each matrix (a multiple of 16)
+    int64_t pieces[MAX_MATS]; // pieces of the matrices before it and of itself
     const float *x;
-    int64_t n_rows;
-    float *y;
+    int64_t n_in, n_rows;
     uint8_t *xq;
     size_t xq_row_bytes;
     uint8_t *xp; // the rows in the packed kernel's layout, or NULL
     sp_dtype vt;
     const sp_kernels *k;
     sp_threadpool *pool;
-    int64_t chunk;           // outputs per piece of work (a multiple of 16)
-    _Atomic int64_t next;    // the next piece not yet taken
+    _Atomic int64_t next; // the next piece not yet taken
 } linear_job;
 
 /* Each thread converts its share of the activation rows (and lays them out for the packed
- * kernel if the weights are packed), then, after a barrier, computes its share of the output
- * columns (whole groups of 16, so threads never share a cache line of y). */
+ * kernel if a matrix is packed), then, after a barrier, takes pieces of the outputs (whole
+ * groups of 16, so threads never share a cache line of y) until none are left. */
 static void linear_worker(void *ctx, int ith, int nth) {
     linear_job *j = ctx;
-    const sp_weight *w = j->w;
-    const int64_t n_in = w->ne[0], n_out = w->ne[1];
+    const int64_t n_in = j->n_in;
     int64_t r0, r1;
     sp_split_range(j->n_rows, 1, ith, nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
@@ -47,54 +50,75 @@ static void linear_worker(void *ctx, int ith, int nth) {
     }
     if (nth > 1)
         sp_threadpool_barrier(j->pool);
-    // The outputs go in pieces to whichever thread is free (a thread the host deschedules for a
-    // while costs only its current piece); which thread computes an output never changes it.
+    // Pieces go to whichever thread is free (a thread the host deschedules for a while costs
+    // only its current piece); which thread computes an output never changes it.
     for (;;) {
-        const int64_t o0 = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->chunk;
-        if (o0 >= n_out)
+        int64_t p = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        int i = 0;
+        while (i < j->n_mats && p >= j->pieces[i])
+            i++;
+        if (i == j->n_mats)
             break;
-        const int64_t o1 = SP_MIN(n_out, o0 + j->chunk);
+        const sp_weight *w = j->w[i];
+        const int64_t n_out = w->ne[1];
+        const int64_t o0 = (p - (i ? j->pieces[i - 1] : 0)) * j->chunk[i];
+        const int64_t o1 = SP_MIN(n_out, o0 + j->chunk[i]);
         if (w->packed)
-            j->k->matmul_packed[w->type](w->packed, 0, j->xp, 0, n_in, j->n_rows, j->y, n_out, o0,
-                                         o1);
+            j->k->matmul_packed[w->type](w->packed, 0, j->xp, 0, n_in, j->n_rows, j->y[i], n_out,
+                                         o0, o1);
         else
             j->k->matmul[w->type](w->data, w->row_bytes, j->xq, j->xq_row_bytes, n_in, j->n_rows,
-                                  j->y, n_out, o0, o1);
+                                  j->y[i], n_out, o0, o1);
     }
 }
 
-void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch,
-                sp_threadpool *pool) {
-    const sp_dtype vt = sp_dtype_vec_dot_type(w->type);
+void sp__linear_n(int n, const sp_weight *const *w, const float *x, int64_t n_rows, float *const *y,
+                  void *scratch, sp_threadpool *pool) {
+    SP_ASSERT(n >= 1 && n <= MAX_MATS);
+    const int64_t n_in = w[0]->ne[0];
+    const sp_dtype vt = sp_dtype_vec_dot_type(w[0]->type);
     uint64_t x_row_bytes = 0;
-    if (sp_dtype_row_bytes(vt, (uint64_t)w->ne[0], &x_row_bytes) != SP_OK)
+    if (sp_dtype_row_bytes(vt, (uint64_t)n_in, &x_row_bytes) != SP_OK)
         SP_ASSERT(!"activation row size");
-    linear_job j = {.w = w,
+    const int nth = pool ? sp_threadpool_n_threads(pool) : 1;
+    linear_job j = {.n_mats = n,
                     .x = x,
+                    .n_in = n_in,
                     .n_rows = n_rows,
-                    .y = y,
                     .xq = scratch,
                     .xq_row_bytes = (size_t)x_row_bytes,
                     .vt = vt,
                     .k = sp_kernels_get(),
                     .pool = pool};
-    // About eight pieces per thread, at most 128 outputs (the packed kernel's weight chunk).
-    const int nth = pool ? sp_threadpool_n_threads(pool) : 1;
-    const int64_t groups = (w->ne[1] + 15) / 16;
-    j.chunk = 16 * SP_MAX(1, SP_MIN(8, groups / (8 * (int64_t)nth)));
+    bool packed = false;
+    for (int i = 0; i < n; i++) {
+        SP_ASSERT(w[i]->ne[0] == n_in && sp_dtype_vec_dot_type(w[i]->type) == vt);
+        j.w[i] = w[i];
+        j.y[i] = y[i];
+        // About eight pieces per thread, at most 128 outputs (the packed kernel's weight chunk).
+        const int64_t groups = (w[i]->ne[1] + 15) / 16;
+        j.chunk[i] = 16 * SP_MAX(1, SP_MIN(8, groups / (8 * (int64_t)nth)));
+        j.pieces[i] = (i ? j.pieces[i - 1] : 0) + (w[i]->ne[1] + j.chunk[i] - 1) / j.chunk[i];
+        packed |= w[i]->packed != NULL;
+    }
     atomic_init(&j.next, 0);
-    if (w->packed) {
+    if (packed) {
         const size_t xq_bytes = (size_t)x_row_bytes * (size_t)n_rows;
         const uintptr_t at =
             ((uintptr_t)scratch + xq_bytes + PACKED_ALIGN - 1) & ~(uintptr_t)(PACKED_ALIGN - 1);
-        SP_ASSERT(at + j.k->act_pack_bytes(vt, w->ne[0], n_rows) <=
-                  (uintptr_t)scratch + sp__linear_scratch_bytes(w->ne[0], n_rows));
+        SP_ASSERT(at + j.k->act_pack_bytes(vt, n_in, n_rows) <=
+                  (uintptr_t)scratch + sp__linear_scratch_bytes(n_in, n_rows));
         j.xp = (uint8_t *)at;
     }
     if (nth > 1)
         sp_threadpool_run(pool, linear_worker, &j);
     else
         linear_worker(&j, 0, 1);
+}
+
+void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch,
+                sp_threadpool *pool) {
+    sp__linear_n(1, &w, x, n_rows, &y, scratch, pool);
 }
 
 void sp__weight_row(const sp_weight *w, int64_t row, float *dst) {

@@ -20,6 +20,11 @@ size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows);
 void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch,
                 sp_threadpool *pool);
 
+/* The same for n (1..3) weights that share their input size and dot-product type, with one
+ * conversion of x: y[i] = x times w[i] transposed. */
+void sp__linear_n(int n, const sp_weight *const *w, const float *x, int64_t n_rows,
+                  float *const *y, void *scratch, sp_threadpool *pool);
+
 /* Dequantizes row `row` of w into dst (w->ne[0] floats): embedding lookup. */
 void sp__weight_row(const sp_weight *w, int64_t row, float *dst);
 
