@@ -15,6 +15,7 @@
 #include "loadgen/client.h"
 #include "loadgen/dataset.h"
 #include "loadgen/report.h"
+#include "loadgen/sampler.h"
 #include "loadgen/stats.h"
 
 #define MAX_SWEEP 32
@@ -382,6 +383,28 @@ static bool warm_up(const opts *o, const sp_lg_target *t, const char *model, sp_
     return ok;
 }
 
+/* How often the server's KV use is sampled during a run. */
+#define SAMPLE_PERIOD_S 0.25
+
+/* Adds "kv_usage": {"t": [s...], "used": [fraction...], "preemptions": [since start...]} to a
+ * run's JSON. Nonzero when out of memory. */
+static int add_series(json_t *j, const sp_lg_series *s) {
+    json_t *t = json_array(), *u = json_array(), *p = json_array();
+    int bad = !t || !u || !p;
+    for (size_t i = 0; i < s->n && !bad; i++)
+        bad = json_array_append_new(t, json_real(s->t[i])) ||
+              json_array_append_new(u, json_real(s->kv_used[i])) ||
+              json_array_append_new(p, json_real(s->preemptions[i]));
+    json_t *o = bad ? NULL : json_pack("{s:o, s:o, s:o}", "t", t, "used", u, "preemptions", p);
+    if (!o) {
+        json_decref(t);
+        json_decref(u);
+        json_decref(p);
+        return 1;
+    }
+    return json_object_set_new(j, "kv_usage", o);
+}
+
 /* Per-run data kept for the plot. */
 typedef struct run_out {
     sp_lg_metrics m;
@@ -574,9 +597,17 @@ int main(int argc, char **argv) {
         fputc('\n', stderr);
         sp_lg_server_counters before, after, delta;
         read_counters(&target, &before);
+        sp_lg_sampler *sampler = NULL;
+        if (sp_lg_sampler_start(&target, SAMPLE_PERIOD_S, &sampler) != SP_OK)
+            sampler = NULL; // the run goes on without the series
         double dur = 0;
-        if (sp_lg_run(&ro, &ds, res, &dur, &d) != SP_OK) {
+        const sp_err run_err = sp_lg_run(&ro, &ds, res, &dur, &d);
+        sp_lg_series series = {0};
+        if (sampler)
+            sp_lg_sampler_stop(sampler, &series);
+        if (run_err != SP_OK) {
             fprintf(stderr, "spindle-bench: %s\n", d.msg);
+            sp_lg_series_free(&series);
             goto done;
         }
         read_counters(&target, &after);
@@ -592,6 +623,7 @@ int main(int argc, char **argv) {
         if (sp_lg_metrics_compute(res, ds.n, dur, &o.slo, o.pcts, o.n_pcts, &out->m) != SP_OK ||
             !keep_for_plot(out, res, ds.n)) {
             fprintf(stderr, "spindle-bench: out of memory\n");
+            sp_lg_series_free(&series);
             goto done;
         }
         snprintf(out->label, sizeof out->label, "%s%srate %g", o.label ? o.label : "",
@@ -608,14 +640,20 @@ int main(int argc, char **argv) {
         fflush(stdout);
         if (jf) {
             json_t *j = sp_lg_result_json(&info, &out->m, res, ds.n, &delta);
+            if (j && series.n && add_series(j, &series)) {
+                json_decref(j);
+                j = NULL;
+            }
             if (!j || json_dumpf(j, jf, JSON_COMPACT) || fputc('\n', jf) == EOF) {
                 json_decref(j);
                 fprintf(stderr, "spindle-bench: cannot write the result JSON\n");
+                sp_lg_series_free(&series);
                 goto done;
             }
             json_decref(j);
             fflush(jf);
         }
+        sp_lg_series_free(&series);
         for (size_t i = 0; i < ds.n; i++)
             sp_lg_result_free(&res[i]);
     }

@@ -334,13 +334,9 @@ static void token_run(const token_job *j, int32_t t) {
         sp__add_inplace(x, xn, E);
         sp__rms_norm(xn, x, L->ffn_norm.data, E, hp->norm_eps);
         break;
-    case STEP_SWIGLU: {
-        float *gate = f->gate + (size_t)t * F;
-        const float *up = f->up + (size_t)t * F;
-        for (int32_t i = 0; i < F; i++)
-            gate[i] = sp__silu(gate[i]) * up[i];
+    case STEP_SWIGLU:
+        sp_kernels_get()->swiglu(f->gate + (size_t)t * F, f->up + (size_t)t * F, F);
         break;
-    }
     case STEP_RESIDUAL:
         sp__add_inplace(x, xn, E);
         break;

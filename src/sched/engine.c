@@ -542,15 +542,16 @@ static sp_request *pick_candidate(sp_engine *e, int32_t *cached) {
 }
 
 /* The running request a more urgent candidate may displace: the newest of the least urgent
- * ones, if it is less urgent than the candidate and not protected (resumed, still
- * prefilling); NULL otherwise. */
-static sp_request *priority_victim(const sp_engine *e, const sp_request *cand, int64_t now) {
+ * ones, if its declared priority is less urgent than the candidate's (waiting time orders the
+ * queue but licenses no preemption) and it is not protected (resumed, still prefilling); NULL
+ * otherwise. */
+static sp_request *priority_victim(const sp_engine *e, const sp_request *cand) {
     sp_request *victim = NULL;
     for (sp_request *q = e->running.tail; q; q = q->prev)
         if (!q->guard && q->scheduled_step != e->step_no &&
             (!victim || q->params.priority > victim->params.priority))
             victim = q;
-    if (victim && victim->params.priority > eff_priority(e, cand, now))
+    if (victim && victim->params.priority > cand->params.priority)
         return victim;
     return NULL;
 }
@@ -565,7 +566,7 @@ static sp_request *admit_next(sp_engine *e) {
         return NULL;
     if (e->running.n >= e->o.max_seqs) {
         // The sequence cap: only a more urgent request gets in, by displacing a less urgent one.
-        sp_request *victim = priority_victim(e, r, sp_time_us());
+        sp_request *victim = priority_victim(e, r);
         if (!victim)
             return NULL;
         preempt(e, victim, true);
@@ -597,7 +598,7 @@ static sp_request *admit_next(sp_engine *e) {
         // Pinned sessions give way to admission, oldest first; then less urgent requests.
         if (cand.blocks_needed > s.n_available && sp_sessions_reclaim_oldest(e->sessions, e->pool))
             return admit_next(e);
-        sp_request *victim = priority_victim(e, r, sp_time_us());
+        sp_request *victim = priority_victim(e, r);
         if (victim) {
             preempt(e, victim, true);
             return admit_next(e);
@@ -768,7 +769,7 @@ static void displace_for_priority(sp_engine *e) {
         bool blocked = e->running.n >= e->o.max_seqs ||
                        blocks_for(e, cand->n_tokens) - cached / e->o.block_size >
                            sp_kv_pool_n_available(e->pool);
-        sp_request *victim = blocked ? priority_victim(e, cand, now) : NULL;
+        sp_request *victim = blocked ? priority_victim(e, cand) : NULL;
         if (!victim)
             return;
         preempt(e, victim, true);

@@ -28,7 +28,9 @@
  * Priorities: a request's `priority` (lower is more urgent) orders the waiting queue before
  * arrival does, and a more urgent waiting request may preempt the newest of the least urgent
  * running ones when the sequence cap or the memory keeps it out. A request that has waited
- * longer than max_wait_ms goes first whatever its priority. */
+ * longer than max_wait_ms goes first whatever its priority; it does not preempt anyone on that
+ * account (only a more urgent declared priority does), or an overloaded server, where every
+ * request waits that long, would preempt in a storm. */
 #ifndef SP_SCHED_ENGINE_H
 #define SP_SCHED_ENGINE_H
 

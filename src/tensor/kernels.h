@@ -66,6 +66,11 @@ typedef void (*sp_attn_softmax_fn)(float *s, int32_t n, bool round_f16);
 typedef void (*sp_attn_values_fn)(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                                   int32_t n, bool f16, float *acc);
 
+/* swiglu: gate[i] = silu(gate[i]) * up[i] for i < n, silu(x) = x / (1 + e^-x). The scalar
+ * table uses libm's expf; SIMD tables their own exp (relative error ~1e-7), so tables differ
+ * within a few units in the last place. */
+typedef void (*sp_swiglu_fn)(float *gate, const float *up, int64_t n);
+
 /* Weight matrices in a layout of a table's own. pack_bytes(t, n_in, n_out) is the size of the
  * packed form of an n_out x n_in matrix of type t, or 0 if the table has no packed layout for
  * it. pack writes that form to dst (any alignment; rows w_row_bytes apart in w). The packed
@@ -95,6 +100,7 @@ typedef struct sp_kernels {
     sp_attn_scores_fn attn_scores;   // attention: see above
     sp_attn_softmax_fn attn_softmax;
     sp_attn_values_fn attn_values;
+    sp_swiglu_fn swiglu; // the gated feed-forward's activation
 } sp_kernels;
 
 /* The kernel table for this CPU (or SPINDLE_ISA), every entry filled (falling back to scalar)

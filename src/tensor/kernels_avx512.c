@@ -298,11 +298,11 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
 
 // ---------------------------------------------------------------- attention
 
-/* e^x for x <= 0 (values below -87 give e^-87 ~ 1.6e-38, not 0: callers mask what must be 0):
- * x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts), e^r by Cephes' degree-7 polynomial
- * (relative error ~1e-7), scaled by 2^n with vscalefps. */
-INLINE __m512 exp_neg(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+/* e^x for x in [-87, 88] (x is clamped to that range first: values below give e^-87 ~ 1.6e-38,
+ * not 0, so callers mask what must be 0): x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts),
+ * e^r by Cephes' degree-7 polynomial (relative error ~1e-7), scaled by 2^n with vscalefps. */
+INLINE __m512 exp_clamped(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -363,7 +363,7 @@ static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const
     }
 }
 
-/* As the scalar softmax: the maximum, e^(s - max) (exp_neg), their sum in double, then each
+/* As the scalar softmax: the maximum, e^(s - max) (exp_clamped), their sum in double, then each
  * weight times (float)(1 / sum), rounded to F16 by vcvtps2ph when asked. */
 static void attn_softmax(float *s, int32_t n, bool round_f16) {
     __m512 mv = _mm512_set1_ps(-INFINITY);
@@ -375,7 +375,7 @@ static void attn_softmax(float *s, int32_t n, bool round_f16) {
     for (int32_t j = 0; j < n; j += 16) {
         const __mmask16 m = first_n(n - j);
         const __m512 e =
-            _mm512_maskz_mov_ps(m, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
+            _mm512_maskz_mov_ps(m, exp_clamped(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
         _mm512_mask_storeu_ps(s + j, m, e);
         sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
@@ -423,6 +423,20 @@ static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, cons
     }
 }
 
+/* silu(g) up = g / (1 + e^-g) up, 16 at a time (tails masked). Below g = -87, where e^-g is
+ * clamped, silu(g) is under 1e-36 in magnitude and is given as 0. */
+static void swiglu(float *gate, const float *up, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), lo = _mm512_set1_ps(-87.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i);
+        const __m512 e = exp_clamped(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __mmask16 live = _mm512_cmp_ps_mask(g, lo, _CMP_NLT_UQ); // g >= -87 or NaN
+        const __m512 y = _mm512_maskz_div_ps(live, g, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(y, u));
+    }
+}
+
 void sp__kernels_avx512_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0;
     k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0;
@@ -433,4 +447,5 @@ void sp__kernels_avx512_init(sp_kernels *k) {
     k->attn_scores = attn_scores;
     k->attn_softmax = attn_softmax;
     k->attn_values = attn_values;
+    k->swiglu = swiglu;
 }

@@ -75,6 +75,11 @@ void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, 
         }
 }
 
+static void swiglu(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 void sp__kernels_scalar_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_F32] = matmul_f32;
     k->matmul[SP_DTYPE_F16] = matmul_f16;
@@ -87,4 +92,5 @@ void sp__kernels_scalar_init(sp_kernels *k) {
     k->attn_scores = sp__attn_scores_scalar;
     k->attn_softmax = attn_softmax;
     k->attn_values = sp__attn_values_scalar;
+    k->swiglu = swiglu;
 }

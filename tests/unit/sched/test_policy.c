@@ -312,6 +312,35 @@ static void test_no_starvation(void **state) {
     sp_model_destroy(pm);
 }
 
+/* Waiting past max_wait_ms puts a request first in the queue but does not let it preempt a
+ * running request of the same declared priority (an overloaded server, where everyone waits
+ * that long, would otherwise preempt at every step): it runs when the running one finishes. */
+static void test_aging_does_not_preempt(void **state) {
+    (void)state;
+    sp_engine_opts o = sp_engine_opts_default();
+    o.max_seqs = 1;
+    o.n_threads = 1;
+    o.max_wait_ms = 1;
+    sp_engine *e;
+    sp_diag d;
+    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_request *first = submit_prio(e, 0, 40, 1);
+    sp_engine_step(e);
+    sp_request *second = submit_prio(e, 0, 5, 2);
+    usleep(5000); // second has now waited past max_wait_ms
+    while (sp_engine_busy(e))
+        sp_engine_step(e);
+    drop_ready(e);
+    sp_engine_stats st;
+    sp_engine_stats_get(e, &st);
+    assert_int_equal(st.preemptions, 0);
+    assert_true(end_of(first) < end_of(second));
+    assert_int_equal(st.finished[SP_FINISH_LENGTH], 2);
+    sp_request_release(first);
+    sp_request_release(second);
+    sp_engine_destroy(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peak_formula),
@@ -320,6 +349,7 @@ int main(void) {
         cmocka_unit_test(test_create_by_name),
         cmocka_unit_test(test_priority_preemption),
         cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_aging_does_not_preempt),
         cmocka_unit_test(test_no_starvation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,6 +21,7 @@
  *   random rows, zero blocks, exact rounding ties, and (F16, BF16) arbitrary bit patterns.
  * - attention (scores, softmax, values over blocks of transposed keys) against a double-precision
  *   two-pass softmax, for odd block and head sizes, GQA groups, F16 and F32 caches.
+ * - swiglu against silu(g) up in double, tails and the ends of the range.
  * - SPINDLE_ISA picks the table, in child processes of this test (which read it fresh). */
 #include "testutil.h"
 
@@ -645,6 +646,42 @@ static void test_attn_softmax(void **state) {
         }
 }
 
+/* swiglu of every table against silu(g) up in double: relative error within 8 u (the SIMD
+ * exp's ~1e-7 and three roundings), odd lengths (tails), and the ends of the range: silu(g) for
+ * g < -87 is below 1e-36 (tables may give 0), large g pass through, NaN stays NaN. */
+static void test_swiglu(void **state) {
+    (void)state;
+    uint64_t rng = 91;
+    static const int64_t lens[] = {1, 15, 16, 17, 100, 5632};
+    static const float edges[] = {0.0f,   -0.0f, 1e-30f, -1e-30f, 20.0f,   -20.0f, 86.9f,
+                                  -86.9f, 87.5f, -87.5f, 100.0f,  -100.0f, 1e30f,  -1e30f};
+    for (size_t t = 0; t < n_tables; t++)
+        for (size_t i = 0; i < SP_ARRAY_LEN(lens); i++) {
+            const int64_t n = lens[i];
+            float *g = xmalloc((size_t)n * sizeof(float)), *u = xmalloc((size_t)n * sizeof(float));
+            float *want = xmalloc((size_t)n * sizeof(float));
+            for (int64_t j = 0; j < n; j++) {
+                g[j] = (size_t)j < SP_ARRAY_LEN(edges) && i >= 4 ? edges[j]
+                                                                 : 8.0f * sp_test_randn(&rng);
+                u[j] = sp_test_randn(&rng);
+                want[j] = (float)((double)g[j] / (1.0 + exp(-(double)g[j])) * (double)u[j]);
+            }
+            g[n - 1] = i == 5 ? NAN : g[n - 1];
+            tables[t]->swiglu(g, u, n);
+            for (int64_t j = 0; j < n - (i == 5); j++) {
+                const double err = fabs((double)g[j] - (double)want[j]);
+                if (!(err <= 8.0 * 0x1p-24 * fabs((double)want[j]) + 1e-35))
+                    fail_msg("%s swiglu n=%lld [%lld]: %a, want %a", tables[t]->isa, (long long)n,
+                             (long long)j, (double)g[j], (double)want[j]);
+            }
+            if (i == 5)
+                assert_true(isnan(g[n - 1]));
+            free(g);
+            free(u);
+            free(want);
+        }
+}
+
 // ---------------------------------------------------------------- activation conversion
 
 /* Fills a row of n values in one of several patterns. finite_only: no NaN or infinity, and
@@ -808,6 +845,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_packed_q8_0_block_sums),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attn_softmax),
+        cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_invariance),
         cmocka_unit_test(test_quantize_act_bit_identical),
         cmocka_unit_test(test_spindle_isa),
