@@ -5,7 +5,10 @@
 # the SLOs (TTFT <= 2 s, TPOT <= 100 ms), preemptions and latencies, and writes plots of the
 # latency distributions per policy and of KV use and preemptions over time (all three).
 # Usage: [BUILD_DIR=build] [RATE=10] [NUM_PROMPTS=300] [INPUT_LEN=128] [OUTPUT_LEN=64]
-#        [MAX_TOKENS=512] [KV_TOKENS=3072] [TAG=] bench/admission.sh [MODEL.gguf]
+#        [MAX_TOKENS=512] [KV_TOKENS=3072] [TTFT_SLO=2000] [TPOT_SLO=100] [DEADLINE_MS=]
+#        [TAG=] bench/admission.sh [MODEL.gguf]
+# (DEADLINE_MS: each request asks to be refused at once, 503, when its first token cannot come
+# within that time, rather than be served late)
 # (OUTPUT_LEN is the mean of the Pareto lengths; the plots go to bench/admission-POLICY$TAG.svg)
 # (default: a 125M Q8_0 model generated under build/bench-models/)
 set -euo pipefail
@@ -19,8 +22,8 @@ for policy in aggressive conservative past-future; do
     start_server "$out/$policy.log" "$model" --kv-tokens "${KV_TOKENS:-3072}" --admission "$policy"
     "$bench" --base-url "http://127.0.0.1:$server_port" --dataset random --num-prompts "${NUM_PROMPTS:-300}" \
         --input-len "${INPUT_LEN:-128}" --range-ratio 0.5 --output-len "${OUTPUT_LEN:-64}" \
-        --output-dist pareto --max-tokens "${MAX_TOKENS:-512}" \
-        --request-rate "${RATE:-10}" --burstiness 0.3 --seed 11 --goodput ttft:2000 tpot:100 \
+        --output-dist pareto --max-tokens "${MAX_TOKENS:-512}" ${DEADLINE_MS:+--deadline-ms "$DEADLINE_MS"} \
+        --request-rate "${RATE:-10}" --burstiness 0.3 --seed 11 --goodput "ttft:${TTFT_SLO:-2000}" "tpot:${TPOT_SLO:-100}" \
         --label "$policy" --result-json "$out/$policy.json" --plot "bench/admission-$policy${TAG:-}.svg" \
         --no-progress >"$out/$policy.txt"
     stop_server
@@ -55,7 +58,7 @@ for p in colors:
         series[p] = r["kv_usage"]
 if not series:
     sys.exit(0)
-W, H, L, R, T, B = 900, 560, 70, 20, 40, 50
+W, H, L, R, T, B = 900, 600, 70, 20, 40, 80
 ph = (H - T - B - 40) / 2
 tmax = max(max(s["t"]) for s in series.values()) or 1
 pmax = max(max(s["preemptions"] or [0]) for s in series.values()) or 1
@@ -74,10 +77,10 @@ def panel(y0, title, key, ymax, fmt):
         out.append(f'<polyline points="{pts}" fill="none" stroke="{colors[p]}" stroke-width="1.5"/>')
 panel(T + 10, "KV cache blocks held by requests (fraction of the pool)", "used", 1.0, lambda v: f"{v:.2f}")
 panel(T + 10 + ph + 40, "Preemptions since the start", "preemptions", pmax, lambda v: f"{v:.0f}")
-yb = H - B + 25
+yb = H - 20
 for i in range(5):
     t = tmax * i / 4
-    out.append(f'<text x="{L + (W-L-R) * i / 4}" y="{yb - 10}" text-anchor="middle">{t:.0f} s</text>')
+    out.append(f'<text x="{L + (W-L-R) * i / 4}" y="{T + 10 + 2 * ph + 58}" text-anchor="middle">{t:.0f} s</text>')
 x = L
 for p in series:
     out.append(f'<rect x="{x}" y="{yb}" width="14" height="4" fill="{colors[p]}"/><text x="{x + 20}" y="{yb + 6}">{p} ({series[p]["preemptions"][-1]:.0f} preemptions)</text>')

@@ -534,6 +534,9 @@ sp_err sp_lg_build_body(const sp_lg_body_opts *o, const sp_lg_item *it, const sp
         goto fail;
     if (o->temperature >= 0 && json_object_set_new(body, "temperature", json_real(o->temperature)))
         goto fail;
+    if (o->deadline_ms > 0 &&
+        json_object_set_new(body, "deadline_ms", json_integer(o->deadline_ms)))
+        goto fail;
     if (it->session >= 0) {
         char user[32];
         snprintf(user, sizeof user, "session-%d", (int)it->session);

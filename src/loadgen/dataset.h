@@ -112,6 +112,7 @@ typedef struct sp_lg_body_opts {
     bool logprobs_none; // unused; reserved
     int32_t max_tokens; // > 0: send this max_tokens and end each request after its output
                         // length with Spindle's "stop_after" (lengths the server cannot know)
+    int32_t deadline_ms; // > 0: send Spindle's "deadline_ms" (first token within this or 503)
 } sp_lg_body_opts;
 
 /* The JSON body of one streaming request for item it after history h (NULL or empty for

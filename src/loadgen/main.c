@@ -37,6 +37,7 @@ typedef struct opts {
     bool output_pareto;
     int output_cap;
     int max_tokens;
+    int deadline_ms;
     int shared_prefix_len, num_groups;
     int turns;
     double think_time;
@@ -84,6 +85,9 @@ static void usage(FILE *f) {
         "  --max-tokens N          send max_tokens N and end each request after its drawn\n"
         "                          output length with Spindle's stop_after, so the server\n"
         "                          does not know the lengths in advance (as with real EOS)\n"
+        "  --deadline-ms MS        send Spindle's deadline_ms: a request whose first token\n"
+        "                          cannot come within MS is refused at once (503, counted\n"
+        "                          as failed) instead of being served late\n"
         "  --shared-prefix-len P   shared-prefix: system prompt tokens per group (256)\n"
         "  --num-groups G          shared-prefix: groups (4)\n"
         "  --turns T               multi-turn: turns per session (4)\n"
@@ -229,6 +233,8 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->output_pareto = !strcmp(v, "pareto");
         } else if (IS("--max-tokens")) {
             ok = parse_int(v, 1, 10000000, &o->max_tokens);
+        } else if (IS("--deadline-ms")) {
+            ok = parse_int(v, 1, 86400000, &o->deadline_ms);
         } else if (IS("--range-ratio")) {
             ok = parse_double(v, &o->range_ratio) && o->range_ratio >= 0 && o->range_ratio < 1;
         } else if (IS("--shared-prefix-len")) {
@@ -577,7 +583,8 @@ int main(int argc, char **argv) {
                      .model = model,
                      .ignore_eos = o.ignore_eos,
                      .temperature = o.temperature,
-                     .max_tokens = o.max_tokens},
+                     .max_tokens = o.max_tokens,
+                     .deadline_ms = o.deadline_ms},
             .request_rate = rates[k],
             .burstiness = o.burstiness,
             .max_concurrency = o.max_concurrency,

@@ -110,6 +110,9 @@ grep -q 'Throughput vs TTFT' "$tmp/sweep.svg" && passed=$((passed + 1)) ||
 # The client's ceiling: Spindle saturated with short requests, then the stub endpoint with
 # the same requests.
 run --num-prompts 150 --input-len 16 --output-len 8 --result-json "$tmp/sat.json"
+# The server's KV use sampled over the run: times ascending, fractions of the pool, no
+# preemption in a pool this large; blocks in use seen whenever the run spans a few samples.
+check "kv usage series" '(k := r["kv_usage"]) is not None and len(k["t"]) >= 1 and k["t"] == sorted(k["t"]) and len(k["used"]) == len(k["t"]) and all(0 <= u <= 1 for u in k["used"]) and all(p == 0 for p in k["preemptions"]) and (len(k["t"]) < 3 or max(k["used"]) > 0)' "$tmp/sat.json"
 kill -TERM "$srv_pid"
 wait "$srv_pid" || true
 srv_pid=

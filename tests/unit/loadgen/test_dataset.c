@@ -134,8 +134,16 @@ static void test_shared_prefix(void **state) {
     char want[4096];
     snprintf(want, sizeof want, "%s %s", ds.items[0].system, ds.items[0].prompt);
     assert_string_equal(json_string_value(json_object_get(j, "prompt")), want);
+    assert_null(json_object_get(j, "deadline_ms")); // only when asked for
     json_decref(j);
     free(body);
+    bo.deadline_ms = 2000;
+    assert_int_equal(sp_lg_build_body(&bo, &ds.items[0], NULL, &body), SP_OK);
+    j = json_loads(body, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(j, "deadline_ms")), 2000);
+    json_decref(j);
+    free(body);
+    bo.deadline_ms = 0;
     // For chat: a system message and a user message.
     bo.chat = true;
     assert_int_equal(sp_lg_build_body(&bo, &ds.items[0], NULL, &body), SP_OK);
