@@ -14,7 +14,7 @@ for r in $rates; do
     RATE=$r NUM_PROMPTS=${NUM_PROMPTS:-200} TAG=-r$r bench/admission.sh "$@" | tee "$out/r$r.txt" >&2
 done
 /usr/bin/python3 - "$out" "bench/admission-goodput.svg" $rates <<'PY'
-import re, sys
+import math, re, sys
 d, path, rates = sys.argv[1], sys.argv[2], [float(r) for r in sys.argv[3:]]
 policies = ["aggressive", "conservative", "past-future"]
 colors = {"aggressive": "#d62728", "conservative": "#1f77b4", "past-future": "#2ca02c"}
@@ -33,7 +33,7 @@ for i, r in enumerate(rates):
     ratio = good["past-future"][i] / best if best > 0 else float("inf")
     print(f"| {r:g} | " + " | ".join(f"{good[p][i]:.3f} ({pre[p][i]:.0f})" for p in policies) + f" | {ratio:.2f} |")
 W, H, L, R, T, B = 700, 420, 70, 20, 40, 70
-ymax = max(max(v) for v in good.values()) * 1.1 or 1
+ymax = math.ceil(max(max(v) for v in good.values()) * 1.1) or 1
 xmax = max(rates) * 1.05
 X = lambda x: L + (W - L - R) * x / xmax
 Y = lambda y: T + (H - T - B) * (1 - y / ymax)
@@ -41,9 +41,10 @@ o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-fam
      '<rect width="100%" height="100%" fill="white"/>',
      f'<text x="{W/2}" y="22" text-anchor="middle" font-size="14">Goodput at the SLOs against the arrival rate</text>',
      f'<rect x="{L}" y="{T}" width="{W-L-R}" height="{H-T-B}" fill="none" stroke="#888"/>']
-for i in range(6):
-    v = ymax * i / 5
-    o.append(f'<line x1="{L}" x2="{W-R}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/><text x="{L-6}" y="{Y(v)+4:.1f}" text-anchor="end">{v:.1f}</text>')
+nt = ymax if ymax <= 10 else 5
+for i in range(nt + 1):
+    v = ymax * i / nt
+    o.append(f'<line x1="{L}" x2="{W-R}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/><text x="{L-6}" y="{Y(v)+4:.1f}" text-anchor="end">{v:g}</text>')
 for r in rates:
     o.append(f'<text x="{X(r):.1f}" y="{H-B+16}" text-anchor="middle">{r:g}</text>')
 o.append(f'<text x="{W/2}" y="{H-B+34}" text-anchor="middle">offered load (requests/s)</text>')
