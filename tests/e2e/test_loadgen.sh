@@ -133,4 +133,8 @@ check "stub completed" 'all(x["completed"] == 5000 and x["failed"] == 0 and x["t
 check "client 10x spindle" "max(x['request_throughput'] for x in rs) >= 10 * $spindle_rps" "$tmp/stub.json"
 
 echo "loadgen: $passed passed, $failed failed"
+if [[ $failed -ne 0 ]]; then
+    echo "--- server log (last 60 lines)" >&2
+    tail -60 "$tmp/server.log" >&2 || true
+fi
 [[ $failed -eq 0 ]]
