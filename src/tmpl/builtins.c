@@ -1055,7 +1055,7 @@ static sp_err f_indent(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, s
         if (arg[0].t == SP__STR) {
             ind = arg[0];
         } else {
-            int64_t w;
+            int64_t w = 0;
             if ((e = want_int(r, arg[0], "width", off, &w)))
                 return e;
             if (w < 0)
@@ -1542,7 +1542,7 @@ static sp_err f_tojson(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, s
             o.indent = arg[0].s;
             o.indent_n = arg[0].n;
         } else {
-            int64_t w;
+            int64_t w = 0;
             if ((e = want_int(r, arg[0], "indent", off, &w)))
                 return e;
             w = SP_MAX(SP_MIN(w, 256), 0);
@@ -1690,7 +1690,7 @@ SIMPLE_TEST(t_escaped, "escaped", false)
 
 static sp_err t_parity(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out, int want) {
     NO_ARGS(want ? "odd" : "even");
-    int64_t x;
+    int64_t x = 0;
     sp_err e = want_int(r, v, "value", off, &x);
     if (!e)
         *out = (x % 2 != 0) == (want != 0);
