@@ -165,6 +165,7 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il,
     const int32_t p = b->pos[t];
     const int32_t blk = b->block_tables[b->seq[t]][p / kv->block_size];
     const int32_t slot = p % kv->block_size;
+    const sp_kernels *kn = sp_kernels_get();
     for (int32_t h = 0; h < hp->n_head_kv; h++) {
         // Keys transposed within the block (column `slot`), values as rows.
         const float *k = f->k + (size_t)t * nkv + (size_t)h * D;
@@ -176,7 +177,6 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il,
                 ((float *)kh)[(size_t)d * bs + (size_t)slot] = k[d];
             memcpy((float *)vh + (size_t)slot * D, v, (size_t)D * sizeof(float));
         } else {
-            const sp_kernels *kn = sp_kernels_get();
             sp_f16 kr[1024]; // head_dim <= 1024 (load.c)
             kn->quantize_act(SP_DTYPE_F16, k, kr, D);
             for (int32_t d = 0; d < D; d++)
@@ -364,34 +364,6 @@ static void for_tokens(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t i
         token_worker(&j, 0, 1);
 }
 
-/* Products that share their input take it in one conversion where the weights' types allow. */
-static bool same_input(const sp_weight *a, const sp_weight *b) {
-    return sp_dtype_vec_dot_type(a->type) == sp_dtype_vec_dot_type(b->type);
-}
-
-static void qkv(sp_forward *f, const sp_layer *L, int32_t T) {
-    if (same_input(&L->wq, &L->wk) && same_input(&L->wq, &L->wv)) {
-        const sp_weight *w[] = {&L->wq, &L->wk, &L->wv};
-        float *y[] = {f->q, f->k, f->v};
-        sp__linear_n(3, w, f->xn, T, y, f->scratch, f->pool);
-    } else {
-        sp__linear(&L->wq, f->xn, T, f->q, f->scratch, f->pool);
-        sp__linear(&L->wk, f->xn, T, f->k, f->scratch, f->pool);
-        sp__linear(&L->wv, f->xn, T, f->v, f->scratch, f->pool);
-    }
-}
-
-static void gate_up(sp_forward *f, const sp_layer *L, int32_t T) {
-    if (same_input(&L->w_gate, &L->w_up)) {
-        const sp_weight *w[] = {&L->w_gate, &L->w_up};
-        float *y[] = {f->gate, f->up};
-        sp__linear_n(2, w, f->xn, T, y, f->scratch, f->pool);
-    } else {
-        sp__linear(&L->w_gate, f->xn, T, f->gate, f->scratch, f->pool);
-        sp__linear(&L->w_up, f->xn, T, f->up, f->scratch, f->pool);
-    }
-}
-
 sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *logits) {
     sp_err err = check_batch(f, kv, b);
     if (err)
@@ -408,12 +380,16 @@ sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *lo
     for_tokens(f, kv, b, 0, STEP_ATTN_NORM);
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const sp_layer *L = &m->layers[il];
-        qkv(f, L, T);
+        const sp_weight *qkv[] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_out[] = {f->q, f->k, f->v};
+        sp__linear_n(3, qkv, f->xn, T, qkv_out, f->scratch, f->pool);
         for_tokens(f, kv, b, il, STEP_QKV);
         attention(f, kv, b, il);
         sp__linear(&L->wo, f->att, T, f->xn, f->scratch, f->pool);
         for_tokens(f, kv, b, il, STEP_FFN_NORM);
-        gate_up(f, L, T);
+        const sp_weight *gate_up[] = {&L->w_gate, &L->w_up};
+        float *gate_up_out[] = {f->gate, f->up};
+        sp__linear_n(2, gate_up, f->xn, T, gate_up_out, f->scratch, f->pool);
         for_tokens(f, kv, b, il, STEP_SWIGLU);
         sp__linear(&L->w_down, f->gate, T, f->xn, f->scratch, f->pool);
         for_tokens(f, kv, b, il, il + 1 < hp->n_layer ? STEP_RES_NORM : STEP_RESIDUAL);

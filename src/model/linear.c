@@ -77,6 +77,15 @@ void sp__linear_n(int n, const sp_weight *const *w, const float *x, int64_t n_ro
     SP_ASSERT(n >= 1 && n <= MAX_MATS);
     const int64_t n_in = w[0]->ne[0];
     const sp_dtype vt = sp_dtype_vec_dot_type(w[0]->type);
+    for (int i = 1; i < n; i++) {
+        SP_ASSERT(w[i]->ne[0] == n_in);
+        if (sp_dtype_vec_dot_type(w[i]->type) != vt) {
+            // Weights that want x in different forms: one conversion each.
+            for (int k = 0; k < n; k++)
+                sp__linear_n(1, &w[k], x, n_rows, &y[k], scratch, pool);
+            return;
+        }
+    }
     uint64_t x_row_bytes = 0;
     if (sp_dtype_row_bytes(vt, (uint64_t)n_in, &x_row_bytes) != SP_OK)
         SP_ASSERT(!"activation row size");
@@ -92,7 +101,6 @@ void sp__linear_n(int n, const sp_weight *const *w, const float *x, int64_t n_ro
                     .pool = pool};
     bool packed = false;
     for (int i = 0; i < n; i++) {
-        SP_ASSERT(w[i]->ne[0] == n_in && sp_dtype_vec_dot_type(w[i]->type) == vt);
         j.w[i] = w[i];
         j.y[i] = y[i];
         // About eight pieces per thread, at most 128 outputs (the packed kernel's weight chunk).

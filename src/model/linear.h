@@ -20,8 +20,9 @@ size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows);
 void sp__linear(const sp_weight *w, const float *x, int64_t n_rows, float *y, void *scratch,
                 sp_threadpool *pool);
 
-/* The same for n (1..3) weights that share their input size and dot-product type, with one
- * conversion of x: y[i] = x times w[i] transposed. */
+/* The same for n (1..3) weights of one input size: y[i] = x times w[i] transposed, with one
+ * conversion of x and one pass over the threads when their dot-product types agree (q/k/v,
+ * gate/up), one per weight otherwise. */
 void sp__linear_n(int n, const sp_weight *const *w, const float *x, int64_t n_rows,
                   float *const *y, void *scratch, sp_threadpool *pool);
 

@@ -39,20 +39,3 @@ void sp__add_inplace(float *y, const float *x, int32_t n) {
     for (int32_t i = 0; i < n; i++)
         y[i] += x[i];
 }
-
-float sp__dot_f32(const float *a, const float *b, int32_t n) {
-    float s = 0.0f;
-    for (int32_t i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-void sp__to_f16(sp_f16 *dst, const float *src, int32_t n) {
-    for (int32_t i = 0; i < n; i++)
-        dst[i] = sp_f32_to_f16(src[i]);
-}
-
-void sp__from_f16(float *dst, const sp_f16 *src, int32_t n) {
-    for (int32_t i = 0; i < n; i++)
-        dst[i] = sp_f16_to_f32(src[i]);
-}

@@ -21,9 +21,6 @@ void sp__rope_cache(const sp_hparams *hp, const float *freq_factors, int32_t pos
 void sp__rope_apply(const sp_hparams *hp, const float *cs, float *x);
 
 void sp__add_inplace(float *y, const float *x, int32_t n);
-float sp__dot_f32(const float *a, const float *b, int32_t n);
-void sp__to_f16(sp_f16 *dst, const float *src, int32_t n);
-void sp__from_f16(float *dst, const sp_f16 *src, int32_t n);
 
 static inline float sp__silu(float x) { return x / (1.0f + expf(-x)); }
 

@@ -9,8 +9,8 @@
  *   group g: [ block 0: 8 x 64 bytes | block 1 | ... | block nb-1 ][ nb x 16 F16 scales ]
  *
  * so one tile load takes the 16 x 32 weights of a block, and a decode step streams the packed
- * matrix front to back. Activation rows (Q8_0, as quantize_act makes them) are read as they
- * are: a tile load of up to 16 rows of one block's 32 bytes, rows xrb apart.
+ * matrix front to back. Activation rows come in act_pack's layout (below): per 16-row slice
+ * and block a contiguous tile of int8 values and the rows' F32 scales.
  *
  * Per block, one tdpbssd computes the exact int32 dot S of every (activation row, output) pair;
  * then, as 16 float lanes over the outputs,
@@ -162,7 +162,6 @@ INLINE void prefetch_lines(const void *p, int lines) {
         const uint8_t *t_ = ints + (size_t)(b)*TILE_BYTES;                                         \
         const int8_t *a_ = xs.ints + (size_t)(b)*MR * SP_QK8_0;                                    \
         prefetch_lines(t_ + PREFETCH_AHEAD * TILE_BYTES, TILE_BYTES / 64);                         \
-        prefetch_lines(a_ + PREFETCH_AHEAD * MR * SP_QK8_0, (MR + 1) / 2);                         \
         _tile_zero(C);                                                                             \
         _tile_loadd(A, a_, SP_QK8_0);                                                              \
         _tile_loadd(B, t_, 64);                                                                    \
