@@ -201,6 +201,8 @@ typedef struct att_job {
     const sp_kvbuf *kv;
     const sp_batch *b;
     int32_t il;
+    const int32_t *rows;  // output row i is batch token rows[i]; NULL: token i
+    int32_t n_rows;
     _Atomic int64_t next; // the next work item not yet taken
 } att_job;
 
@@ -222,12 +224,13 @@ static void attention_worker(void *ctx, int ith, int nth) {
     // Work items are (token, KV head) pairs, each taken by whichever thread is free, so that the
     // long contexts of a prompt's last tokens spread over all threads; which thread takes which
     // never changes a value.
-    const int64_t n_items = (int64_t)b->n_tokens * hp->n_head_kv;
+    const int64_t n_items = (int64_t)jb->n_rows * hp->n_head_kv;
     for (;;) {
         const int64_t item = atomic_fetch_add_explicit(&jb->next, 1, memory_order_relaxed);
         if (item >= n_items)
             break;
-        const int32_t t = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
+        const int32_t r = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
+        const int32_t t = jb->rows ? jb->rows[r] : r;
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
         for (int32_t hh = 0; hh < group; hh++) {
@@ -253,13 +256,15 @@ static void attention_worker(void *ctx, int ith, int nth) {
                             sp_kvbuf_head(kv, table[j0 / BS], il, 1, g), SP_MIN(BS, n_pos - j0),
                             f16, ws->acc);
         for (int32_t hh = 0; hh < group; hh++)
-            memcpy(f->att + (size_t)t * nq + (size_t)(g * group + hh) * D, ws->acc + hh * D,
+            memcpy(f->att + (size_t)r * nq + (size_t)(g * group + hh) * D, ws->acc + hh * D,
                    (size_t)D * sizeof(float));
     }
 }
 
-static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il) {
-    att_job jb = {.f = f, .kv = kv, .b = b, .il = il};
+/* Attention of the batch tokens rows[0..n) (NULL: tokens 0..n), output row i for rows[i]. */
+static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il,
+                      const int32_t *rows, int32_t n) {
+    att_job jb = {.f = f, .kv = kv, .b = b, .il = il, .rows = rows, .n_rows = n};
     atomic_init(&jb.next, 0);
     if (f->n_threads > 1)
         sp_threadpool_run(f->pool, attention_worker, &jb);
@@ -297,6 +302,7 @@ typedef struct token_job {
     const sp_batch *b;
     int32_t il;
     token_step step;
+    int32_t n; // rows 0..n
 } token_job;
 
 static void token_run(const token_job *j, int32_t t) {
@@ -350,15 +356,16 @@ static void token_run(const token_job *j, int32_t t) {
 static void token_worker(void *ctx, int ith, int nth) {
     const token_job *j = ctx;
     int64_t t0, t1;
-    sp_split_range(j->b->n_tokens, 1, ith, nth, &t0, &t1);
+    sp_split_range(j->n, 1, ith, nth, &t0, &t1);
     for (int64_t t = t0; t < t1; t++)
         token_run(j, (int32_t)t);
 }
 
+/* The step on rows 0..n (batch tokens 0..n, or the last layer's selected rows). */
 static void for_tokens(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il,
-                       token_step step) {
-    token_job j = {.f = f, .kv = kv, .b = b, .il = il, .step = step};
-    if (f->n_threads > 1 && b->n_tokens > 1)
+                       token_step step, int32_t n) {
+    token_job j = {.f = f, .kv = kv, .b = b, .il = il, .step = step, .n = n};
+    if (f->n_threads > 1 && n > 1)
         sp_threadpool_run(f->pool, token_worker, &j);
     else
         token_worker(&j, 0, 1);
@@ -377,27 +384,41 @@ sp_err sp_forward_eval(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, float *lo
     for (int32_t t = 0; t < T; t++)
         sp__rope_cache(hp, m->rope_freqs, b->pos[t], f->rope + (size_t)t * hp->n_rot);
 
-    for_tokens(f, kv, b, 0, STEP_ATTN_NORM);
+    for_tokens(f, kv, b, 0, STEP_ATTN_NORM, T);
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const sp_layer *L = &m->layers[il];
         const sp_weight *qkv[] = {&L->wq, &L->wk, &L->wv};
         float *qkv_out[] = {f->q, f->k, f->v};
         sp__linear_n(3, qkv, f->xn, T, qkv_out, f->scratch, f->pool);
-        for_tokens(f, kv, b, il, STEP_QKV);
-        attention(f, kv, b, il);
-        sp__linear(&L->wo, f->att, T, f->xn, f->scratch, f->pool);
-        for_tokens(f, kv, b, il, STEP_FFN_NORM);
+        for_tokens(f, kv, b, il, STEP_QKV, T);
+        // Past its keys and values, the last layer only feeds the logits: it goes on with the
+        // rows whose logits are wanted, gathered to the front (row i = batch token out_rows[i];
+        // each row's values are the same as in the whole batch).
+        const bool last = il + 1 == hp->n_layer;
+        const int32_t n = last ? b->n_out : T;
+        if (n == 0)
+            break;
+        attention(f, kv, b, il, last ? b->out_rows : NULL, n);
+        if (last) {
+            for (int32_t i = 0; i < n; i++)
+                memcpy(f->xn + (size_t)i * E, f->x + (size_t)b->out_rows[i] * E,
+                       (size_t)E * sizeof(float));
+            memcpy(f->x, f->xn, (size_t)n * (size_t)E * sizeof(float));
+        }
+        sp__linear(&L->wo, f->att, n, f->xn, f->scratch, f->pool);
+        for_tokens(f, kv, b, il, STEP_FFN_NORM, n);
         const sp_weight *gate_up[] = {&L->w_gate, &L->w_up};
         float *gate_up_out[] = {f->gate, f->up};
-        sp__linear_n(2, gate_up, f->xn, T, gate_up_out, f->scratch, f->pool);
-        for_tokens(f, kv, b, il, STEP_SWIGLU);
-        sp__linear(&L->w_down, f->gate, T, f->xn, f->scratch, f->pool);
-        for_tokens(f, kv, b, il, il + 1 < hp->n_layer ? STEP_RES_NORM : STEP_RESIDUAL);
+        sp__linear_n(2, gate_up, f->xn, n, gate_up_out, f->scratch, f->pool);
+        for_tokens(f, kv, b, il, STEP_SWIGLU, n);
+        sp__linear(&L->w_down, f->gate, n, f->xn, f->scratch, f->pool);
+        for_tokens(f, kv, b, il, last ? STEP_RESIDUAL : STEP_RES_NORM, n);
     }
 
+    // The last layer left output i in row i.
     for (int32_t i = 0; i < b->n_out; i++)
-        sp__rms_norm(f->out_x + (size_t)i * E, f->x + (size_t)b->out_rows[i] * E,
-                     m->output_norm.data, E, hp->norm_eps);
+        sp__rms_norm(f->out_x + (size_t)i * E, f->x + (size_t)i * E, m->output_norm.data, E,
+                     hp->norm_eps);
     if (b->n_out > 0)
         sp__linear(&m->output, f->out_x, b->n_out, logits, f->scratch, f->pool);
     return SP_OK;

@@ -61,9 +61,12 @@ typedef struct chunk {
 } chunk;
 
 /* Runs a schedule of steps and records the logits of every position of every sequence into
- * out[seq][pos] (n_vocab floats each). Sequences use disjoint block ranges. */
-static void run_schedule(fixture *fx, sp_dtype kv_type, const chunk *const *steps,
-                         const int *n_chunks, int n_steps, float *out[N_SEQ][64]) {
+ * out[seq][pos] (n_vocab floats each). Sequences use disjoint block ranges. With `select`, only
+ * some rows ask for logits, out of order: none in the first step, then every other row in
+ * reverse order with the last of them twice (positions not asked for stay untouched). */
+static void run_schedule_rows(fixture *fx, sp_dtype kv_type, const chunk *const *steps,
+                              const int *n_chunks, int n_steps, bool select,
+                              float *out[N_SEQ][64]) {
     const int32_t V = fx->m->hp.n_vocab, nb = N_CTX / BS;
     sp_kvbuf kv;
     assert_int_equal(sp_kvbuf_init(&kv, &fx->m->hp, kv_type, BS, nb * N_SEQ), SP_OK);
@@ -90,15 +93,28 @@ static void run_schedule(fixture *fx, sp_dtype kv_type, const chunk *const *step
                 n++;
             }
         }
+        int n_out = n;
+        if (select) {
+            n_out = 0;
+            for (int r = st == 0 ? n : (n - 1) / 2 * 2; r >= 0 && st > 0; r -= 2)
+                rows[n_out++] = r;
+            if (n_out > 0)
+                rows[n_out++] = 0;
+        }
         sp_batch b = {.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .n_seqs = N_SEQ,
-                      .block_tables = tp, .n_seq_blocks = nbs, .n_out = n, .out_rows = rows};
+                      .block_tables = tp, .n_seq_blocks = nbs, .n_out = n_out, .out_rows = rows};
         assert_int_equal(sp_forward_eval(fw, &kv, &b, logits), SP_OK);
-        for (int r = 0; r < n; r++)
-            memcpy(out[seq[r]][pos[r]], logits + (size_t)r * V, V * sizeof(float));
+        for (int i = 0; i < n_out; i++)
+            memcpy(out[seq[rows[i]]][pos[rows[i]]], logits + (size_t)i * V, V * sizeof(float));
     }
     free(logits);
     sp_forward_destroy(fw);
     sp_kvbuf_deinit(&kv);
+}
+
+static void run_schedule(fixture *fx, sp_dtype kv_type, const chunk *const *steps,
+                         const int *n_chunks, int n_steps, float *out[N_SEQ][64]) {
+    run_schedule_rows(fx, kv_type, steps, n_chunks, n_steps, false, out);
 }
 
 static void alloc_out(fixture *fx, float *out[N_SEQ][64]) {
@@ -217,12 +233,53 @@ static void test_batch_invariance(void **st) {
     sp_model_destroy(fx.m);
 }
 
+/* Rows that ask for logits, in any order, get exactly the logits they get when every row asks
+ * (the last layer computes only those rows), and a step that asks for none still fills the
+ * cache for the steps after it. */
+static void test_selected_rows(void **st) {
+    (void)st;
+    fixture fx;
+    make_model(&fx, "q8_0");
+    const int32_t V = fx.m->hp.n_vocab;
+    float *all[N_SEQ][64], *some[N_SEQ][64];
+    alloc_out(&fx, all);
+    alloc_out(&fx, some);
+    mixed_schedule(&fx, SP_DTYPE_F16, all);
+    const chunk s0[] = {{0, 0, 9}, {1, 0, 7}, {2, 0, 20}};
+    const chunk s1[] = {{1, 7, 13}, {2, 20, 15}};
+    const chunk d0[] = {{0, 9, 1}, {1, 20, 1}, {2, 35, 1}};
+    const chunk d1[] = {{2, 36, 1}, {0, 10, 1}, {1, 21, 1}};
+    const chunk d2[] = {{1, 22, 1}, {2, 37, 1}, {0, 11, 1}};
+    const chunk *steps[] = {s0, s1, d0, d1, d2};
+    const int n[] = {3, 2, 3, 3, 3};
+    // Mark every slot, so that those the selected run fills can be told apart.
+    for (int s = 0; s < N_SEQ; s++)
+        for (int p = 0; p < fx.n_tok[s]; p++)
+            some[s][p][0] = NAN;
+    run_schedule_rows(&fx, SP_DTYPE_F16, steps, n, 5, true, some);
+    int filled = 0;
+    for (int s = 0; s < N_SEQ; s++)
+        for (int p = 0; p < fx.n_tok[s]; p++) {
+            if (isnan(some[s][p][0]))
+                continue;
+            filled++;
+            if (memcmp(some[s][p], all[s][p], V * sizeof(float)))
+                fail_msg("sequence %d position %d: logits of a selected row differ", s, p);
+        }
+    // Steps 2-5 ask for 14, 2, 2 and 2 distinct rows (row 0 twice in each).
+    assert_int_equal(filled, 14 + 2 + 2 + 2);
+    free_out(all);
+    free_out(some);
+    sp_model_destroy(fx.m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ref_f32),  cmocka_unit_test(test_ref_f16),
         cmocka_unit_test(test_ref_bf16), cmocka_unit_test(test_ref_q8_0),
         cmocka_unit_test(test_ref_q4_0), cmocka_unit_test(test_ref_q4_k),
         cmocka_unit_test(test_ref_q6_k), cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_selected_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
