@@ -223,9 +223,62 @@ MATMUL(matmul_bf16, f_matmul, K_BF16)
 
 // ---------------------------------------------------------------- activation conversion
 
-/* As sp_quantize_act_row for Q8_0 (see kernels_avx2.c); vpmovsdb packs in order. */
+/* Lane b: the largest |x| of block b of the 16 blocks of 32 values from x. Pairs of vectors are
+ * folded into one (128-bit quarters, then pairs and single lanes within them), four times, which
+ * leaves block b in lane 4 (b % 4) + b / 4; a permutation puts it in lane b. The maximum does not
+ * depend on the order of comparisons. */
+INLINE __m512 amax16(const float *x) {
+    __m512 m[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        m[i] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + 32 * i)),
+                             _mm512_abs_ps(_mm512_loadu_ps(x + 32 * i + 16)));
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        m[i] = _mm512_max_ps(_mm512_shuffle_f32x4(m[2 * i], m[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(m[2 * i], m[2 * i + 1], 0xee));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        m[i] = _mm512_max_ps(_mm512_shuffle_f32x4(m[2 * i], m[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(m[2 * i], m[2 * i + 1], 0xdd));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        m[i] = _mm512_max_ps(_mm512_shuffle_ps(m[2 * i], m[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(m[2 * i], m[2 * i + 1], 0xee));
+    const __m512 r =
+        _mm512_max_ps(_mm512_shuffle_ps(m[0], m[1], 0x88), _mm512_shuffle_ps(m[0], m[1], 0xdd));
+    return _mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
+/* As sp_quantize_act_row for Q8_0 (see kernels_avx2.c); vpmovsdb packs in order. Sixteen blocks
+ * at a time take their maxima, scales (the same IEEE divisions) and F16 scales (vcvtps2ph rounds
+ * to nearest even like sp_f32_to_f16) as vectors. */
 static void act_q8_0(const float *x, sp_block_q8_0 *yb, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, x += SP_QK8_0) {
+    int64_t i = 0;
+    for (; i + 16 <= nb; i += 16, x += 16 * SP_QK8_0) {
+        const __m512 amax = amax16(x);
+        const __mmask16 nz = _mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        float id[16];
+        sp_f16 d[16];
+        _mm512_storeu_ps(id, _mm512_maskz_div_ps(nz, _mm512_set1_ps(127.0f), amax));
+        _mm256_storeu_si256((__m256i *)d,
+                            _mm512_cvtps_ph(_mm512_div_ps(amax, _mm512_set1_ps(127.0f)),
+                                            _MM_FROUND_TO_NEAREST_INT));
+#pragma GCC unroll 4
+        for (int b = 0; b < 16; b++) {
+            const __m512 mul = _mm512_set1_ps(id[b]);
+            const float *xb = x + b * SP_QK8_0;
+            yb[i + b].d = d[b];
+            _mm_storeu_si128(
+                (__m128i *)yb[i + b].qs,
+                _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb), mul))));
+            _mm_storeu_si128((__m128i *)(yb[i + b].qs + 16),
+                             _mm512_cvtsepi32_epi8(
+                                 _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16), mul))));
+        }
+    }
+    for (; i < nb; i++, x += SP_QK8_0) {
         const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
         const float amax =
             _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
