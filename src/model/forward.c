@@ -1,7 +1,6 @@
 #include "model/forward.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,16 +10,6 @@
 #include "model/ops.h"
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
-
-/* F16 -> F32 for every half value, filled once: converting cached keys and values is the
- * inner loop of attention. */
-static float f16_table[1 << 16];
-static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
-
-static void f16_table_init(void) {
-    for (uint32_t i = 0; i < (1u << 16); i++)
-        f16_table[i] = sp_f16_to_f32((sp_f16)i);
-}
 
 /* Attention scratch of one thread. */
 typedef struct att_scratch {
@@ -100,7 +89,6 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     f->rope = malloc(T * (size_t)hp->n_rot * sizeof(float));
     f->n_threads = 1;
     f->ts = scratch_alloc(hp, max_ctx, 1);
-    pthread_once(&f16_once, f16_table_init);
     f->out_x = malloc(T * (size_t)hp->n_embd * sizeof(float));
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up || !f->rope ||
@@ -233,17 +221,11 @@ static void attention_worker(void *ctx, int ith, int nth) {
         const int32_t t = jb->rows ? jb->rows[r] : r;
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
-        for (int32_t hh = 0; hh < group; hh++) {
-            const float *q = f->q + (size_t)t * nq + (size_t)(g * group + hh) * D;
-            if (f16) {
-                sp_f16 qh[1024]; // head_dim <= 1024 (load.c)
-                kn->quantize_act(SP_DTYPE_F16, q, qh, D);
-                for (int32_t d = 0; d < D; d++)
-                    qg[hh * D + d] = f16_table[qh[d]];
-            } else {
-                memcpy(qg + hh * D, q, (size_t)D * sizeof(float));
-            }
-        }
+        // The group's query heads are adjacent in the row.
+        memcpy(qg, f->q + (size_t)t * nq + (size_t)g * group * D,
+               (size_t)group * (size_t)D * sizeof(float));
+        if (f16)
+            kn->round_f16(qg, (int64_t)group * D);
         const int64_t ld_s = f->max_ctx;
         for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
             kn->attn_scores(qg, group, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,

@@ -71,6 +71,10 @@ typedef void (*sp_attn_values_fn)(const float *w, int64_t ld_s, int32_t G, int32
  * within a few units in the last place. */
 typedef void (*sp_swiglu_fn)(float *gate, const float *up, int64_t n);
 
+/* round_f16: x[i] = x[i] rounded to F16 (as sp_f32_to_f16) and back, for i < n; the same bits
+ * in every table (how attention's queries meet an F16 cache). */
+typedef void (*sp_round_f16_fn)(float *x, int64_t n);
+
 /* Weight matrices in a layout of a table's own. pack_bytes(t, n_in, n_out) is the size of the
  * packed form of an n_out x n_in matrix of type t, or 0 if the table has no packed layout for
  * it. pack writes that form to dst (any alignment; rows w_row_bytes apart in w). The packed
@@ -100,7 +104,8 @@ typedef struct sp_kernels {
     sp_attn_scores_fn attn_scores;   // attention: see above
     sp_attn_softmax_fn attn_softmax;
     sp_attn_values_fn attn_values;
-    sp_swiglu_fn swiglu; // the gated feed-forward's activation
+    sp_swiglu_fn swiglu;       // the gated feed-forward's activation
+    sp_round_f16_fn round_f16; // F32 values through F16
 } sp_kernels;
 
 /* The kernel table for this CPU (or SPINDLE_ISA), every entry filled (falling back to scalar)

@@ -325,6 +325,23 @@ static void act_f16(const float *x, sp_f16 *h, int64_t n) {
         h[i] = sp_f32_to_f16(x[i]);
 }
 
+/* x through F16 and back: F16C's conversions (the way back is exact), NaNs through the scalar
+ * ones as in act_f16. */
+static void round_f16_row(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) {
+            for (int j = 0; j < 8; j++)
+                x[i + j] = sp_f16_to_f32(sp_f32_to_f16(x[i + j]));
+            continue;
+        }
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; i < n; i++)
+        x[i] = sp_f16_to_f32(sp_f32_to_f16(x[i]));
+}
+
 /* sp_f32_to_bf16 on 8 lanes: round to nearest even by integer addition; a NaN is truncated and
  * made quiet. */
 static void act_bf16(const float *x, sp_bf16 *h, int64_t n) {
@@ -508,6 +525,7 @@ void sp__kernels_avx2_init(sp_kernels *k) {
     k->attn_scores = attn_scores;
     k->attn_softmax = attn_softmax;
     k->attn_values = attn_values;
+    k->round_f16 = round_f16_row;
 }
 
 void sp__kernels_avxvnni_init(sp_kernels *k) {

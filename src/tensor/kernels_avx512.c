@@ -309,6 +309,22 @@ static void act_f16(const float *x, sp_f16 *h, int64_t n) {
         h[i] = sp_f32_to_f16(x[i]);
 }
 
+/* x through F16 and back (the way back is exact); NaNs through the scalar conversions. */
+static void round_f16_row(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) {
+            for (int j = 0; j < 16; j++)
+                x[i + j] = sp_f16_to_f32(sp_f32_to_f16(x[i + j]));
+            continue;
+        }
+        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; i < n; i++)
+        x[i] = sp_f16_to_f32(sp_f32_to_f16(x[i]));
+}
+
 /* sp_f32_to_bf16 on 16 lanes (round to nearest even by integer addition; NaN made quiet). */
 static void act_bf16(const float *x, sp_bf16 *h, int64_t n) {
     const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
@@ -501,4 +517,5 @@ void sp__kernels_avx512_init(sp_kernels *k) {
     k->attn_softmax = attn_softmax;
     k->attn_values = attn_values;
     k->swiglu = swiglu;
+    k->round_f16 = round_f16_row;
 }

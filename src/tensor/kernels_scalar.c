@@ -80,6 +80,11 @@ static void swiglu(float *gate, const float *up, int64_t n) {
         gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+static void round_f16_row(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = sp_f16_to_f32(sp_f32_to_f16(x[i]));
+}
+
 void sp__kernels_scalar_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_F32] = matmul_f32;
     k->matmul[SP_DTYPE_F16] = matmul_f16;
@@ -93,4 +98,5 @@ void sp__kernels_scalar_init(sp_kernels *k) {
     k->attn_softmax = attn_softmax;
     k->attn_values = sp__attn_values_scalar;
     k->swiglu = swiglu;
+    k->round_f16 = round_f16_row;
 }

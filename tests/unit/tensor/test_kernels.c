@@ -22,6 +22,7 @@
  * - attention (scores, softmax, values over blocks of transposed keys) against a double-precision
  *   two-pass softmax, for odd block and head sizes, GQA groups, F16 and F32 caches.
  * - swiglu against silu(g) up in double, tails and the ends of the range.
+ * - round_f16 bit-identical to the scalar F16 round trip.
  * - SPINDLE_ISA picks the table, in child processes of this test (which read it fresh). */
 #include "testutil.h"
 
@@ -737,6 +738,33 @@ static void fill_act(float *x, int64_t n, int mode, bool finite_only, uint64_t *
     }
 }
 
+/* round_f16 of every table gives the bits of sp_f16_to_f32(sp_f32_to_f16(x)): all patterns
+ * (ties, subnormals, overflow to infinity, NaNs) and lengths with tails. */
+static void test_round_f16(void **state) {
+    (void)state;
+    const int64_t max_n = 300;
+    float *x = xmalloc(sizeof(float) * (size_t)max_n),
+          *got = xmalloc(sizeof(float) * (size_t)max_n);
+    uint64_t rng = 777;
+    for (int trial = 0; trial < 200; trial++) {
+        const int64_t n = 1 + (int64_t)(sp_test_rand(&rng) % (uint64_t)max_n);
+        fill_act(x, n, trial % 5, false, &rng);
+        for (size_t t = 0; t < n_tables; t++) {
+            assert_non_null(tables[t]->round_f16);
+            memcpy(got, x, (size_t)n * sizeof(float));
+            tables[t]->round_f16(got, n);
+            for (int64_t i = 0; i < n; i++) {
+                const float want = sp_f16_to_f32(sp_f32_to_f16(x[i]));
+                if (memcmp(&got[i], &want, sizeof want))
+                    fail_msg("%s round_f16 [%lld] of %a: %a, want %a", tables[t]->isa, (long long)i,
+                             (double)x[i], (double)got[i], (double)want);
+            }
+        }
+    }
+    free(x);
+    free(got);
+}
+
 static void test_quantize_act_bit_identical(void **state) {
     (void)state;
     static const sp_dtype types[] = {SP_DTYPE_F32, SP_DTYPE_F16, SP_DTYPE_BF16, SP_DTYPE_Q8_0,
@@ -848,6 +876,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_invariance),
         cmocka_unit_test(test_quantize_act_bit_identical),
+        cmocka_unit_test(test_round_f16),
         cmocka_unit_test(test_spindle_isa),
     };
     return cmocka_run_group_tests(tests, setup_tables, NULL);
