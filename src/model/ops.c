@@ -1,12 +1,19 @@
 #include "model/ops.h"
 
 void sp__rms_norm(float *y, const float *x, const float *w, int32_t n, float eps) {
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++)
+    // The squares (rounded to float, as llama.cpp does) are summed in double, in four
+    // interleaved sums so that the additions need not wait for each other.
+    double s4[4] = {0.0, 0.0, 0.0, 0.0};
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            s4[k] += (double)(x[i + k] * x[i + k]);
+    double sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+    for (; i < n; i++)
         sum += (double)(x[i] * x[i]);
     const float mean = (float)(sum / n);
     const float scale = 1.0f / sqrtf(mean + eps);
-    for (int32_t i = 0; i < n; i++)
+    for (i = 0; i < n; i++)
         y[i] = (x[i] * scale) * w[i];
 }
 
