@@ -21,8 +21,7 @@ typedef struct linear_job {
     int n_mats;
     const sp_weight *w[MAX_MATS];
     float *y[MAX_MATS];
-    int64_t chunk[MAX_MATS];  // outputs per piece of work of each matrix (a multiple of 16)
-    int64_t pieces[MAX_MATS]; // pieces of the matrices before it and of itself
+    int64_t groups[MAX_MATS]; // groups of 16 outputs of the matrices before it and of itself
     const float *x;
     int64_t n_in, n_rows;
     uint8_t *xq;
@@ -31,8 +30,10 @@ typedef struct linear_job {
     sp_dtype vt;
     const sp_kernels *k;
     sp_threadpool *pool;
-    _Atomic int64_t next; // the next piece not yet taken
+    _Atomic int64_t next; // the next group not yet taken, counted over all the matrices
 } linear_job;
+
+enum { GROUP = 16, MAX_TAKE = 8 }; // a piece: at most 8 groups (the packed kernel's weight chunk)
 
 /* Each thread converts its share of the activation rows (and lays them out for the packed
  * kernel if a matrix is packed), then, after a barrier, takes pieces of the outputs (whole
@@ -51,18 +52,26 @@ static void linear_worker(void *ctx, int ith, int nth) {
     if (nth > 1)
         sp_threadpool_barrier(j->pool);
     // Pieces go to whichever thread is free (a thread the host deschedules for a while costs
-    // only its current piece); which thread computes an output never changes it.
+    // only its current piece); which thread computes an output never changes it. Pieces shrink
+    // as the work runs out, to about a (2 nth)-th of what is left, so that the threads finish
+    // together.
+    const int64_t total = j->groups[j->n_mats - 1];
     for (;;) {
-        int64_t p = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        int64_t g = atomic_load_explicit(&j->next, memory_order_relaxed), take = 0;
         int i = 0;
-        while (i < j->n_mats && p >= j->pieces[i])
-            i++;
-        if (i == j->n_mats)
-            break;
+        do {
+            if (g >= total)
+                return;
+            for (i = 0; g >= j->groups[i]; i++)
+                ;
+            take = SP_MAX(1, SP_MIN(MAX_TAKE, (total - g) / (2 * nth)));
+            take = SP_MIN(take, j->groups[i] - g);
+        } while (!atomic_compare_exchange_weak_explicit(
+            &j->next, &g, g + take, memory_order_relaxed, memory_order_relaxed));
         const sp_weight *w = j->w[i];
         const int64_t n_out = w->ne[1];
-        const int64_t o0 = (p - (i ? j->pieces[i - 1] : 0)) * j->chunk[i];
-        const int64_t o1 = SP_MIN(n_out, o0 + j->chunk[i]);
+        const int64_t o0 = (g - (i ? j->groups[i - 1] : 0)) * GROUP;
+        const int64_t o1 = SP_MIN(n_out, o0 + take * GROUP);
         if (w->packed)
             j->k->matmul_packed[w->type](w->packed, 0, j->xp, 0, n_in, j->n_rows, j->y[i], n_out,
                                          o0, o1);
@@ -103,10 +112,7 @@ void sp__linear_n(int n, const sp_weight *const *w, const float *x, int64_t n_ro
     for (int i = 0; i < n; i++) {
         j.w[i] = w[i];
         j.y[i] = y[i];
-        // About eight pieces per thread, at most 128 outputs (the packed kernel's weight chunk).
-        const int64_t groups = (w[i]->ne[1] + 15) / 16;
-        j.chunk[i] = 16 * SP_MAX(1, SP_MIN(8, groups / (8 * (int64_t)nth)));
-        j.pieces[i] = (i ? j.pieces[i - 1] : 0) + (w[i]->ne[1] + j.chunk[i] - 1) / j.chunk[i];
+        j.groups[i] = (i ? j.groups[i - 1] : 0) + (w[i]->ne[1] + GROUP - 1) / GROUP;
         packed |= w[i]->packed != NULL;
     }
     atomic_init(&j.next, 0);
