@@ -151,6 +151,7 @@ INLINE __m512 dw_of(const sp_f16 *scales, int64_t b) {
 }
 
 INLINE void prefetch_lines(const void *p, int lines) {
+#pragma GCC unroll 8
     for (int l = 0; l < lines; l++)
         _mm_prefetch((const char *)p + 64 * l, _MM_HINT_T0);
 }
