@@ -13,30 +13,23 @@
 
 /* Attention scratch of one thread. */
 typedef struct att_scratch {
-    float *scores; // (group, max_ctx) attention weights of one block (max_ctx >= block size)
-    float *qg;     // (group, head_dim) the group's queries
-    float *acc;    // (group, head_dim) outputs
+    float *scores; // (group, max_ctx) the attention weights of a group's heads
 } att_scratch;
 
 static void scratch_free(att_scratch *ts, int n) {
-    for (int i = 0; ts && i < n; i++) {
+    for (int i = 0; ts && i < n; i++)
         free(ts[i].scores);
-        free(ts[i].qg);
-        free(ts[i].acc);
-    }
     free(ts);
 }
 
 static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) {
-    const size_t group = (size_t)(hp->n_head / hp->n_head_kv), D = (size_t)hp->head_dim;
+    const size_t group = (size_t)(hp->n_head / hp->n_head_kv);
     att_scratch *ts = calloc((size_t)n, sizeof *ts);
     if (!ts)
         return NULL;
     for (int i = 0; i < n; i++) {
         ts[i].scores = malloc(group * (size_t)max_ctx * sizeof(float));
-        ts[i].qg = malloc(group * D * sizeof(float));
-        ts[i].acc = malloc(group * D * sizeof(float));
-        if (!ts[i].scores || !ts[i].qg || !ts[i].acc) {
+        if (!ts[i].scores) {
             scratch_free(ts, n);
             return NULL;
         }
@@ -208,7 +201,6 @@ static void attention_worker(void *ctx, int ith, int nth) {
     const bool f16 = kv->type == SP_DTYPE_F16;
     const sp_kernels *kn = sp_kernels_get();
     att_scratch *ws = &f->ts[ith];
-    float *qg = ws->qg;
     // Work items are (token, KV head) pairs, each taken by whichever thread is free, so that the
     // long contexts of a prompt's last tokens spread over all threads; which thread takes which
     // never changes a value.
@@ -221,25 +213,21 @@ static void attention_worker(void *ctx, int ith, int nth) {
         const int32_t t = jb->rows ? jb->rows[r] : r;
         const int32_t *table = b->block_tables[b->seq[t]];
         const int32_t n_pos = b->pos[t] + 1;
-        // The group's query heads are adjacent in the row.
-        memcpy(qg, f->q + (size_t)t * nq + (size_t)g * group * D,
-               (size_t)group * (size_t)D * sizeof(float));
-        if (f16)
-            kn->round_f16(qg, (int64_t)group * D);
+        // The group's query heads are adjacent in the row (already rounded to F16 for an F16
+        // cache: STEP_QKV), and so are its outputs.
+        const float *qg = f->q + (size_t)t * nq + (size_t)g * group * D;
+        float *out = f->att + (size_t)r * nq + (size_t)g * group * D;
         const int64_t ld_s = f->max_ctx;
         for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
             kn->attn_scores(qg, group, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,
                             SP_MIN(BS, n_pos - j0), f16, ws->scores + j0, ld_s);
         for (int32_t hh = 0; hh < group; hh++)
             kn->attn_softmax(ws->scores + hh * ld_s, n_pos, f16);
-        memset(ws->acc, 0, (size_t)group * (size_t)D * sizeof(float));
+        memset(out, 0, (size_t)group * (size_t)D * sizeof(float));
         for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
             kn->attn_values(ws->scores + j0, ld_s, group, D,
                             sp_kvbuf_head(kv, table[j0 / BS], il, 1, g), SP_MIN(BS, n_pos - j0),
-                            f16, ws->acc);
-        for (int32_t hh = 0; hh < group; hh++)
-            memcpy(f->att + (size_t)r * nq + (size_t)(g * group + hh) * D, ws->acc + hh * D,
-                   (size_t)D * sizeof(float));
+                            f16, out);
     }
 }
 
@@ -310,6 +298,9 @@ static void token_run(const token_job *j, int32_t t) {
                 sp__rms_norm(q + h * D, q + h * D, L->q_norm.data, D, hp->norm_eps);
             sp__rope_apply(hp, f->rope + (size_t)t * hp->n_rot, q + h * D);
         }
+        // With an F16 cache, attention takes the queries rounded to F16.
+        if (j->kv->type == SP_DTYPE_F16)
+            sp_kernels_get()->round_f16(q, nq);
         for (int32_t h = 0; h < hp->n_head_kv; h++) {
             if (L->k_norm.data)
                 sp__rms_norm(k + h * D, k + h * D, L->k_norm.data, D, hp->norm_eps);
