@@ -11,6 +11,15 @@
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
 
+enum { CACHE_LINE = 64 };
+
+/* n floats starting on a cache line, so that rows which are whole cache lines apart (outputs
+ * in groups of 16, a KV head group's attention outputs) never share a line between threads. */
+static float *alloc_f32(size_t n) {
+    const size_t bytes = (n * sizeof(float) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+    return aligned_alloc(CACHE_LINE, bytes ? bytes : CACHE_LINE);
+}
+
 /* Attention scratch of one thread. */
 typedef struct att_scratch {
     float *scores; // (group, max_ctx) the attention weights of a group's heads
@@ -28,7 +37,7 @@ static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) 
     if (!ts)
         return NULL;
     for (int i = 0; i < n; i++) {
-        ts[i].scores = malloc(group * (size_t)max_ctx * sizeof(float));
+        ts[i].scores = alloc_f32(group * (size_t)max_ctx);
         if (!ts[i].scores) {
             scratch_free(ts, n);
             return NULL;
@@ -71,18 +80,18 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     size_t nq = (size_t)hp->n_head * (size_t)hp->head_dim;
     size_t nkv = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     size_t widest = SP_MAX((size_t)hp->n_ff, SP_MAX(nq, (size_t)hp->n_embd));
-    f->x = malloc(T * (size_t)hp->n_embd * sizeof(float));
-    f->xn = malloc(T * (size_t)hp->n_embd * sizeof(float));
-    f->q = malloc(T * nq * sizeof(float));
-    f->k = malloc(T * nkv * sizeof(float));
-    f->v = malloc(T * nkv * sizeof(float));
-    f->att = malloc(T * nq * sizeof(float));
-    f->gate = malloc(T * (size_t)hp->n_ff * sizeof(float));
-    f->up = malloc(T * (size_t)hp->n_ff * sizeof(float));
-    f->rope = malloc(T * (size_t)hp->n_rot * sizeof(float));
+    f->x = alloc_f32(T * (size_t)hp->n_embd);
+    f->xn = alloc_f32(T * (size_t)hp->n_embd);
+    f->q = alloc_f32(T * nq);
+    f->k = alloc_f32(T * nkv);
+    f->v = alloc_f32(T * nkv);
+    f->att = alloc_f32(T * nq);
+    f->gate = alloc_f32(T * (size_t)hp->n_ff);
+    f->up = alloc_f32(T * (size_t)hp->n_ff);
+    f->rope = alloc_f32(T * (size_t)hp->n_rot);
     f->n_threads = 1;
     f->ts = scratch_alloc(hp, max_ctx, 1);
-    f->out_x = malloc(T * (size_t)hp->n_embd * sizeof(float));
+    f->out_x = alloc_f32(T * (size_t)hp->n_embd);
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up || !f->rope ||
         !f->ts || !f->out_x || !f->scratch) {
