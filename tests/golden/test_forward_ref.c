@@ -129,8 +129,9 @@ static void free_out(float *out[N_SEQ][64]) {
             free(out[s][p]);
 }
 
-/* A mixed schedule: prompts chunked unevenly and interleaved, then decode steps for all. */
-static void mixed_schedule(fixture *fx, sp_dtype kv_type, float *out[N_SEQ][64]) {
+/* A mixed schedule: prompts chunked unevenly and interleaved, then decode steps for all (with
+ * `select`, only some rows asking for logits: run_schedule_rows). */
+static void mixed_schedule_rows(fixture *fx, sp_dtype kv_type, bool select, float *out[N_SEQ][64]) {
     const chunk s0[] = {{0, 0, 9}, {1, 0, 7}, {2, 0, 20}};
     const chunk s1[] = {{1, 7, 13}, {2, 20, 15}};
     const chunk d0[] = {{0, 9, 1}, {1, 20, 1}, {2, 35, 1}};
@@ -138,7 +139,11 @@ static void mixed_schedule(fixture *fx, sp_dtype kv_type, float *out[N_SEQ][64])
     const chunk d2[] = {{1, 22, 1}, {2, 37, 1}, {0, 11, 1}};
     const chunk *steps[] = {s0, s1, d0, d1, d2};
     const int n[] = {3, 2, 3, 3, 3};
-    run_schedule(fx, kv_type, steps, n, 5, out);
+    run_schedule_rows(fx, kv_type, steps, n, 5, select, out);
+}
+
+static void mixed_schedule(fixture *fx, sp_dtype kv_type, float *out[N_SEQ][64]) {
+    mixed_schedule_rows(fx, kv_type, false, out);
 }
 
 static double nmse(const float *a, const float *ref, int n) {
@@ -245,18 +250,11 @@ static void test_selected_rows(void **st) {
     alloc_out(&fx, all);
     alloc_out(&fx, some);
     mixed_schedule(&fx, SP_DTYPE_F16, all);
-    const chunk s0[] = {{0, 0, 9}, {1, 0, 7}, {2, 0, 20}};
-    const chunk s1[] = {{1, 7, 13}, {2, 20, 15}};
-    const chunk d0[] = {{0, 9, 1}, {1, 20, 1}, {2, 35, 1}};
-    const chunk d1[] = {{2, 36, 1}, {0, 10, 1}, {1, 21, 1}};
-    const chunk d2[] = {{1, 22, 1}, {2, 37, 1}, {0, 11, 1}};
-    const chunk *steps[] = {s0, s1, d0, d1, d2};
-    const int n[] = {3, 2, 3, 3, 3};
     // Mark every slot, so that those the selected run fills can be told apart.
     for (int s = 0; s < N_SEQ; s++)
         for (int p = 0; p < fx.n_tok[s]; p++)
             some[s][p][0] = NAN;
-    run_schedule_rows(&fx, SP_DTYPE_F16, steps, n, 5, true, some);
+    mixed_schedule_rows(&fx, SP_DTYPE_F16, true, some);
     int filled = 0;
     for (int s = 0; s < N_SEQ; s++)
         for (int p = 0; p < fx.n_tok[s]; p++) {
