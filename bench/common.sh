@@ -4,11 +4,12 @@ build=${BUILD_DIR:-build}
 bin=$build/spindle
 bench=$build/spindle-bench
 
-# bench_model FILE PRESET: generates a random-weight Q8_0 model of that preset if FILE is absent.
+# bench_model FILE PRESET [TYPE]: generates a random-weight model of that preset and weight type
+# (default q8_0) if FILE is absent.
 bench_model() {
     if [[ ! -f "$1" ]]; then
         mkdir -p "$(dirname "$1")"
-        "$bin" mkmodel -o "$1" --preset "$2" --type q8_0
+        "$bin" mkmodel -o "$1" --preset "$2" --type "${3:-q8_0}"
     fi
 }
 

@@ -1,8 +1,8 @@
 /* `spindle roofline`: what this machine allows. Measures memory bandwidth (a STREAM-style
  * triad over arrays far larger than the caches, on all threads) and the arithmetic peak of
  * Spindle's own kernels on cache-resident data (int8 via the Q8_0 kernel, F32 via the F32
- * kernel), then, for a model, the bytes and operations of one decode step at batch 1 and 32
- * and the throughput bounds they imply. */
+ * kernel), then, for a model, the bytes and operations of one decode step at batch 1, 8, 32
+ * and 64 and of a prefill, and the throughput bounds they imply. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,11 +87,12 @@ static void mm_worker(void *ctx, int ith, int nth) {
         mm(j->w, j->wrb, j->x, j->xrb, j->n_in, j->n_rows, y, j->n_out, 0, j->n_out);
 }
 
-/* Multiply-adds per second x 2 (GOP/s) of a kernel on a cache-resident weight matrix and 32
- * activation rows, every thread working on its own copy of the output; through the table's
- * packed layout when it has one for the type, as the forward pass uses it. */
+/* Multiply-adds per second x 2 (GOP/s) of a kernel on a cache-resident 128 x 2048 weight matrix
+ * and 256 activation rows (enough rows for the kernel's full rate: a prefill runs hundreds), every
+ * thread working on its own copy of the output; through the table's packed layout when it has
+ * one for the type, as the forward pass uses it. */
 static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
-    const int64_t n_in = 1024, n_out = 64, n_rows = 32;
+    const int64_t n_in = 2048, n_out = 128, n_rows = 256;
     const sp_dtype vt = sp_dtype_vec_dot_type(wt);
     uint64_t wrb, xrb;
     if (sp_dtype_row_bytes(wt, (uint64_t)n_in, &wrb) || sp_dtype_row_bytes(vt, (uint64_t)n_in, &xrb))
@@ -115,7 +116,7 @@ static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
         }
         const sp_kernels *k = sp_kernels_get();
         mm_job j = {.k = k, .wt = wt, .w = w, .wrb = wrb, .x = x, .xrb = xrb, .n_in = n_in,
-                    .n_out = n_out, .n_rows = n_rows, .reps = 200, .y = y};
+                    .n_out = n_out, .n_rows = n_rows, .reps = 8, .y = y};
         const size_t pb = k->pack_bytes ? k->pack_bytes(wt, n_in, n_out) : 0;
         void *packed = pb ? malloc(pb) : NULL;
         void *xp = pb ? malloc(k->act_pack_bytes(vt, n_in, n_rows)) : NULL;
@@ -150,8 +151,10 @@ static void roofline_usage(FILE *f) {
             "Measures memory bandwidth (triad, all threads, arrays of --mem-mib MiB each, default\n"
             "1024, so that they exceed the caches) and the arithmetic peak of Spindle's kernels\n"
             "on cache-resident data (int8: Q8_0 kernel; F32: F32 kernel). With a model, prints\n"
-            "the bytes and operations of one decode step at batch 1 and 32 with --ctx tokens of\n"
-            "context each (default 512) and the tokens/s bounds they imply.\n");
+            "the bytes and operations of one decode step at batch 1, 8, 32 and 64 with --ctx\n"
+            "tokens of context each (default 512), and of the prefill of a --ctx-token prompt,\n"
+            "and the tokens/s bounds they imply (matrices at the int8 peak, attention at the F32\n"
+            "peak).\n");
 }
 
 int sp_cmd_roofline(int argc, char **argv) {
@@ -220,21 +223,32 @@ int sp_cmd_roofline(int argc, char **argv) {
         }
         params += (double)m->output.ne[0] * (double)m->output.ne[1];
         double kv_per_token = (double)hp->n_layer * 2.0 * hp->n_head_kv * hp->head_dim * 2.0;
-        double att_ops = 4.0 * (double)hp->n_layer * hp->n_head * hp->head_dim * ctx;
+        // Scores and weighted values: 2 multiply-adds per head dimension and position.
+        double att_ops_per_pos = 4.0 * (double)hp->n_layer * hp->n_head * hp->head_dim;
         printf("\nmodel %s: %.1f MiB of weights, %.0f M parameters in matrices, %d layers\n",
                model_path, wbytes / (1 << 20), params / 1e6, hp->n_layer);
-        printf("decode step with %d tokens of context per sequence (F16 KV):\n", ctx);
-        printf("%6s %12s %12s %14s %14s %14s\n", "batch", "MB read", "GOP", "bw bound tok/s",
+        printf("decode step with %d tokens of context per sequence (F16 KV), and a prefill of a\n"
+               "%d-token prompt (matrices at the int8 peak, attention at the F32 peak):\n",
+               ctx, ctx);
+        printf("%7s %12s %12s %14s %14s %14s\n", "batch", "MB read", "GOP", "bw bound tok/s",
                "op bound tok/s", "bound tok/s");
-        const int batches[] = {1, 32};
-        for (int i = 0; i < 2; i++) {
-            int b = batches[i];
-            double bytes = wbytes + b * kv_per_token * ctx;
-            double ops = b * (2.0 * params + att_ops);
-            double bw_tok = bw > 0 ? b * bw * 1e9 / bytes : 0.0;
-            double op_tok = int8 > 0 ? b * int8 * 1e9 / ops : 0.0;
-            printf("%6d %12.1f %12.2f %14.1f %14.1f %14.1f\n", b, bytes / 1e6, ops / 1e9, bw_tok,
-                   op_tok, SP_MIN(bw_tok, op_tok));
+        const int batches[] = {1, 8, 32, 64};
+        for (int i = 0; i <= (int)SP_ARRAY_LEN(batches); i++) {
+            // Decode: b tokens, each reading its ctx positions; prefill: ctx tokens, token t
+            // reading t + 1 positions, one pass over the weights.
+            const bool prefill = i == (int)SP_ARRAY_LEN(batches);
+            const double b = prefill ? ctx : batches[i];
+            const double positions = prefill ? ctx * (ctx + 1.0) / 2.0 : b * ctx;
+            const double bytes = wbytes + (prefill ? 0.0 : positions * kv_per_token);
+            const double mat_ops = b * 2.0 * params, att = att_ops_per_pos * positions;
+            const double bw_tok = bw > 0 ? b * bw * 1e9 / bytes : 0.0;
+            const double op_s = (int8 > 0 ? mat_ops / (int8 * 1e9) : 0.0) +
+                                (f32 > 0 ? att / (f32 * 1e9) : 0.0);
+            const double op_tok = op_s > 0 ? b / op_s : 0.0;
+            char label[16];
+            snprintf(label, sizeof label, prefill ? "prefill" : "%d", (int)b);
+            printf("%7s %12.1f %12.4g %14.1f %14.1f %14.1f\n", label, bytes / 1e6,
+                   (mat_ops + att) / 1e9, bw_tok, op_tok, SP_MIN(bw_tok, op_tok));
         }
         sp_model_destroy(m);
     }

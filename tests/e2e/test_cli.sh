@@ -78,6 +78,24 @@ done
 set -e
 pass=$((pass + 1))
 
+# roofline with a model: a row per batch (1, 8, 32, 64) and the prefill, each bound the smaller
+# of its bandwidth and arithmetic bounds; decode's bandwidth bound grows with the batch.
+"$bin" roofline -m "$shared/models/stories260K.gguf" --mem-mib 16 >"$tmp/roof" 2>&1 || fail "roofline"
+/usr/bin/python3 - "$tmp/roof" <<'PY' || fail "roofline table: $(cat "$tmp/roof")"
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) == 6 and f[0] in ("1", "8", "32", "64", "prefill"):
+        rows[f[0]] = [float(x) for x in f[1:]]
+assert list(rows) == ["1", "8", "32", "64", "prefill"], rows
+for name, (mb, gop, bw, op, bound) in rows.items():
+    assert mb > 0 and gop > 0 and bw > 0 and op > 0, name
+    assert abs(bound - min(bw, op)) <= 0.05 + 1e-3 * bound, name
+assert rows["1"][2] < rows["8"][2] < rows["32"][2] < rows["64"][2]
+PY
+pass=$((pass + 1))
+
 for c in generate mkmodel bench tokenize chat-template serve roofline; do
     "$bin" "$c" --help | grep -q usage || fail "$c --help"
 done
