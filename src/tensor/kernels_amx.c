@@ -1,5 +1,5 @@
-/* AMX (Advanced Matrix Extensions, int8 tiles) kernels for Q8_0 weights, chosen at run time as
- * the "amx" table: the avx512 table plus these entries.
+/* AMX (Advanced Matrix Extensions, int8 tiles) kernels for Q8_0 and Q4_0 weights, chosen at run
+ * time as the "amx" table: the avx512 table plus these entries.
  *
  * Weights are rewritten once, at model load (pack), into groups of 16 output rows; per group
  * and block of 32 inputs, 512 bytes in the tile unit's "VNNI" order (row k4 of the tile holds,
@@ -9,7 +9,10 @@
  *   group g: [ block 0: 8 x 64 bytes | block 1 | ... | block nb-1 ][ nb x 16 F16 scales ]
  *
  * so one tile load takes the 16 x 32 weights of a block, and a decode step streams the packed
- * matrix front to back. Activation rows come in act_pack's layout (below): per 16-row slice
+ * matrix front to back. Q4_0 packs the same way in half the bytes: per block 4 rows of 64 bytes
+ * whose low nibbles are tile rows 0-3 and high nibbles rows 4-7 (the 4-bit values q, standing
+ * for q - 8), so a block's tile is 4 loads, masks, shifts and subtractions away; its size is that
+ * of the Q4_0 rows it replaces. Activation rows come in act_pack's layout (below): per 16-row slice
  * and block a contiguous tile of int8 values and the rows' F32 scales.
  *
  * Per block, one tdpbssd computes the exact int32 dot S of every (activation row, output) pair;
@@ -17,9 +20,10 @@
  *
  *   acc = fma((float)S, fp32(d_w) * fp32(d_x), acc)        block by block, acc starting at 0,
  *
- * which is the numerics of this table for Q8_0 (llama.cpp's AMX kernels also convert whole
- * block sums). Every output's arithmetic is that chain whatever the number of rows, their
- * grouping or the [o0, o1) split, so the invariance contract of kernels.h holds. */
+ * which is the numerics of this table for Q8_0 and Q4_0 (llama.cpp's AMX kernels also convert
+ * whole block sums; for Q4_0 the weights in S are q - 8). Every output's arithmetic is that chain
+ * whatever the number of rows, their grouping or the [o0, o1) split, so the invariance contract of
+ * kernels.h holds. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -32,44 +36,92 @@
 #define INLINE static inline __attribute__((always_inline))
 
 enum {
-    GROUP = 16,         // output rows per packed group (tile columns)
-    BLOCK_BYTES = 34,   // a Q8_0 block: F16 scale, 32 int8
-    TILE_BYTES = 512,   // packed weights of one block of a group
-    GROUP_CHUNK = 8,    // groups whose weights stay in cache across row groups
-    PREFETCH_AHEAD = 4, // blocks ahead that the tiles are prefetched
-    VNNI_ROWS = 2       // row counts up to this go to group_rows_vnni
+    GROUP = 16,          // output rows per packed group (tile columns)
+    BLOCK_BYTES = 34,    // a Q8_0 block: F16 scale, 32 int8
+    TILE_BYTES = 512,    // the tile of one block of a group
+    Q4_TILE_BYTES = 256, // the packed nibbles of one Q4_0 block of a group
+    GROUP_CHUNK = 8,     // groups whose weights stay in cache across row groups
+    PREFETCH_AHEAD = 4,  // blocks ahead that the tiles are prefetched
+    VNNI_ROWS = 2        // row counts up to this go to group_rows_vnni
 };
 
+/* Packed bytes per block of a group: the weights (tile or nibbles), then (at the group's end)
+ * the 16 scales. */
+static size_t packed_block_bytes(sp_dtype t) {
+    return t == SP_DTYPE_Q8_0 ? TILE_BYTES : Q4_TILE_BYTES;
+}
+
 static size_t pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
-    if (t != SP_DTYPE_Q8_0 || n_in <= 0 || n_in % SP_QK8_0 || n_out <= 0)
+    if ((t != SP_DTYPE_Q8_0 && t != SP_DTYPE_Q4_0) || n_in <= 0 || n_in % SP_QK8_0 || n_out <= 0)
         return 0;
     const size_t groups = (size_t)((n_out + GROUP - 1) / GROUP), nb = (size_t)(n_in / SP_QK8_0);
-    return groups * nb * (TILE_BYTES + GROUP * sizeof(sp_f16));
+    return groups * nb * (packed_block_bytes(t) + GROUP * sizeof(sp_f16));
+}
+
+/* Block b of weight row `row` (zero weights with a zero scale past n_out) as 32 int8 weights in
+ * tile order (q[k] for k < 32: for Q4_0 the 4-bit values, still offset by 8) and its scale. */
+static sp_f16 block_weights(sp_dtype t, const void *w, size_t wrb, int64_t n_out, int64_t row,
+                            int64_t b, uint8_t q[SP_QK8_0]) {
+    if (row >= n_out) {
+        memset(q, t == SP_DTYPE_Q8_0 ? 0 : 8, SP_QK8_0);
+        return 0;
+    }
+    const uint8_t *r = (const uint8_t *)w + (size_t)row * wrb;
+    if (t == SP_DTYPE_Q8_0) {
+        sp_block_q8_0 blk;
+        memcpy(&blk, r + (size_t)b * sizeof blk, sizeof blk);
+        memcpy(q, blk.qs, SP_QK8_0);
+        return blk.d;
+    }
+    sp_block_q4_0 blk;
+    memcpy(&blk, r + (size_t)b * sizeof blk, sizeof blk);
+    for (int k = 0; k < SP_QK8_0 / 2; k++) {
+        q[k] = blk.qs[k] & 15;
+        q[k + 16] = blk.qs[k] >> 4;
+    }
+    return blk.d;
 }
 
 /* Rows past n_out (the last group's padding) are zero weights with zero scales. */
 static void pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst) {
     SP_ASSERT(pack_bytes(t, n_in, n_out) > 0);
     const int64_t nb = n_in / SP_QK8_0, groups = (n_out + GROUP - 1) / GROUP;
+    const size_t bb = packed_block_bytes(t);
     uint8_t *out = dst;
     for (int64_t g = 0; g < groups; g++) {
-        uint8_t *ints = out + (size_t)g * (size_t)nb * (TILE_BYTES + GROUP * sizeof(sp_f16));
-        sp_f16 *scales = (sp_f16 *)(ints + (size_t)nb * TILE_BYTES);
+        uint8_t *ints = out + (size_t)g * (size_t)nb * (bb + GROUP * sizeof(sp_f16));
+        sp_f16 *scales = (sp_f16 *)(ints + (size_t)nb * bb);
         for (int64_t b = 0; b < nb; b++) {
-            uint8_t *tile = ints + (size_t)b * TILE_BYTES;
+            uint8_t *tile = ints + (size_t)b * bb;
+            if (t == SP_DTYPE_Q4_0)
+                memset(tile, 0, bb);
             for (int n = 0; n < GROUP; n++) {
-                const int64_t row = g * GROUP + n;
-                sp_block_q8_0 blk;
-                if (row < n_out)
-                    memcpy(&blk, (const uint8_t *)w + (size_t)row * wrb + (size_t)b * BLOCK_BYTES,
-                           sizeof blk);
-                else
-                    memset(&blk, 0, sizeof blk);
-                memcpy(&scales[b * GROUP + n], &blk.d, sizeof blk.d);
-                for (int k4 = 0; k4 < SP_QK8_0 / 4; k4++)
-                    memcpy(tile + k4 * 64 + n * 4, blk.qs + 4 * k4, 4);
+                uint8_t q[SP_QK8_0];
+                const sp_f16 d = block_weights(t, w, wrb, n_out, g * GROUP + n, b, q);
+                memcpy(&scales[b * GROUP + n], &d, sizeof d);
+                // Tile row k4 = k / 4, byte 4 n + k % 4; Q4_0 row k4 is the low (k4 < 4) or high
+                // nibble of byte row k4 % 4.
+                for (int k = 0; k < SP_QK8_0; k++) {
+                    const int k4 = k / 4, at = n * 4 + k % 4;
+                    if (t == SP_DTYPE_Q8_0)
+                        tile[k4 * 64 + at] = q[k];
+                    else
+                        tile[(k4 % 4) * 64 + at] |= (uint8_t)(q[k] << (k4 / 4 * 4));
+                }
             }
         }
+    }
+}
+
+/* The 8 tile rows (64 bytes each: 16 outputs x 4 weights) of a packed Q4_0 block, as int8
+ * weights q - 8. */
+INLINE void q4_rows(const uint8_t *nib, __m512i row[8]) {
+    const __m512i mask = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; p++) {
+        const __m512i v = _mm512_loadu_si512(nib + 64 * p);
+        row[p] = _mm512_sub_epi8(_mm512_and_si512(v, mask), eight);
+        row[p + 4] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), mask), eight);
     }
 }
 
@@ -132,6 +184,9 @@ static void configure(int rows) {
         c.rows[t + 1] = (uint8_t)rows, c.colsb[t + 1] = 32;
         c.rows[t + 2] = 8, c.colsb[t + 2] = 64;
     }
+    // GCC 12 does not count the whole of c as read by ldtilecfg and may drop the stores above
+    // as dead; an empty asm that reads c keeps them.
+    __asm__ volatile("" : : "m"(c));
     _tile_loadconfig(&c);
 }
 
@@ -157,12 +212,20 @@ INLINE void prefetch_lines(const void *p, int lines) {
 }
 
 /* Block b on tiles (C, A, B): the int32 results of the group's 16 outputs for the rows, into
- * buf (row m at buf + 16 m). */
-#define ISSUE(C, A, B, buf, b)                                                                     \
+ * buf (row m at buf + 16 m). A Q4_0 block's tile is unpacked into wbuf first. */
+#define ISSUE(C, A, B, buf, wbuf, b)                                                               \
     do {                                                                                           \
-        const uint8_t *t_ = ints + (size_t)(b)*TILE_BYTES;                                         \
+        const uint8_t *t_ = ints + (size_t)(b)*BB;                                                 \
         const int8_t *a_ = xs.ints + (size_t)(b)*MR * SP_QK8_0;                                    \
-        prefetch_lines(t_ + PREFETCH_AHEAD * TILE_BYTES, TILE_BYTES / 64);                         \
+        prefetch_lines(t_ + PREFETCH_AHEAD * BB, BB / 64);                                         \
+        if (Q4) {                                                                                  \
+            __m512i r_[8];                                                                         \
+            q4_rows(t_, r_);                                                                       \
+            for (int i_ = 0; i_ < 8; i_++)                                                         \
+                _mm512_store_si512(wbuf + 64 * i_, r_[i_]);                                        \
+            __asm__ volatile("" : : "m"(*(const uint8_t(*)[TILE_BYTES])wbuf)); /* see configure */ \
+            t_ = wbuf;                                                                             \
+        }                                                                                          \
         _tile_zero(C);                                                                             \
         _tile_loadd(A, a_, SP_QK8_0);                                                              \
         _tile_loadd(B, t_, 64);                                                                    \
@@ -171,27 +234,30 @@ INLINE void prefetch_lines(const void *p, int lines) {
     } while (0)
 
 /* MR activation rows (the slice xs, MR = xs.rows) times one packed group (ints, scales) over nb
- * blocks; y: row 0 at the group's first output, only the lanes in `keep` written. The tiles
- * must be configured for MR rows. */
-INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, act_slice xs,
-                       int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
+ * blocks (Q8_0, or Q4_0 when Q4); y: row 0 at the group's first output, only the lanes in `keep`
+ * written. The tiles must be configured for MR rows. */
+INLINE void group_rows(const int Q4, const int MR, const uint8_t *ints, const sp_f16 *scales,
+                       act_slice xs, int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
+    const size_t BB = Q4 ? Q4_TILE_BYTES : TILE_BYTES;
     int32_t c0[16 * 16] __attribute__((aligned(64)));
     int32_t c1[16 * 16] __attribute__((aligned(64)));
+    uint8_t w0[TILE_BYTES] __attribute__((aligned(64)));
+    uint8_t w1[TILE_BYTES] __attribute__((aligned(64)));
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int m = 0; m < MR; m++)
         acc[m] = _mm512_setzero_ps();
     // Two blocks in flight: the tile unit computes and stores block b + 1 while the vector units
-    // scale and add block b (tiles 0-2 and buffer c0 for even b, 3-5 and c1 for odd).
-    ISSUE(0, 1, 2, c0, 0);
+    // scale and add block b (tiles 0-2 and buffers c0, w0 for even b, 3-5 and c1, w1 for odd).
+    ISSUE(0, 1, 2, c0, w0, 0);
     for (int64_t b = 0; b < nb; b += 2) {
         if (b + 1 < nb)
-            ISSUE(3, 4, 5, c1, b + 1);
+            ISSUE(3, 4, 5, c1, w1, b + 1);
         accumulate(MR, acc, c0, dw_of(scales, b), xs.scales + b * MR);
         if (b + 1 >= nb)
             break;
         if (b + 2 < nb)
-            ISSUE(0, 1, 2, c0, b + 2);
+            ISSUE(0, 1, 2, c0, w0, b + 2);
         accumulate(MR, acc, c1, dw_of(scales, b + 1), xs.scales + (b + 1) * MR);
     }
 #pragma GCC unroll 16
@@ -205,24 +271,28 @@ INLINE void group_rows(const int MR, const uint8_t *ints, const sp_f16 *scales, 
  * vpdpbusd takes one operand unsigned: the activations go in with a bias of 128 (x ^ 0x80) and
  * 128 times the sum of each output's block weights (also by vpdpbusd, shared by the rows) comes
  * off again, which leaves the exact int32 S; then the same float step as group_rows. */
-INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *scales, act_slice xs,
-                            int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
+INLINE void group_rows_vnni(const int Q4, const int MR, const uint8_t *ints, const sp_f16 *scales,
+                            act_slice xs, int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
+    const size_t BB = Q4 ? Q4_TILE_BYTES : TILE_BYTES;
     const __m512i bias = _mm512_set1_epi32((int)0x80808080u), ones = _mm512_set1_epi8(1);
     __m512 acc[VNNI_ROWS];
 #pragma GCC unroll 4
     for (int m = 0; m < MR; m++)
         acc[m] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *t = ints + (size_t)b * TILE_BYTES;
+        const uint8_t *t = ints + (size_t)b * BB;
         const int8_t *a = xs.ints + (size_t)b * MR * SP_QK8_0;
-        prefetch_lines(t + PREFETCH_AHEAD * TILE_BYTES, TILE_BYTES / 64);
+        prefetch_lines(t + PREFETCH_AHEAD * BB, BB / 64);
+        __m512i rows[8];
+        if (Q4)
+            q4_rows(t, rows);
         __m512i wsum = _mm512_setzero_si512(), s[VNNI_ROWS];
 #pragma GCC unroll 4
         for (int m = 0; m < MR; m++)
             s[m] = _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int k4 = 0; k4 < SP_QK8_0 / 4; k4++) {
-            const __m512i w = _mm512_loadu_si512(t + 64 * k4);
+            const __m512i w = Q4 ? rows[k4] : _mm512_loadu_si512(t + 64 * k4);
             wsum = _mm512_dpbusd_epi32(wsum, ones, w);
 #pragma GCC unroll 4
             for (int m = 0; m < MR; m++) {
@@ -247,17 +317,17 @@ INLINE void group_rows_vnni(const int MR, const uint8_t *ints, const sp_f16 *sca
 
 #define GROUP_ROWS_CASE(MR)                                                                        \
     case MR:                                                                                       \
-        group_rows(MR, ints, scales, xs, nb, y, ldy, keep);                                        \
+        group_rows(Q4, MR, ints, scales, xs, nb, y, ldy, keep);                                    \
         break;
 
-static void group_rows_any(const uint8_t *ints, const sp_f16 *scales, act_slice xs, int64_t nb,
-                           float *y, int64_t ldy, __mmask16 keep) {
+INLINE void group_rows_any(const int Q4, const uint8_t *ints, const sp_f16 *scales, act_slice xs,
+                           int64_t nb, float *y, int64_t ldy, __mmask16 keep) {
     switch (xs.rows) {
     case 1:
-        group_rows_vnni(1, ints, scales, xs, nb, y, ldy, keep);
+        group_rows_vnni(Q4, 1, ints, scales, xs, nb, y, ldy, keep);
         break;
     case 2:
-        group_rows_vnni(2, ints, scales, xs, nb, y, ldy, keep);
+        group_rows_vnni(Q4, 2, ints, scales, xs, nb, y, ldy, keep);
         break;
         GROUP_ROWS_CASE(3)
         GROUP_ROWS_CASE(4)
@@ -278,17 +348,17 @@ static void group_rows_any(const uint8_t *ints, const sp_f16 *scales, act_slice 
     }
 }
 
-/* matmul over packed Q8_0 weights (w: pack's output; w_row_bytes unused) and packed activations
- * (x: act_pack's output; x_row_bytes unused). Groups of outputs are taken GROUP_CHUNK at a time
- * so their weights stay in cache while every 16-row slice of the activations passes over them. */
-static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
-                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb, (void)xrb;
+/* matmul over packed weights (w: pack's output; w_row_bytes unused) and packed activations (x:
+ * act_pack's output; x_row_bytes unused). Groups of outputs are taken GROUP_CHUNK at a time so
+ * their weights stay in cache while every 16-row slice of the activations passes over them. */
+INLINE void matmul_packed(const int Q4, const void *w, const void *x, int64_t n_in, int64_t n_rows,
+                          float *y, int64_t ldy, int64_t o0, int64_t o1) {
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
     if (n_rows == 0 || o0 == o1)
         return;
     const int64_t nb = n_in / SP_QK8_0;
-    const size_t group_bytes = (size_t)nb * (TILE_BYTES + GROUP * sizeof(sp_f16));
+    const size_t BB = Q4 ? Q4_TILE_BYTES : TILE_BYTES;
+    const size_t group_bytes = (size_t)nb * (BB + GROUP * sizeof(sp_f16));
     const int64_t g0 = o0 / GROUP, g1 = (o1 + GROUP - 1) / GROUP;
     int rows = 0; // the tile configuration's row count
     for (int64_t gc = g0; gc < g1; gc += GROUP_CHUNK) {
@@ -301,21 +371,34 @@ static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t 
             }
             for (int64_t g = gc; g < gce; g++) {
                 const uint8_t *ints = (const uint8_t *)w + (size_t)g * group_bytes;
-                const sp_f16 *scales = (const sp_f16 *)(ints + (size_t)nb * TILE_BYTES);
+                const sp_f16 *scales = (const sp_f16 *)(ints + (size_t)nb * BB);
                 const int64_t lo = SP_MAX(o0, g * GROUP) - g * GROUP;
                 const int64_t hi = SP_MIN(o1, g * GROUP + GROUP) - g * GROUP;
                 const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-                group_rows_any(ints, scales, xs, nb, y + m0 * ldy + g * GROUP, ldy, keep);
+                group_rows_any(Q4, ints, scales, xs, nb, y + m0 * ldy + g * GROUP, ldy, keep);
             }
         }
     }
     _tile_release();
 }
 
+static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
+                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
+    (void)wrb, (void)xrb;
+    matmul_packed(0, w, x, n_in, n_rows, y, ldy, o0, o1);
+}
+
+static void matmul_q4_0_packed(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
+                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
+    (void)wrb, (void)xrb;
+    matmul_packed(1, w, x, n_in, n_rows, y, ldy, o0, o1);
+}
+
 void sp__kernels_amx_init(sp_kernels *k) {
     k->pack_bytes = pack_bytes;
     k->pack = pack;
     k->matmul_packed[SP_DTYPE_Q8_0] = matmul_q8_0_packed;
+    k->matmul_packed[SP_DTYPE_Q4_0] = matmul_q4_0_packed;
     k->act_pack_bytes = act_pack_bytes;
     k->act_pack = act_pack;
 }

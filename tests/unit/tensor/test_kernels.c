@@ -371,56 +371,70 @@ static void test_q8_0_q4_0_match_llama_x86(void **state) {
         print_message("[ info     ] no x86 tables: nothing to compare\n");
 }
 
-/* The numerics of packed Q8_0 (kernels_amx.c), from their definition: per block the exact
- * int32 sum S of the 32 products; acc = fmaf((float)S, f16(d_w) * f16(d_x), acc), block by
- * block from 0. */
-static float block_sum_dot(const sp_block_q8_0 *w, const sp_block_q8_0 *x, int64_t nb) {
+/* The numerics of packed Q8_0 and Q4_0 (kernels_amx.c), from their definition: per block the
+ * exact int32 sum S of the 32 products (Q4_0 weights q - 8); acc = fmaf((float)S, f16(d_w) *
+ * f16(d_x), acc), block by block from 0. */
+static float block_sum_dot(sp_dtype wt, const uint8_t *w, const sp_block_q8_0 *x, int64_t nb) {
     float acc = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         int32_t s = 0;
-        for (int j = 0; j < 32; j++)
-            s += w[b].qs[j] * x[b].qs[j];
-        acc = fmaf((float)s, sp_f16_to_f32(w[b].d) * sp_f16_to_f32(x[b].d), acc);
+        sp_f16 d;
+        if (wt == SP_DTYPE_Q8_0) {
+            const sp_block_q8_0 *wb = (const sp_block_q8_0 *)w + b;
+            for (int j = 0; j < 32; j++)
+                s += wb->qs[j] * x[b].qs[j];
+            d = wb->d;
+        } else {
+            const sp_block_q4_0 *wb = (const sp_block_q4_0 *)w + b;
+            for (int j = 0; j < 16; j++)
+                s += ((wb->qs[j] & 15) - 8) * x[b].qs[j] + ((wb->qs[j] >> 4) - 8) * x[b].qs[j + 16];
+            d = wb->d;
+        }
+        acc = fmaf((float)s, sp_f16_to_f32(d) * sp_f16_to_f32(x[b].d), acc);
     }
     return acc;
 }
 
-/* Packed Q8_0 equals block_sum_dot bit for bit, for row counts across the 16-row tiles and
- * output counts across the 16-output groups. */
-static void test_packed_q8_0_block_sums(void **state) {
+/* Packed Q8_0 and Q4_0 equal block_sum_dot bit for bit, for row counts across the 16-row tiles
+ * (1-2 rows take the VNNI path) and output counts across the 16-output groups. */
+static void test_packed_block_sums(void **state) {
     (void)state;
+    static const sp_dtype types[] = {SP_DTYPE_Q8_0, SP_DTYPE_Q4_0};
     static const int64_t sizes[] = {32, 96, 32 * 67};
-    static const int64_t rows[] = {1, 5, 16, 17, 40};
+    static const int64_t rows[] = {1, 2, 5, 16, 17, 40};
     static const int64_t outs[] = {1, 16, 29, 50};
     uint64_t seed = 8500;
     size_t checked = 0;
-    for (size_t t = 0; t < n_tables; t++)
-        for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++)
-            for (size_t i = 0; i < SP_ARRAY_LEN(rows); i++) {
-                const int64_t n_out = outs[(s + i) % SP_ARRAY_LEN(outs)];
-                if (!packs(tables[t], SP_DTYPE_Q8_0, sizes[s], n_out))
-                    continue;
-                problem p = make_problem(SP_DTYPE_Q8_0, sizes[s], n_out, rows[i], seed++);
-                float *y = xmalloc(sizeof(float) * (size_t)(p.n_rows * p.n_out));
-                run(tables[t], &p, 0, p.n_rows, 0, p.n_out, y, p.n_out);
-                for (int64_t r = 0; r < p.n_rows; r++)
-                    for (int64_t o = 0; o < p.n_out; o++) {
-                        const float want = block_sum_dot(
-                            (const sp_block_q8_0 *)(p.w + (size_t)o * p.wrb),
-                            (const sp_block_q8_0 *)(p.xq + (size_t)r * p.xrb), p.n_in / 32);
-                        const float got = y[r * p.n_out + o];
-                        if (f32_bits(got) != f32_bits(want))
-                            fail_msg("%s packed Q8_0 n_in=%lld rows=%lld y[%lld][%lld] = %a, "
-                                     "block sums %a",
-                                     tables[t]->isa, (long long)p.n_in, (long long)p.n_rows,
-                                     (long long)r, (long long)o, (double)got, (double)want);
-                        checked++;
-                    }
-                free(y);
-                free_problem(&p);
-            }
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(types); ti++)
+        for (size_t t = 0; t < n_tables; t++)
+            for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++)
+                for (size_t i = 0; i < SP_ARRAY_LEN(rows); i++) {
+                    const sp_dtype wt = types[ti];
+                    const int64_t n_out = outs[(s + i) % SP_ARRAY_LEN(outs)];
+                    if (!packs(tables[t], wt, sizes[s], n_out))
+                        continue;
+                    problem p = make_problem(wt, sizes[s], n_out, rows[i], seed++);
+                    float *y = xmalloc(sizeof(float) * (size_t)(p.n_rows * p.n_out));
+                    run(tables[t], &p, 0, p.n_rows, 0, p.n_out, y, p.n_out);
+                    for (int64_t r = 0; r < p.n_rows; r++)
+                        for (int64_t o = 0; o < p.n_out; o++) {
+                            const float want = block_sum_dot(
+                                wt, p.w + (size_t)o * p.wrb,
+                                (const sp_block_q8_0 *)(p.xq + (size_t)r * p.xrb), p.n_in / 32);
+                            const float got = y[r * p.n_out + o];
+                            if (f32_bits(got) != f32_bits(want))
+                                fail_msg("%s packed %s n_in=%lld rows=%lld y[%lld][%lld] = %a, "
+                                         "block sums %a",
+                                         tables[t]->isa, sp_dtype_get(wt)->name, (long long)p.n_in,
+                                         (long long)p.n_rows, (long long)r, (long long)o,
+                                         (double)got, (double)want);
+                            checked++;
+                        }
+                    free(y);
+                    free_problem(&p);
+                }
     if (checked == 0)
-        print_message("[ info     ] no table packs Q8_0 on this CPU: nothing to compare\n");
+        print_message("[ info     ] no table packs Q8_0 or Q4_0 on this CPU: nothing to compare\n");
 }
 
 static const uint32_t sentinel = 0x7fc0dead; // a NaN no kernel produces
@@ -870,7 +884,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_vs_ref_q8_0_q4_0),
         cmocka_unit_test(test_vs_ref_k_quants),
         cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
-        cmocka_unit_test(test_packed_q8_0_block_sums),
+        cmocka_unit_test(test_packed_block_sums),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attn_softmax),
         cmocka_unit_test(test_swiglu),
