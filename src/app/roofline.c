@@ -87,12 +87,14 @@ static void mm_worker(void *ctx, int ith, int nth) {
         mm(j->w, j->wrb, j->x, j->xrb, j->n_in, j->n_rows, y, j->n_out, 0, j->n_out);
 }
 
-/* Multiply-adds per second x 2 (GOP/s) of a kernel on a cache-resident 128 x 2048 weight matrix
- * and 256 activation rows (enough rows for the kernel's full rate: a prefill runs hundreds), every
+/* Multiply-adds per second x 2 (GOP/s) of a kernel on a cache-resident weight matrix, every
  * thread working on its own copy of the output; through the table's packed layout when it has
- * one for the type, as the forward pass uses it. */
+ * one for the type, as the forward pass uses it. Quantized weights: 128 x 2048 and 256 activation
+ * rows (enough rows for the kernel's full rate: a prefill runs hundreds; ~0.8 MB per thread); F32:
+ * 64 x 1024 and 32 rows (~0.4 MB, within a core's L2). */
 static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
-    const int64_t n_in = 2048, n_out = 128, n_rows = 256;
+    const bool f32 = wt == SP_DTYPE_F32;
+    const int64_t n_in = f32 ? 1024 : 2048, n_out = f32 ? 64 : 128, n_rows = f32 ? 32 : 256;
     const sp_dtype vt = sp_dtype_vec_dot_type(wt);
     uint64_t wrb, xrb;
     if (sp_dtype_row_bytes(wt, (uint64_t)n_in, &wrb) || sp_dtype_row_bytes(vt, (uint64_t)n_in, &xrb))
@@ -116,7 +118,7 @@ static double measure_peak(sp_threadpool *pool, sp_dtype wt) {
         }
         const sp_kernels *k = sp_kernels_get();
         mm_job j = {.k = k, .wt = wt, .w = w, .wrb = wrb, .x = x, .xrb = xrb, .n_in = n_in,
-                    .n_out = n_out, .n_rows = n_rows, .reps = 8, .y = y};
+                    .n_out = n_out, .n_rows = n_rows, .reps = f32 ? 100 : 8, .y = y};
         const size_t pb = k->pack_bytes ? k->pack_bytes(wt, n_in, n_out) : 0;
         void *packed = pb ? malloc(pb) : NULL;
         void *xp = pb ? malloc(k->act_pack_bytes(vt, n_in, n_rows)) : NULL;

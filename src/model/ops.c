@@ -2,7 +2,9 @@
 
 void sp__rms_norm(float *y, const float *x, const float *w, int32_t n, float eps) {
     // The squares (rounded to float, as llama.cpp does) are summed in double, in four
-    // interleaved sums so that the additions need not wait for each other.
+    // interleaved sums so that the additions need not wait for each other. llama.cpp sums in
+    // order; the two doubles can differ in their last bits, which changes the float mean only
+    // when the sum lies that close to a rounding boundary of float.
     double s4[4] = {0.0, 0.0, 0.0, 0.0};
     int32_t i = 0;
     for (; i + 4 <= n; i += 4)

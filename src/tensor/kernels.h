@@ -8,8 +8,9 @@
  * SPINDLE_ISA=scalar|avx2|avxvnni|avx512|amx (unset, empty or "auto": the best; a name this CPU
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
  * "avxvnni" is the avx2 table with the Q8_0/Q4_0 integer dots on AVX-VNNI (same results).
- * "amx" is the avx512 table plus Q8_0 weights packed for the AMX tile unit (kernels_amx.c):
- * whole-block int32 sums, so its Q8_0 results differ from the other tables' in the last bits.
+ * "amx" is the avx512 table plus Q8_0 and Q4_0 weights packed for the AMX tile unit
+ * (kernels_amx.c): whole-block int32 sums, so its Q8_0 and Q4_0 results differ from the other
+ * tables' (and from llama.cpp's) in the last bits; the golden tests hold with either.
  *
  * Numerics of the x86 tables (each tested against sp_vec_dot_ref within error budgets):
  *  - Q8_0, Q4_0 (Q8_0 activations): those of llama.cpp's AVX2/AVX-VNNI vec_dot, bit for bit:
@@ -45,7 +46,8 @@ typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x, s
                              int64_t o1);
 
 /* Converts n activations to vt (a dot-product type: F32, F16, BF16, Q8_0, Q8_K), with the same
- * results as sp_quantize_act_row (bit for bit). */
+ * results as sp_quantize_act_row (bit for bit; for Q8_0 and Q8_K, for finite inputs: a NaN
+ * gives some block a NaN scale, which one may differ between tables). */
 typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64_t n);
 
 /* Attention over one KV head of the paged cache, for the G query heads that share it, in three

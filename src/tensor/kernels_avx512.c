@@ -225,8 +225,9 @@ MATMUL(matmul_bf16, f_matmul, K_BF16)
 
 /* Lane b: the largest |x| of block b of the 16 blocks of 32 values from x. Pairs of vectors are
  * folded into one (128-bit quarters, then pairs and single lanes within them), four times, which
- * leaves block b in lane 4 (b % 4) + b / 4; a permutation puts it in lane b. The maximum does not
- * depend on the order of comparisons. */
+ * leaves block b in lane 4 (b % 4) + b / 4; a permutation puts it in lane b. Without NaNs the
+ * maximum does not depend on the order of comparisons (with one, vmaxps may drop it: see
+ * quantize_act's contract in kernels.h). */
 INLINE __m512 amax16(const float *x) {
     __m512 m[16];
 #pragma GCC unroll 16

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "app/commands.h"
+#include "base/threadpool.h"
 #include "model/forward.h"
 #include "model/kvbuf.h"
 #include "model/model.h"
@@ -64,6 +65,8 @@ typedef struct chunk {
  * out[seq][pos] (n_vocab floats each). Sequences use disjoint block ranges. With `select`, only
  * some rows ask for logits, out of order: none in the first step, then every other row in
  * reverse order with the last of them twice (positions not asked for stay untouched). */
+static sp_threadpool *schedule_pool; // when set, the forward pass runs on these threads
+
 static void run_schedule_rows(fixture *fx, sp_dtype kv_type, const chunk *const *steps,
                               const int *n_chunks, int n_steps, bool select,
                               float *out[N_SEQ][64]) {
@@ -72,6 +75,8 @@ static void run_schedule_rows(fixture *fx, sp_dtype kv_type, const chunk *const 
     assert_int_equal(sp_kvbuf_init(&kv, &fx->m->hp, kv_type, BS, nb * N_SEQ), SP_OK);
     sp_forward *fw;
     assert_int_equal(sp_forward_create(fx->m, 256, N_CTX, &fw), SP_OK);
+    if (schedule_pool)
+        assert_int_equal(sp_forward_set_pool(fw, schedule_pool), SP_OK);
     // Interleave block ids between sequences so that tables are not contiguous.
     int32_t tables[N_SEQ][N_CTX / BS];
     for (int s = 0; s < N_SEQ; s++)
@@ -240,7 +245,7 @@ static void test_batch_invariance(void **st) {
 
 /* Rows that ask for logits, in any order, get exactly the logits they get when every row asks
  * (the last layer computes only those rows), and a step that asks for none still fills the
- * cache for the steps after it. */
+ * cache for the steps after it; on one thread and on three. */
 static void test_selected_rows(void **st) {
     (void)st;
     fixture fx;
@@ -250,22 +255,30 @@ static void test_selected_rows(void **st) {
     alloc_out(&fx, all);
     alloc_out(&fx, some);
     mixed_schedule(&fx, SP_DTYPE_F16, all);
-    // Mark every slot, so that those the selected run fills can be told apart.
-    for (int s = 0; s < N_SEQ; s++)
-        for (int p = 0; p < fx.n_tok[s]; p++)
-            some[s][p][0] = NAN;
-    mixed_schedule_rows(&fx, SP_DTYPE_F16, true, some);
-    int filled = 0;
-    for (int s = 0; s < N_SEQ; s++)
-        for (int p = 0; p < fx.n_tok[s]; p++) {
-            if (isnan(some[s][p][0]))
-                continue;
-            filled++;
-            if (memcmp(some[s][p], all[s][p], V * sizeof(float)))
-                fail_msg("sequence %d position %d: logits of a selected row differ", s, p);
-        }
-    // Steps 2-5 ask for 14, 2, 2 and 2 distinct rows (row 0 twice in each).
-    assert_int_equal(filled, 14 + 2 + 2 + 2);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        if (threads > 1)
+            assert_int_equal(sp_threadpool_create(threads, &schedule_pool), SP_OK);
+        // Mark every slot, so that those the selected run fills can be told apart.
+        for (int s = 0; s < N_SEQ; s++)
+            for (int p = 0; p < fx.n_tok[s]; p++)
+                some[s][p][0] = NAN;
+        mixed_schedule_rows(&fx, SP_DTYPE_F16, true, some);
+        int filled = 0;
+        for (int s = 0; s < N_SEQ; s++)
+            for (int p = 0; p < fx.n_tok[s]; p++) {
+                if (isnan(some[s][p][0]))
+                    continue;
+                filled++;
+                if (memcmp(some[s][p], all[s][p], V * sizeof(float)))
+                    fail_msg("sequence %d position %d: logits of a selected row differ (%d "
+                             "threads)",
+                             s, p, threads);
+            }
+        // Steps 2-5 ask for 14, 2, 2 and 2 distinct rows (row 0 twice in each).
+        assert_int_equal(filled, 14 + 2 + 2 + 2);
+        sp_threadpool_destroy(schedule_pool);
+        schedule_pool = NULL;
+    }
     free_out(all);
     free_out(some);
     sp_model_destroy(fx.m);
