@@ -547,7 +547,8 @@ static void attend(const sp_kernels *k, const float *q, int32_t G, int32_t D, co
  * sum_j w_j |v_j[d]| (F32 weights), and within 2^-9 of it with weights rounded to F16 (a weight
  * may round the other way when the scores differ in the last bit); the scalar table is within
  * 2e-6 of it with F32 weights. Block sizes that do and do not fill vectors, partly filled last
- * blocks, GQA groups of 1 to 9 heads, head sizes on and off the vector width, F16 and F32. */
+ * blocks, GQA groups of 1 to 9 heads, head sizes on and off the vector width, F16 and F32; and
+ * each head alone equals itself in its group, bit for bit. */
 static void test_attention(void **state) {
     (void)state;
     static const struct {
@@ -624,6 +625,15 @@ static void test_attention(void **state) {
                                      tables[t]->isa, G, D, n, bs, f16 ? "F16" : "F32",
                                      round ? " rounded weights" : "", i, (double)got[i], want[i],
                                      tol * mag[i]);
+                    // Each head alone gives the same bits as in its group (the heads of a group
+                    // share loads, never arithmetic).
+                    float one[128];
+                    for (int32_t hh = 0; hh < G; hh++) {
+                        attend(tables[t], q + hh * D, 1, D, kt, v, n, bs, f16, round, one);
+                        if (memcmp(one, got + hh * D, sizeof(float) * (size_t)D))
+                            fail_msg("%s attention G=%d D=%d n=%d: head %d alone differs",
+                                     tables[t]->isa, G, D, n, hh);
+                    }
                 }
             free(got);
             free(w);
