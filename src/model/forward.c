@@ -20,25 +20,42 @@ static float *alloc_f32(size_t n) {
     return aligned_alloc(CACHE_LINE, bytes ? bytes : CACHE_LINE);
 }
 
+/* Query rows (token x head of a KV group) that attention takes together, sharing each key and
+ * value load: a group of 8 or more heads alone, smaller groups with the next tokens of the same
+ * sequence (a prompt's), up to 8 rows. */
+enum { TILE_ROWS = 8 };
+
+static int32_t tile_tokens(const sp_hparams *hp) {
+    const int32_t group = hp->n_head / hp->n_head_kv;
+    return group >= TILE_ROWS ? 1 : TILE_ROWS / group;
+}
+
 /* Attention scratch of one thread. */
 typedef struct att_scratch {
-    float *scores; // (group, max_ctx) the attention weights of a group's heads
+    float *scores; // (tile rows, max_ctx) the attention weights of a tile's query rows
+    float *q;      // (tile rows, head_dim) the tile's queries
+    float *out;    // (tile rows, head_dim) its outputs
 } att_scratch;
 
 static void scratch_free(att_scratch *ts, int n) {
-    for (int i = 0; ts && i < n; i++)
+    for (int i = 0; ts && i < n; i++) {
         free(ts[i].scores);
+        free(ts[i].q);
+        free(ts[i].out);
+    }
     free(ts);
 }
 
 static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) {
-    const size_t group = (size_t)(hp->n_head / hp->n_head_kv);
+    const size_t rows = (size_t)(tile_tokens(hp) * (hp->n_head / hp->n_head_kv));
     att_scratch *ts = calloc((size_t)n, sizeof *ts);
     if (!ts)
         return NULL;
     for (int i = 0; i < n; i++) {
-        ts[i].scores = alloc_f32(group * (size_t)max_ctx);
-        if (!ts[i].scores) {
+        ts[i].scores = alloc_f32(rows * (size_t)max_ctx);
+        ts[i].q = alloc_f32(rows * (size_t)hp->head_dim);
+        ts[i].out = alloc_f32(rows * (size_t)hp->head_dim);
+        if (!ts[i].scores || !ts[i].q || !ts[i].out) {
             scratch_free(ts, n);
             return NULL;
         }
@@ -63,6 +80,7 @@ struct sp_forward {
     int n_threads;
     att_scratch *ts; // (n_threads) attention scratch of each thread
     float *out_x;    // (max_tokens, n_embd) final-normalized rows whose logits are wanted
+    int32_t *tiles;  // (max_tokens + 1) first rows of attention's token tiles, then the end
     void *scratch;   // activations converted for the dot products
 };
 
@@ -92,9 +110,10 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     f->n_threads = 1;
     f->ts = scratch_alloc(hp, max_ctx, 1);
     f->out_x = alloc_f32(T * (size_t)hp->n_embd);
+    f->tiles = malloc((T + 1) * sizeof *f->tiles);
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up || !f->rope ||
-        !f->ts || !f->out_x || !f->scratch) {
+        !f->ts || !f->out_x || !f->tiles || !f->scratch) {
         sp_forward_destroy(f);
         return SP_ERR_NOMEM;
     }
@@ -116,6 +135,7 @@ void sp_forward_destroy(sp_forward *f) {
     free(f->rope);
     scratch_free(f->ts, f->n_threads);
     free(f->out_x);
+    free(f->tiles);
     free(f->scratch);
     free(f);
 }
@@ -192,7 +212,7 @@ typedef struct att_job {
     const sp_batch *b;
     int32_t il;
     const int32_t *rows;  // output row i is batch token rows[i]; NULL: token i
-    int32_t n_rows;
+    int32_t n_tiles;      // tiles of rows: f->tiles[i] .. f->tiles[i + 1]
     _Atomic int64_t next; // the next work item not yet taken
 } att_job;
 
@@ -210,40 +230,71 @@ static void attention_worker(void *ctx, int ith, int nth) {
     const bool f16 = kv->type == SP_DTYPE_F16;
     const sp_kernels *kn = sp_kernels_get();
     att_scratch *ws = &f->ts[ith];
-    // Work items are (token, KV head) pairs, each taken by whichever thread is free, so that the
+    const int64_t ld_s = f->max_ctx;
+    // Work items are (tile, KV head) pairs, each taken by whichever thread is free, so that the
     // long contexts of a prompt's last tokens spread over all threads; which thread takes which
     // never changes a value.
-    const int64_t n_items = (int64_t)jb->n_rows * hp->n_head_kv;
+    const int64_t n_items = (int64_t)jb->n_tiles * hp->n_head_kv;
     for (;;) {
         const int64_t item = atomic_fetch_add_explicit(&jb->next, 1, memory_order_relaxed);
         if (item >= n_items)
             break;
-        const int32_t r = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
-        const int32_t t = jb->rows ? jb->rows[r] : r;
-        const int32_t *table = b->block_tables[b->seq[t]];
-        const int32_t n_pos = b->pos[t] + 1;
-        // The group's query heads are adjacent in the row (already rounded to F16 for an F16
-        // cache: STEP_QKV), and so are its outputs.
-        const float *qg = f->q + (size_t)t * nq + (size_t)g * group * D;
-        float *out = f->att + (size_t)r * nq + (size_t)g * group * D;
-        const int64_t ld_s = f->max_ctx;
-        for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
-            kn->attn_scores(qg, group, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,
-                            SP_MIN(BS, n_pos - j0), f16, ws->scores + j0, ld_s);
-        for (int32_t hh = 0; hh < group; hh++)
-            kn->attn_softmax(ws->scores + hh * ld_s, n_pos, f16);
-        memset(out, 0, (size_t)group * (size_t)D * sizeof(float));
-        for (int32_t j0 = 0; j0 < n_pos; j0 += BS)
-            kn->attn_values(ws->scores + j0, ld_s, group, D,
-                            sp_kvbuf_head(kv, table[j0 / BS], il, 1, g), SP_MIN(BS, n_pos - j0),
-                            f16, out);
+        const int32_t i = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
+        const int32_t r0 = f->tiles[i], nt = f->tiles[i + 1] - r0, R = nt * group;
+        // The tile's tokens are consecutive positions of one sequence: token k reads positions
+        // 0 .. pos0 + k. Its query rows k * group .. (the group's heads are adjacent in the q
+        // row, already rounded to F16 for an F16 cache: STEP_QKV).
+        const int32_t t0 = jb->rows ? jb->rows[r0] : r0;
+        const int32_t *table = b->block_tables[b->seq[t0]];
+        const int32_t n_first = b->pos[t0] + 1, n_last = n_first + nt - 1;
+        for (int32_t k = 0; k < nt; k++) {
+            const int32_t t = jb->rows ? jb->rows[r0 + k] : r0 + k;
+            memcpy(ws->q + (size_t)k * group * D, f->q + (size_t)t * nq + (size_t)g * group * D,
+                   (size_t)group * (size_t)D * sizeof(float));
+        }
+        // Scores of every row up to the last token's positions (a row's softmax reads only its
+        // own); weights of the positions all rows read, then each later token's own.
+        for (int32_t j0 = 0; j0 < n_last; j0 += BS)
+            kn->attn_scores(ws->q, R, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,
+                            SP_MIN(BS, n_last - j0), f16, ws->scores + j0, ld_s);
+        for (int32_t row = 0; row < R; row++)
+            kn->attn_softmax(ws->scores + row * ld_s, n_first + row / group, f16);
+        memset(ws->out, 0, (size_t)R * (size_t)D * sizeof(float));
+        for (int32_t j0 = 0; j0 < n_first; j0 += BS)
+            kn->attn_values(ws->scores + j0, ld_s, R, D,
+                            sp_kvbuf_head(kv, table[j0 / BS], il, 1, g), SP_MIN(BS, n_first - j0),
+                            f16, ws->out);
+        for (int32_t k = 1; k < nt; k++)
+            for (int32_t j = n_first; j < n_first + k; j++) // position j, for tokens k and after
+                kn->attn_values(ws->scores + (size_t)k * group * ld_s + j, ld_s, group, D,
+                                (const sp_f16 *)sp_kvbuf_head(kv, table[j / BS], il, 1, g) +
+                                    (size_t)(j % BS) * (size_t)D * (f16 ? 1 : 2),
+                                1, f16, ws->out + (size_t)k * group * D);
+        for (int32_t k = 0; k < nt; k++)
+            memcpy(f->att + (size_t)(r0 + k) * nq + (size_t)g * group * D,
+                   ws->out + (size_t)k * group * D, (size_t)group * (size_t)D * sizeof(float));
     }
 }
 
-/* Attention of the batch tokens rows[0..n) (NULL: tokens 0..n), output row i for rows[i]. */
+/* Attention of the batch tokens rows[0..n) (NULL: tokens 0..n), output row i for rows[i]. Rows
+ * are taken in tiles of up to tile_tokens consecutive positions of one sequence. */
 static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il,
                       const int32_t *rows, int32_t n) {
-    att_job jb = {.f = f, .kv = kv, .b = b, .il = il, .rows = rows, .n_rows = n};
+    const int32_t most = tile_tokens(&f->m->hp);
+    int32_t n_tiles = 0;
+    for (int32_t r = 0; r < n;) {
+        f->tiles[n_tiles++] = r;
+        const int32_t t0 = rows ? rows[r] : r;
+        int32_t k = 1;
+        for (; k < most && r + k < n; k++) {
+            const int32_t t = rows ? rows[r + k] : r + k;
+            if (b->seq[t] != b->seq[t0] || b->pos[t] != b->pos[t0] + k)
+                break;
+        }
+        r += k;
+    }
+    f->tiles[n_tiles] = n;
+    att_job jb = {.f = f, .kv = kv, .b = b, .il = il, .rows = rows, .n_tiles = n_tiles};
     atomic_init(&jb.next, 0);
     if (f->n_threads > 1)
         sp_threadpool_run(f->pool, attention_worker, &jb);
