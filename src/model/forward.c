@@ -198,8 +198,9 @@ static void store_kv(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il,
 
 /* Attention of every batch token over positions 0..pos of its sequence, block by block through
  * the sequence's table in position order (kernels.h: scores, softmax, values). The query heads
- * that share a KV head are processed together, so each cached key and value is loaded and
- * converted once per group, and each is read once per token (keys for the scores, then values).
+ * that share a KV head, for up to 8 / group consecutive tokens of a prompt (a tile), are
+ * processed together, so each cached key and value is loaded and converted once per tile (keys
+ * for the scores, then values).
  * With an F16 cache the queries and the softmax weights are rounded to F16 as llama.cpp does
  * before its two products; keys and values are read as F16; sums are in F32 (the softmax
  * normalizer in double). The softmax is two-pass, not online: the weights must be normalized
