@@ -435,29 +435,13 @@ INLINE void scores8_h(const int H, const float *q, int32_t hh0, int32_t D, float
         _mm256_storeu_ps(s + (hh0 + h) * ld_s + j0, _mm256_mul_ps(acc[h], _mm256_set1_ps(scale)));
 }
 
-/* The query heads of a group in blocks of up to 4 that share each load; a head's arithmetic is
- * the same in any block. */
-#define HEAD_BLOCK_CASES(F, ...)                                                                   \
-    case 1:                                                                                        \
-        F(1, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        F(2, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        F(3, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    default:                                                                                       \
-        F(4, __VA_ARGS__);                                                                         \
-        break;
-
 static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const void *kt,
                         int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
     int32_t j0 = 0;
     for (; j0 + 8 <= n; j0 += 8)
         for (int32_t hh = 0; hh < G; hh += 4) {
             switch (G - hh) {
-                HEAD_BLOCK_CASES(scores8_h, q, hh, D, scale, kt, ld_k, j0, f16, s, ld_s)
+                HEAD_BLOCK_CASES_4(scores8_h, q, hh, D, scale, kt, ld_k, j0, f16, s, ld_s)
             }
         }
     if (j0 < n) // the last positions of a partly filled block
@@ -523,7 +507,7 @@ static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, cons
     }
     for (int32_t d0 = 0; d0 < D; d0 += 8) {
         for (int32_t hh = 0; hh < G; hh += 4) {
-            switch (G - hh) { HEAD_BLOCK_CASES(values8_h, w, ld_s, hh, D, d0, v, n, f16, acc) }
+            switch (G - hh) { HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, v, n, f16, acc) }
         }
     }
 }

@@ -421,41 +421,13 @@ INLINE void scores_h(const int H, const float *q, int32_t hh0, int32_t D, float 
                               _mm512_mul_ps(acc[h], _mm512_set1_ps(scale)));
 }
 
-/* The query heads of a group in blocks of up to 8 that share each load (GQA groups of 3, 4 or 7
- * heads take one block); a head's arithmetic is the same in any block. */
-#define HEAD_BLOCK_CASES(F, ...)                                                                   \
-    case 1:                                                                                        \
-        F(1, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        F(2, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        F(3, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 4:                                                                                        \
-        F(4, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 5:                                                                                        \
-        F(5, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 6:                                                                                        \
-        F(6, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    case 7:                                                                                        \
-        F(7, __VA_ARGS__);                                                                         \
-        break;                                                                                     \
-    default:                                                                                       \
-        F(8, __VA_ARGS__);                                                                         \
-        break;
-
 static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const void *kt,
                         int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
     for (int32_t j0 = 0; j0 < n; j0 += 16) {
         const __mmask16 jm = first_n(n - j0);
         for (int32_t hh = 0; hh < G; hh += 8) {
             switch (G - hh) {
-                HEAD_BLOCK_CASES(scores_h, q, hh, D, scale, kt, ld_k, j0, jm, f16, s, ld_s)
+                HEAD_BLOCK_CASES_8(scores_h, q, hh, D, scale, kt, ld_k, j0, jm, f16, s, ld_s)
             }
         }
     }
@@ -514,7 +486,7 @@ static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, cons
     }
     for (int32_t d0 = 0; d0 < D; d0 += 16)
         for (int32_t hh = 0; hh < G; hh += 8) {
-            switch (G - hh) { HEAD_BLOCK_CASES(values_h, w, ld_s, hh, D, d0, v, n, f16, acc) }
+            switch (G - hh) { HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, v, n, f16, acc) }
         }
 }
 

@@ -9,6 +9,27 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* Switch cases that run F(H, ...) on a block of H query heads, H = the switch value, up to 4 or
+ * 8 (larger values take the largest block): the attention kernels' head blocks, one unrolled
+ * copy per size, so the heads of any GQA group share each key and value load. */
+#define HEAD_CASE(H, F, ...)                                                                       \
+    case H:                                                                                        \
+        F(H, __VA_ARGS__);                                                                         \
+        break;
+#define HEAD_CASES_1_3(F, ...)                                                                     \
+    HEAD_CASE(1, F, __VA_ARGS__) HEAD_CASE(2, F, __VA_ARGS__) HEAD_CASE(3, F, __VA_ARGS__)
+#define HEAD_BLOCK_CASES_4(F, ...)                                                                 \
+    HEAD_CASES_1_3(F, __VA_ARGS__)                                                                 \
+    default:                                                                                       \
+        F(4, __VA_ARGS__);                                                                         \
+        break;
+#define HEAD_BLOCK_CASES_8(F, ...)                                                                 \
+    HEAD_CASES_1_3(F, __VA_ARGS__)                                                                 \
+    HEAD_CASE(4, F, __VA_ARGS__)                                                                   \
+    HEAD_CASE(5, F, __VA_ARGS__) HEAD_CASE(6, F, __VA_ARGS__) HEAD_CASE(7, F, __VA_ARGS__) default \
+        : F(8, __VA_ARGS__);                                                                       \
+    break;
+
 /* Horizontal sum in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), as ggml's
  * hsum_float_8. */
 INLINE float hsum8(__m256 v) {
