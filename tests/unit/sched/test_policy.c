@@ -180,6 +180,38 @@ static int64_t end_of(sp_request *r) {
     return st.t_end_us;
 }
 
+/* An engine over the shared model on one thread, with max_seqs sequences and requests aging
+ * after max_wait_ms (0: the default). */
+static sp_engine *engine_with(int32_t max_seqs, int32_t max_wait_ms) {
+    sp_engine_opts o = sp_engine_opts_default();
+    o.max_seqs = max_seqs;
+    o.n_threads = 1;
+    if (max_wait_ms)
+        o.max_wait_ms = max_wait_ms;
+    sp_engine *e;
+    sp_diag d;
+    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    return e;
+}
+
+/* The engine tests' model and vocabulary, loaded once for the group. */
+static int load_shared_model(void **state) {
+    (void)state;
+    char *path = sp_test_shared("models/stories260K.gguf");
+    sp_diag d;
+    const bool ok =
+        sp_model_load(path, &pm, &d) == SP_OK && sp_vocab_load(pm->gguf, &pv, &d) == SP_OK;
+    free(path);
+    return ok ? 0 : -1;
+}
+
+static int free_shared_model(void **state) {
+    (void)state;
+    sp_vocab_destroy(pv);
+    sp_model_destroy(pm);
+    return 0;
+}
+
 static void drop_ready(sp_engine *e) {
     for (sp_request *r = sp_engine_take_ready(e); r;) {
         sp_request *next = sp_request_next_ready(r);
@@ -192,16 +224,7 @@ static void drop_ready(sp_engine *e) {
  * them at once (no memory shortage involved) and finishes first; everyone completes. */
 static void test_priority_preemption(void **state) {
     (void)state;
-    char *path = sp_test_shared("models/stories260K.gguf");
-    sp_diag d;
-    assert_int_equal(sp_model_load(path, &pm, &d), SP_OK);
-    assert_int_equal(sp_vocab_load(pm->gguf, &pv, &d), SP_OK);
-    free(path);
-    sp_engine_opts o = sp_engine_opts_default();
-    o.max_seqs = 2;
-    o.n_threads = 1;
-    sp_engine *e;
-    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_engine *e = engine_with(2, 0);
     sp_request *low1 = submit_prio(e, 5, 200, 1), *low2 = submit_prio(e, 5, 200, 2);
     for (int i = 0; i < 5; i++)
         sp_engine_step(e);
@@ -228,17 +251,13 @@ static void test_priority_preemption(void **state) {
  * without being run; one with a generous deadline is served. */
 static void test_deadline(void **state) {
     (void)state;
-    sp_engine_opts o = sp_engine_opts_default();
-    o.max_seqs = 1;
-    o.n_threads = 1;
-    sp_engine *e;
-    sp_diag d;
-    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_engine *e = engine_with(1, 0);
     sp_request *busy = submit_prio(e, 0, 100, 1);
     for (int i = 0; i < 3; i++)
         sp_engine_step(e);
     int32_t prompt[4] = {1, 403, 407, 261};
     sp_request *tight, *loose;
+    sp_diag d;
     sp_req_params p = sp_req_params_default();
     p.max_tokens = 4;
     p.deadline_ms = 1;
@@ -273,13 +292,7 @@ static void test_deadline(void **state) {
  * waited max_wait_ms. */
 static void test_no_starvation(void **state) {
     (void)state;
-    sp_engine_opts o = sp_engine_opts_default();
-    o.max_seqs = 1;
-    o.n_threads = 1;
-    o.max_wait_ms = 30;
-    sp_engine *e;
-    sp_diag d;
-    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_engine *e = engine_with(1, 30);
     sp_request *urgent[200];
     int n_urgent = 0;
     urgent[n_urgent++] = submit_prio(e, 0, 3, 0);
@@ -308,8 +321,6 @@ static void test_no_starvation(void **state) {
         sp_request_release(urgent[i]);
     sp_request_release(low);
     sp_engine_destroy(e);
-    sp_vocab_destroy(pv);
-    sp_model_destroy(pm);
 }
 
 /* Waiting past max_wait_ms puts a request first in the queue but does not let it preempt a
@@ -317,13 +328,7 @@ static void test_no_starvation(void **state) {
  * that long, would otherwise preempt at every step): it runs when the running one finishes. */
 static void test_aging_does_not_preempt(void **state) {
     (void)state;
-    sp_engine_opts o = sp_engine_opts_default();
-    o.max_seqs = 1;
-    o.n_threads = 1;
-    o.max_wait_ms = 1;
-    sp_engine *e;
-    sp_diag d;
-    assert_int_equal(sp_engine_create(pm, pv, &o, &e, &d), SP_OK);
+    sp_engine *e = engine_with(1, 1);
     sp_request *first = submit_prio(e, 0, 40, 1);
     sp_engine_step(e);
     sp_request *second = submit_prio(e, 0, 5, 2);
@@ -347,10 +352,13 @@ int main(void) {
         cmocka_unit_test(test_conditional_sampling),
         cmocka_unit_test(test_policy_decisions),
         cmocka_unit_test(test_create_by_name),
+    };
+    const struct CMUnitTest engine_tests[] = {
         cmocka_unit_test(test_priority_preemption),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_aging_does_not_preempt),
         cmocka_unit_test(test_no_starvation),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL) |
+           cmocka_run_group_tests(engine_tests, load_shared_model, free_shared_model);
 }
