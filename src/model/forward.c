@@ -248,32 +248,40 @@ static void attention_worker(void *ctx, int ith, int nth) {
         const int32_t t0 = jb->rows ? jb->rows[r0] : r0;
         const int32_t *table = b->block_tables[b->seq[t0]];
         const int32_t n_first = b->pos[t0] + 1, n_last = n_first + nt - 1;
-        for (int32_t k = 0; k < nt; k++) {
-            const int32_t t = jb->rows ? jb->rows[r0 + k] : r0 + k;
-            memcpy(ws->q + (size_t)k * group * D, f->q + (size_t)t * nq + (size_t)g * group * D,
-                   (size_t)group * (size_t)D * sizeof(float));
+        // A lone token's rows are already adjacent in q and att; a tile's are gathered.
+        const size_t span = (size_t)group * (size_t)D; // a token's rows of the group
+        const float *qt = f->q + (size_t)t0 * nq + (size_t)g * span;
+        float *out = f->att + (size_t)r0 * nq + (size_t)g * span;
+        if (nt > 1) {
+            for (int32_t k = 0; k < nt; k++) {
+                const int32_t t = jb->rows ? jb->rows[r0 + k] : r0 + k;
+                memcpy(ws->q + (size_t)k * span, f->q + (size_t)t * nq + (size_t)g * span,
+                       span * sizeof(float));
+            }
+            qt = ws->q;
+            out = ws->out;
         }
         // Scores of every row up to the last token's positions (a row's softmax reads only its
         // own); weights of the positions all rows read, then each later token's own.
         for (int32_t j0 = 0; j0 < n_last; j0 += BS)
-            kn->attn_scores(ws->q, R, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,
+            kn->attn_scores(qt, R, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,
                             SP_MIN(BS, n_last - j0), f16, ws->scores + j0, ld_s);
         for (int32_t row = 0; row < R; row++)
             kn->attn_softmax(ws->scores + row * ld_s, n_first + row / group, f16);
-        memset(ws->out, 0, (size_t)R * (size_t)D * sizeof(float));
+        memset(out, 0, (size_t)R * (size_t)D * sizeof(float));
         for (int32_t j0 = 0; j0 < n_first; j0 += BS)
             kn->attn_values(ws->scores + j0, ld_s, R, D,
                             sp_kvbuf_head(kv, table[j0 / BS], il, 1, g), SP_MIN(BS, n_first - j0),
-                            f16, ws->out);
+                            f16, out);
         for (int32_t k = 1; k < nt; k++)
             for (int32_t j = n_first; j < n_first + k; j++) // position j, for tokens k and after
                 kn->attn_values(ws->scores + (size_t)k * group * ld_s + j, ld_s, group, D,
                                 (const sp_f16 *)sp_kvbuf_head(kv, table[j / BS], il, 1, g) +
                                     (size_t)(j % BS) * (size_t)D * (f16 ? 1 : 2),
-                                1, f16, ws->out + (size_t)k * group * D);
-        for (int32_t k = 0; k < nt; k++)
-            memcpy(f->att + (size_t)(r0 + k) * nq + (size_t)g * group * D,
-                   ws->out + (size_t)k * group * D, (size_t)group * (size_t)D * sizeof(float));
+                                1, f16, out + (size_t)k * span);
+        for (int32_t k = 0; k < nt && nt > 1; k++)
+            memcpy(f->att + (size_t)(r0 + k) * nq + (size_t)g * span, out + (size_t)k * span,
+                   span * sizeof(float));
     }
 }
 
