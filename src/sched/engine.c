@@ -80,6 +80,7 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     e->v = v;
     e->o = o;
     e->n_ctx = n_ctx;
+    e->max_len = (int32_t)SP_MIN((int64_t)n_ctx, n_blocks * o.block_size);
     e->efd = -1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
@@ -180,6 +181,10 @@ int sp_engine_notify_fd(const sp_engine *e) {
 
 int32_t sp_engine_n_ctx(const sp_engine *e) {
     return e->n_ctx;
+}
+
+int32_t sp_engine_max_len(const sp_engine *e) {
+    return e->max_len;
 }
 
 /* Releases text through the stop matcher: appends bytes to the pending text, feeds them, and
@@ -283,7 +288,7 @@ static void sample_token(sp_engine *e, sp_request *r, const float *logits) {
         sp__engine_finish(e, r, SP_FINISH_ERROR, SP_ERR_NOMEM, "out of memory for the output text");
     else if (matched || eog || (r->params.stop_after > 0 && r->n_generated >= r->params.stop_after))
         sp__engine_finish(e, r, SP_FINISH_STOP, SP_OK, NULL);
-    else if (r->n_generated >= r->params.max_tokens || r->n_tokens >= e->n_ctx)
+    else if (r->n_generated >= r->params.max_tokens || r->n_tokens >= e->max_len)
         sp__engine_finish(e, r, SP_FINISH_LENGTH, SP_OK, NULL);
     else
         notify(e, r);
@@ -493,7 +498,7 @@ sp_err sp_engine_submit(sp_engine *e, sp_request *r, sp_diag *diag) {
             snprintf(diag->param, sizeof diag->param, "prompt");
         return SP_ERR_RANGE;
     }
-    sp_err err = sp_kv_seq_init(&r->seq, e->pool, SP_MIN(r->cap_tokens, e->n_ctx));
+    sp_err err = sp_kv_seq_init(&r->seq, e->pool, SP_MIN(r->cap_tokens, e->max_len));
     if (err)
         return err;
     r->seq_ready = true;

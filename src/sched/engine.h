@@ -164,4 +164,9 @@ void sp_engine_stats_get(sp_engine *e, sp_engine_stats *out);
 /* The context length requests get. */
 int32_t sp_engine_n_ctx(const sp_engine *e);
 
+/* The most tokens (prompt and output) one request can ever hold: the context length, or the
+ * KV pool's size in tokens when the pool is smaller. A request reaching it finishes with
+ * SP_FINISH_LENGTH, so that one request alone always fits the pool and never waits forever. */
+int32_t sp_engine_max_len(const sp_engine *e);
+
 #endif

@@ -18,6 +18,7 @@ struct sp_engine {
     const sp_vocab *v;
     sp_engine_opts o;
     int32_t n_ctx;
+    int32_t max_len; // most tokens one sequence can ever hold: n_ctx, or the pool if smaller
 
     // Engine thread only.
     sp_kvbuf kv;

@@ -54,7 +54,7 @@ int32_t sp__sched_blocks_for(const sp_engine *e, int32_t n_tokens) {
 }
 
 static sp_policy_req view_of(const sp_engine *e, const sp_request *r) {
-    int32_t max_rem = SP_MIN(r->params.max_tokens - r->n_generated, e->n_ctx - r->n_tokens);
+    int32_t max_rem = SP_MIN(r->params.max_tokens - r->n_generated, e->max_len - r->n_tokens);
     return (sp_policy_req){.n_kv = r->n_tokens,
                            .n_generated = r->n_generated,
                            .max_remaining = SP_MAX(max_rem, 0),

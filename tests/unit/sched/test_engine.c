@@ -20,6 +20,7 @@ typedef struct spec {
     float temperature;
     uint64_t seed;
     int cancel_at_step; // -1: never; 0: before the first step
+    bool ignore_eos;
 } spec;
 
 typedef struct result {
@@ -101,6 +102,7 @@ static void run_specs(run *rn, const spec *specs, int n, sp_engine_opts o, sp_en
         p.max_tokens = specs[i].max_tokens;
         p.sample.temperature = specs[i].temperature;
         p.sample.seed = specs[i].seed;
+        p.ignore_eos = specs[i].ignore_eos;
         assert_int_equal(
             sp_request_create(vocab, specs[i].prompt, specs[i].n_prompt, &p, &rn->reqs[i], &d),
             SP_OK);
@@ -259,6 +261,41 @@ static void test_preemption(void **state) {
     assert_int_equal(st_small.n_blocks_used, 0);
     free(big);
     free(small);
+    unload_model();
+}
+
+/* A request that would outgrow the whole KV pool (here 96 tokens, the context 512) finishes
+ * with "length" when it fills the pool, instead of preempting itself and waiting forever; the
+ * request queued behind it then runs, and no block stays used. */
+static void test_pool_bounds_length(void **state) {
+    (void)state;
+    load_model("stories260K.gguf");
+    spec specs[2];
+    uint64_t rs = 5;
+    for (int i = 0; i < 2; i++) {
+        random_spec(&specs[i], &rs, 8, 1);
+        specs[i].max_tokens = MAX_GEN;
+        specs[i].ignore_eos = true;
+    }
+    specs[1].max_tokens = 8;
+    sp_engine_opts o = sp_engine_opts_default();
+    o.kv_tokens = 96;
+    o.n_ctx = 512;
+    sp_engine *e;
+    sp_diag d;
+    assert_int_equal(sp_engine_create(model, vocab, &o, &e, &d), SP_OK);
+    assert_int_equal(sp_engine_max_len(e), 96);
+    assert_int_equal(sp_engine_n_ctx(e), 512);
+    sp_engine_destroy(e);
+    run *rn = calloc(1, sizeof *rn);
+    sp_engine_stats st;
+    run_specs(rn, specs, 2, o, &st);
+    assert_int_equal(rn->res[0].finish, SP_FINISH_LENGTH);
+    assert_int_equal(rn->res[0].n_tokens, 96 - specs[0].n_prompt);
+    assert_int_equal(rn->res[1].finish, SP_FINISH_LENGTH);
+    assert_int_equal(rn->res[1].n_tokens, 8);
+    assert_int_equal(st.n_blocks_used, 0);
+    free(rn);
     unload_model();
 }
 
@@ -436,6 +473,7 @@ int main(void) {
         cmocka_unit_test(test_golden_invariance_260k),
         cmocka_unit_test(test_golden_invariance_656k),
         cmocka_unit_test(test_preemption),
+        cmocka_unit_test(test_pool_bounds_length),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_seeded),
         cmocka_unit_test(test_stop_after),
