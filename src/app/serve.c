@@ -87,7 +87,6 @@ int sp_cmd_serve(int argc, char **argv) {
     sp_api_opts ao = sp_api_opts_default();
     ao.model_name = NULL;
     sp_engine_opts eo = sp_engine_opts_default();
-    snprintf(eo.admission, sizeof eo.admission, "past-future");
     int grace_s = 10;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

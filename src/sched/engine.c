@@ -26,7 +26,7 @@ sp_engine_opts sp_engine_opts_default(void) {
                             .session_ttl_ms = -1,
                             .session_ttl_cap_ms = 60000,
                             .max_sessions = 1024,
-                            .policy = sp_policy_aggressive()};
+                            .admission = "past-future"};
 }
 
 /* ---- creation ------------------------------------------------------------------------------- */
@@ -132,7 +132,7 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     *out = e;
     return SP_OK;
 fail:
-    if (!opts || !opts->admission[0])
+    if (!o.admission[0])
         e->o.policy.destroy = NULL; // the caller keeps its own policy on failure
     sp_engine_destroy(e);
     return err;

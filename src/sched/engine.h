@@ -74,11 +74,10 @@ typedef struct sp_engine_opts {
     int64_t session_ttl_cap_ms; // longest chosen TTL (default 60 s)
     int32_t max_sessions;     // sessions remembered (default 1024)
     uint64_t cache_salt;      // mixed into the prefix hashes (identifies the model)
-    sp_admission_policy policy; // used if admission is empty (default: aggressive); the engine
-                                // destroys it
-    char admission[16];         // "aggressive", "conservative" or "past-future": the engine
-                                // creates that policy (sized for max_seqs); `policy` is then
-                                // ignored (and left to its owner)
+    char admission[16];         // "aggressive", "conservative" or "past-future" (the default):
+                                // the engine creates that policy (sized for max_seqs)
+    sp_admission_policy policy; // a policy of the caller's, used when admission is empty (the
+                                // engine then destroys it); with neither, aggressive
     /* Hooks for tests and tracing, called on the engine thread; each may be NULL. on_step after
      * each step; on_logits with a request's logits row just before its token is sampled;
      * on_preempt when a request is preempted. They share one context pointer. */

@@ -4,6 +4,8 @@
  * AddressSanitizer, which interposes malloc itself; the test then skips). */
 #include "testutil.h"
 
+#include <stdio.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +28,8 @@ static void test_step_loop_allocates_nothing(void **state) {
     assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
     assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
     sp_engine_opts o = sp_engine_opts_default();
-    o.kv_tokens = 12 * 16; // small: forces preemption
+    o.kv_tokens = 12 * 16; // small: forces preemption (with a policy that admits eagerly)
+    snprintf(o.admission, sizeof o.admission, "aggressive");
     o.max_batch_tokens = 48;
     o.n_threads = 1;
     sp_engine *e;

@@ -3,6 +3,7 @@
  * cancellation at random steps, seeded sampling, and no allocation in the step loop. */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -238,6 +239,7 @@ static void test_preemption(void **state) {
     assert_int_equal(st_big.preemptions, 0);
     sp_engine_opts o = sp_engine_opts_default();
     o.kv_tokens = 16 * 16; // 16 blocks for ~1000 tokens of demand
+    snprintf(o.admission, sizeof o.admission, "aggressive"); // admits eagerly: preempts
     o.prefix_cache = false;
     run_specs(small, specs, 12, o, &st_small);
     print_message("preemptions with a 16-block pool: %llu\n",
@@ -287,6 +289,8 @@ static void test_pool_bounds_length(void **state) {
     assert_int_equal(sp_engine_max_len(e), 96);
     assert_int_equal(sp_engine_n_ctx(e), 512);
     sp_engine_destroy(e);
+    // Every front end (serve, bench, generate) starts from these defaults: one admission policy.
+    assert_string_equal(sp_engine_opts_default().admission, "past-future");
     run *rn = calloc(1, sizeof *rn);
     sp_engine_stats st;
     run_specs(rn, specs, 2, o, &st);
