@@ -187,6 +187,10 @@ int32_t sp_engine_max_len(const sp_engine *e) {
     return e->max_len;
 }
 
+int32_t sp_engine_max_seqs(const sp_engine *e) {
+    return e->o.max_seqs;
+}
+
 /* Releases text through the stop matcher: appends bytes to the pending text, feeds them, and
  * publishes what may go out. Returns true if a stop string matched. */
 static bool emit_text(sp_engine *e, sp_request *r, const char *text, size_t n,

@@ -168,4 +168,7 @@ int32_t sp_engine_n_ctx(const sp_engine *e);
  * SP_FINISH_LENGTH, so that one request alone always fits the pool and never waits forever. */
 int32_t sp_engine_max_len(const sp_engine *e);
 
+/* Requests that run at once at most (the max_seqs option). */
+int32_t sp_engine_max_seqs(const sp_engine *e);
+
 #endif

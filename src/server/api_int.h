@@ -1,0 +1,128 @@
+/* The API's state, shared by its files (not part of the API):
+ *   api.c       routing, authorization, creation;
+ *   generate.c  the generation endpoints: an HTTP exchange's life from the request body to the
+ *               last byte of its response (non-streamed or server-sent events);
+ *   render.c    JSON bodies: errors, responses, chunks, usage, log-probabilities;
+ *   endpoints.c the small endpoints (models, health, metrics, tokenize, detokenize).
+ * Everything runs on the HTTP loop thread. */
+#ifndef SP_SERVER_API_INT_H
+#define SP_SERVER_API_INT_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "server/api.h"
+#include "server/metrics.h"
+#include "server/oai.h"
+
+typedef struct api_op api_op;
+
+/* One choice of an exchange: one engine request. */
+typedef struct api_choice {
+    api_op *op;
+    int index;
+    sp_request *req; // NULL once released
+    sp_req_cursor cur;
+    char *text; // accumulated text (non-streamed) or the latest delta (streamed)
+    size_t text_len, text_cap;
+    sp_req_token *toks; // (max_tokens) tokens read so far
+    int32_t *top_ids;   // (max_tokens, logprobs)
+    float *top_lps;
+    int32_t n_toks, cap_toks;
+    int32_t n_prompt;
+    bool first_of_prompt; // the first choice of its prompt: usage counts the prompt here
+    bool submitted;       // the engine has it: it counts as a live sequence until done
+    sp_finish finish;
+    sp_err error;
+    char error_msg[160];
+    int64_t t_last_token_us;
+    bool done;
+} api_choice;
+
+/* One HTTP exchange of a generation endpoint in flight. */
+struct api_op {
+    sp_api *api;
+    sp_http_conn *conn; // NULL once the client is gone
+    sp_oai_kind kind;
+    bool stream;
+    bool include_usage;
+    bool answered; // the client got its answer (an error) before the choices finished
+    int32_t logprobs;
+    int32_t priority;
+    char id[48];
+    int64_t created;
+    int64_t t_start_us;
+    int n_choices;
+    int n_done;
+    api_choice *choices;
+    api_op *next, *prev; // the API's list of exchanges in flight
+};
+
+struct sp_api {
+    sp_api_opts o;
+    const sp_model *m;
+    const sp_vocab *v;
+    const sp_tmpl *tmpl;
+    sp_engine *e;
+    sp_metrics metrics;
+    api_op *active;
+    int n_active;
+    int32_t n_live_seqs; // sequences submitted to the engine and not finished
+    uint64_t next_id;
+    uint64_t seed_state;
+};
+
+/* ---- render.c ---- */
+
+/* A JSON string from bytes that may not be valid UTF-8 (token pieces): invalid sequences
+ * become U+FFFD. NULL only when out of memory. */
+json_t *sp__api_json_bytes(const char *p, size_t n);
+
+/* Counts an answered HTTP request in the metrics and logs errors; once per request. */
+void sp__api_log_http(sp_api *a, int status, const char *path, const char *msg);
+
+/* Answers with OpenAI's error shape {"error": {message, type, param, code}} (param and code
+ * null when NULL) and counts the request. extra_headers as sp_http_respond. */
+void sp__api_send_error(sp_api *a, sp_http_conn *c, int status, const char *type, const char *param,
+                        const char *code, const char *extra_headers, const char *path,
+                        const char *fmt, ...) SP_PRINTF(9, 10);
+
+/* Answers 200 with root (taken) and counts the request; a 500 if it cannot be rendered. */
+void sp__api_send_json(sp_api *a, sp_http_conn *c, json_t *root, const char *path);
+
+/* The "finish_reason" of a finished choice. */
+const char *sp__api_finish_reason(sp_finish f);
+
+/* The usage object of an exchange: each prompt counted once, whatever n. */
+json_t *sp__api_usage(const api_op *op);
+
+/* Log-probabilities of tokens [from, to) of a choice in the endpoint's format. */
+json_t *sp__api_logprobs(const api_op *op, const api_choice *ch, int32_t from, int32_t to);
+
+/* The id/object/created/model fields of a streamed chunk. */
+json_t *sp__api_chunk_base(const api_op *op);
+
+/* The whole non-streamed response of a finished exchange. */
+json_t *sp__api_response(const api_op *op);
+
+/* ---- generate.c ---- */
+
+void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req, sp_oai_kind kind);
+
+/* The HTTP server's on_close: the client is gone; its requests are cancelled. */
+void sp__api_on_close(void *ctx, sp_http_conn *c, void *user);
+
+/* Frees every exchange (API teardown). */
+void sp__api_free_all(sp_api *a);
+
+/* ---- endpoints.c ---- */
+
+void sp__api_handle_models(sp_api *a, sp_http_conn *c, const sp_http_req *req);
+void sp__api_handle_health(sp_api *a, sp_http_conn *c, const sp_http_req *req);
+void sp__api_handle_metrics(sp_api *a, sp_http_conn *c, const sp_http_req *req);
+void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req);
+void sp__api_handle_detokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req);
+
+#endif

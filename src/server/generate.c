@@ -1,0 +1,659 @@
+/* The generation endpoints (/v1/completions, /v1/chat/completions): an exchange's life.
+ *
+ * A request body is parsed (oai.c), each prompt rendered and tokenized, and one engine request
+ * created per choice (prompts x n); only when every choice exists and the admission limit takes
+ * all of them at once are they submitted, so a request is accepted or refused whole. The
+ * engine's output arrives through its notify fd (sp_api_on_engine_output): each choice's new
+ * tokens and text are read, streamed as server-sent events or accumulated, and once every
+ * choice is done the exchange answers (or ends its stream) and is freed.
+ *
+ * Every way out answers the client exactly once: a whole response, a stream that ends with a
+ * finish_reason or an error event and then [DONE], or, when not even that can be queued (out
+ * of memory, a reader too slow to keep up), a closed connection. A client that leaves cancels
+ * its requests; the exchange is freed when the engine has let go of all of them. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "server/api_int.h"
+
+/* ---- exchanges ------------------------------------------------------------------------------ */
+
+/* The choice no longer counts against the admission limit (it finished, or never ran). */
+static void choice_retire(api_choice *ch) {
+    if (ch->submitted) {
+        ch->submitted = false;
+        ch->op->api->n_live_seqs--;
+    }
+}
+
+static void op_free(api_op *op) {
+    sp_api *a = op->api;
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        a->active = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    a->n_active--;
+    for (int i = 0; i < op->n_choices; i++) {
+        api_choice *ch = &op->choices[i];
+        choice_retire(ch);
+        // The engine may still hold this request in its ready list (output published after
+        // our last read): that entry must find no exchange behind it.
+        if (ch->req) {
+            sp_request_set_user(ch->req, NULL);
+            sp_request_release(ch->req);
+        }
+        free(ch->text);
+        free(ch->toks);
+        free(ch->top_ids);
+        free(ch->top_lps);
+    }
+    free(op->choices);
+    free(op);
+}
+
+static void op_cancel(api_op *op) {
+    for (int i = 0; i < op->n_choices; i++)
+        if (op->choices[i].req)
+            sp_request_cancel(op->choices[i].req);
+}
+
+/* The client cannot be answered any more (gone, or the connection was closed on it): its
+ * requests are cancelled and the exchange completes without it. */
+static void op_detach(api_op *op) {
+    if (op->conn) {
+        sp_http_set_user(op->conn, NULL);
+        sp_http_conn_close(op->conn);
+        op->conn = NULL;
+    }
+    op_cancel(op);
+}
+
+/* Per-request metrics and log lines (the HTTP answer is counted where it is sent). */
+static void op_log(api_op *op, int status) {
+    sp_api *a = op->api;
+    for (int i = 0; i < op->n_choices; i++) {
+        sp_req_stats st;
+        sp_request_stats(op->choices[i].req, &st);
+        sp_finish f = op->choices[i].finish;
+        a->metrics.requests[f]++;
+        a->metrics.prompt_tokens += (uint64_t)st.n_prompt;
+        a->metrics.generation_tokens += (uint64_t)st.n_generated;
+        if (st.t_first_token_us)
+            sp_hist_observe(&a->metrics.ttft, (double)(st.t_first_token_us - st.t_submit_us) / 1e6);
+        if (st.t_admit_us) {
+            double q = (double)(st.t_admit_us - st.t_submit_us) / 1e6;
+            int32_t prio = op->priority;
+            sp_hist_observe(&a->metrics.queue, q);
+            sp_hist_observe(&a->metrics.queue_prio[prio < 0 ? 0 : prio == 0 ? 1 : 2], q);
+        }
+        if (st.t_end_us)
+            sp_hist_observe(&a->metrics.e2e, (double)(st.t_end_us - st.t_submit_us) / 1e6);
+        if (a->o.log_requests)
+            SP_INFO("%s/%d %d %s prompt=%d cached=%d gen=%d preempted=%d queue=%.1fms "
+                    "ttft=%.1fms e2e=%.1fms",
+                    op->id, i, status, sp_finish_name(f), st.n_prompt, st.n_cached, st.n_generated,
+                    st.n_preemptions,
+                    st.t_admit_us ? (double)(st.t_admit_us - st.t_submit_us) / 1e3 : 0.0,
+                    st.t_first_token_us ? (double)(st.t_first_token_us - st.t_submit_us) / 1e3
+                                        : 0.0,
+                    st.t_end_us ? (double)(st.t_end_us - st.t_submit_us) / 1e3 : 0.0);
+    }
+}
+
+static const char *op_path(const api_op *op) {
+    return op->kind == SP_OAI_CHAT ? "/v1/chat/completions" : "/v1/completions";
+}
+
+/* ---- streaming ------------------------------------------------------------------------------ */
+
+/* Sends one server-sent event with root (taken). False if it could not be queued. */
+static bool sse_send(api_op *op, json_t *root) {
+    if (!root)
+        return false;
+    char *body = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!body)
+        return false;
+    size_t len = strlen(body);
+    char *buf = malloc(len + 8);
+    bool ok = false;
+    if (buf) {
+        memcpy(buf, "data: ", 6);
+        memcpy(buf + 6, body, len);
+        memcpy(buf + 6 + len, "\n\n", 2);
+        ok = sp_http_stream_write(op->conn, buf, len + 8) == SP_OK;
+    }
+    free(body);
+    free(buf);
+    return ok;
+}
+
+/* One streamed chunk for a choice: its new text (and logprobs), and its finish reason when
+ * final. */
+static bool stream_choice(api_op *op, api_choice *ch, int32_t tok_from, bool final) {
+    json_t *root = sp__api_chunk_base(op);
+    json_t *c = json_pack("{s:i}", "index", ch->index);
+    json_t *text = sp__api_json_bytes(ch->text, ch->text_len);
+    if (op->kind == SP_OAI_CHAT) {
+        json_t *delta = json_object();
+        if (ch->text_len || !final)
+            json_object_set_new(delta, "content", text);
+        else
+            json_decref(text);
+        json_object_set_new(c, "delta", delta);
+    } else {
+        json_object_set_new(c, "text", text);
+    }
+    json_object_set_new(c, "logprobs",
+                        op->logprobs >= 0 && ch->n_toks > tok_from
+                            ? sp__api_logprobs(op, ch, tok_from, ch->n_toks)
+                            : json_null());
+    json_object_set_new(c, "finish_reason",
+                        final ? json_string(sp__api_finish_reason(ch->finish)) : json_null());
+    json_object_set_new(root, "choices", json_pack("[o]", c));
+    if (op->include_usage)
+        json_object_set_new(root, "usage", json_null());
+    return sse_send(op, root);
+}
+
+/* The first events of a stream: the assistant role (chat, as OpenAI's first chunk), or the
+ * echoed prompt (completions with echo). */
+static bool stream_start(api_op *op) {
+    for (int i = 0; i < op->n_choices; i++) {
+        api_choice *ch = &op->choices[i];
+        if (op->kind == SP_OAI_CHAT) {
+            json_t *root = sp__api_chunk_base(op);
+            json_t *c = json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", ch->index, "delta",
+                                  "role", "assistant", "content", "", "logprobs", "finish_reason");
+            json_object_set_new(root, "choices", json_pack("[o]", c));
+            if (op->include_usage)
+                json_object_set_new(root, "usage", json_null());
+            if (!sse_send(op, root))
+                return false;
+        } else if (ch->text_len) {
+            if (!stream_choice(op, ch, 0, false))
+                return false;
+            ch->text_len = 0;
+        }
+    }
+    return true;
+}
+
+/* ---- completion ----------------------------------------------------------------------------- */
+
+/* All choices are done: send the whole response or end the stream, then free. */
+static void op_complete(api_op *op) {
+    sp_api *a = op->api;
+    if (!op->conn) {
+        if (!op->answered)
+            sp__api_log_http(a, 499, op_path(op), "the client went away");
+        op_log(op, 499);
+        op_free(op);
+        return;
+    }
+    api_choice *failed = NULL;
+    for (int i = 0; i < op->n_choices; i++)
+        if (op->choices[i].finish == SP_FINISH_ERROR ||
+            op->choices[i].finish == SP_FINISH_CANCELLED)
+            failed = &op->choices[i];
+    const char *why = !failed                                 ? NULL
+                      : failed->finish == SP_FINISH_CANCELLED ? "the request was cancelled"
+                                                              : failed->error_msg;
+    // A deadline that cannot be met is the server being too busy: 503, try again later.
+    const bool late = failed && failed->finish == SP_FINISH_ERROR && failed->error == SP_ERR_LIMIT;
+    const int status = !failed ? 200 : late ? 503 : 500;
+    if (op->stream) {
+        bool ok = true;
+        if (failed) {
+            ok = sse_send(op, json_pack("{s:{s:s, s:s, s:n, s:s*}}", "error", "message", why,
+                                        "type", "server_error", "param", "code",
+                                        late ? "deadline_exceeded" : NULL));
+        } else if (op->include_usage) {
+            json_t *root = sp__api_chunk_base(op);
+            json_object_set_new(root, "choices", json_array());
+            json_object_set_new(root, "usage", sp__api_usage(op));
+            ok = sse_send(op, root);
+        }
+        ok = ok && sp_http_stream_write(op->conn, "data: [DONE]\n\n", 14) == SP_OK &&
+             sp_http_stream_end(op->conn) == SP_OK;
+        if (ok)
+            sp_http_set_user(op->conn, NULL);
+        else
+            op_detach(op); // the stream cannot end properly: the client sees the close
+        sp__api_log_http(a, status, op_path(op), why ? why : "");
+        op_log(op, status);
+        op_free(op);
+        return;
+    }
+    sp_http_conn *c = op->conn;
+    sp_http_set_user(c, NULL);
+    op_log(op, status);
+    if (failed)
+        sp__api_send_error(a, c, status, "server_error", NULL, late ? "deadline_exceeded" : NULL,
+                           late ? "Retry-After: 1\r\n" : NULL, op_path(op), "%s", why);
+    else
+        sp__api_send_json(a, c, sp__api_response(op), op_path(op));
+    op_free(op);
+}
+
+/* Reads a choice's new output; streams it when the exchange streams. */
+static void pump_choice(api_choice *ch) {
+    api_op *op = ch->op;
+    if (ch->done)
+        return;
+    int32_t tok_from = ch->n_toks;
+    size_t text_from = ch->text_len;
+    sp_req_read rd;
+    int32_t k = op->logprobs > 0 ? op->logprobs : 0;
+    if (sp_request_read(ch->req, &ch->cur, ch->toks + ch->n_toks, ch->cap_toks - ch->n_toks,
+                        k ? ch->top_ids + (size_t)ch->n_toks * (size_t)k : NULL,
+                        k ? ch->top_lps + (size_t)ch->n_toks * (size_t)k : NULL, &ch->text,
+                        &ch->text_len, &ch->text_cap, &rd) != SP_OK) {
+        // Out of memory for the text: the choice ends here with an error (the engine is told
+        // to stop; its final notification finds the choice done).
+        sp_request_cancel(ch->req);
+        rd = (sp_req_read){.finish = SP_FINISH_ERROR, .error = SP_ERR_NOMEM};
+        snprintf(rd.error_msg, sizeof rd.error_msg, "out of memory for the output text");
+    }
+    ch->n_toks += rd.n_new_tokens;
+    int64_t now = sp_time_us();
+    for (int32_t i = 0; i < rd.n_new_tokens; i++) {
+        if (ch->t_last_token_us)
+            sp_hist_observe(&op->api->metrics.itl, (double)(now - ch->t_last_token_us) / 1e6);
+        ch->t_last_token_us = now;
+    }
+    if (rd.finish != SP_FINISH_NONE) {
+        ch->finish = rd.finish;
+        ch->error = rd.error;
+        snprintf(ch->error_msg, sizeof ch->error_msg, "%s",
+                 rd.error_msg[0] ? rd.error_msg : "the request failed");
+        ch->done = true;
+        op->n_done++;
+        choice_retire(ch);
+    }
+    if (op->stream && op->conn) {
+        bool final = ch->done && ch->finish != SP_FINISH_ERROR && ch->finish != SP_FINISH_CANCELLED;
+        bool has_new = ch->text_len > text_from || ch->n_toks > tok_from;
+        if (has_new || final) {
+            // Stream only the delta: shift it to the front of the buffer.
+            memmove(ch->text, ch->text + text_from, ch->text_len - text_from);
+            ch->text_len -= text_from;
+            bool ok = stream_choice(op, ch, tok_from, final);
+            ch->text_len = 0;
+            if (!ok)
+                op_detach(op); // too slow a reader, or out of memory
+        }
+    }
+}
+
+void sp_api_on_engine_output(void *ctx) {
+    sp_api *a = ctx;
+    uint64_t n;
+    if (read(sp_engine_notify_fd(a->e), &n, sizeof n) < 0) {
+        // EAGAIN: another wake-up already drained it.
+    }
+    for (sp_request *r = sp_engine_take_ready(a->e); r;) {
+        sp_request *next = sp_request_next_ready(r);
+        api_choice *ch = sp_request_get_user(r);
+        if (ch) {
+            api_op *op = ch->op;
+            pump_choice(ch);
+            if (op->n_done == op->n_choices)
+                op_complete(op);
+        }
+        sp_request_release(r);
+        r = next;
+    }
+}
+
+void sp__api_on_close(void *ctx, sp_http_conn *c, void *user) {
+    (void)ctx;
+    (void)c;
+    api_op *op = user;
+    if (!op)
+        return;
+    op->conn = NULL;
+    op_cancel(op);
+}
+
+int sp_api_n_active(const sp_api *a) {
+    return a->n_active;
+}
+
+void sp_api_cancel_all(sp_api *a) {
+    for (api_op *op = a->active; op; op = op->next)
+        op_cancel(op);
+}
+
+void sp__api_free_all(sp_api *a) {
+    while (a->active)
+        op_free(a->active);
+}
+
+/* ---- the request ---------------------------------------------------------------------------- */
+
+static uint64_t random_seed(sp_api *a) {
+    uint64_t z = (a->seed_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A non-zero 64-bit id for a session or tool name (FNV-1a). */
+static uint64_t name_id(const char *name) {
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* Tokenizes prompt number i of a completions request. */
+static sp_err prompt_tokens(sp_api *a, const sp_oai_req *q, size_t i, sp_tokens *out, sp_diag *d) {
+    json_t *p = q->prompt;
+    json_t *one =
+        json_is_string(p) || json_is_integer(json_array_get(p, 0)) ? p : json_array_get(p, i);
+    if (json_is_string(one))
+        return sp_tok_encode(a->v, json_string_value(one), json_string_length(one), true, true, out,
+                             d);
+    size_t k;
+    json_t *t;
+    json_array_foreach(one, k, t) {
+        json_int_t id = json_integer_value(t);
+        if (id < 0 || id >= (json_int_t)sp_vocab_n_tokens(a->v)) {
+            sp_diag_set(d, SP_ERR_INVALID, k, "token id %lld in 'prompt' is not in the vocabulary",
+                        (long long)id);
+            snprintf(d->param, sizeof d->param, "prompt");
+            return SP_ERR_INVALID;
+        }
+        if (sp_tokens_push(out, (sp_token)id))
+            return SP_ERR_NOMEM;
+    }
+    return SP_OK;
+}
+
+/* Renders the conversation and tokenizes it. */
+static sp_err chat_tokens(sp_api *a, const sp_oai_req *q, json_t *body, sp_tokens *out,
+                          sp_diag *d) {
+    json_t *extra = json_object();
+    if (!extra)
+        return SP_ERR_NOMEM;
+    json_t *tools = json_object_get(body, "tools");
+    if ((q->template_extra && json_object_update(extra, q->template_extra)) ||
+        (tools && !json_is_null(tools) && json_object_set(extra, "tools", tools))) {
+        json_decref(extra);
+        return SP_ERR_NOMEM;
+    }
+    sp_str bos = sp_vocab_token_text(a->v, sp_vocab_bos(a->v));
+    sp_str eos = sp_vocab_token_text(a->v, sp_vocab_eos(a->v));
+    char *text = NULL;
+    size_t len = 0;
+    sp_err err =
+        sp_chat_render(a->tmpl, q->messages, extra, bos.ptr, eos.ptr, true, NULL, &text, &len, d);
+    json_decref(extra);
+    if (err) {
+        if (err != SP_ERR_NOMEM)
+            snprintf(d->param, sizeof d->param, "messages");
+        return err;
+    }
+    err = sp_tok_encode(a->v, text, len, true, true, out, d);
+    free(text);
+    // A template that writes the BOS token itself, on a vocabulary that adds one, would give
+    // two: keep one.
+    sp_token b = sp_vocab_bos(a->v);
+    if (!err && out->n >= 2 && b != SP_TOKEN_NULL && out->ids[0] == b && out->ids[1] == b) {
+        memmove(out->ids, out->ids + 1, (out->n - 1) * sizeof *out->ids);
+        out->n--;
+    }
+    return err;
+}
+
+/* Creates the engine requests of one prompt's n choices. On failure answers the client and
+ * returns false. */
+static bool add_choices(api_op *op, sp_http_conn *c, const sp_oai_req *q, size_t pi,
+                        const sp_tokens *toks) {
+    sp_api *a = op->api;
+    const char *path = op_path(op);
+    const char *prompt_param = op->kind == SP_OAI_CHAT ? "messages" : "prompt";
+    const int32_t n_ctx = sp_engine_n_ctx(a->e), max_len = sp_engine_max_len(a->e);
+    if (toks->n == 0) {
+        sp__api_send_error(a, c, 400, "invalid_request_error", prompt_param, NULL, NULL, path,
+                           "the prompt is empty after tokenization");
+        return false;
+    }
+    if ((int64_t)toks->n >= max_len) {
+        if (max_len < n_ctx)
+            sp__api_send_error(a, c, 400, "invalid_request_error", prompt_param,
+                               "context_length_exceeded", NULL, path,
+                               "The prompt has %zu tokens, but this server's KV cache holds %d "
+                               "tokens per request (the model's context is %d). Shorten the "
+                               "prompt, or start the server with more --kv-memory.",
+                               toks->n, max_len, n_ctx);
+        else
+            sp__api_send_error(a, c, 400, "invalid_request_error", prompt_param,
+                               "context_length_exceeded", NULL, path,
+                               "This model's maximum context length is %d tokens, but the prompt "
+                               "has %zu tokens. Shorten the prompt.",
+                               n_ctx, toks->n);
+        return false;
+    }
+    sp_req_params p = q->params;
+    if (q->session)
+        p.session_id = name_id(q->session);
+    if (q->tool)
+        p.tool_id = name_id(q->tool);
+    // max_tokens beyond what the context (or the pool) can hold is clamped: "length" ends it.
+    int32_t room = max_len - (int32_t)toks->n;
+    if (!q->has_max_tokens && op->kind == SP_OAI_CHAT)
+        p.max_tokens = room;
+    p.max_tokens = SP_MIN(p.max_tokens, room);
+    char *echo = NULL;
+    size_t echo_len = 0;
+    sp_diag d;
+    sp_diag_clear(&d);
+    if (q->echo && op->kind == SP_OAI_COMPLETION &&
+        sp_tok_decode(a->v, toks->ids, toks->n, SP_DECODE_REMOVE_SPECIAL, &echo, &echo_len, &d) ==
+            SP_ERR_NOMEM)
+        goto nomem;
+    for (int32_t k = 0; k < q->n; k++) {
+        api_choice *ch = &op->choices[op->n_choices];
+        ch->op = op;
+        ch->index = (int)(pi * (size_t)q->n) + k;
+        ch->n_prompt = (int32_t)toks->n;
+        ch->first_of_prompt = k == 0;
+        p.sample.seed = q->has_seed ? q->params.sample.seed + (uint64_t)k : random_seed(a);
+        ch->cap_toks = p.max_tokens;
+        ch->toks = malloc((size_t)p.max_tokens * sizeof *ch->toks);
+        if (!ch->toks)
+            goto nomem;
+        if (q->logprobs > 0) {
+            ch->top_ids = malloc((size_t)p.max_tokens * (size_t)q->logprobs * sizeof(int32_t));
+            ch->top_lps = malloc((size_t)p.max_tokens * (size_t)q->logprobs * sizeof(float));
+            if (!ch->top_ids || !ch->top_lps)
+                goto nomem;
+        }
+        sp_err err = sp_request_create(a->v, toks->ids, (int32_t)toks->n, &p, &ch->req, &d);
+        if (err == SP_ERR_NOMEM)
+            goto nomem;
+        if (err) {
+            sp__api_send_error(a, c, 400, "invalid_request_error", d.param, NULL, NULL, path, "%s",
+                               d.msg);
+            free(echo);
+            return false;
+        }
+        op->n_choices++;
+        if (echo) {
+            ch->text = k + 1 < q->n ? strdup(echo) : echo; // the last choice takes the copy
+            if (!ch->text)
+                goto nomem;
+            ch->text_len = echo_len;
+            ch->text_cap = echo_len + 1;
+            if (k + 1 == q->n)
+                echo = NULL;
+        }
+    }
+    free(echo);
+    return true;
+nomem:
+    free(echo);
+    sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, path, "out of memory");
+    return false;
+}
+
+/* Submits every choice. The engine refuses only when it is shutting down or out of memory;
+ * the choices already submitted are then cancelled and the exchange completes through them
+ * without a client. */
+static bool submit_all(api_op *op, sp_http_conn *c) {
+    sp_api *a = op->api;
+    for (int i = 0; i < op->n_choices; i++) {
+        api_choice *ch = &op->choices[i];
+        sp_diag d;
+        sp_diag_clear(&d);
+        sp_request_set_user(ch->req, ch);
+        sp_err err = sp_engine_submit(a->e, ch->req, &d);
+        if (err == SP_OK) {
+            ch->submitted = true;
+            a->n_live_seqs++;
+            continue;
+        }
+        sp_request_set_user(ch->req, NULL);
+        if (err == SP_ERR_NOMEM)
+            sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, op_path(op),
+                               "out of memory");
+        else if (err == SP_ERR_RANGE)
+            sp__api_send_error(a, c, 400, "invalid_request_error", d.param, NULL, NULL, op_path(op),
+                               "%s", d.msg);
+        else
+            sp__api_send_error(a, c, 503, "server_error", NULL, "unavailable", "Retry-After: 1\r\n",
+                               op_path(op), "%s",
+                               d.msg[0] ? d.msg : "the server cannot take requests now");
+        for (int k = i; k < op->n_choices; k++) {
+            op->choices[k].done = true;
+            op->choices[k].finish = SP_FINISH_CANCELLED;
+            op->n_done++;
+        }
+        op->answered = true;
+        op_cancel(op);
+        return false;
+    }
+    return true;
+}
+
+void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req, sp_oai_kind kind) {
+    const char *path = kind == SP_OAI_CHAT ? "/v1/chat/completions" : "/v1/completions";
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body, req->body_len, 0, &jerr);
+    if (!body) {
+        sp__api_send_error(a, c, 400, "invalid_request_error", NULL, "invalid_json", NULL, path,
+                           "the body is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+        return;
+    }
+    sp_oai_req q;
+    sp_diag d;
+    sp_diag_clear(&d);
+    api_op *op = NULL;
+    sp_tokens toks;
+    sp_tokens_init(&toks);
+    if (sp_oai_parse(body, kind, &q, &d)) {
+        sp__api_send_error(a, c, 400, "invalid_request_error", d.param, NULL, NULL, path, "%s",
+                           d.msg);
+        goto done;
+    }
+    // Admission: every sequence of the request counts (prompts x n), and the request is taken
+    // whole or not at all. Sequences beyond the running ones wait; at most max_waiting may.
+    const size_t n_prompts = sp_oai_n_prompts(&q);
+    const int64_t n_seqs = (int64_t)n_prompts * q.n;
+    const int64_t cap = (int64_t)sp_engine_max_seqs(a->e) + a->o.max_waiting;
+    if (n_seqs > cap) {
+        sp__api_send_error(a, c, 400, "invalid_request_error", "n", NULL, NULL, path,
+                           "the request asks for %lld sequences (prompts x n), more than this "
+                           "server ever takes at once (%lld): split it",
+                           (long long)n_seqs, (long long)cap);
+        goto done;
+    }
+    if (a->n_live_seqs + n_seqs > cap) {
+        sp__api_send_error(a, c, 503, "server_error", NULL, "overloaded", "Retry-After: 1\r\n",
+                           path,
+                           "the server is overloaded (%d sequences in flight, at most %lld); "
+                           "retry later",
+                           a->n_live_seqs, (long long)cap);
+        goto done;
+    }
+    op = calloc(1, sizeof *op);
+    if (!op || !(op->choices = calloc((size_t)n_seqs, sizeof *op->choices)))
+        goto nomem;
+    op->api = a;
+    op->kind = kind;
+    op->stream = q.stream;
+    op->include_usage = q.include_usage;
+    op->logprobs = q.logprobs;
+    op->priority = q.params.priority;
+    op->created = (int64_t)time(NULL);
+    op->t_start_us = sp_time_us();
+    snprintf(op->id, sizeof op->id, "%s-%" PRIx64, kind == SP_OAI_CHAT ? "chatcmpl" : "cmpl",
+             ++a->next_id);
+    op->next = a->active;
+    if (a->active)
+        a->active->prev = op;
+    a->active = op;
+    a->n_active++;
+    for (size_t pi = 0; pi < n_prompts; pi++) {
+        toks.n = 0;
+        sp_err err = kind == SP_OAI_CHAT ? chat_tokens(a, &q, body, &toks, &d)
+                                         : prompt_tokens(a, &q, pi, &toks, &d);
+        if (err == SP_ERR_NOMEM)
+            goto nomem;
+        if (err) {
+            sp__api_send_error(a, c, 400, "invalid_request_error",
+                               d.param[0] ? d.param : (kind == SP_OAI_CHAT ? "messages" : "prompt"),
+                               err == SP_ERR_UTF8 ? "invalid_utf8" : NULL, NULL, path, "%s",
+                               d.msg[0] ? d.msg : sp_err_str(err));
+            goto cancel;
+        }
+        if (!add_choices(op, c, &q, pi, &toks))
+            goto cancel;
+    }
+    if (!submit_all(op, c)) {
+        if (op->n_done == op->n_choices)
+            op_free(op); // nothing was submitted; otherwise the engine's answers free it
+        op = NULL;
+        goto done;
+    }
+    if (op->stream &&
+        sp_http_stream_begin(c, 200, "text/event-stream", "Cache-Control: no-cache\r\n") != SP_OK) {
+        // Not even the head can be queued: close the connection (the client sees that at
+        // once) and let the engine's answers free the exchange.
+        sp_http_conn_close(c);
+        sp__api_log_http(a, 500, path, "out of memory for the stream");
+        op->answered = true;
+        op_cancel(op);
+        op = NULL;
+        goto done;
+    }
+    op->conn = c;
+    sp_http_set_user(c, op);
+    if (op->stream && !stream_start(op))
+        op_detach(op);
+    op = NULL;
+    goto done;
+nomem:
+    sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, path, "out of memory");
+cancel:
+    if (op) {
+        for (int i = 0; i < op->n_choices; i++) {
+            sp_request_release(op->choices[i].req);
+            op->choices[i].req = NULL;
+        }
+        op_free(op);
+    }
+done:
+    sp_tokens_deinit(&toks);
+    json_decref(body);
+}
