@@ -8,9 +8,11 @@
  * callback (a watched fd, a timer), e.g. when the engine has output.
  *
  * Limits answer with a status and close: header section too large (431), body too large (413),
- * malformed request (400), unsupported Transfer-Encoding (501), too many connections (503),
- * header or idle timeout (the connection is closed; slowloris protection). A client that
- * disconnects (EPOLLRDHUP, a failed read or write) is reported through on_close at once, even
+ * malformed request (400), unsupported Transfer-Encoding (501), too many connections (503 with
+ * Retry-After, once no keep-alive connection idle between requests is left to close for the
+ * newcomer), header or idle timeout (the connection is closed; slowloris protection). Those
+ * answers have the API's error shape: {"error": {message, type, param: null, code}}. A client
+ * that disconnects (EPOLLRDHUP, a failed read or write) is reported through on_close at once, even
  * while a response is pending, so the handler can cancel the work behind it. Output is queued
  * per connection and flushed without blocking; past a high-water mark of unsent bytes,
  * sp_http_stream_write refuses (SP_ERR_LIMIT) so the handler can cancel a reader too slow to
@@ -89,7 +91,8 @@ typedef struct sp_http_handler {
 typedef struct sp_http_opts {
     const char *host;        // default "127.0.0.1"
     int port;                // 0: any free port (see sp_http_server_port)
-    int max_conns;           // default 256; beyond it: 503 and close
+    int max_conns;           // default 256; beyond it the longest-idle keep-alive connection
+                             // closes, or with none the newcomer gets 503 and is closed
     size_t max_header_bytes; // default 16 KiB -> 431
     size_t max_body_bytes;   // default 4 MiB -> 413
     int header_timeout_ms;   // default 10000: the whole header section must arrive by then

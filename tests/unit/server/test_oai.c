@@ -68,6 +68,16 @@ static void test_accepted_forms(void **state) {
     assert_int_equal(q.params.stop_after, 7);
     assert_int_equal(q.params.priority, -2);
     assert_string_equal(q.session, "u1");
+    // Every role of OpenAI's API, and template keyword arguments the server does not set.
+    assert_int_equal(
+        parse("{\"messages\": [{\"role\": \"system\", \"content\": \"a\"}, {\"role\": "
+              "\"developer\", \"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}, "
+              "{\"role\": \"assistant\", \"content\": \"d\"}, {\"role\": \"tool\", \"content\": "
+              "\"e\"}, {\"role\": \"function\", \"content\": \"f\"}], \"chat_template_kwargs\": "
+              "{\"enable_thinking\": false}}",
+              SP_OAI_CHAT, &q, &d),
+        SP_OK);
+    assert_non_null(json_object_get(q.template_extra, "enable_thinking"));
 }
 
 static void test_errors_name_the_parameter(void **state) {
@@ -115,6 +125,16 @@ static void test_errors_name_the_parameter(void **state) {
          SP_OAI_CHAT, "messages"},
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_logprobs\": 2}",
          SP_OAI_CHAT, "top_logprobs"},
+        {"{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", SP_OAI_CHAT,
+         "messages"},
+#define KWARGS(k)                                                                                  \
+    "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"chat_template_kwargs\": "        \
+    "{\"" k "\": 1}}"
+        {KWARGS("messages"), SP_OAI_CHAT, "chat_template_kwargs"},
+        {KWARGS("tools"), SP_OAI_CHAT, "chat_template_kwargs"},
+        {KWARGS("bos_token"), SP_OAI_CHAT, "chat_template_kwargs"},
+        {KWARGS("eos_token"), SP_OAI_CHAT, "chat_template_kwargs"},
+        {KWARGS("add_generation_prompt"), SP_OAI_CHAT, "chat_template_kwargs"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sp_oai_req q;
