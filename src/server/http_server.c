@@ -52,13 +52,16 @@
 #include "base/log.h"
 #include "base/util.h"
 
-#define READ_CHUNK      (16 * 1024)   // bytes asked of one recv
-#define BODY_READ_MAX   (1024 * 1024) // largest recv while a big body is arriving
-#define IN_KEEP_BYTES   (64 * 1024)   // input buffers above this shrink between requests
-#define OUT_KEEP_BYTES  (256 * 1024)  // output buffers above this are freed once flushed
-#define SCAN_PERIOD_US  100000        // timeout scan period
-#define LINGER_US       2000000       // how long a closing connection waits for the client
-#define ACCEPT_PAUSE_US 100000        // accept pause after running out of descriptors
+#define READ_CHUNK     (16 * 1024)   // bytes asked of one recv
+#define BODY_READ_MAX  (1024 * 1024) // largest recv while a big body is arriving
+#define IN_KEEP_BYTES  (64 * 1024)   // input buffers above this shrink between requests
+#define OUT_KEEP_BYTES (256 * 1024)  // output buffers above this shrink once flushed
+#define OUT_MIN_BYTES                                                                              \
+    4096                        // every connection's output room from its start: an
+                                // error answer never needs an allocation
+#define SCAN_PERIOD_US  100000  // timeout scan period
+#define LINGER_US       2000000 // how long a closing connection waits for the client
+#define ACCEPT_PAUSE_US 100000  // accept pause after running out of descriptors
 #define MAX_EVENTS      64
 #define ACCEPT_BATCH    64
 
@@ -220,7 +223,7 @@ static bool out_reserve(sp_http_conn *c, size_t n) {
         c->out_len = live;
         return true;
     }
-    size_t cap = c->out_cap ? c->out_cap : 4096;
+    size_t cap = c->out_cap ? c->out_cap : OUT_MIN_BYTES;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *p = malloc(cap);
@@ -362,7 +365,7 @@ static const char *error_code(int status) {
     case 501:
         return "not_implemented";
     case 503:
-        return "too_many_connections";
+        return "unavailable";
     case 505:
         return "http_version_not_supported";
     default:
@@ -437,8 +440,8 @@ static void reply_error(sp_http_conn *c, int status, const char *msg) {
     char body[384];
     int n = error_body(body, sizeof body, status, msg);
     if (n < 0 || (size_t)n >= sizeof body ||
-        put_head(c, status, "application/json", NULL, false, true, (size_t)n, false, (size_t)n) !=
-            SP_OK) {
+        put_head(c, status, "application/json", status == 503 ? "Retry-After: 1\r\n" : NULL, false,
+                 true, (size_t)n, false, (size_t)n) != SP_OK) {
         conn_close(c, true);
         return;
     }
@@ -633,9 +636,10 @@ static void conn_flush(sp_http_conn *c) {
     c->out_off = c->out_len = 0;
     c->out_blocked = false;
     if (c->out_cap > OUT_KEEP_BYTES) {
+        char *small = malloc(OUT_MIN_BYTES); // best effort: without it, the next answer grows
         free(c->out);
-        c->out = NULL;
-        c->out_cap = 0;
+        c->out = small;
+        c->out_cap = small ? OUT_MIN_BYTES : 0;
     }
     if (c->paused)
         mark_dirty(c);
@@ -709,7 +713,7 @@ static void conn_read(sp_http_conn *c) {
     }
     if (!in_reserve(c, want)) {
         SP_WARN("http: out of memory for a request buffer");
-        conn_close(c, true);
+        reply_error(c, 503, "out of memory for the request; retry later");
         return;
     }
     ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
@@ -763,9 +767,9 @@ static void conn_event(sp_http_conn *c, uint32_t ev) {
 
 // Over the connection cap with no idle connection to close: answer 503 on the spot and close,
 // without a connection object.
-static void reject(int fd) {
+static void reject(int fd, const char *why) {
     char body[200], msg[400];
-    int nb = error_body(body, sizeof body, 503, "too many connections; retry later");
+    int nb = error_body(body, sizeof body, 503, why);
     int n = snprintf(msg, sizeof msg,
                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                      "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
@@ -798,10 +802,15 @@ static bool close_idle(sp_http_server *s) {
 
 static void conn_create(sp_http_server *s, int fd) {
     sp_http_conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
+    char *out = malloc(OUT_MIN_BYTES);
+    if (!c || !out) {
+        free(c);
+        free(out);
+        reject(fd, "out of memory");
         return;
     }
+    c->out = out;
+    c->out_cap = OUT_MIN_BYTES;
     c->src.kind = SRC_CONN;
     c->srv = s;
     c->fd = fd;
@@ -813,7 +822,7 @@ static void conn_create(sp_http_server *s, int fd) {
     if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
         SP_WARN("http: epoll_ctl: %s", strerror(errno));
         close(fd);
-        free(c);
+        conn_free(c);
         return;
     }
     set_deadline(c, s->opts.header_timeout_ms, false);
@@ -841,7 +850,7 @@ static void on_accept(sp_http_server *s) {
             continue; // ECONNABORTED, EINTR, EPROTO, ...: that connection only
         }
         if (s->n_conns >= s->opts.max_conns && !close_idle(s))
-            reject(fd);
+            reject(fd, "too many connections; retry later");
         else
             conn_create(s, fd);
     }
