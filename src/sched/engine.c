@@ -581,6 +581,10 @@ void sp_engine_stats_get(sp_engine *e, sp_engine_stats *out) {
     pthread_mutex_lock(&e->smu);
     *out = e->stats;
     pthread_mutex_unlock(&e->smu);
+    // Submitted requests the engine thread has not taken in yet are waiting too.
+    pthread_mutex_lock(&e->mu);
+    out->n_waiting += e->inbox.n;
+    pthread_mutex_unlock(&e->mu);
 }
 
 void sp_engine_destroy(sp_engine *e) {

@@ -110,7 +110,7 @@ typedef struct sp_engine_stats {
     int32_t peak_blocks_used;   // most blocks in use at once so far
     uint64_t finished[5];       // by sp_finish
     int32_t n_running;
-    int32_t n_waiting;
+    int32_t n_waiting;          // including requests submitted since the last step
     int32_t n_blocks;
     int32_t n_blocks_used;      // referenced by requests
     int32_t n_blocks_cached;    // kept for prefix reuse, evictable

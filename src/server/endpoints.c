@@ -10,7 +10,12 @@
 
 void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
     json_error_t jerr;
-    json_t *body = json_loadb(req->body, req->body_len, 0, &jerr);
+    json_t *body;
+    if (sp__api_parse_body(req, &body, &jerr) == SP_ERR_NOMEM) {
+        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, "/tokenize",
+                           "out of memory");
+        return;
+    }
     if (!json_is_object(body)) {
         sp__api_send_error(a, c, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                            "/tokenize", "the body must be a JSON object: %s",
@@ -51,7 +56,12 @@ void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req)
 
 void sp__api_handle_detokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
     json_error_t jerr;
-    json_t *body = json_loadb(req->body, req->body_len, 0, &jerr);
+    json_t *body;
+    if (sp__api_parse_body(req, &body, &jerr) == SP_ERR_NOMEM) {
+        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, "/detokenize",
+                           "out of memory");
+        return;
+    }
     json_t *arr = json_object_get(body, "tokens");
     if (!json_is_array(arr)) {
         sp__api_send_error(a, c, 400, "invalid_request_error", "tokens", NULL, NULL, "/detokenize",

@@ -59,6 +59,31 @@ static void op_free(api_op *op) {
     free(op);
 }
 
+/* A new exchange for n_choices choices, in the API's list; NULL when out of memory. */
+static api_op *op_create(sp_api *a, sp_oai_kind kind, const sp_oai_req *q, int n_choices) {
+    api_op *op = calloc(1, sizeof *op);
+    if (!op || !(op->choices = calloc((size_t)n_choices, sizeof *op->choices))) {
+        free(op);
+        return NULL;
+    }
+    op->api = a;
+    op->kind = kind;
+    op->stream = q->stream;
+    op->include_usage = q->include_usage;
+    op->logprobs = q->logprobs;
+    op->priority = q->params.priority;
+    op->created = (int64_t)time(NULL);
+    op->t_start_us = sp_time_us();
+    snprintf(op->id, sizeof op->id, "%s-%" PRIx64, kind == SP_OAI_CHAT ? "chatcmpl" : "cmpl",
+             ++a->next_id);
+    op->next = a->active;
+    if (a->active)
+        a->active->prev = op;
+    a->active = op;
+    a->n_active++;
+    return op;
+}
+
 static void op_cancel(api_op *op) {
     for (int i = 0; i < op->n_choices; i++)
         if (op->choices[i].req)
@@ -187,6 +212,24 @@ static bool stream_start(api_op *op) {
     return true;
 }
 
+/* An event could not be queued (out of memory, or a reader too slow to keep up): the stream
+ * ends at once with an error event and [DONE] if the connection still takes those few bytes,
+ * else the connection is closed; either way the exchange's requests are cancelled. */
+static void stream_abort(api_op *op) {
+    static const char end[] = "data: {\"error\":{\"message\":\"the stream could not be "
+                              "continued (out of memory or the client reads too slowly)\","
+                              "\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n"
+                              "data: [DONE]\n\n";
+    if (op->conn && sp_http_stream_write(op->conn, end, sizeof end - 1) == SP_OK &&
+        sp_http_stream_end(op->conn) == SP_OK) {
+        sp_http_set_user(op->conn, NULL);
+        op->conn = NULL;
+        op->answered = true;
+        sp__api_log_http(op->api, 500, op_path(op), "the stream could not be continued");
+    }
+    op_detach(op);
+}
+
 /* ---- completion ----------------------------------------------------------------------------- */
 
 /* All choices are done: send the whole response or end the stream, then free. */
@@ -224,11 +267,14 @@ static void op_complete(api_op *op) {
         }
         ok = ok && sp_http_stream_write(op->conn, "data: [DONE]\n\n", 14) == SP_OK &&
              sp_http_stream_end(op->conn) == SP_OK;
-        if (ok)
+        if (ok) {
             sp_http_set_user(op->conn, NULL);
-        else
-            op_detach(op); // the stream cannot end properly: the client sees the close
-        sp__api_log_http(a, status, op_path(op), why ? why : "");
+            sp__api_log_http(a, status, op_path(op), why ? why : "");
+        } else {
+            stream_abort(op);
+            if (!op->answered)
+                sp__api_log_http(a, 499, op_path(op), "the stream could not be ended");
+        }
         op_log(op, status);
         op_free(op);
         return;
@@ -289,7 +335,7 @@ static void pump_choice(api_choice *ch) {
             bool ok = stream_choice(op, ch, tok_from, final);
             ch->text_len = 0;
             if (!ok)
-                op_detach(op); // too slow a reader, or out of memory
+                stream_abort(op);
         }
     }
 }
@@ -549,8 +595,13 @@ static bool submit_all(api_op *op, sp_http_conn *c) {
 void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req, sp_oai_kind kind) {
     const char *path = kind == SP_OAI_CHAT ? "/v1/chat/completions" : "/v1/completions";
     json_error_t jerr;
-    json_t *body = json_loadb(req->body, req->body_len, 0, &jerr);
-    if (!body) {
+    json_t *body;
+    sp_err perr = sp__api_parse_body(req, &body, &jerr);
+    if (perr == SP_ERR_NOMEM) {
+        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, path, "out of memory");
+        return;
+    }
+    if (perr) {
         sp__api_send_error(a, c, 400, "invalid_request_error", NULL, "invalid_json", NULL, path,
                            "the body is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
         return;
@@ -586,24 +637,8 @@ void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
                            a->n_live_seqs, (long long)cap);
         goto done;
     }
-    op = calloc(1, sizeof *op);
-    if (!op || !(op->choices = calloc((size_t)n_seqs, sizeof *op->choices)))
+    if (!(op = op_create(a, kind, &q, (int)n_seqs)))
         goto nomem;
-    op->api = a;
-    op->kind = kind;
-    op->stream = q.stream;
-    op->include_usage = q.include_usage;
-    op->logprobs = q.logprobs;
-    op->priority = q.params.priority;
-    op->created = (int64_t)time(NULL);
-    op->t_start_us = sp_time_us();
-    snprintf(op->id, sizeof op->id, "%s-%" PRIx64, kind == SP_OAI_CHAT ? "chatcmpl" : "cmpl",
-             ++a->next_id);
-    op->next = a->active;
-    if (a->active)
-        a->active->prev = op;
-    a->active = op;
-    a->n_active++;
     for (size_t pi = 0; pi < n_prompts; pi++) {
         toks.n = 0;
         sp_err err = kind == SP_OAI_CHAT ? chat_tokens(a, &q, body, &toks, &d)
@@ -640,7 +675,7 @@ void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
     op->conn = c;
     sp_http_set_user(c, op);
     if (op->stream && !stream_start(op))
-        op_detach(op);
+        stream_abort(op);
     op = NULL;
     goto done;
 nomem:

@@ -45,6 +45,15 @@ json_t *sp__api_json_bytes(const char *p, size_t n) {
     return s ? s : json_string("");
 }
 
+sp_err sp__api_parse_body(const sp_http_req *req, json_t **out, json_error_t *jerr) {
+    *out = json_loadb(req->body, req->body_len, 0, jerr);
+    if (*out)
+        return SP_OK;
+    // jansson says it ran out of memory, or says nothing at all (its lexer had no buffer).
+    return json_error_code(jerr) == json_error_out_of_memory || !jerr->text[0] ? SP_ERR_NOMEM
+                                                                               : SP_ERR_INVALID;
+}
+
 static char *dump(json_t *j, size_t *len) {
     char *s = json_dumps(j, JSON_COMPACT);
     *len = s ? strlen(s) : 0;
