@@ -54,7 +54,8 @@ struct api_op {
     char id[48];
     int64_t created;
     int64_t t_start_us;
-    int n_choices;
+    int n_choices;   // created (the requests exist)
+    int cap_choices; // slots; the one after the last created may hold buffers
     int n_done;
     api_choice *choices;
     api_op *next, *prev; // the API's list of exchanges in flight

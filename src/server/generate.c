@@ -41,7 +41,8 @@ static void op_free(api_op *op) {
     if (op->next)
         op->next->prev = op->prev;
     a->n_active--;
-    for (int i = 0; i < op->n_choices; i++) {
+    // Every slot: a choice being built when its exchange failed holds buffers too.
+    for (int i = 0; i < op->cap_choices; i++) {
         api_choice *ch = &op->choices[i];
         choice_retire(ch);
         // The engine may still hold this request in its ready list (output published after
@@ -66,6 +67,7 @@ static api_op *op_create(sp_api *a, sp_oai_kind kind, const sp_oai_req *q, int n
         free(op);
         return NULL;
     }
+    op->cap_choices = n_choices;
     op->api = a;
     op->kind = kind;
     op->stream = q->stream;
