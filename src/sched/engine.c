@@ -301,6 +301,10 @@ static void sample_token(sp_engine *e, sp_request *r, const float *logits) {
 static void drain_inbox(sp_engine *e) {
     pthread_mutex_lock(&e->mu);
     sp_request *r = e->inbox.head;
+    // The requests stay counted as waiting while they move (stats readers hold mu too).
+    pthread_mutex_lock(&e->smu);
+    e->stats.n_waiting += e->inbox.n;
+    pthread_mutex_unlock(&e->smu);
     e->inbox = (sp__req_list){0};
     bool cancels = e->cancel_pending;
     e->cancel_pending = false;
@@ -578,12 +582,13 @@ sp_err sp_engine_start(sp_engine *e) {
 }
 
 void sp_engine_stats_get(sp_engine *e, sp_engine_stats *out) {
+    // Lock order mu, then smu (as the engine thread takes them): submitted requests the engine
+    // has not taken in yet count as waiting, and none is missed while it moves.
+    pthread_mutex_lock(&e->mu);
     pthread_mutex_lock(&e->smu);
     *out = e->stats;
-    pthread_mutex_unlock(&e->smu);
-    // Submitted requests the engine thread has not taken in yet are waiting too.
-    pthread_mutex_lock(&e->mu);
     out->n_waiting += e->inbox.n;
+    pthread_mutex_unlock(&e->smu);
     pthread_mutex_unlock(&e->mu);
 }
 
