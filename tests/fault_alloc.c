@@ -17,8 +17,8 @@ char *__wrap_strndup(const char *s, size_t n);
 static atomic_bool armed;
 static atomic_bool hit;
 static atomic_long countdown, seen;
-static pthread_t target;
-static void *where[16]; // the failed allocation's call stack
+static atomic_ulong target; // a pthread_t (an unsigned long on Linux)
+static void *where[16];     // the failed allocation's call stack
 static int n_where;
 
 void sp_fault_print_where(void) {
@@ -33,7 +33,7 @@ void sp_fault_arm(pthread_t thread, long n) {
         warm = true;
     }
     atomic_store(&armed, false);
-    target = thread;
+    atomic_store(&target, (unsigned long)thread);
     atomic_store(&countdown, n);
     atomic_store(&seen, 0);
     atomic_store(&hit, false);
@@ -51,7 +51,7 @@ long sp_fault_seen(void) {
 
 // True if this allocation is the one to fail.
 static bool fail_now(void) {
-    if (!atomic_load(&armed) || !pthread_equal(pthread_self(), target))
+    if (!atomic_load(&armed) || !pthread_equal(pthread_self(), (pthread_t)atomic_load(&target)))
         return false;
     atomic_fetch_add(&seen, 1);
     if (atomic_fetch_sub(&countdown, 1) == 1) {
