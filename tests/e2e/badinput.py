@@ -2,6 +2,10 @@
 the server answers the next request correctly, and /metrics (parsed by the Prometheus client
 library) shows the KV cache back at zero blocks in use afterwards.
 
+Nothing here assumes how fast the server is: a test that needs the server in some state (a
+request queued, prefilling, streaming) waits for that state to show, and every wait has a
+deadline that only a hung server misses.
+
 Usage: python3 badinput.py SPINDLE_BINARY MODEL.gguf"""
 import http.client
 import json
@@ -18,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 BIN, MODEL = sys.argv[1], sys.argv[2]
 PORT = None
 PROC = None
+HANG_S = 60  # how long any wait may take before the server counts as hung
 
 
 def start_server():
@@ -37,7 +42,7 @@ def start_server():
 
 
 def request(method, path, body=None, headers=None, raw=None):
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=HANG_S)
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     conn.request(method, path, body=data, headers=headers or {"Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -57,34 +62,46 @@ def metrics():
     return out
 
 
-def wait_idle(timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_metrics(what, ok, timeout=HANG_S):
+    """Polls /metrics until ok(metrics) holds; returns those metrics."""
+    deadline = time.monotonic() + timeout
+    while True:
         m = metrics()
-        if (m["spindle_kv_cache_blocks_used"] == 0 and m["spindle_num_requests_running"] == 0
-                and m["spindle_num_requests_waiting"] == 0):
+        if ok(m):
             return m
-        time.sleep(0.05)
-    raise AssertionError(f"not idle: {m}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout} s, still not {what}: {m}")
+        time.sleep(0.01)
+
+
+def wait_idle():
+    return wait_metrics("idle", lambda m: m["spindle_kv_cache_blocks_used"] == 0
+                        and m["spindle_num_requests_running"] == 0
+                        and m["spindle_num_requests_waiting"] == 0)
 
 
 ABORT = 'spindle_request_success_total{"finished_reason": "abort"}'
 
 
-def wait_aborts(at_least, timeout=10):
+def wait_aborts(at_least):
     """Waits until the server has counted at_least aborted requests (the API records a request
     when it has processed the engine's final event, a moment after the engine is idle)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = metrics()
-        if m[ABORT] >= at_least:
-            return m
-        time.sleep(0.05)
-    raise AssertionError(f"only {m[ABORT]} aborted requests, expected {at_least}")
+    return wait_metrics(f"{at_least} aborted requests", lambda m: m[ABORT] >= at_least)
 
 
-def raw_exchange(data, read_until_close=True, timeout=10):
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=timeout)
+def recv_at_least(sock, n):
+    """Reads until n bytes have come (or the server closed); returns them."""
+    got = b""
+    while len(got) < n:
+        b = sock.recv(4096)
+        if not b:
+            break
+        got += b
+    return got
+
+
+def raw_exchange(data, read_until_close=True):
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=HANG_S)
     s.sendall(data)
     chunks = []
     try:
@@ -201,32 +218,37 @@ class BadInput(unittest.TestCase):
         self.assertEqual(resp.count(b"HTTP/1.1 200"), 3, resp)
         self.assertEqual(resp.count(b'"text_completion"'), 2)
 
-    def disconnect_during(self, body, wait_s, expect_bytes):
+    def disconnect_when(self, body, started):
+        """Sends a completions request, waits until started(sock) says it has reached the state
+        under test, disconnects at once, and checks that the server cancels it: one more
+        aborted request and the KV cache freed. The requests are long enough (over a second of
+        work on a fast machine) that only a stall of that order could let one finish first."""
         before = metrics()
         data = json.dumps(body)
         s = socket.create_connection(("127.0.0.1", PORT))
         s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}"
                    f"\r\n\r\n{data}").encode())
-        got = b""
-        if expect_bytes:
-            while len(got) < 200:
-                got += s.recv(4096)
-        time.sleep(wait_s)
+        got = started(s)
         s.close()
         wait_idle()
         wait_aborts(before[ABORT] + 1)
         return got
 
     def test_disconnect_mid_stream(self):
-        got = self.disconnect_during({"prompt": "Once upon a time", "max_tokens": 1500,
-                                      "ignore_eos": True, "stream": True}, 0.05, True)
+        # Started: the response head and the first events have come.
+        got = self.disconnect_when({"prompt": "Once upon a time", "max_tokens": 1500,
+                                    "ignore_eos": True, "stream": True},
+                                   lambda s: recv_at_least(s, 200))
         self.assertIn(b"text/event-stream", got)
+        self.assertIn(b"data: {", got)
 
     def test_disconnect_while_prefilling(self):
-        # A 1900-token prompt in 16-token chunks takes about 120 steps: disconnect in the
-        # middle (and should the prefill be over already, the long generation is cut).
-        self.disconnect_during({"prompt": "the cat sat on the mat. " * 190, "max_tokens": 100,
-                                "ignore_eos": True}, 0.03, False)
+        # A 1900-token prompt in 16-token chunks takes about 120 steps: disconnect as soon as it
+        # is running (and should the prefill be over already, the long generation is cut).
+        self.disconnect_when({"prompt": "the cat sat on the mat. " * 190, "max_tokens": 100,
+                              "ignore_eos": True},
+                             lambda s: wait_metrics("running",
+                                                    lambda m: m["spindle_num_requests_running"] == 1))
 
     def test_disconnect_while_queued(self):
         before = metrics()
@@ -236,14 +258,15 @@ class BadInput(unittest.TestCase):
         head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
         a = socket.create_connection(("127.0.0.1", PORT))
         a.sendall((head + data).encode())
-        a.recv(4096)
+        self.assertIn(b"data: {", recv_at_least(a, 200))
         b = socket.create_connection(("127.0.0.1", PORT))
         b.sendall((head + data).encode())
-        time.sleep(0.1)
-        self.assertEqual(metrics()["spindle_num_requests_waiting"], 1)
+        wait_metrics("one request waiting", lambda m: m["spindle_num_requests_waiting"] == 1)
         b.close()
-        time.sleep(0.1)
-        self.assertEqual(metrics()["spindle_num_requests_waiting"], 0)
+        # b leaves the queue aborted while a still runs (a finishing first would have let b in:
+        # then a's abort below would be missing).
+        wait_metrics("b aborted from the queue", lambda m: m["spindle_num_requests_waiting"] == 0
+                     and m[ABORT] >= before[ABORT] + 1)
         a.close()
         wait_idle()
         wait_aborts(before[ABORT] + 2)

@@ -1,7 +1,9 @@
 /* Thread pool: every thread runs once per run with the right ith/nth, runs and barriers
  * publish memory, workers sleep when idle, and sp_split_range tiles [0, n) in aligned chunks.
  * cmocka asserts only on the test's own thread; workers record what they saw in arrays that
- * the test checks after the run (which also lets TSan check the run's memory ordering). */
+ * the test checks after the run (which also lets TSan check the run's memory ordering). No
+ * assertion depends on how fast anything runs: a test that needs the workers asleep waits until
+ * the kernel reports them blocked, with a deadline that only a worker that never sleeps misses. */
 #include "testutil.h"
 
 #include <pthread.h>
@@ -10,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +36,73 @@ static sp_threadpool *make_pool(int n) {
     assert_int_equal(sp_threadpool_create(n, &p), SP_OK);
     assert_non_null(p);
     return p;
+}
+
+/* ---- the workers' threads, as the kernel sees them ---- */
+
+typedef struct workers {
+    int n;                  // threads of the pool, the caller (ith 0) included
+    pid_t tid[MAX_TH];      // (n) kernel thread id of each ith
+    pthread_t thread[MAX_TH]; // (n)
+} workers;
+
+static void workers_fn(void *arg, int ith, int nth) {
+    workers *w = arg;
+    (void)nth;
+    w->tid[ith] = gettid();
+    w->thread[ith] = pthread_self();
+}
+
+// One run that records which thread is which ith.
+static void workers_find(sp_threadpool *p, workers *w) {
+    memset(w, 0, sizeof(*w));
+    w->n = sp_threadpool_n_threads(p);
+    assert_true(w->n <= MAX_TH);
+    sp_threadpool_run(p, workers_fn, w);
+}
+
+// The state letter of /proc/self/task/TID/stat: 'R' running or runnable (spinning, yielding),
+// 'S' blocked in the kernel (a worker blocks only to sleep between runs).
+static char thread_state(pid_t tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')'); // the command name may hold anything but ends at ')'
+    assert_non_null(rp);
+    return rp[2];
+}
+
+/* Waits until every worker (ith > 0) is blocked, i.e. asleep on the pool's condition variable.
+ * The deadline is for a pool whose workers never go to sleep, not for a slow machine. */
+static void workers_wait_asleep(const workers *w) {
+    const int64_t deadline = sp_time_us() + 60 * 1000000;
+    for (;;) {
+        int awake = 0;
+        for (int i = 1; i < w->n; i++)
+            awake += thread_state(w->tid[i]) != 'S';
+        if (!awake)
+            return;
+        if (sp_time_us() > deadline)
+            fail_msg("%d of %d idle workers still running after 60 s", awake, w->n - 1);
+        sleep_us(1000);
+    }
+}
+
+// CPU time used so far by the workers (ith > 0) together, in ns.
+static int64_t workers_cpu_ns(const workers *w) {
+    int64_t sum = 0;
+    for (int i = 1; i < w->n; i++) {
+        clockid_t clock;
+        struct timespec ts;
+        assert_int_equal(pthread_getcpuclockid(w->thread[i], &clock), 0);
+        assert_int_equal(clock_gettime(clock, &ts), 0);
+        sum += (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    }
+    return sum;
 }
 
 /* ---- every thread once, correct ith/nth ---- */
@@ -263,18 +331,25 @@ static void test_barrier_phases(void **state) {
 /* ---- run returns only after the slowest thread; memory published both ways ---- */
 
 typedef struct slow_ctx {
-    int input;     // written by the caller before the run
-    int seen[8];   // (nth) input as read by each thread
-    int slow_done; // written by the last thread after a sleep
+    int input;          // written by the caller before the run
+    int seen[8];        // (nth) input as read by each thread
+    atomic_int n_fast;  // the other threads that have done their part
+    int slow_done;      // written by the last thread, after all the others
 } slow_ctx;
 
 static void slow_fn(void *arg, int ith, int nth) {
     slow_ctx *c = arg;
     c->seen[ith] = c->input;
-    if (ith == nth - 1) {
-        sleep_us(20000);
-        c->slow_done = 1;
+    if (ith != nth - 1) {
+        atomic_fetch_add(&c->n_fast, 1);
+        return;
     }
+    // Finish last for certain: after every other call has done its part (the caller is then
+    // on its way to, or in, the wait for the run to end), and a while after that.
+    while (atomic_load(&c->n_fast) < nth - 1)
+        sleep_us(100);
+    sleep_us(20000);
+    c->slow_done = 1;
 }
 
 static void test_run_waits_for_slowest(void **state) {
@@ -285,9 +360,9 @@ static void test_run_waits_for_slowest(void **state) {
     for (int r = 1; r <= 3; r++) {
         c.input = r * 7;
         c.slow_done = 0;
-        int64_t t0 = sp_time_us();
+        atomic_store(&c.n_fast, 0);
         sp_threadpool_run(p, slow_fn, &c);
-        assert_true(sp_time_us() - t0 >= 20000);
+        // A run that returned before its last call would read 0 here (and race under TSan).
         assert_int_equal(c.slow_done, 1);
         for (int i = 0; i < 4; i++)
             assert_int_equal(c.seen[i], r * 7);
@@ -304,6 +379,8 @@ static void test_sleep_wake(void **state) {
     for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++) {
         int n = sizes[s];
         sp_threadpool *p = make_pool(n);
+        workers w;
+        workers_find(p, &w);
         count_ctx *c = calloc(1, sizeof(count_ctx));
         assert_non_null(c);
         const int n_runs = 300;
@@ -312,10 +389,12 @@ static void test_sleep_wake(void **state) {
             sleep_us((int64_t)(sp_test_rand(&rng) % (3 * SP_THREADPOOL_SPIN_US + 1)));
             sp_threadpool_run(p, count_fn, c);
         }
-        sleep_us(20000); // surely asleep now
-        sp_threadpool_run(p, count_fn, c);
+        for (int k = 0; k < 3; k++) { // and runs that find every worker asleep
+            workers_wait_asleep(&w);
+            sp_threadpool_run(p, count_fn, c);
+        }
         for (int i = 0; i < n; i++)
-            assert_int_equal(c->counts[i * 8], n_runs + 1);
+            assert_int_equal(c->counts[i * 8], n_runs + 3);
         free(c);
         sp_threadpool_destroy(p);
     }
@@ -323,30 +402,26 @@ static void test_sleep_wake(void **state) {
 
 /* ---- idle workers use no CPU ---- */
 
-static int64_t process_cpu_us(void) {
-    struct rusage ru;
-    assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
-    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
-           ru.ru_stime.tv_usec;
-}
-
 static void test_idle_cpu(void **state) {
     (void)state;
     int n = SP_MAX(4, n_cpus());
     sp_threadpool *p = make_pool(n);
+    workers w;
+    workers_find(p, &w);
     count_ctx *c = calloc(1, sizeof(count_ctx));
     assert_non_null(c);
     for (int r = 0; r < 1000; r++)
         sp_threadpool_run(p, count_fn, c);
-    int64_t cpu0 = process_cpu_us(), wall0 = sp_time_us();
-    sleep_us(300000);
-    int64_t cpu1 = process_cpu_us(), wall1 = sp_time_us();
-    // Spinning workers would burn min(n - 1, cpus) x 300 ms; sleeping ones only their spin
-    // tail and wake-up. The bound is loose for loaded machines and sanitizer builds.
-    int64_t cpu_us = cpu1 - cpu0;
-    printf("threadpool: %d idle threads used %lld us of CPU in %lld us\n", n, (long long)cpu_us,
-           (long long)(wall1 - wall0));
-    assert_true(cpu_us < 30000);
+    // Once asleep, a worker stays off the CPU until the next run: none of it in this window
+    // (a spinning or periodically waking worker would use a share of it however busy the
+    // machine is). 2 ms allows for a few spurious wake-ups.
+    workers_wait_asleep(&w);
+    int64_t cpu0 = workers_cpu_ns(&w), wall0 = sp_time_us();
+    sleep_us(200000);
+    int64_t cpu_us = (workers_cpu_ns(&w) - cpu0) / 1000, wall_us = sp_time_us() - wall0;
+    printf("threadpool: %d idle workers used %lld us of CPU in %lld us\n", n - 1,
+           (long long)cpu_us, (long long)wall_us);
+    assert_true(cpu_us < 2000);
     // And they still answer.
     sp_threadpool_run(p, count_fn, c);
     for (int i = 0; i < n; i++)
