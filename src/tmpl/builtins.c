@@ -435,18 +435,139 @@ static size_t cp_len(sp__val s) { return sp__utf8_count(s.s, s.n); }
 
 /* ---- printf-style formatting (str % args, the format filter) --------------------------------- */
 
-static sp_err pad(sp__rt *r, sp__buf *b, const char *s, size_t n, long width, bool left,
+/* One conversion's flags, width and precision (-1 when absent). */
+typedef struct conv_spec {
+    bool left, plus, space, zero, alt;
+    int64_t width, prec;
+} conv_spec;
+
+static size_t fill_for(const conv_spec *f, size_t len) {
+    return f->width > 0 && (uint64_t)f->width > len ? (size_t)f->width - len : 0;
+}
+
+/* Text (%s, %r, %c): padded with spaces to the width, counted in characters. */
+static sp_err pad(sp__rt *r, sp__buf *b, const char *s, size_t n, const conv_spec *f,
                   uint32_t off) {
-    size_t chars = sp__utf8_count(s, n);
-    size_t fill = width > 0 && (size_t)width > chars ? (size_t)width - chars : 0;
-    sp_err e = SP_OK;
-    for (size_t i = 0; !e && !left && i < fill; i++)
-        e = sp__buf_putc(r, b, ' ', off);
+    size_t fill = fill_for(f, sp__utf8_count(s, n));
+    sp_err e = f->left ? SP_OK : sp__buf_fill(r, b, ' ', fill, off);
     if (!e)
         e = sp__buf_put(r, b, s, n, off);
-    for (size_t i = 0; !e && left && i < fill; i++)
-        e = sp__buf_putc(r, b, ' ', off);
+    if (!e && f->left)
+        e = sp__buf_fill(r, b, ' ', fill, off);
     return e;
+}
+
+/* A converted number laid out as Python does: sign, prefix ("0x", "0o"), digits; padded to the
+ * width with spaces in front, or behind under '-', or with zeros after the prefix under '0'
+ * (inf and nan included). */
+static sp_err put_number(sp__rt *r, sp__buf *b, const conv_spec *f, bool neg, const char *prefix,
+                         const char *digits, size_t n, uint32_t off) {
+    const char *sign = neg ? "-" : f->plus ? "+" : f->space ? " " : "";
+    size_t ns = strlen(sign), np = strlen(prefix);
+    size_t fill = fill_for(f, ns + np + n);
+    bool zeros = f->zero && !f->left;
+    sp_err e = f->left || zeros ? SP_OK : sp__buf_fill(r, b, ' ', fill, off);
+    if (!e)
+        e = sp__buf_put(r, b, sign, ns, off);
+    if (!e)
+        e = sp__buf_put(r, b, prefix, np, off);
+    if (!e && zeros)
+        e = sp__buf_fill(r, b, '0', fill, off);
+    if (!e)
+        e = sp__buf_put(r, b, digits, n, off);
+    if (!e && f->left)
+        e = sp__buf_fill(r, b, ' ', fill, off);
+    return e;
+}
+
+/* %d %i %u %x %X %o. Python takes any int; %d also takes a float (through int()), %x and %o
+ * do not. */
+static sp_err conv_int(sp__rt *r, sp__buf *b, char conv, const conv_spec *f, sp__val v,
+                       uint32_t off) {
+    bool decimal = conv == 'd' || conv == 'i' || conv == 'u';
+    int64_t x = 0;
+    sp_err e;
+    if (is_int(v)) {
+        x = as_int(v);
+    } else if (v.t == SP__FLOAT && decimal) {
+        if ((e = sp__float_to_int(r, v.f, off, &x)))
+            return e;
+    } else if (v.t == SP__UNDEF && decimal) {
+        return sp__undef_error(r, v, off);
+    } else {
+        return sp__fail(r, SP_ERR_FORMAT, off, "%%%c format: %s is required, not %s", conv,
+                        decimal ? "a real number" : "an integer", sp__type_name(v));
+    }
+    bool neg = x < 0;
+    unsigned long long mag = neg ? 0ull - (unsigned long long)x : (unsigned long long)x;
+    char digits[32];
+    int nd = conv == 'x'   ? snprintf(digits, sizeof digits, "%llx", mag)
+             : conv == 'X' ? snprintf(digits, sizeof digits, "%llX", mag)
+             : conv == 'o' ? snprintf(digits, sizeof digits, "%llo", mag)
+                           : snprintf(digits, sizeof digits, "%llu", mag);
+    const char *prefix = !f->alt      ? ""
+                         : conv == 'x' ? "0x"
+                         : conv == 'X' ? "0X"
+                         : conv == 'o' ? "0o"
+                                       : "";
+    // The precision is a minimum number of digits.
+    sp__buf num = {0};
+    if (f->prec > nd && (e = sp__buf_fill(r, &num, '0', (size_t)(f->prec - nd), off)))
+        return e;
+    if ((e = sp__buf_put(r, &num, digits, (size_t)nd, off)))
+        return e;
+    return put_number(r, b, f, neg, prefix, num.p, num.n, off);
+}
+
+/* %f %F %e %E %g %G. */
+static sp_err conv_float(sp__rt *r, sp__buf *b, char conv, const conv_spec *f, sp__val v,
+                         uint32_t off) {
+    if (v.t == SP__UNDEF)
+        return sp__undef_error(r, v, off);
+    if (!is_num(v))
+        return sp__fail(r, SP_ERR_FORMAT, off, "must be real number, not %s", sp__type_name(v));
+    double x = as_f(v);
+    bool neg = !isnan(x) && signbit(x);
+    char spec[16];
+    snprintf(spec, sizeof spec, "%%%s.*%c", f->alt ? "#" : "", conv);
+    int prec = f->prec < 0 ? 6 : (int)f->prec;
+    // spec is built above from a checked conversion and flag only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    int k = snprintf(NULL, 0, spec, prec, fabs(x));
+    char *digits = k < 0 ? NULL : sp__alloc(r, (size_t)k + 1);
+    if (!digits)
+        return sp__oom(r, off);
+    snprintf(digits, (size_t)k + 1, spec, prec, fabs(x));
+#pragma GCC diagnostic pop
+    return put_number(r, b, f, neg, "", digits, (size_t)k, off);
+}
+
+/* %c: an int code point or a one-character string. */
+static sp_err conv_char(sp__rt *r, sp__buf *b, const conv_spec *f, sp__val v, uint32_t off) {
+    char enc[4];
+    if (v.t == SP__STR && sp__utf8_count(v.s, v.n) == 1)
+        return pad(r, b, v.s, v.n, f, off);
+    if (!is_int(v))
+        return sp__fail(r, SP_ERR_FORMAT, off, "%%c requires int or char");
+    int64_t x = as_int(v);
+    if (x < 0 || x >= 0x110000)
+        return sp__fail(r, SP_ERR_FORMAT, off, "%%c arg not in range(0x110000)");
+    return pad(r, b, enc, sp__utf8_enc((uint32_t)x, enc), f, off);
+}
+
+/* Reads the digits of a width or precision at fmt[*i]; one beyond the output limit (or what
+ * printf's int takes) fails. */
+static sp_err read_count(sp__rt *r, sp__val fmt, size_t *i, uint32_t off, int64_t *out) {
+    int64_t v = 0;
+    for (; *i < fmt.n && fmt.s[*i] >= '0' && fmt.s[*i] <= '9'; (*i)++) {
+        v = v * 10 + (fmt.s[*i] - '0');
+        if ((uint64_t)v > r->max_out || v > INT32_MAX / 2)
+            return sp__fail(r, SP_ERR_LIMIT, off, "template output exceeds its limit (%zu bytes)",
+                            r->max_out);
+    }
+    *out = v;
+    return SP_OK;
 }
 
 static sp_err py_format(sp__rt *r, sp__val fmt, const sp__val *args, uint32_t n_args,
@@ -474,22 +595,22 @@ static sp_err py_format(sp__rt *r, sp__val fmt, const sp__val *args, uint32_t n_
             v = *hit;
             i = (size_t)(close - fmt.s) + 1;
         }
-        char flags[8];
-        size_t nf = 0;
-        while (i < fmt.n && strchr("-+ 0#", fmt.s[i]) && fmt.s[i] && nf < sizeof flags - 1)
-            flags[nf++] = fmt.s[i++];
-        flags[nf] = '\0';
-        long width = -1, prec = -1;
-        if (i < fmt.n && fmt.s[i] >= '0' && fmt.s[i] <= '9') {
-            width = 0;
-            while (i < fmt.n && fmt.s[i] >= '0' && fmt.s[i] <= '9' && width < 10000)
-                width = width * 10 + (fmt.s[i++] - '0');
+        conv_spec f = {.width = -1, .prec = -1};
+        for (; i < fmt.n && fmt.s[i] && strchr("-+ 0#", fmt.s[i]); i++) {
+            char c = fmt.s[i];
+            f.left |= c == '-';
+            f.plus |= c == '+';
+            f.space |= c == ' ';
+            f.zero |= c == '0';
+            f.alt |= c == '#';
         }
+        if (i < fmt.n && fmt.s[i] >= '0' && fmt.s[i] <= '9' &&
+            (e = read_count(r, fmt, &i, off, &f.width)))
+            return e;
         if (i < fmt.n && fmt.s[i] == '.') {
             i++;
-            prec = 0;
-            while (i < fmt.n && fmt.s[i] >= '0' && fmt.s[i] <= '9' && prec < 10000)
-                prec = prec * 10 + (fmt.s[i++] - '0');
+            if ((e = read_count(r, fmt, &i, off, &f.prec)))
+                return e;
         }
         if (i >= fmt.n)
             return sp__fail(r, SP_ERR_FORMAT, off, "incomplete format");
@@ -498,6 +619,14 @@ static sp_err py_format(sp__rt *r, sp__val fmt, const sp__val *args, uint32_t n_
             e = sp__buf_putc(r, &b, '%', off);
             continue;
         }
+        if (!conv || !strchr("sradiuxXocfFeEgG", conv)) {
+            size_t len;
+            uint32_t cp = sp__utf8_dec(fmt.s + i - 1, fmt.n - i + 1, &len);
+            return sp__fail(r, SP_ERR_FORMAT, off,
+                            "unsupported format character '%c' (0x%x) at index %zu",
+                            cp >= 0x20 && cp < 0x7f ? conv : '?', (unsigned)cp,
+                            sp__utf8_count(fmt.s, i - 1));
+        }
         if (absent(v)) {
             if (map && n_args == 0)
                 return sp__fail(r, SP_ERR_FORMAT, off, "format requires a mapping");
@@ -505,19 +634,14 @@ static sp_err py_format(sp__rt *r, sp__val fmt, const sp__val *args, uint32_t n_
                 return sp__fail(r, SP_ERR_FORMAT, off, "not enough arguments for format string");
             v = args[next++];
         }
-        bool left = strchr(flags, '-') != NULL;
-        char spec[32], tmp[512];
-        switch (conv) {
-        case 's':
-        case 'r':
-        case 'a': {
+        if (conv == 's' || conv == 'r' || conv == 'a') {
             sp__buf t = {0};
             if ((e = conv == 's' ? sp__to_str(r, v, &t, off) : sp__repr(r, v, &t, off)))
                 return e;
             size_t n = t.n;
-            if (prec >= 0) { // precision counts characters
+            if (f.prec >= 0) { // precision counts characters
                 size_t k = 0, chars = 0;
-                while (k < t.n && chars < (size_t)prec) {
+                while (k < t.n && chars < (size_t)f.prec) {
                     size_t len;
                     sp__utf8_dec(t.p + k, t.n - k, &len);
                     k += len;
@@ -525,73 +649,13 @@ static sp_err py_format(sp__rt *r, sp__val fmt, const sp__val *args, uint32_t n_
                 }
                 n = k;
             }
-            e = pad(r, &b, t.p ? t.p : "", n, width, left, off);
-            break;
-        }
-        case 'd':
-        case 'i':
-        case 'x':
-        case 'X':
-        case 'o':
-        case 'c': {
-            if (v.t == SP__UNDEF)
-                return sp__undef_error(r, v, off);
-            if (!is_num(v))
-                return sp__fail(r, SP_ERR_FORMAT, off, "%%%c format: a number is required, not %s",
-                                conv, sp__type_name(v));
-            int64_t x = v.t == SP__FLOAT ? (int64_t)v.f : as_int(v);
-            if (conv == 'c') {
-                char enc[4];
-                size_t k = sp__utf8_enc((uint32_t)x, enc);
-                e = pad(r, &b, enc, k, width, left, off);
-                break;
-            }
-            char c = conv == 'i' ? 'd' : conv;
-            if (prec >= 0)
-                snprintf(spec, sizeof spec, "%%%s%ld.%ldll%c", flags, width < 0 ? 0 : width, prec, c);
-            else
-                snprintf(spec, sizeof spec, "%%%s%ldll%c", flags, width < 0 ? 0 : width, c);
-            // spec is built above from checked flags, width and precision only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-            if (c == 'd') {
-                int k = snprintf(tmp, sizeof tmp, spec, (long long)x);
-                e = sp__buf_put(r, &b, tmp, (size_t)SP_MIN(k, (int)sizeof tmp - 1), off);
-            } else {
-                // Python formats the magnitude and puts the sign in front.
-                bool neg = x < 0;
-                unsigned long long ux = neg ? 0ull - (unsigned long long)x : (unsigned long long)x;
-                int k = snprintf(tmp + 1, sizeof tmp - 1, spec, ux);
-                if (neg)
-                    tmp[0] = '-';
-                e = sp__buf_put(r, &b, neg ? tmp : tmp + 1,
-                                (size_t)SP_MIN(k, (int)sizeof tmp - 2) + (neg ? 1 : 0), off);
-            }
-#pragma GCC diagnostic pop
-            break;
-        }
-        case 'f':
-        case 'F':
-        case 'e':
-        case 'E':
-        case 'g':
-        case 'G': {
-            if (v.t == SP__UNDEF)
-                return sp__undef_error(r, v, off);
-            if (!is_num(v))
-                return sp__fail(r, SP_ERR_FORMAT, off, "must be real number, not %s",
-                                sp__type_name(v));
-            snprintf(spec, sizeof spec, "%%%s%ld.%ld%c", flags, width < 0 ? 0 : SP_MIN(width, 200L),
-                     prec < 0 ? 6 : SP_MIN(prec, 200L), conv);
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-            int k = snprintf(tmp, sizeof tmp, spec, as_f(v));
-#pragma GCC diagnostic pop
-            e = sp__buf_put(r, &b, tmp, (size_t)SP_MIN(k, (int)sizeof tmp - 1), off);
-            break;
-        }
-        default:
-            return sp__fail(r, SP_ERR_FORMAT, off, "unsupported format character '%c'", conv);
+            e = pad(r, &b, t.p ? t.p : "", n, &f, off);
+        } else if (conv == 'c') {
+            e = conv_char(r, &b, &f, v, off);
+        } else if (strchr("diuxXo", conv)) {
+            e = conv_int(r, &b, conv, &f, v, off);
+        } else {
+            e = conv_float(r, &b, conv, &f, v, off);
         }
     }
     if (!e && !map && next < n_args)
@@ -638,21 +702,23 @@ static sp_err str_format(sp__rt *r, sp__val fmt, const sp__args *a, uint32_t off
         if (memchr(f, ':', fn))
             return sp__fail(r, SP_ERR_UNSUPPORTED, off, "format specs in str.format are not supported");
         sp__val v = ABSENT;
-        if (fn == 0) {
-            if (next < a->n_pos)
-                v = a->pos[next++];
-        } else if (f[0] >= '0' && f[0] <= '9') {
-            uint32_t k = (uint32_t)strtoul(f, NULL, 10);
+        // A field of digits only is an index; anything else names a keyword argument.
+        size_t nd = 0;
+        uint64_t k = fn == 0 ? next++ : 0;
+        for (; nd < fn && f[nd] >= '0' && f[nd] <= '9'; nd++)
+            k = k > UINT32_MAX ? k : k * 10 + (uint64_t)(f[nd] - '0'); // saturates: no such index
+        if (nd == fn) {
             if (k < a->n_pos)
                 v = a->pos[k];
+            else
+                return sp__fail(r, SP_ERR_FORMAT, off, "tuple index out of range");
         } else {
-            for (uint32_t k = 0; k < a->n_kw; k++)
-                if (a->kw_name[k].n == fn && memcmp(a->kw_name[k].s, f, fn) == 0)
-                    v = a->kw[k];
+            for (uint32_t j = 0; j < a->n_kw; j++)
+                if (a->kw_name[j].n == fn && memcmp(a->kw_name[j].s, f, fn) == 0)
+                    v = a->kw[j];
+            if (absent(v))
+                return sp__fail(r, SP_ERR_FORMAT, off, "'%.*s'", (int)SP_MIN(fn, (size_t)64), f);
         }
-        if (absent(v))
-            return sp__fail(r, SP_ERR_FORMAT, off, "Replacement index %.*s out of range for positional args tuple",
-                            (int)SP_MIN(fn, (size_t)32), f);
         e = conv == 'r' ? sp__repr(r, v, &b, off) : sp__to_str(r, v, &b, off);
         i = (size_t)(close - fmt.s);
     }
@@ -717,7 +783,7 @@ static sp_err sort_items(sp__rt *r, sort_item *v, uint32_t n, bool fold, bool re
                 int c;
                 e = sp__cmp(r, v[j].key, v[i].key, fold, "<", off, &c);
                 // Take from the right only when strictly before, which keeps the sort stable.
-                bool right = reverse ? c > 0 : c < 0;
+                bool right = sp__cmp_holds(c, reverse ? SP__OP_GT : SP__OP_LT);
                 tmp[k++] = right ? v[j++] : v[i++];
             }
             while (i < mid)
@@ -748,12 +814,11 @@ static sp_err f_abs(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__
     if (is_int(in)) {
         int64_t x = as_int(in);
         if (x == INT64_MIN)
-            return sp__fail(r, SP_ERR_FORMAT, off, "integer overflow");
+            return sp__overflow(r, off);
         *out = sp__v_int(x < 0 ? -x : x);
         return SP_OK;
     }
-    if (in.t == SP__UNDEF)
-        return sp__undef_error(r, in, off);
+    // Undefined included: it has no __abs__.
     return sp__fail(r, SP_ERR_FORMAT, off, "bad operand type for abs(): '%s'", sp__type_name(in));
 }
 
@@ -833,9 +898,11 @@ static sp_err f_default(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, 
 
 static sp_err f_dictsort(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     BIND("dictsort", "case_sensitive", "by", "reverse");
-    if (in.t != SP__DICT)
+    if (in.t != SP__DICT) // Jinja calls value.items()
         return in.t == SP__UNDEF ? sp__undef_error(r, in, off)
-                                 : sp__fail(r, SP_ERR_FORMAT, off, "dictsort needs a mapping");
+                                 : sp__fail(r, SP_ERR_FORMAT, off,
+                                            "'%s' object has no attribute 'items'",
+                                            sp__type_name(in));
     bool by_value = false;
     if (!absent(arg[1])) {
         sp_err e = want_str(r, arg[1], "by", off);
@@ -921,12 +988,10 @@ static sp_err f_first(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp
 
 static sp_err f_last(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     NO_ARGS("last");
-    if ((in.t != SP__LIST && in.t != SP__STR && in.t != SP__DICT) ||
-        (in.t == SP__LIST && in.flag == SP__SEQ_GEN)) {
-        if (in.t == SP__UNDEF)
-            return sp__undef_error(r, in, off);
+    // reversed(Undefined) is empty, like iterating it.
+    if ((in.t != SP__LIST && in.t != SP__STR && in.t != SP__DICT && in.t != SP__UNDEF) ||
+        (in.t == SP__LIST && in.flag == SP__SEQ_GEN))
         return sp__fail(r, SP_ERR_FORMAT, off, "'%s' object is not reversible", sp__type_name(in));
-    }
     sp__list *l;
     sp_err e = to_list(r, in, off, &l);
     if (e)
@@ -937,92 +1002,173 @@ static sp_err f_last(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp_
     return SP_OK;
 }
 
-/* Python's float(str): optional whitespace, sign, digits with '_' separators, inf/nan. */
-static bool parse_float(sp__val s, double *out) {
+/* Python's float(str) of s: optional whitespace and sign, then a decimal number (digits with
+ * single '_' between two digits, optional fraction and exponent) or inf, infinity, nan. Sets
+ * *ok false where Python raises ValueError. */
+static sp_err parse_float(sp__rt *r, sp__val s, uint32_t off, bool *ok, double *out) {
     sp__val t = strip(s, ABSENT, 3);
-    char buf[128];
+    *ok = false;
+    char *buf = sp__alloc(r, (size_t)t.n + 1);
+    if (!buf)
+        return sp__oom(r, off);
     size_t k = 0;
     for (uint32_t i = 0; i < t.n; i++) {
-        if (t.s[i] == '_')
+        char c = t.s[i];
+        if (c == '_') {
+            bool between = i > 0 && i + 1 < t.n && t.s[i - 1] >= '0' && t.s[i - 1] <= '9' &&
+                           t.s[i + 1] >= '0' && t.s[i + 1] <= '9';
+            if (!between)
+                return SP_OK;
             continue;
-        if (k >= sizeof buf - 1)
-            return false;
-        buf[k++] = t.s[i];
+        }
+        if (!strchr("0123456789+-.eEinfatyINFATY", c) || !c)
+            return SP_OK; // strtod would also take hex floats
+        buf[k++] = c;
     }
     buf[k] = '\0';
     if (k == 0)
-        return false;
-    for (size_t i = 0; i < k; i++)
-        if (!strchr("0123456789+-.eEinfatyINFATY", buf[i]))
-            return false; // strtod would also take hex floats
+        return SP_OK;
     char *end;
     double d = strtod(buf, &end);
     if (*end)
-        return false;
+        return SP_OK;
+    *ok = true;
     *out = d;
-    return true;
+    return SP_OK;
 }
 
 static sp_err f_float(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     BIND("float", "default");
     sp__val dflt = absent(arg[0]) ? sp__v_float(0.0) : arg[0];
-    double d;
-    if (is_num(in))
-        *out = sp__v_float(as_f(in));
-    else if (in.t == SP__STR && parse_float(in, &d))
-        *out = sp__v_float(d);
-    else if (in.t == SP__UNDEF)
-        return sp__undef_error(r, in, off);
-    else
-        *out = dflt;
-    return SP_OK;
-}
-
-static sp_err f_int(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
-    BIND("int", "default", "base");
-    sp__val dflt = absent(arg[0]) ? sp__v_int(0) : arg[0];
-    int64_t base = 10;
+    bool ok = false;
+    double d = 0;
     sp_err e;
-    if (!absent(arg[1]) && (e = want_int(r, arg[1], "base", off, &base)))
-        return e;
-    if (is_int(in)) {
-        *out = sp__v_int(as_int(in));
-        return SP_OK;
-    }
-    if (in.t == SP__FLOAT) {
-        if (!(in.f > -9.2e18 && in.f < 9.2e18))
-            *out = dflt;
-        else
-            *out = sp__v_int((int64_t)in.f);
+    if (is_num(in)) {
+        *out = sp__v_float(as_f(in));
         return SP_OK;
     }
     if (in.t == SP__UNDEF)
         return sp__undef_error(r, in, off);
-    if (in.t == SP__STR && base >= 2 && base <= 36) {
-        sp__val t = strip(in, ABSENT, 3);
-        char buf[80];
-        size_t k = 0;
-        bool ok = t.n > 0 && t.n < sizeof buf;
-        for (uint32_t i = 0; ok && i < t.n; i++)
-            if (t.s[i] != '_')
-                buf[k++] = t.s[i];
-        buf[k] = '\0';
-        if (ok) {
-            char *end;
-            errno = 0;
-            long long v = strtoll(buf, &end, (int)base);
-            if (*end == '\0' && errno == 0 && k > 0 && !strchr(buf, ' ')) {
-                *out = sp__v_int(v);
-                return SP_OK;
-            }
-        }
-        double d;
-        if (parse_float(in, &d) && d > -9.2e18 && d < 9.2e18) {
-            *out = sp__v_int((int64_t)d);
-            return SP_OK;
+    if (in.t == SP__STR && (e = parse_float(r, in, off, &ok, &d)))
+        return e;
+    *out = ok ? sp__v_float(d) : dflt;
+    return SP_OK;
+}
+
+static int digit_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if ((c | 32) >= 'a' && (c | 32) <= 'z')
+        return (c | 32) - 'a' + 10;
+    return -1;
+}
+
+/* Python's int(str, base) of s: optional whitespace and sign, a 0x / 0o / 0b prefix where the
+ * base allows it (base 0 takes the base from it, and then refuses other leading zeros), digits
+ * with single '_' between them (and after a prefix). Returns false where Python raises
+ * ValueError; sets *overflow where Python's int would not fit in 64 bits. */
+static bool parse_int(sp__val s, int64_t base, bool *overflow, int64_t *out) {
+    sp__val t = strip(s, ABSENT, 3);
+    const char *p = t.s;
+    size_t n = t.n, i = 0;
+    bool neg = false;
+    if (i < n && (p[i] == '+' || p[i] == '-'))
+        neg = p[i++] == '-';
+    int b = (int)base;
+    bool prefixed = false;
+    if (i + 1 < n && p[i] == '0') {
+        char c = (char)(p[i + 1] | 32);
+        int pb = c == 'x' ? 16 : c == 'o' ? 8 : c == 'b' ? 2 : 0;
+        if (pb && (b == 0 || b == pb)) {
+            b = pb;
+            i += 2;
+            prefixed = true;
         }
     }
-    *out = dflt;
+    bool base0_decimal = b == 0;
+    if (b == 0)
+        b = 10;
+    uint64_t mag = 0;
+    size_t n_digits = 0;
+    bool big = false, first_zero = false, underscore_ok = prefixed, pending_underscore = false;
+    for (; i < n; i++) {
+        if (p[i] == '_') {
+            if (!underscore_ok)
+                return false;
+            underscore_ok = false;
+            pending_underscore = true;
+            continue;
+        }
+        int d = digit_value(p[i]);
+        if (d < 0 || d >= b)
+            return false;
+        if (n_digits++ == 0)
+            first_zero = d == 0;
+        if (mag > (UINT64_MAX - (uint64_t)d) / (uint64_t)b)
+            big = true;
+        else
+            mag = mag * (uint64_t)b + (uint64_t)d;
+        underscore_ok = true;
+        pending_underscore = false;
+    }
+    if (n_digits == 0 || pending_underscore || (base0_decimal && first_zero && mag != 0))
+        return false;
+    uint64_t max = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    *overflow = big || mag > max;
+    if (!*overflow)
+        *out = !neg ? (int64_t)mag : mag > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)mag;
+    return true;
+}
+
+/* Jinja's int filter: int(value) (int(value, base) for a string), and where that raises
+ * TypeError or ValueError, int(float(value)), and where that raises too, the default. */
+static sp_err f_int(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
+    BIND("int", "default", "base");
+    sp__val dflt = absent(arg[0]) ? sp__v_int(0) : arg[0];
+    int64_t x = 0;
+    sp_err e;
+    if (is_int(in)) {
+        *out = sp__v_int(as_int(in));
+        return SP_OK;
+    }
+    if (in.t == SP__UNDEF)
+        return sp__undef_error(r, in, off);
+    if (in.t == SP__FLOAT) {
+        // int(nan) raises ValueError, and so does the retry; int(inf) raises OverflowError.
+        if (isnan(in.f)) {
+            *out = dflt;
+            return SP_OK;
+        }
+        if ((e = sp__float_to_int(r, in.f, off, &x)))
+            return e;
+        *out = sp__v_int(x);
+        return SP_OK;
+    }
+    if (in.t != SP__STR) {
+        *out = dflt;
+        return SP_OK;
+    }
+    // A base that is not an int, or not 0 or 2..36, raises inside int(): the retry follows.
+    int64_t base = absent(arg[1]) ? 10 : is_int(arg[1]) ? as_int(arg[1]) : -1;
+    bool big = false;
+    if ((base == 0 || (base >= 2 && base <= 36)) && parse_int(in, base, &big, &x)) {
+        if (big)
+            return sp__overflow(r, off);
+        *out = sp__v_int(x);
+        return SP_OK;
+    }
+    bool ok = false;
+    double d = 0;
+    if ((e = parse_float(r, in, off, &ok, &d)))
+        return e;
+    // The retry's OverflowError (infinity) is caught as well.
+    if (!ok || !isfinite(d)) {
+        *out = dflt;
+        return SP_OK;
+    }
+    if ((e = sp__float_to_int(r, d, off, &x)))
+        return e;
+    *out = sp__v_int(x);
     return SP_OK;
 }
 
@@ -1047,34 +1193,40 @@ static sp_err f_format(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, s
     return py_format(r, s, a->pos, a->n_pos, NULL, off, out);
 }
 
+/* An indentation as the indent filter and json.dumps take it: a string as it is, an int n as
+ * " " * n (nothing when n <= 0). */
+static sp_err indent_text(sp__rt *r, sp__val width, uint32_t off, sp__val *out) {
+    if (width.t == SP__STR) {
+        *out = width;
+        return SP_OK;
+    }
+    if (!is_int(width))
+        return sp__fail(r, SP_ERR_FORMAT, off, "can't multiply sequence by non-int of type '%s'",
+                        sp__type_name(width));
+    int64_t w = as_int(width);
+    sp__buf b = {0};
+    sp_err e = w > 0 ? sp__buf_fill(r, &b, ' ', (uint64_t)w > SIZE_MAX ? SIZE_MAX : (size_t)w, off)
+                     : SP_OK;
+    if (!e)
+        *out = sp__buf_val(&b);
+    return e;
+}
+
 static sp_err f_indent(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     BIND("indent", "width", "first", "blank");
     sp__val ind = sp__v_str("    ", 4);
     sp_err e;
-    if (!absent(arg[0])) {
-        if (arg[0].t == SP__STR) {
-            ind = arg[0];
-        } else {
-            int64_t w = 0;
-            if ((e = want_int(r, arg[0], "width", off, &w)))
-                return e;
-            if (w < 0)
-                w = 0;
-            if (w > (int64_t)r->max_out)
-                return sp__fail(r, SP_ERR_LIMIT, off,
-                                "template output exceeds its limit (%zu bytes)", r->max_out);
-            sp__buf b = {0};
-            for (int64_t i = 0; i < w; i++)
-                if ((e = sp__buf_putc(r, &b, ' ', off)))
-                    return e;
-            ind = sp__buf_val(&b);
-        }
-    }
+    if (!absent(arg[0]) && (e = indent_text(r, arg[0], off, &ind)))
+        return e;
     bool first = !absent(arg[1]) && sp__truthy(arg[1]);
     bool blank = !absent(arg[2]) && sp__truthy(arg[2]);
-    sp__val s;
-    if ((e = sp__stringify(r, in, off, &s)))
-        return e;
+    // Jinja's first step is `s += "\n"`, which only a string survives.
+    if (in.t == SP__UNDEF)
+        return sp__undef_error(r, in, off);
+    if (in.t != SP__STR)
+        return sp__fail(r, SP_ERR_FORMAT, off, "unsupported operand type(s) for +=: '%s' and 'str'",
+                        sp__type_name(in));
+    sp__val s = in;
     // Jinja appends "\n" before splitlines(), so a trailing newline makes no empty last line.
     sp__buf src = {0};
     if ((e = sp__buf_put(r, &src, s.s, s.n, off)) || (e = sp__buf_putc(r, &src, '\n', off)))
@@ -1167,12 +1319,27 @@ static sp_err f_list(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp_
     return SP_OK;
 }
 
+/* Jinja's map, select, reject, selectattr and rejectattr begin with `if value:`: a falsy input
+ * (undefined, none, false, 0, an empty string or container) gives an empty generator before
+ * the input is iterated or the arguments are looked at. */
+static sp_err falsy_to_empty(sp__rt *r, sp__val in, uint32_t off, bool *done, sp__val *out) {
+    sp__list *l;
+    *done = !sp__truthy(in);
+    if (!*done)
+        return SP_OK;
+    sp_err e = sp__list_new(r, 0, off, &l);
+    if (!e)
+        *out = sp__v_seq(l, SP__SEQ_GEN);
+    return e;
+}
+
 static sp_err f_map(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     sp__list *l, *res;
-    sp_err e = to_list(r, in, off, &l);
-    if (!e)
-        e = sp__list_new(r, l->n, off, &res);
-    if (e)
+    bool done;
+    sp_err e = falsy_to_empty(r, in, off, &done, out);
+    if (e || done)
+        return e;
+    if ((e = to_list(r, in, off, &l)) || (e = sp__list_new(r, l->n, off, &res)))
         return e;
     sp__val attr = ABSENT, dflt = ABSENT;
     for (uint32_t k = 0; k < a->n_kw; k++) {
@@ -1213,10 +1380,11 @@ static sp_err f_map(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__
 static sp_err select_common(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out,
                             bool by_attr, bool keep) {
     sp__list *l, *res;
-    sp_err e = to_list(r, in, off, &l);
-    if (!e)
-        e = sp__list_new(r, 0, off, &res);
-    if (e)
+    bool done;
+    sp_err e = falsy_to_empty(r, in, off, &done, out);
+    if (e || done)
+        return e;
+    if ((e = to_list(r, in, off, &l)) || (e = sp__list_new(r, 0, off, &res)))
         return e;
     uint32_t first = by_attr ? 1 : 0;
     if (by_attr && a->n_pos < 1)
@@ -1303,6 +1471,8 @@ static sp_err f_reverse(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, 
         return SP_OK;
     }
     sp__list *l, *res;
+    if (in.t != SP__LIST && in.t != SP__DICT && in.t != SP__UNDEF)
+        return sp__fail(r, SP_ERR_FORMAT, off, "argument must be iterable");
     if ((e = to_list(r, in, off, &l)) || (e = sp__steps(r, l->n, off)) ||
         (e = sp__list_new(r, l->n, off, &res)))
         return e;
@@ -1313,78 +1483,129 @@ static sp_err f_reverse(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, 
     return SP_OK;
 }
 
-/* Python's round(x, ndigits) for floats: correctly rounded, ties to even. */
-static double py_round(double x, int64_t nd) {
-    if (!isfinite(x) || nd > 300)
-        return x;
-    if (nd < -300)
-        return 0.0 * x;
-    char buf[400];
-    if (nd >= 0) {
-        snprintf(buf, sizeof buf, "%.*f", (int)nd, x);
-        return strtod(buf, NULL);
+/* Python's round(x, nd) for a float with nd < 0: the multiple of 10^-nd nearest to x's exact
+ * value, ties to even, read back correctly rounded; NaN where the result overflows a double. */
+static double round_to_tens(double x, int k) {
+    // x = whole + frac exactly; whole's decimal digits are exact too.
+    double whole = trunc(fabs(x)), frac = fabs(x) - whole;
+    char digits[400];
+    int nd = snprintf(digits, sizeof digits, "%0*.0f", k + 1, whole);
+    // The last k digits decide: above or below half of 10^k, or a tie broken toward even.
+    const char *low = digits + nd - k;
+    int c = low[0] != '5' ? (low[0] > '5' ? 1 : -1) : 0;
+    for (int i = 1; c == 0 && i < k; i++)
+        c = low[i] != '0';
+    if (c == 0)
+        c = frac > 0 ? 1 : ((low[-1] - '0') % 2 ? 1 : -1);
+    // digits[0 .. nd - k) + (c > 0), times 10^k.
+    int n = nd - k;
+    for (int i = n - 1; c > 0 && i >= 0; i--) {
+        if (digits[i] == '9') {
+            digits[i] = '0';
+        } else {
+            digits[i]++;
+            c = 0;
+        }
     }
-    double p = pow(10.0, (double)-nd);
-    double y = x / p;
-    double rnd = nearbyint(y);
-    return rnd * p;
+    char text[420];
+    snprintf(text, sizeof text, "%s%.*se%d", c > 0 ? "1" : "", n, digits, k);
+    double y = strtod(text, NULL);
+    return isinf(y) ? NAN : copysign(y, x);
 }
 
+/* Python's round(x, nd) for a float (CPython's float.__round__). */
+static sp_err round_float(sp__rt *r, double x, int64_t nd, uint32_t off, double *out) {
+    if (!isfinite(x) || nd > 323) { // 323 digits reach past the smallest subnormal
+        *out = x;
+        return SP_OK;
+    }
+    if (nd < -308) {
+        *out = 0.0 * x;
+        return SP_OK;
+    }
+    if (nd >= 0) {
+        char buf[700]; // 309 integer digits, the point, 323 decimals
+        snprintf(buf, sizeof buf, "%.*f", (int)nd, x); // exact, ties to even
+        *out = strtod(buf, NULL);
+        return SP_OK;
+    }
+    double y = round_to_tens(x, (int)-nd);
+    if (isnan(y))
+        return sp__fail(r, SP_ERR_FORMAT, off, "rounded value too large to represent");
+    *out = y;
+    return SP_OK;
+}
+
+/* Python's round(x, nd) for an int with nd < 0: an int, ties to even. */
+static sp_err round_int(sp__rt *r, int64_t x, int64_t nd, uint32_t off, int64_t *out) {
+    if (nd < -19) { // |x| < 10^19 / 2
+        *out = 0;
+        return SP_OK;
+    }
+    uint64_t p = 1;
+    for (int64_t k = 0; k < -nd; k++)
+        p *= 10;
+    uint64_t mag = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+    uint64_t q = mag / p, rem = mag % p;
+    if (rem > p - rem || (rem == p - rem && (q & 1)))
+        q++;
+    uint64_t res;
+    if (__builtin_mul_overflow(q, p, &res) || res > (uint64_t)INT64_MAX + (x < 0))
+        return sp__overflow(r, off);
+    *out = x >= 0 ? (int64_t)res : res > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)res;
+    return SP_OK;
+}
+
+/* Jinja's round: Python's round(value, precision) for "common", else math.ceil or math.floor
+ * of value * 10**precision, divided by 10**precision. */
 static sp_err f_round(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__val *out) {
     BIND("round", "precision", "method");
+    enum { COMMON, CEIL, FLOOR } method = COMMON;
+    if (!absent(arg[1])) { // checked first, as Jinja does
+        if (arg[1].t == SP__STR && arg[1].n == 4 && memcmp(arg[1].s, "ceil", 4) == 0)
+            method = CEIL;
+        else if (arg[1].t == SP__STR && arg[1].n == 5 && memcmp(arg[1].s, "floor", 5) == 0)
+            method = FLOOR;
+        else if (!(arg[1].t == SP__STR && arg[1].n == 6 && memcmp(arg[1].s, "common", 6) == 0))
+            return sp__fail(r, SP_ERR_FORMAT, off, "method must be common, ceil or floor");
+    }
     int64_t prec = 0;
     sp_err e;
     if (!absent(arg[0]) && (e = want_int(r, arg[0], "precision", off, &prec)))
         return e;
-    if (in.t == SP__UNDEF)
-        return sp__undef_error(r, in, off);
     if (!is_num(in))
         return sp__fail(r, SP_ERR_FORMAT, off, "type %s doesn't define __round__ method", sp__type_name(in));
-    int method = 0;
-    if (!absent(arg[1])) {
-        if ((e = want_str(r, arg[1], "method", off)))
+    if (method == COMMON && is_int(in)) {
+        int64_t x = as_int(in);
+        if (prec < 0 && (e = round_int(r, x, prec, off, &x)))
             return e;
-        if (arg[1].n == 4 && memcmp(arg[1].s, "ceil", 4) == 0)
-            method = 1;
-        else if (arg[1].n == 5 && memcmp(arg[1].s, "floor", 5) == 0)
-            method = 2;
-        else if (!(arg[1].n == 6 && memcmp(arg[1].s, "common", 6) == 0))
-            return sp__fail(r, SP_ERR_FORMAT, off, "method must be common, ceil or floor");
-    }
-    if (method == 0) {
-        if (is_int(in) && prec >= 0) {
-            *out = sp__v_int(as_int(in));
-            return SP_OK;
-        }
-        if (is_int(in)) {
-            // round(int, -k): an int, ties to even.
-            int64_t x = as_int(in);
-            if (prec < -18) {
-                *out = sp__v_int(0);
-                return SP_OK;
-            }
-            int64_t p = 1;
-            for (int64_t k = 0; k < -prec; k++)
-                p *= 10;
-            int64_t q = x / p, rem = x % p;
-            if (rem < 0) {
-                q -= 1;
-                rem += p;
-            }
-            if (2 * (uint64_t)rem > (uint64_t)p || (2 * (uint64_t)rem == (uint64_t)p && (q & 1)))
-                q += 1;
-            int64_t res;
-            if (__builtin_mul_overflow(q, p, &res))
-                return sp__fail(r, SP_ERR_FORMAT, off, "integer overflow");
-            *out = sp__v_int(res);
-            return SP_OK;
-        }
-        *out = sp__v_float(py_round(as_f(in), prec));
+        *out = sp__v_int(x);
         return SP_OK;
     }
-    double p = pow(10.0, (double)SP_MAX(SP_MIN(prec, 300), -300));
-    double v = as_f(in) * p;
-    *out = sp__v_float((method == 1 ? ceil(v) : floor(v)) / p);
+    double x = as_f(in), y = 0;
+    if (method == COMMON) {
+        if ((e = round_float(r, x, prec, off, &y)))
+            return e;
+        *out = sp__v_float(y);
+        return SP_OK;
+    }
+    if (is_int(in) && prec >= 0) { // int * 10**p / 10**p: exact, then converted
+        *out = sp__v_float(x);
+        return SP_OK;
+    }
+    // 10**p: an int that becomes a float when multiplied (too large past 10^308); for p < 0
+    // a float, 0.0 past 10^-323.
+    if (prec > 308)
+        return sp__fail(r, SP_ERR_FORMAT, off, "int too large to convert to float");
+    double scale = pow(10.0, (double)SP_MAX(prec, (int64_t)-400));
+    double v = x * scale;
+    if (isnan(v))
+        return sp__fail(r, SP_ERR_FORMAT, off, "cannot convert float NaN to integer");
+    if (isinf(v))
+        return sp__fail(r, SP_ERR_FORMAT, off, "cannot convert float infinity to integer");
+    if (scale == 0)
+        return sp__fail(r, SP_ERR_FORMAT, off, "float division by zero");
+    *out = sp__v_float((method == CEIL ? ceil(v) : floor(v)) / scale);
     return SP_OK;
 }
 
@@ -1482,7 +1703,7 @@ static sp_err minmax(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp_
     for (uint32_t i = 1; !e && i < n; i++) {
         int c;
         e = sp__cmp(r, v[i].key, v[best].key, fold, max ? ">" : "<", off, &c);
-        if (!e && (max ? c > 0 : c < 0))
+        if (!e && sp__cmp_holds(c, max ? SP__OP_GT : SP__OP_LT))
             best = i;
     }
     if (!e)
@@ -1513,7 +1734,7 @@ static sp_err f_sum(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, sp__
         if (is_int(acc) && is_int(x)) {
             int64_t z;
             if (__builtin_add_overflow(as_int(acc), as_int(x), &z))
-                return sp__fail(r, SP_ERR_FORMAT, off, "integer overflow");
+                return sp__overflow(r, off);
             acc = sp__v_int(z);
         } else {
             acc = sp__v_float(as_f(acc) + as_f(x));
@@ -1538,18 +1759,11 @@ static sp_err f_tojson(sp__rt *r, sp__val in, const sp__args *a, uint32_t off, s
     sp__json_opts o = {.item_sep = ", ", .item_sep_n = 2, .key_sep = ": ", .key_sep_n = 2};
     sp_err e;
     if (!absent(arg[0]) && arg[0].t != SP__NONE) {
-        if (arg[0].t == SP__STR) {
-            o.indent = arg[0].s;
-            o.indent_n = arg[0].n;
-        } else {
-            int64_t w = 0;
-            if ((e = want_int(r, arg[0], "indent", off, &w)))
-                return e;
-            w = SP_MAX(SP_MIN(w, 256), 0);
-            static const char spaces[257] = "                                                                                                                                                                                                                                                                ";
-            o.indent = spaces;
-            o.indent_n = (uint32_t)w;
-        }
+        sp__val ind;
+        if ((e = indent_text(r, arg[0], off, &ind)))
+            return e;
+        o.indent = ind.s;
+        o.indent_n = ind.n;
         o.item_sep = ",";
         o.item_sep_n = 1;
     }
@@ -1726,41 +1940,43 @@ static sp_err t_divisibleby(sp__rt *r, sp__val v, const sp__args *a, uint32_t of
                     sp__type_name(v), sp__type_name(arg[0]));
 }
 
-static sp_err t_compare(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out, int op) {
+static sp_err t_compare(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out,
+                        uint8_t op) {
     BIND("compare", "other");
     if (absent(arg[0]))
         return sp__fail(r, SP_ERR_FORMAT, off, "test needs a value to compare with");
-    if (op == 0 || op == 1) {
+    if (op == SP__OP_EQ || op == SP__OP_NE) {
         bool eq;
         sp_err e = sp__eq(r, v, arg[0], off, &eq);
         if (!e)
-            *out = op == 0 ? eq : !eq;
+            *out = op == SP__OP_EQ ? eq : !eq;
         return e;
     }
+    static const char *const names[] = {
+        [SP__OP_LT] = "<", [SP__OP_LE] = "<=", [SP__OP_GT] = ">", [SP__OP_GE] = ">="};
     int c;
-    static const char *const names[] = {"", "", "<", "<=", ">", ">="};
     sp_err e = sp__cmp(r, v, arg[0], false, names[op], off, &c);
     if (!e)
-        *out = op == 2 ? c < 0 : op == 3 ? c <= 0 : op == 4 ? c > 0 : c >= 0;
+        *out = sp__cmp_holds(c, op);
     return e;
 }
 static sp_err t_eq(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out) {
-    return t_compare(r, v, a, off, out, 0);
+    return t_compare(r, v, a, off, out, SP__OP_EQ);
 }
 static sp_err t_ne(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out) {
-    return t_compare(r, v, a, off, out, 1);
+    return t_compare(r, v, a, off, out, SP__OP_NE);
 }
 static sp_err t_lt(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out) {
-    return t_compare(r, v, a, off, out, 2);
+    return t_compare(r, v, a, off, out, SP__OP_LT);
 }
 static sp_err t_le(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out) {
-    return t_compare(r, v, a, off, out, 3);
+    return t_compare(r, v, a, off, out, SP__OP_LE);
 }
 static sp_err t_gt(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out) {
-    return t_compare(r, v, a, off, out, 4);
+    return t_compare(r, v, a, off, out, SP__OP_GT);
 }
 static sp_err t_ge(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out) {
-    return t_compare(r, v, a, off, out, 5);
+    return t_compare(r, v, a, off, out, SP__OP_GE);
 }
 
 static sp_err t_sameas(sp__rt *r, sp__val v, const sp__args *a, uint32_t off, bool *out) {
@@ -1937,18 +2153,25 @@ int sp__global_id(const char *name, size_t n) {
     return 0;
 }
 
+/* The sandbox's bound on the length of a range (Jinja2's MAX_RANGE). */
+#define MAX_RANGE 100000
+
 static sp_err g_range(sp__rt *r, const sp__args *a, uint32_t off, sp__val *out) {
     if (a->n_kw)
         return sp__fail(r, SP_ERR_FORMAT, off, "range() takes no keyword arguments");
     if (a->n_pos < 1 || a->n_pos > 3)
         return sp__fail(r, SP_ERR_FORMAT, off, "range expected 1 to 3 arguments, got %u", a->n_pos);
-    int64_t v[3] = {0, 0, 1};
+    int64_t *v = sp__alloc(r, 3 * sizeof *v); // start, stop, step
+    if (!v)
+        return sp__oom(r, off);
+    v[0] = 0;
+    v[2] = 1;
     for (uint32_t i = 0; i < a->n_pos; i++) {
-        int64_t x = 0;
-        sp_err e = want_int(r, a->pos[i], "range() argument", off, &x);
-        if (e)
-            return e;
-        v[a->n_pos == 1 ? 1 : i] = x;
+        if (!is_int(a->pos[i]))
+            return sp__fail(r, SP_ERR_FORMAT, off,
+                            "'%s' object cannot be interpreted as an integer",
+                            sp__type_name(a->pos[i]));
+        v[a->n_pos == 1 ? 1 : i] = as_int(a->pos[i]);
     }
     if (v[2] == 0)
         return sp__fail(r, SP_ERR_FORMAT, off, "range() arg 3 must not be zero");
@@ -1958,17 +2181,18 @@ static sp_err g_range(sp__rt *r, const sp__args *a, uint32_t off, sp__val *out) 
         count = ((uint64_t)v[1] - (uint64_t)v[0] - 1) / (uint64_t)v[2] + 1;
     else if (v[2] < 0 && v[1] < v[0])
         count = ((uint64_t)v[0] - (uint64_t)v[1] - 1) / (0ull - (uint64_t)v[2]) + 1;
-    // Producing each element is a step, charged up front so huge ranges fail at once.
-    sp_err e = sp__steps(r, count, off);
-    if (e)
-        return e;
-    if (count > UINT32_MAX / 2)
-        return sp__fail(r, SP_ERR_LIMIT, off, "range too large");
+    if (count > MAX_RANGE)
+        return sp__fail(r, SP_ERR_FORMAT, off,
+                        "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).",
+                        MAX_RANGE);
+    // Producing each element is a step.
     sp__list *l;
-    if ((e = sp__list_new(r, (uint32_t)count, off, &l)))
+    sp_err e = sp__steps(r, count, off);
+    if (e || (e = sp__list_new(r, (uint32_t)count, off, &l)))
         return e;
     for (uint64_t i = 0; i < count; i++)
         l->v[l->n++] = sp__v_int((int64_t)((uint64_t)v[0] + i * (uint64_t)v[2]));
+    l->range = v;
     *out = sp__v_seq(l, SP__SEQ_RANGE);
     return SP_OK;
 }

@@ -77,10 +77,6 @@ static sp_err type_error(sp__rt *r, uint32_t off, const char *op, sp__val a, sp_
                     sp__type_name(a), sp__type_name(b));
 }
 
-static sp_err overflow(sp__rt *r, uint32_t off) {
-    return sp__fail(r, SP_ERR_FORMAT, off, "integer overflow");
-}
-
 sp_err sp__iterate(sp__rt *r, sp__val v, uint32_t off, sp__list **out) {
     sp__list *l;
     sp_err e;
@@ -118,7 +114,7 @@ sp_err sp__iterate(sp__rt *r, sp__val v, uint32_t off, sp__list **out) {
 
 /* Python's slice.indices(): normalizes [start:stop:step] for a sequence of length len. */
 static sp_err slice_indices(sp__rt *r, int64_t len, const sp__val *b, uint32_t off, int64_t *start,
-                            int64_t *step, int64_t *count) {
+                            int64_t *stop, int64_t *step, int64_t *count) {
     for (int k = 0; k < 3; k++)
         if (b[k].t != SP__NONE && !is_int(b[k]))
             return sp__fail(r, SP_ERR_FORMAT, off,
@@ -152,19 +148,40 @@ static sp_err slice_indices(sp__rt *r, int64_t len, const sp__val *b, uint32_t o
     else if (st < 0 && hi < lo)
         n = (lo - hi - 1) / (-st) + 1;
     *start = lo;
+    *stop = hi;
     *step = st;
     *count = n;
     return SP_OK;
 }
 
+/* The arguments of range r[b[0]:b[1]:b[2]] as Python computes them (start + i * step for the
+ * slice's start and stop indices i, step times the slice's step), which need not be those of
+ * any range() call: range(0, 10, 3)[1:] is range(3, 12, 3). */
+static sp_err slice_range(sp__rt *r, const int64_t *rg, const sp__val *b, int64_t start,
+                          int64_t stop, uint32_t off, int64_t **out) {
+    int64_t *res = sp__alloc(r, 3 * sizeof *res);
+    if (!res)
+        return sp__oom(r, off);
+    int64_t step = b[2].t == SP__NONE ? 1 : as_int(b[2]), t0, t1;
+    if (__builtin_mul_overflow(start, rg[2], &t0) || __builtin_add_overflow(rg[0], t0, &res[0]) ||
+        __builtin_mul_overflow(stop, rg[2], &t1) || __builtin_add_overflow(rg[0], t1, &res[1]) ||
+        __builtin_mul_overflow(rg[2], step, &res[2]))
+        return sp__overflow(r, off);
+    *out = res;
+    return SP_OK;
+}
+
 static sp_err do_slice(sp__rt *r, sp__val obj, const sp__val *b, uint32_t off, sp__val *out) {
-    int64_t start, step, count;
+    int64_t start, stop, step, count;
     sp_err e;
     if (obj.t == SP__LIST && (sp__is_plain_seq(obj) || obj.flag == SP__SEQ_RANGE)) {
-        if ((e = slice_indices(r, obj.l->n, b, off, &start, &step, &count)))
+        if ((e = slice_indices(r, obj.l->n, b, off, &start, &stop, &step, &count)))
             return e;
         sp__list *l;
         if ((e = sp__steps(r, (uint64_t)count, off)) || (e = sp__list_new(r, (uint32_t)count, off, &l)))
+            return e;
+        if (obj.flag == SP__SEQ_RANGE &&
+            (e = slice_range(r, obj.l->range, b, start, stop, off, &l->range)))
             return e;
         for (int64_t i = 0; i < count; i++)
             l->v[l->n++] = obj.l->v[start + i * step];
@@ -173,7 +190,7 @@ static sp_err do_slice(sp__rt *r, sp__val obj, const sp__val *b, uint32_t off, s
     }
     if (obj.t == SP__STR) {
         size_t n = sp__utf8_count(obj.s, obj.n);
-        if ((e = slice_indices(r, (int64_t)n, b, off, &start, &step, &count)))
+        if ((e = slice_indices(r, (int64_t)n, b, off, &start, &stop, &step, &count)))
             return e;
         if (n == obj.n && step == 1) { // ASCII: a view
             *out = sp__v_str(obj.s + start, (uint32_t)count);
@@ -428,7 +445,8 @@ static sp_err repeat(sp__rt *r, sp__val seq, int64_t times, uint32_t off, sp__va
         char *p = sp__alloc(r, (size_t)n);
         if (!p)
             return sp__oom(r, off);
-        for (int64_t i = 0; i < times; i++)
+        // The empty string repeated any number of times is itself: no loop over `times`.
+        for (int64_t i = 0; seq.n && i < times; i++)
             memcpy(p + (size_t)i * seq.n, seq.s, seq.n);
         *out = sp__v_str(p, (uint32_t)n);
         return SP_OK;
@@ -450,13 +468,45 @@ static sp_err ipow(sp__rt *r, int64_t base, int64_t exp, uint32_t off, int64_t *
     int64_t acc = 1;
     while (exp > 0) {
         if ((exp & 1) && __builtin_mul_overflow(acc, base, &acc))
-            return overflow(r, off);
+            return sp__overflow(r, off);
         exp >>= 1;
         if (exp && __builtin_mul_overflow(base, base, &base))
-            return overflow(r, off);
+            return sp__overflow(r, off);
     }
     *out = acc;
     return SP_OK;
+}
+
+/* Python's float pow: 0.0 to a negative power and a finite result too large for a double
+ * raise; a negative base to a fractional power would be a complex number, which templates do
+ * not have. */
+static sp_err fpow(sp__rt *r, double x, double y, uint32_t off, double *out) {
+    if (x == 0 && y < 0)
+        return sp__fail(r, SP_ERR_FORMAT, off, "0.0 cannot be raised to a negative power");
+    if (x < 0 && isfinite(x) && isfinite(y) && y != floor(y))
+        return sp__fail(r, SP_ERR_FORMAT, off,
+                        "a negative number to a fractional power is a complex number, which "
+                        "templates do not support");
+    double z = pow(x, y);
+    if (isinf(z) && isfinite(x) && isfinite(y))
+        return sp__fail(r, SP_ERR_FORMAT, off, "(34, 'Numerical result out of range')");
+    *out = z;
+    return SP_OK;
+}
+
+/* Python's float divmod() (floatobject.c): the floor quotient computed from fmod so that it
+ * agrees with the remainder; floor(x / y) does not (1 // 0.1 is 9.0, floor(1 / 0.1) is 10). */
+static double float_floordiv(double x, double y) {
+    double mod = fmod(x, y);
+    double div = (x - mod) / y;
+    if (mod != 0 && (y < 0) != (mod < 0))
+        div -= 1.0;
+    if (div == 0)
+        return copysign(0.0, x / y);
+    double floordiv = floor(div);
+    if (div - floordiv > 0.5)
+        floordiv += 1.0;
+    return floordiv;
 }
 
 static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, sp__val *out) {
@@ -469,7 +519,8 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
     }
     if (a.t == SP__UNDEF)
         return sp__undef_error(r, a, off);
-    if (b.t == SP__UNDEF)
+    // str % Undefined formats it ('%s' gives ""); every other operation on it raises.
+    if (b.t == SP__UNDEF && !(op == SP__OP_MOD && a.t == SP__STR))
         return sp__undef_error(r, b, off);
     static const char *const names[] = {[SP__OP_ADD] = "+", [SP__OP_SUB] = "-", [SP__OP_MUL] = "*",
                                         [SP__OP_DIV] = "/", [SP__OP_FLOORDIV] = "//",
@@ -484,7 +535,7 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
                 *out = sp__v_float(fx + fy);
             } else {
                 if (__builtin_add_overflow(x, y, &z))
-                    return overflow(r, off);
+                    return sp__overflow(r, off);
                 *out = sp__v_int(z);
             }
             return SP_OK;
@@ -493,7 +544,7 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
                 *out = sp__v_float(fx - fy);
             } else {
                 if (__builtin_sub_overflow(x, y, &z))
-                    return overflow(r, off);
+                    return sp__overflow(r, off);
                 *out = sp__v_int(z);
             }
             return SP_OK;
@@ -502,26 +553,28 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
                 *out = sp__v_float(fx * fy);
             } else {
                 if (__builtin_mul_overflow(x, y, &z))
-                    return overflow(r, off);
+                    return sp__overflow(r, off);
                 *out = sp__v_int(z);
             }
             return SP_OK;
         case SP__OP_DIV:
             if (fy == 0)
-                return sp__fail(r, SP_ERR_FORMAT, off, "division by zero");
+                return sp__fail(r, SP_ERR_FORMAT, off, "%sdivision by zero", ints ? "" : "float ");
             *out = sp__v_float(fx / fy);
             return SP_OK;
         case SP__OP_FLOORDIV:
         case SP__OP_MOD:
             if (ints) {
                 if (y == 0)
-                    return sp__fail(r, SP_ERR_FORMAT, off, "integer division or modulo by zero");
+                    return sp__fail(r, SP_ERR_FORMAT, off, "%s by zero",
+                                    op == SP__OP_MOD ? "integer modulo"
+                                                     : "integer division or modulo");
                 if (x == INT64_MIN && y == -1) {
                     if (op == SP__OP_MOD) {
                         *out = sp__v_int(0);
                         return SP_OK;
                     }
-                    return overflow(r, off);
+                    return sp__overflow(r, off);
                 }
                 int64_t q = x / y, m = x % y;
                 if (m != 0 && ((m < 0) != (y < 0))) {
@@ -532,8 +585,8 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
                 return SP_OK;
             }
             if (fy == 0)
-                return sp__fail(r, SP_ERR_FORMAT, off, "float %s by zero",
-                                op == SP__OP_MOD ? "modulo" : "floor division");
+                return sp__fail(r, SP_ERR_FORMAT, off, "%s",
+                                op == SP__OP_MOD ? "float modulo" : "float floor division by zero");
             if (op == SP__OP_MOD) {
                 double m = fmod(fx, fy);
                 if (m != 0 && ((m < 0) != (fy < 0)))
@@ -542,7 +595,7 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
                     m = copysign(0.0, fy);
                 *out = sp__v_float(m);
             } else {
-                *out = sp__v_float(floor(fx / fy));
+                *out = sp__v_float(float_floordiv(fx, fy));
             }
             return SP_OK;
         case SP__OP_POW:
@@ -552,9 +605,10 @@ static sp_err binop(sp__rt *r, uint8_t op, sp__val a, sp__val b, uint32_t off, s
                 *out = sp__v_int(z);
                 return SP_OK;
             }
-            if (fx == 0 && fy < 0)
-                return sp__fail(r, SP_ERR_FORMAT, off, "0.0 cannot be raised to a negative power");
-            *out = sp__v_float(pow(fx, fy));
+            double fz = 0;
+            if ((e = fpow(r, fx, fy, off, &fz)))
+                return e;
+            *out = sp__v_float(fz);
             return SP_OK;
         default:
             break;
@@ -875,7 +929,7 @@ static sp_err ev_inner(sp__rt *r, const sp__node *n, sp__scope *s, sp__val *out)
             *out = sp__v_float(-a.f);
         } else {
             if (as_int(a) == INT64_MIN)
-                return overflow(r, n->off);
+                return sp__overflow(r, n->off);
             *out = sp__v_int(-as_int(a));
         }
         return SP_OK;
@@ -923,10 +977,7 @@ static sp_err ev_inner(sp__rt *r, const sp__node *n, sp__scope *s, sp__val *out)
             default:
                 if ((e = sp__cmp(r, a, b, false, cmp_op_name(n->ops[i]), n->off, &c)))
                     return e;
-                res = n->ops[i] == SP__OP_LT   ? c < 0
-                      : n->ops[i] == SP__OP_LE ? c <= 0
-                      : n->ops[i] == SP__OP_GT ? c > 0
-                                               : c >= 0;
+                res = sp__cmp_holds(c, n->ops[i]);
                 break;
             }
             if (!res) {

@@ -95,7 +95,8 @@ typedef struct sp__val {
 
 struct sp__list {
     uint32_t n, cap;
-    sp__val *v; // (cap)
+    sp__val *v;     // (cap)
+    int64_t *range; // SP__SEQ_RANGE: (3) start, stop, step, as repr() shows them; else NULL
 };
 
 /* Insertion-ordered; keys are str, int, float, bool or none. A hash index (idx, open
@@ -297,6 +298,8 @@ static inline void sp__leave(sp__rt *r) { r->depth--; }
 void *sp__alloc(sp__rt *r, size_t n); // render arena
 sp_err sp__buf_put(sp__rt *r, sp__buf *b, const char *p, size_t n, uint32_t off);
 sp_err sp__buf_putc(sp__rt *r, sp__buf *b, char c, uint32_t off);
+/* Appends n copies of c (padding, indentation), within the output limit. */
+sp_err sp__buf_fill(sp__rt *r, sp__buf *b, char c, size_t n, uint32_t off);
 sp_err sp__buf_printf(sp__rt *r, sp__buf *b, uint32_t off, const char *fmt, ...) SP_PRINTF(4, 5);
 /* A string value holding b's bytes (no copy; b must not be written again). */
 sp__val sp__buf_val(const sp__buf *b);
@@ -330,9 +333,19 @@ void sp__fmt_float(double d, char out[32]);
 
 /* Python ==. */
 sp_err sp__eq(sp__rt *r, sp__val a, sp__val b, uint32_t off, bool *out);
-/* Python ordering (<0, 0, >0); TypeError for unorderable types, naming the operator op
- * ("<", ">=", ...). fold: compare strings case-insensitively. */
+/* Python ordering (<0, 0, >0, or SP__CMP_UNORDERED when a NaN makes <, <=, > and >= all
+ * false); TypeError for unorderable types, naming the operator op ("<", ">=", ...).
+ * fold: compare strings case-insensitively. */
+enum { SP__CMP_UNORDERED = 2 };
 sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, const char *op, uint32_t off, int *out);
+/* Whether the ordering c from sp__cmp satisfies op (SP__OP_LT, _LE, _GT or _GE). */
+bool sp__cmp_holds(int c, uint8_t op);
+
+/* The error for an integer result beyond 64 bits, where Python's would be a big int. */
+sp_err sp__overflow(sp__rt *r, uint32_t off);
+/* Python's int(x) for a float x: truncated toward zero. Fails (SP_ERR_FORMAT) with Python's
+ * message for NaN and infinity, and where Python's result would not fit in 64 bits. */
+sp_err sp__float_to_int(sp__rt *r, double x, uint32_t off, int64_t *out);
 
 sp_err sp__from_json(sp__rt *r, const json_t *j, uint32_t off, sp__val *out);
 

@@ -110,10 +110,11 @@ sp_err sp__oom(sp__rt *r, uint32_t off) {
 }
 
 sp_err sp__steps(sp__rt *r, uint64_t n, uint32_t off) {
-    r->steps += n;
-    if (r->steps > r->max_steps)
+    // Compared before adding, so that no charge can wrap the count around.
+    if (n > r->max_steps - r->steps)
         return sp__fail(r, SP_ERR_LIMIT, off, "template exceeded its step limit (%" PRIu64 ")",
                         r->max_steps);
+    r->steps += n;
     return SP_OK;
 }
 
@@ -129,9 +130,8 @@ void *sp__alloc(sp__rt *r, size_t n) { return sp__arena_alloc(&r->arena, n); }
 
 /* ---- buffers and strings ------------------------------------------------------------------ */
 
-sp_err sp__buf_put(sp__rt *r, sp__buf *b, const char *p, size_t n, uint32_t off) {
-    if (n == 0)
-        return SP_OK;
+/* Makes room for n more bytes in b, within the output limit. */
+static sp_err buf_reserve(sp__rt *r, sp__buf *b, size_t n, uint32_t off) {
     if (n > r->max_out || b->n > r->max_out - n)
         return sp__fail(r, SP_ERR_LIMIT, off, "template output exceeds its limit (%zu bytes)",
                         r->max_out);
@@ -143,6 +143,15 @@ sp_err sp__buf_put(sp__rt *r, sp__buf *b, const char *p, size_t n, uint32_t off)
         b->p = q;
         b->cap = cap;
     }
+    return SP_OK;
+}
+
+sp_err sp__buf_put(sp__rt *r, sp__buf *b, const char *p, size_t n, uint32_t off) {
+    if (n == 0)
+        return SP_OK;
+    sp_err e = buf_reserve(r, b, n, off);
+    if (e)
+        return e;
     memcpy(b->p + b->n, p, n);
     b->n += n;
     return SP_OK;
@@ -150,6 +159,17 @@ sp_err sp__buf_put(sp__rt *r, sp__buf *b, const char *p, size_t n, uint32_t off)
 
 sp_err sp__buf_putc(sp__rt *r, sp__buf *b, char c, uint32_t off) {
     return sp__buf_put(r, b, &c, 1, off);
+}
+
+sp_err sp__buf_fill(sp__rt *r, sp__buf *b, char c, size_t n, uint32_t off) {
+    if (n == 0)
+        return SP_OK;
+    sp_err e = buf_reserve(r, b, n, off);
+    if (e)
+        return e;
+    memset(b->p + b->n, c, n);
+    b->n += n;
+    return SP_OK;
 }
 
 sp_err sp__buf_printf(sp__rt *r, sp__buf *b, uint32_t off, const char *fmt, ...) {
@@ -278,6 +298,7 @@ sp_err sp__list_new(sp__rt *r, uint32_t cap, uint32_t off, sp__list **out) {
     l->n = 0;
     l->cap = cap;
     l->v = NULL;
+    l->range = NULL;
     if (cap) {
         l->v = sp__alloc(r, (size_t)cap * sizeof *l->v);
         if (!l->v)
@@ -346,8 +367,9 @@ static uint64_t hash_val(sp__val k) {
     case SP__BOOL:
         return mix64((uint64_t)k.b);
     case SP__FLOAT:
-        // Equal numbers hash equally: 1.0 and 1 are the same key.
-        if (k.f >= -9.2e18 && k.f <= 9.2e18 && k.f == (double)(int64_t)k.f)
+        // Equal numbers hash equally: 1.0 and 1 are the same key. Every float in [-2^63, 2^63)
+        // converts to int64 without overflow.
+        if (k.f >= -0x1p63 && k.f < 0x1p63 && k.f == (double)(int64_t)k.f)
             return mix64((uint64_t)(int64_t)k.f);
         {
             uint64_t bits;
@@ -361,14 +383,44 @@ static uint64_t hash_val(sp__val k) {
 
 static bool is_num(sp__val v) { return v.t == SP__INT || v.t == SP__BOOL || v.t == SP__FLOAT; }
 static int64_t as_int(sp__val v) { return v.t == SP__BOOL ? (int64_t)v.b : v.i; }
-static double as_f(sp__val v) { return v.t == SP__FLOAT ? v.f : (double)as_int(v); }
+
+/* An int against a float, exactly as Python compares them (converting the int to a double
+ * would round it: 2**53 + 1 == 2.0**53 would hold). */
+static int cmp_int_float(int64_t i, double f) {
+    if (isnan(f))
+        return SP__CMP_UNORDERED;
+    if (f >= 0x1p63)
+        return -1;
+    if (f < -0x1p63)
+        return 1;
+    double whole = trunc(f); // in [-2^63, 2^63): converts exactly
+    int64_t w = (int64_t)whole;
+    if (i != w)
+        return i < w ? -1 : 1;
+    double frac = f - whole; // exact
+    return frac > 0 ? -1 : frac < 0 ? 1 : 0;
+}
+
+/* Python's ordering of two numbers: <0, 0, >0, or SP__CMP_UNORDERED when one is NaN. */
+static int cmp_num(sp__val a, sp__val b) {
+    if (a.t != SP__FLOAT && b.t != SP__FLOAT) {
+        int64_t x = as_int(a), y = as_int(b);
+        return x < y ? -1 : x > y;
+    }
+    if (a.t != SP__FLOAT)
+        return cmp_int_float(as_int(a), b.f);
+    if (b.t != SP__FLOAT) {
+        int c = cmp_int_float(as_int(b), a.f);
+        return c == SP__CMP_UNORDERED ? c : -c;
+    }
+    if (isnan(a.f) || isnan(b.f))
+        return SP__CMP_UNORDERED;
+    return a.f < b.f ? -1 : a.f > b.f;
+}
 
 static bool key_eq(sp__val a, sp__val b) {
-    if (is_num(a) && is_num(b)) {
-        if (a.t != SP__FLOAT && b.t != SP__FLOAT)
-            return as_int(a) == as_int(b);
-        return as_f(a) == as_f(b);
-    }
+    if (is_num(a) && is_num(b))
+        return cmp_num(a, b) == 0;
     if (a.t != b.t)
         return false;
     if (a.t == SP__STR)
@@ -707,10 +759,8 @@ static sp_err fmt_seq(sp__rt *r, sp__val v, sp__buf *b, uint32_t off) {
     case SP__SEQ_GEN:
         return sp__buf_put(r, b, "<generator object>", 18, off);
     case SP__SEQ_RANGE: {
-        // range(start, stop[, step]) rebuilt from the items.
-        int64_t start = l->n ? l->v[0].i : 0;
-        int64_t step = l->n > 1 ? l->v[1].i - l->v[0].i : 1;
-        int64_t stop = start + (int64_t)l->n * step;
+        SP_ASSERT(l->range);
+        int64_t start = l->range[0], stop = l->range[1], step = l->range[2];
         if (step == 1)
             return sp__buf_printf(r, b, off, "range(%" PRId64 ", %" PRId64 ")", start, stop);
         return sp__buf_printf(r, b, off, "range(%" PRId64 ", %" PRId64 ", %" PRId64 ")", start,
@@ -960,13 +1010,7 @@ static int cmp_str(const char *a, size_t an, const char *b, size_t bn, bool fold
 sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, const char *op, uint32_t off,
               int *out) {
     if (is_num(a) && is_num(b)) {
-        if (a.t != SP__FLOAT && b.t != SP__FLOAT) {
-            int64_t x = as_int(a), y = as_int(b);
-            *out = x < y ? -1 : x > y;
-        } else {
-            double x = as_f(a), y = as_f(b);
-            *out = x < y ? -1 : x > y;
-        }
+        *out = cmp_num(a, b);
         return SP_OK;
     }
     if (a.t == SP__STR && b.t == SP__STR) {
@@ -999,6 +1043,44 @@ sp_err sp__cmp(sp__rt *r, sp__val a, sp__val b, bool fold, const char *op, uint3
         return sp__undef_error(r, b, off);
     return sp__fail(r, SP_ERR_FORMAT, off, "'%s' not supported between instances of '%s' and '%s'",
                     op, sp__type_name(a), sp__type_name(b));
+}
+
+bool sp__cmp_holds(int c, uint8_t op) {
+    if (c == SP__CMP_UNORDERED)
+        return false;
+    switch (op) {
+    case SP__OP_LT:
+        return c < 0;
+    case SP__OP_LE:
+        return c <= 0;
+    case SP__OP_GT:
+        return c > 0;
+    default:
+        return c >= 0;
+    }
+}
+
+/* ---- numbers --------------------------------------------------------------------------------- */
+
+sp_err sp__overflow(sp__rt *r, uint32_t off) {
+    return sp__fail(r, SP_ERR_FORMAT, off,
+                    "integer overflow: the result does not fit in a 64-bit integer");
+}
+
+sp_err sp__float_to_int(sp__rt *r, double x, uint32_t off, int64_t *out) {
+    if (isnan(x))
+        return sp__fail(r, SP_ERR_FORMAT, off, "cannot convert float NaN to integer");
+    if (isinf(x))
+        return sp__fail(r, SP_ERR_FORMAT, off, "cannot convert float infinity to integer");
+    // Python truncates toward zero into an unbounded int; ours holds the doubles in
+    // [-2^63, 2^63) (no double lies strictly between -2^63 - 1 and -2^63).
+    if (!(x >= -0x1p63 && x < 0x1p63)) {
+        char num[32];
+        sp__fmt_float(x, num);
+        return sp__fail(r, SP_ERR_FORMAT, off, "int(%s) does not fit in a 64-bit integer", num);
+    }
+    *out = (int64_t)x;
+    return SP_OK;
 }
 
 /* ---- JSON ------------------------------------------------------------------------------------- */

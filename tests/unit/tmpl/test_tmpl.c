@@ -65,7 +65,8 @@ static void expect_err(const char *src, const sp_tmpl_limits *lim, sp_err want, 
 static void test_step_limit(void **state) {
     (void)state;
     double t0 = now_s();
-    expect_err("{% for i in range(1000000000) %}x{% endfor %}", NULL, SP_ERR_LIMIT, "step limit");
+    // One range is bounded by the sandbox, as in Jinja2, before it costs a step.
+    expect_err("{% for i in range(1000000000) %}x{% endfor %}", NULL, SP_ERR_FORMAT, "MAX_RANGE");
     // Nested loops over small ranges: the budget runs out inside them.
     sp_tmpl_limits lim = {.max_steps = 200000};
     expect_err("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
@@ -294,6 +295,74 @@ static void test_runtime_diag(void **state) {
     assert_string_equal(d.msg, "Invalid role: bot");
 }
 
+/* ---- numbers --------------------------------------------------------------------------------- */
+
+/* Where Python's result is an int beyond 64 bits (or a complex number), the render fails with a
+ * template error; it never overflows in C. Found by the template fuzzer: '%d' % 1e33 converted
+ * the float with a plain cast. */
+static void test_numbers_beyond_int64(void **state) {
+    (void)state;
+    expect_err("{{ '%d' % 1e33 }}", NULL, SP_ERR_FORMAT,
+               "int(1e+33) does not fit in a 64-bit integer");
+    expect_err("{{ '%i' % -1e19 }}", NULL, SP_ERR_FORMAT, "64-bit");
+    expect_err("{{ '%d' % 9223372036854775807.0 }}", NULL, SP_ERR_FORMAT, "64-bit"); // 2^63
+    expect_ok("{{ '%d' % -9223372036854775808.0 }}", NULL, "-9223372036854775808");
+    expect_ok("{{ '%d' % 9223372036854774784.0 }}", NULL, "9223372036854774784");
+    expect_err("{{ 1e33|int }}", NULL, SP_ERR_FORMAT, "64-bit");
+    expect_err("{{ '1e33'|int }}", NULL, SP_ERR_FORMAT, "64-bit");
+    expect_err("{{ '99999999999999999999'|int }}", NULL, SP_ERR_FORMAT, "integer overflow");
+    expect_err("{{ '-9223372036854775809'|int }}", NULL, SP_ERR_FORMAT, "integer overflow");
+    expect_err("{{ '0x10000000000000000'|int(0, 0) }}", NULL, SP_ERR_FORMAT, "integer overflow");
+    // Integer arithmetic.
+    static const char *const overflows[] = {
+        "{{ 9223372036854775807 + 1 }}",
+        "{{ -9223372036854775807 - 2 }}",
+        "{{ 4611686018427387904 * 2 }}",
+        "{{ 2 ** 63 }}",
+        "{{ 3 ** 40 }}",
+        "{{ (-9223372036854775807 - 1) // -1 }}",
+        "{{ -(-9223372036854775807 - 1) }}",
+        "{{ (-9223372036854775807 - 1)|abs }}",
+        "{{ [9223372036854775807, 1]|sum }}",
+        "{{ -9223372036854775807|round(-1) }}",
+        "{{ 9223372036854775807|round(-19) }}",
+    };
+    for (size_t i = 0; i < sizeof overflows / sizeof *overflows; i++)
+        expect_err(overflows[i], NULL, SP_ERR_FORMAT, "integer overflow");
+    // A slice of a range is a range whose stop, start + 3 * step here, is beyond 64 bits.
+    expect_err("{% set r = range(-9223372036854775807 - 1, 9223372036854775807, "
+               "9223372036854775807) %}{{ r|length }} {{ r[::2] }}",
+               NULL, SP_ERR_FORMAT, "integer overflow");
+    expect_ok("{{ (-2) ** 63 }} {{ 9223372036854775807|round(-18) }} "
+              "{{ 5000000000000000000|round(-19) }}",
+              NULL, "-9223372036854775808 9000000000000000000 0");
+    expect_err("{{ (-8) ** 0.5 }}", NULL, SP_ERR_FORMAT, "complex");
+    expect_err("{{ range(-9223372036854775807, 9223372036854775807) }}", NULL, SP_ERR_FORMAT,
+               "MAX_RANGE");
+}
+
+/* Repetition, widths and indentation sized by the template are bounded by the output limit,
+ * and the empty string repeated any number of times costs nothing. */
+static void test_sizes_from_numbers(void **state) {
+    (void)state;
+    expect_ok("[{{ '' * 9223372036854775807 }}{{ [] * 9223372036854775807 }}]", NULL, "[[]]");
+    expect_err("{{ 'ab' * 9223372036854775807 }}", NULL, SP_ERR_LIMIT, "output");
+    expect_err("{{ 'ab' * 4611686018427387904 }}", NULL, SP_ERR_LIMIT, "output");
+    expect_err("{{ [1, 2] * 4611686018427387904 }}", NULL, SP_ERR_LIMIT, "list too long");
+    expect_err("{{ '%99999999999999999999d' % 1 }}", NULL, SP_ERR_LIMIT, "output");
+    expect_err("{{ '%.99999999999999999999f' % 1.5 }}", NULL, SP_ERR_LIMIT, "output");
+    expect_err("{{ 'a\nb'|indent(9223372036854775807) }}", NULL, SP_ERR_LIMIT, "output");
+    expect_err("{{ [1]|tojson(indent=9223372036854775807) }}", NULL, SP_ERR_LIMIT, "output");
+    sp_tmpl_limits lim = {.max_output_bytes = 1000};
+    expect_err("{{ '%1001d' % 1 }}", &lim, SP_ERR_LIMIT, "output");
+    expect_err("{{ '%-1001s' % 'x' }}", &lim, SP_ERR_LIMIT, "output");
+    char *out;
+    sp_diag d;
+    assert_int_equal(run("{{ '%1000d' % 1 }}", NULL, &lim, &out, &d), SP_OK);
+    assert_int_equal(strlen(out), 1000);
+    free(out);
+}
+
 /* ---- API ------------------------------------------------------------------------------------- */
 
 static void test_api_edges(void **state) {
@@ -436,6 +505,8 @@ int main(void) {
         cmocka_unit_test(test_runtime_diag),     cmocka_unit_test(test_api_edges),
         cmocka_unit_test(test_chat_render),      cmocka_unit_test(test_strftime_now),
         cmocka_unit_test(test_concurrent_renders),
+        cmocka_unit_test(test_numbers_beyond_int64),
+        cmocka_unit_test(test_sizes_from_numbers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
