@@ -2,8 +2,15 @@
  * fixed chat context under tight limits. Any outcome but a crash, a sanitizer report, a leak
  * or a hang is fine; the limits make every render finish quickly.
  *
- * A good start is a corpus made of the .jinja files in ../shared/templates and the templates
- * of tests/unit/tmpl/jinja_cases.json. */
+ * The seeds are in tests/fuzz/corpus/fuzz_tmpl (the unit test tmpl/test_fuzz_corpus replays
+ * them in every build); the .jinja files in ../shared/templates and the templates of
+ * tests/unit/tmpl/jinja_cases.json make good extra seeds. Fuzz a copy of the corpus, so that
+ * the fuzzer's finds do not land in the repository, and let UBSan stop at its first report:
+ *
+ *     cp -r tests/fuzz/corpus/fuzz_tmpl /tmp/corpus
+ *     UBSAN_OPTIONS=halt_on_error=1 build-fuzz/tests/fuzz_tmpl -max_total_time=120 /tmp/corpus
+ *
+ * A crash found that way becomes a seed named crash-<what>, minimized (-minimize_crash=1). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
