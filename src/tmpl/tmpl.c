@@ -166,11 +166,12 @@ sp_err sp_chat_render(const sp_tmpl *t, const json_t *messages, const json_t *ex
     }
     json_t *ctx = json_object();
     // The context only borrows: json_object_set takes a reference, released with ctx.
-    if (!ctx || json_object_set(ctx, "messages", (json_t *)messages) ||
+    // extra first: the four variables of the call are set last and cannot be replaced by it.
+    if (!ctx || (extra && json_object_update(ctx, (json_t *)extra)) ||
+        json_object_set(ctx, "messages", (json_t *)messages) ||
         json_object_set_new(ctx, "bos_token", json_string(bos_token ? bos_token : "")) ||
         json_object_set_new(ctx, "eos_token", json_string(eos_token ? eos_token : "")) ||
-        json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt)) ||
-        (extra && json_object_update(ctx, (json_t *)extra))) {
+        json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt))) {
         e = sp_diag_set(diag, SP_ERR_NOMEM, UINT64_MAX, "cannot build the template context");
         goto done;
     }

@@ -85,8 +85,8 @@ extern const char sp_tmpl_chatml[];
 
 /* Convenience for the chat endpoint: renders t (or the ChatML template when t is NULL) with
  * the context {messages, bos_token, eos_token, add_generation_prompt} plus every key of
- * `extra` (a JSON object or NULL: tools, documents, chat-template keyword arguments; its keys
- * override the four above). messages is a JSON array, borrowed. bos/eos may be NULL (empty
+ * `extra` (a JSON object or NULL: tools, documents, chat-template keyword arguments; it cannot
+ * replace the four above). messages is a JSON array, borrowed. bos/eos may be NULL (empty
  * strings). Results and errors as sp_tmpl_render. Any thread. */
 SP_MUST_USE sp_err sp_chat_render(const sp_tmpl *t, const json_t *messages, const json_t *extra,
                                   const char *bos_token, const char *eos_token,

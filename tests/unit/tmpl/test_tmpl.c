@@ -414,13 +414,13 @@ static void test_chat_render(void **state) {
     assert_string_equal(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
                              "<|im_start|>user\nlook<|im_end|>\n<|im_start|>assistant\n");
     free(out);
-    // extra keys reach the template and override the standard ones.
+    // extra keys reach the template but cannot replace the standard ones.
     const char *src = "{{ bos_token }}{{ tools|length }}{{ add_generation_prompt }}{{ eos_token }}";
     sp_tmpl *t;
     assert_int_equal(sp_tmpl_compile(src, strlen(src), &t, &d), SP_OK);
     json_t *extra = json_pack("{s:[i,i], s:s}", "tools", 1, 2, "eos_token", "E");
     assert_int_equal(sp_chat_render(t, msgs, extra, "B", "</s>", false, NULL, &out, &n, &d), SP_OK);
-    assert_string_equal(out, "B2FalseE");
+    assert_string_equal(out, "B2False</s>");
     free(out);
     json_decref(extra);
     json_decref(msgs);
