@@ -21,14 +21,8 @@
 
 // ---------------------------------------------------------------- Q8_0 / Q4_0 weights
 
-enum { Q8_0_BYTES = 34, Q4_0_BYTES = 18 };
-
-/* How far ahead of use each weight row is prefetched (the best of 256..2048 bytes measured on a
- * 2048 x 5632 Q8_0 matrix streamed from DRAM, for 1 to 32 activation rows). */
-enum { PREFETCH_BYTES = 512 };
-
-/* kind: bit 0 = Q4_0 weights (else Q8_0), bit 1 = AVX-VNNI integer dots. */
-enum { K_Q4_0 = 1, K_VNNI = 2 };
+/* kind: K_Q8_0 or K_Q4_0 (kernels_x86.h), plus this bit for AVX-VNNI integer dots. */
+enum { K_VNNI = 2 };
 
 /* acc + the 8 sums of 4 products of unsigned bytes u by signed bytes s (vpdpbusd, in its VEX
  * encoding: the file is not compiled with -mavxvnni). */
@@ -37,8 +31,9 @@ INLINE __m256i dpbusd_vex(__m256i acc, __m256i u, __m256i s) {
     return acc;
 }
 
-/* The exact integer dot of a weight block and an activation block, as 8 int32 lanes (lane l:
- * positions 4l..4l+3); every way below gives the same integers (all sums are exact):
+/* q_tile's steps (kernels_x86.h). The exact integer dot of a weight block and an activation
+ * block, as 8 int32 lanes (lane l: positions 4l..4l+3); every way below gives the same integers
+ * (all sums are exact):
  *  - AVX2 (llama.cpp's sign trick): wv = the signed weights (Q4_0: nibble - 8), wa = |wv|;
  *    the pair is maddubs(wa, x negated where wv < 0) summed by madd. A pair sum is at most
  *    128 * 127 * 2 < 2^15 (activations are never -128), so nothing saturates.
@@ -46,13 +41,6 @@ INLINE __m256i dpbusd_vex(__m256i acc, __m256i u, __m256i s) {
  *    i.e. (w + 8)); per activation block xa = -K * (sum of each 4 activations), computed once
  *    and shared by all the weight rows of a tile; the pair is one vpdpbusd(xa, wv, x), exact
  *    for any bytes. */
-/* The 16 bytes of a Q4_0 block in both halves, the upper half shifted right by 4 bits: the low
- * nibble of byte j is then value j in the lower half and value j + 16 in the upper one. */
-INLINE __m256i q4_nibbles(const uint8_t *blk) {
-    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
-    return _mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4));
-}
-
 INLINE __m256i load_wv(const int kind, const uint8_t *blk) {
     __m256i q;
     if (kind & K_Q4_0) {
@@ -104,69 +92,6 @@ INLINE __m256 load_scales8(const uint8_t *row, int64_t b, int n, const int block
                                           0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
     const __m256i h = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, pick), 0x08);
     return _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-}
-
-/* One R x O tile over all nb blocks. w: weight row o0 (rows wrb apart); x: activation row r0
- * (rows xrb apart); y: &y[r0][o0]. Per block and output, acc = fma(d_w * d_x, (float)lanes,
- * acc); the products d_w * d_x of 8 blocks at a time are computed together (the same single
- * roundings) and read back one by one. */
-INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
-                   const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy) {
-    const int wbs = (kind & K_Q4_0) ? Q4_0_BYTES : Q8_0_BYTES;
-    __m256 acc[4][8];
-    float dp[4][8][8] __attribute__((aligned(32)));
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int o = 0; o < O; o++)
-            acc[r][o] = _mm256_setzero_ps();
-    for (int64_t b8 = 0; b8 < nb; b8 += 8) {
-        const int n8 = nb - b8 < 8 ? (int)(nb - b8) : 8;
-        __m256 dw[8];
-#pragma GCC unroll 8
-        for (int o = 0; o < O; o++)
-            dw[o] = load_scales8(w + (size_t)o * wrb, b8, n8, wbs);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const __m256 dx = load_scales8(x + (size_t)r * xrb, b8, n8, Q8_0_BYTES);
-#pragma GCC unroll 8
-            for (int o = 0; o < O; o++)
-                _mm256_store_ps(dp[r][o], _mm256_mul_ps(dw[o], dx));
-        }
-        // The weights stream from memory (once per call): ask for them ahead of use.
-#pragma GCC unroll 8
-        for (int o = 0; o < O; o++) {
-            const char *ahead =
-                (const char *)(w + (size_t)o * wrb + (size_t)b8 * (size_t)wbs) + PREFETCH_BYTES;
-            for (int q = 0; q < 8 * wbs; q += 64)
-                _mm_prefetch(ahead + q, _MM_HINT_T0);
-        }
-        for (int j = 0; j < n8; j++) {
-            const int64_t b = b8 + j;
-            __m256i wv[8], wa[8];
-#pragma GCC unroll 8
-            for (int o = 0; o < O; o++) {
-                wv[o] = load_wv(kind, w + (size_t)o * wrb + (size_t)b * (size_t)wbs);
-                wa[o] = prep_wa(kind, wv[o]);
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
-                const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
-                const __m256i xa = prep_xa(kind, xq);
-#pragma GCC unroll 8
-                for (int o = 0; o < O; o++) {
-                    const __m256 p = _mm256_cvtepi32_ps(int_dot(kind, wv[o], wa[o], xq, xa));
-                    acc[r][o] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dp[r][o][j]), p, acc[r][o]);
-                }
-            }
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int o = 0; o < O; o++)
-            y[r * ldy + o] = hsum8(acc[r][o]);
 }
 
 // ---------------------------------------------------------------- F32 / F16 / BF16 weights
@@ -266,7 +191,7 @@ INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, s
         f_tiles(4, 2, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
 }
 
-MATMUL(matmul_q8_0, q_matmul, 0)
+MATMUL(matmul_q8_0, q_matmul, K_Q8_0)
 MATMUL(matmul_q4_0, q_matmul, K_Q4_0)
 MATMUL(matmul_q8_0_vnni, q_matmul, K_VNNI)
 MATMUL(matmul_q4_0_vnni, q_matmul, K_Q4_0 | K_VNNI)

@@ -1,5 +1,6 @@
 /* Pieces shared by the x86 kernel files (kernels_avx2.c, kernels_avx512.c), which are compiled
- * with at least AVX2, FMA and F16C: internal to src/tensor. */
+ * with at least AVX2, FMA and F16C: internal to src/tensor. The Q8_0/Q4_0 tile is written once
+ * here over five steps that each including file defines for its instruction set. */
 #ifndef SP_TENSOR_KERNELS_X86_H
 #define SP_TENSOR_KERNELS_X86_H
 
@@ -38,6 +39,104 @@ INLINE float hsum8(__m256 v) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
+// ---------------------------------------------------------------- Q8_0 / Q4_0 weights
+
+enum { Q8_0_BYTES = 34, Q4_0_BYTES = 18 };
+
+/* How far ahead of use each weight row is prefetched (the best of 256..2048 bytes measured on a
+ * 2048 x 5632 Q8_0 matrix streamed from DRAM, for 1 to 32 activation rows). */
+enum { PREFETCH_BYTES = 512 };
+
+/* kind, bit 0: Q4_0 weights, else Q8_0 (kernels_avx2.c uses bit 1 for AVX-VNNI dots). */
+enum { K_Q8_0 = 0, K_Q4_0 = 1 };
+
+/* The 16 bytes of a Q4_0 block in both halves, the upper half shifted right by 4 bits: the low
+ * nibble of byte j is then value j in the lower half and value j + 16 in the upper one. */
+INLINE __m256i q4_nibbles(const uint8_t *blk) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    return _mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4));
+}
+
+/* The steps of q_tile that differ per instruction set, which every file including this header
+ * defines (always_inline, compiled with that file's flags, so each file's q_tile is built from its
+ * own steps and inlines them). The exact integer dot of a weight block and an activation block,
+ * as 8 int32 lanes (lane l: positions 4l..4l+3), is int_dot(kind, wv, wa, xq, xa) with
+ * wv = load_wv(kind, the weight block), wa = prep_wa(kind, wv), xq = the activation block's 32
+ * bytes and xa = prep_xa(kind, xq) (a tile computes wa once per weight block and xa once per
+ * activation block); every ISA gives the same integers. load_scales8 gives the F16 scales of
+ * blocks b..b+n-1 (n <= 8; the others 0) of a row of block_bytes blocks, as floats (exact). */
+INLINE __m256i load_wv(const int kind, const uint8_t *blk);
+INLINE __m256i prep_wa(const int kind, __m256i wv);
+INLINE __m256i prep_xa(const int kind, __m256i xq);
+INLINE __m256i int_dot(const int kind, __m256i wv, __m256i wa, __m256i xq, __m256i xa);
+INLINE __m256 load_scales8(const uint8_t *row, int64_t b, int n, const int block_bytes);
+
+/* One R x O tile over all nb blocks. w: weight row o0 (rows wrb apart); x: activation row r0
+ * (rows xrb apart); y: &y[r0][o0]. Per block and output, acc = fma(d_w * d_x, (float)lanes,
+ * acc); the products d_w * d_x of 8 blocks at a time are computed together (the same single
+ * roundings) and read back one by one. Every ISA gives the same integers and runs this float part
+ * (llama.cpp's 8-lane one), so the x86 tables agree bit for bit. */
+INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
+                   const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy) {
+    const int wbs = (kind & K_Q4_0) ? Q4_0_BYTES : Q8_0_BYTES;
+    __m256 acc[4][8];
+    float dp[4][8][8] __attribute__((aligned(32)));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int o = 0; o < O; o++)
+            acc[r][o] = _mm256_setzero_ps();
+    for (int64_t b8 = 0; b8 < nb; b8 += 8) {
+        const int n8 = nb - b8 < 8 ? (int)(nb - b8) : 8;
+        __m256 dw[8];
+#pragma GCC unroll 8
+        for (int o = 0; o < O; o++)
+            dw[o] = load_scales8(w + (size_t)o * wrb, b8, n8, wbs);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m256 dx = load_scales8(x + (size_t)r * xrb, b8, n8, Q8_0_BYTES);
+#pragma GCC unroll 8
+            for (int o = 0; o < O; o++)
+                _mm256_store_ps(dp[r][o], _mm256_mul_ps(dw[o], dx));
+        }
+        // The weights stream from memory (once per call): ask for them ahead of use.
+#pragma GCC unroll 8
+        for (int o = 0; o < O; o++) {
+            const char *ahead =
+                (const char *)(w + (size_t)o * wrb + (size_t)b8 * (size_t)wbs) + PREFETCH_BYTES;
+            for (int q = 0; q < 8 * wbs; q += 64)
+                _mm_prefetch(ahead + q, _MM_HINT_T0);
+        }
+        for (int j = 0; j < n8; j++) {
+            const int64_t b = b8 + j;
+            __m256i wv[8], wa[8];
+#pragma GCC unroll 8
+            for (int o = 0; o < O; o++) {
+                wv[o] = load_wv(kind, w + (size_t)o * wrb + (size_t)b * (size_t)wbs);
+                wa[o] = prep_wa(kind, wv[o]);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
+                const __m256i xa = prep_xa(kind, xq);
+#pragma GCC unroll 8
+                for (int o = 0; o < O; o++) {
+                    const __m256 p = _mm256_cvtepi32_ps(int_dot(kind, wv[o], wa[o], xq, xa));
+                    acc[r][o] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dp[r][o][j]), p, acc[r][o]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int o = 0; o < O; o++)
+            y[r * ldy + o] = hsum8(acc[r][o]);
+}
+
+// ---------------------------------------------------------------- tiling and entry points
 
 /* Covers rows [0, n_rows) x outputs [o0, o1) with RB x OB tiles of TILE, then smaller tiles for
  * the leftover rows and outputs. `len` is nb for the quantized kinds, n_in for the float ones.
