@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/hash.h"
+
 static char *join(const char *env, const char *fallback, const char *rel) {
     const char *base = getenv(env);
     if (!base)
@@ -65,12 +67,7 @@ char *sp_test_read_file(const char *path, size_t *len) {
     return buf;
 }
 
-uint64_t sp_test_rand(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+uint64_t sp_test_rand(uint64_t *s) { return sp_splitmix64(s); }
 
 float sp_test_randf(uint64_t *s) { return (float)((sp_test_rand(s) >> 40) * 0x1p-24 * 2.0 - 1.0); }
 

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/str.h" // sp_str: keys, string values and tensor names are views into the mapping
 #include "tensor/dtype.h"
 
 #define SP_GGUF_MAGIC 0x46554747u // "GGUF" little-endian
@@ -44,12 +45,6 @@ typedef enum sp_gguf_type {
     SP_GGUF_FLOAT64 = 12,
     SP_GGUF_TYPE__COUNT
 } sp_gguf_type;
-
-/* A length-delimited string; not NUL-terminated. */
-typedef struct sp_str {
-    const char *ptr;
-    uint64_t len;
-} sp_str;
 
 typedef struct sp_gguf_kv {
     sp_str key;
@@ -121,9 +116,6 @@ const sp_gguf_tensor *sp_gguf_find_tensor(const sp_gguf *g, const char *name);
  * size of a fixed-size type in bytes (0 for STRING, ARRAY and unknown types). */
 const char *sp_gguf_type_name(sp_gguf_type t);
 size_t sp_gguf_type_size(sp_gguf_type t);
-
-/* True if s equals the NUL-terminated string c. */
-bool sp_str_eq(sp_str s, const char *c);
 
 /* ---- Writer ----------------------------------------------------------------------------
  * Builds a GGUF v3 file in memory (metadata and tensor infos) and streams tensor data to disk.

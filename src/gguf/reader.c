@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/hash.h"
 #include "base/util.h"
 #include "gguf/internal.h"
 
@@ -72,21 +73,7 @@ size_t sp_gguf_type_size(sp_gguf_type t) {
     return type_infos[t].size;
 }
 
-bool sp_str_eq(sp_str s, const char *c) {
-    size_t n = strlen(c);
-    return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
-}
-
 /* ---- hashing of keys and tensor names ------------------------------------------------- */
-
-static uint64_t hash_bytes(const char *p, uint64_t n) {
-    uint64_t h = 0xcbf29ce484222325u; // FNV-1a
-    for (uint64_t i = 0; i < n; i++) {
-        h ^= (uint8_t)p[i];
-        h *= 0x100000001b3u;
-    }
-    return h;
-}
 
 // A table of at least 2 * n slots, a power of two; n was validated against the file size.
 static sp_err hash_alloc(uint64_t n, uint64_t **out, uint64_t *mask) {
@@ -115,7 +102,8 @@ static uint64_t hash_find(const sp_gguf *g, uint64_t *table, uint64_t mask,
                           uint64_t insert_index) {
     if (!table)
         return NO_INDEX;
-    for (uint64_t slot = hash_bytes(p, n) & mask;; slot = (slot + 1) & mask) {
+    // n fits in size_t: the name lies within the mapped file.
+    for (uint64_t slot = sp_fnv1a64(p, (size_t)n) & mask;; slot = (slot + 1) & mask) {
         uint64_t e = table[slot];
         if (e == 0) {
             if (insert_index != NO_INDEX)

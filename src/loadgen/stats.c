@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/hash.h"
+
 /* ---- Descriptive statistics ------------------------------------------------------------- */
 
 static double lerp_numpy(double a, double b, double t) {
@@ -154,17 +156,10 @@ bool sp_lg_slo_met(const sp_lg_slo *slo, double ttft_s, double tpot_s, double e2
 
 /* ---- Random numbers ----------------------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 void sp_lg_rng_seed(sp_lg_rng *r, uint64_t seed) {
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&x);
+        r->s[i] = sp_splitmix64(&x);
 }
 
 static inline uint64_t rotl(uint64_t x, int k) {

@@ -1,18 +1,13 @@
 #include "sample/rng.h"
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+#include "base/hash.h"
 
-uint64_t sp_rng_splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 void sp_rng_seed(sp_rng *r, uint64_t seed) {
     uint64_t sm = seed;
     for (int i = 0; i < 4; i++)
-        r->s[i] = sp_rng_splitmix64(&sm);
+        r->s[i] = sp_splitmix64(&sm);
     // splitmix64 is a bijection of its counter, so four consecutive outputs cannot all be zero;
     // keep the guard anyway since an all-zero state would output zeros forever.
     if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0)

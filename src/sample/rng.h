@@ -13,12 +13,8 @@ typedef struct sp_rng {
     uint64_t s[4]; // xoshiro256** state; never all zero once seeded
 } sp_rng;
 
-/* One step of splitmix64 on *state: advances it and returns the next output. Used to expand a
- * 64-bit seed into the 256-bit xoshiro state. */
-uint64_t sp_rng_splitmix64(uint64_t *state);
-
 /* Seeds r from a 64-bit seed: the four state words are the first four splitmix64 outputs for
- * `seed`. Every seed, 0 included, gives a valid (non-zero) state. */
+ * `seed` (sp_splitmix64 of base/hash.h). Every seed, 0 included, gives a valid (non-zero) state. */
 void sp_rng_seed(sp_rng *r, uint64_t seed);
 
 /* Next 64 random bits (the xoshiro256** output function). */
