@@ -1,11 +1,11 @@
 # sp_module(NAME [DEPS modules...] [LIBS libraries...])
 # Builds src/NAME/*.c into the static library sp_NAME. Files named *_avx2.c, *_avx512.c,
 # *_avxvnni.c and *_amx.c are compiled with their instruction-set flags; the code chooses among them at run
-# time. src/app/main.c and src/loadgen/main.c are entry points, left out of the libraries.
+# time. src/app/main.c is the entry point, left out of the libraries.
 function(sp_module name)
     cmake_parse_arguments(M "" "" "DEPS;LIBS" ${ARGN})
     file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/${name}/*.c)
-    list(FILTER srcs EXCLUDE REGEX "/src/(app|loadgen)/main\\.c$")
+    list(FILTER srcs EXCLUDE REGEX "/src/app/main\\.c$")
     set(deps "")
     foreach(d ${M_DEPS})
         list(APPEND deps sp_${d})
