@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/hash.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "server/api_int.h"
@@ -389,17 +390,12 @@ void sp__api_free_all(sp_api *a) {
 /* ---- the request ---------------------------------------------------------------------------- */
 
 static uint64_t random_seed(sp_api *a) {
-    uint64_t z = (a->seed_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return sp_splitmix64(&a->seed_state);
 }
 
-/* A non-zero 64-bit id for a session or tool name (FNV-1a). */
+/* A non-zero 64-bit id for a session or tool name. */
 static uint64_t name_id(const char *name) {
-    uint64_t h = 1469598103934665603ull;
-    for (const char *c = name; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    uint64_t h = sp_fnv1a64(name, strlen(name));
     return h ? h : 1;
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
 #include "base/util.h"
 #include "tmpl/tmpl_int.h"
 
@@ -345,17 +346,8 @@ bool sp__hashable(sp__val v) {
            v.t == SP__NONE;
 }
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t hash_str(const char *s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    return mix64(h);
+    return sp_mix64(sp_fnv1a64(s, n));
 }
 
 static uint64_t hash_val(sp__val k) {
@@ -363,18 +355,18 @@ static uint64_t hash_val(sp__val k) {
     case SP__STR:
         return hash_str(k.s, k.n);
     case SP__INT:
-        return mix64((uint64_t)k.i);
+        return sp_mix64((uint64_t)k.i);
     case SP__BOOL:
-        return mix64((uint64_t)k.b);
+        return sp_mix64((uint64_t)k.b);
     case SP__FLOAT:
         // Equal numbers hash equally: 1.0 and 1 are the same key. Every float in [-2^63, 2^63)
         // converts to int64 without overflow.
         if (k.f >= -0x1p63 && k.f < 0x1p63 && k.f == (double)(int64_t)k.f)
-            return mix64((uint64_t)(int64_t)k.f);
+            return sp_mix64((uint64_t)(int64_t)k.f);
         {
             uint64_t bits;
             memcpy(&bits, &k.f, sizeof bits);
-            return mix64(bits);
+            return sp_mix64(bits);
         }
     default:
         return 0x1234567;

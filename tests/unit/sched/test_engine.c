@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
 #include "model/model.h"
 #include "sched/engine.h"
 #include "tok/tok.h"
@@ -55,11 +56,8 @@ static int find(run *rn, sp_request *r) {
 static void on_logits(void *ctx, sp_request *r, const float *logits, int32_t n) {
     run *rn = ctx;
     result *res = &rn->res[find(rn, r)];
-    uint64_t h = res->logits_hash ? res->logits_hash : 1469598103934665603ull;
-    const unsigned char *p = (const unsigned char *)logits;
-    for (size_t i = 0; i < (size_t)n * sizeof(float); i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    res->logits_hash = h;
+    res->logits_hash = sp_fnv1a64_add(res->logits_hash ? res->logits_hash : SP_FNV1A64_BASIS,
+                                      logits, (size_t)n * sizeof(float));
 }
 
 static void on_preempt(void *ctx, sp_request *r) {

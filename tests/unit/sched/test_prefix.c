@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
 #include "model/model.h"
 #include "sched/engine.h"
 #include "tok/tok.h"
@@ -26,11 +27,8 @@ static void on_logits(void *ctx, sp_request *r, const float *logits, int32_t n) 
     rec *rc = ctx;
     for (int i = 0; i < rc->n; i++)
         if (rc->reqs[i] == r) {
-            uint64_t h = rc->hash[i] ? rc->hash[i] : 1469598103934665603ull;
-            const unsigned char *p = (const unsigned char *)logits;
-            for (size_t k = 0; k < (size_t)n * sizeof(float); k++)
-                h = (h ^ p[k]) * 1099511628211ull;
-            rc->hash[i] = h;
+            rc->hash[i] = sp_fnv1a64_add(rc->hash[i] ? rc->hash[i] : SP_FNV1A64_BASIS, logits,
+                                         (size_t)n * sizeof(float));
         }
 }
 
