@@ -6,8 +6,10 @@ PROMPT ?= Once upon a time
 HOST ?= 127.0.0.1
 PORT ?= 8080
 BUILD_DIR = build
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
 
-.PHONY: all build deps test asan tsan fuzz run serve format clean
+.PHONY: all build deps test asan tsan fuzz fuzz-run run serve format clean
 
 all: build
 
@@ -37,7 +39,12 @@ tsan: deps
 
 fuzz: deps
 	@cmake --preset fuzz >/dev/null
-	@cmake --build build-fuzz -j $(JOBS)
+	@cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+
+# Each libFuzzer target for FUZZ_SECONDS, JOBS at once, on its seed corpus (tests/fuzz/corpus/
+# TARGET, only read); a crash fails and prints the reproducer. CI runs this.
+fuzz-run: fuzz
+	bash scripts/fuzz-run.sh -t $(FUZZ_SECONDS) -j $(JOBS) $(FUZZ_TARGETS)
 
 run: build
 	$(BUILD_DIR)/spindle generate -m $(MODEL) -p "$(PROMPT)" -n 128
