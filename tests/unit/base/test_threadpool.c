@@ -41,8 +41,8 @@ static sp_threadpool *make_pool(int n) {
 /* ---- the workers' threads, as the kernel sees them ---- */
 
 typedef struct workers {
-    int n;                  // threads of the pool, the caller (ith 0) included
-    pid_t tid[MAX_TH];      // (n) kernel thread id of each ith
+    int n;                    // threads of the pool, the caller (ith 0) included
+    pid_t tid[MAX_TH];        // (n) kernel thread id of each ith
     pthread_t thread[MAX_TH]; // (n)
 } workers;
 
@@ -331,10 +331,10 @@ static void test_barrier_phases(void **state) {
 /* ---- run returns only after the slowest thread; memory published both ways ---- */
 
 typedef struct slow_ctx {
-    int input;          // written by the caller before the run
-    int seen[8];        // (nth) input as read by each thread
-    atomic_int n_fast;  // the other threads that have done their part
-    int slow_done;      // written by the last thread, after all the others
+    int input;         // written by the caller before the run
+    int seen[8];       // (nth) input as read by each thread
+    atomic_int n_fast; // the other threads that have done their part
+    int slow_done;     // written by the last thread, after all the others
 } slow_ctx;
 
 static void slow_fn(void *arg, int ith, int nth) {
@@ -344,8 +344,8 @@ static void slow_fn(void *arg, int ith, int nth) {
         atomic_fetch_add(&c->n_fast, 1);
         return;
     }
-    // Finish last for certain: after every other call has done its part (the caller is then
-    // on its way to, or in, the wait for the run to end), and a while after that.
+    // Finish last: only once every other call has done its part, and 20 ms after that, so
+    // that the caller is all but surely waiting for the run to end by then.
     while (atomic_load(&c->n_fast) < nth - 1)
         sleep_us(100);
     sleep_us(20000);
@@ -419,8 +419,8 @@ static void test_idle_cpu(void **state) {
     int64_t cpu0 = workers_cpu_ns(&w), wall0 = sp_time_us();
     sleep_us(200000);
     int64_t cpu_us = (workers_cpu_ns(&w) - cpu0) / 1000, wall_us = sp_time_us() - wall0;
-    printf("threadpool: %d idle workers used %lld us of CPU in %lld us\n", n - 1,
-           (long long)cpu_us, (long long)wall_us);
+    printf("threadpool: %d idle workers used %lld us of CPU in %lld us\n", n - 1, (long long)cpu_us,
+           (long long)wall_us);
     assert_true(cpu_us < 2000);
     // And they still answer.
     sp_threadpool_run(p, count_fn, c);
