@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config git
     clang libclang-rt-14-dev   # libFuzzer and sanitizer runtimes
+    llvm-14                    # llvm-symbolizer: source lines in sanitizer and fuzzer reports
     libcmocka-dev              # unit-test framework
     libjansson-dev             # JSON
     libpcre2-dev               # pre-tokenizer regular expressions

@@ -57,6 +57,8 @@ typedef struct out_buf {
     bool oom;
 } out_buf;
 
+static void put(out_buf *b, const char *fmt, ...) SP_PRINTF(2, 3);
+
 static void put(out_buf *b, const char *fmt, ...) {
     if (b->oom)
         return;

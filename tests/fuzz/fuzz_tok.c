@@ -81,10 +81,29 @@ static bool cleanup_applies(const char *s, size_t n) {
     return false;
 }
 
-static void roundtrip(const sp_vocab *v, const char *s, size_t n) {
+/* The text a round trip gives back: SentencePiece vocabularies write spaces as U+2581 and
+ * read U+2581 as a space, so a literal U+2581 comes back as a space (in llama.cpp and
+ * SentencePiece too). Returns the length written to out (room for n bytes). */
+static size_t expected_text(const sp_vocab *v, const char *s, size_t n, char *out) {
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        if (sp_vocab_get_type(v) == SP_VOCAB_SPM && n - i >= 3 &&
+            !memcmp(s + i, "\xE2\x96\x81", 3)) {
+            out[k++] = ' ';
+            i += 3;
+        } else {
+            out[k++] = s[i++];
+        }
+    }
+    return k;
+}
+
+static void roundtrip(const sp_vocab *v, const char *text, size_t n_text) {
     sp_tokens t;
     sp_tokens_init(&t);
-    check(sp_tok_encode(v, s, n, false, false, &t, NULL) == SP_OK, "encode failed");
+    check(sp_tok_encode(v, text, n_text, false, false, &t, NULL) == SP_OK, "encode failed");
+    char *s = malloc(n_text + 1);
+    const size_t n = expected_text(v, text, n_text, s);
 
     // pieces (special: merges may form control-token texts) and the stream
     char *cat = malloc(n + 4);
@@ -123,12 +142,13 @@ static void roundtrip(const sp_vocab *v, const char *s, size_t n) {
 
     // the other modes must not fail
     t.n = 0;
-    check(sp_tok_encode(v, s, n, true, true, &t, NULL) == SP_OK, "encode special");
+    check(sp_tok_encode(v, text, n_text, true, true, &t, NULL) == SP_OK, "encode special");
     for (unsigned f = 0; f < 4; f++) {
         check(sp_tok_decode(v, t.ids, t.n, f, &out, &len, NULL) == SP_OK, "decode flags");
         free(out);
     }
     sp_tokens_deinit(&t);
+    free(s);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
