@@ -35,7 +35,7 @@ tsan: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS) \
-		-R 'base/test_threadpool|sched/|server/test_http_server|e2e/'
+		-R 'base/test_threadpool|sched/|server/test_(http_server|api)|e2e/'
 
 fuzz: deps
 	@cmake --preset fuzz >/dev/null
