@@ -61,7 +61,10 @@ typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64
  *   each weight rounded to F16 when round_f16 (as llama.cpp does before its value product).
  * attn_values: acc[hh][d] += sum_j w[hh][j] v_j[d] (acc: G rows of D floats).
  * Results depend only on these arguments; tables differ within rounding (exp approximations,
- * summation order). */
+ * summation order). Within a table, bit for bit, as the forward pass's tiles of query rows need:
+ * a row's results depend only on its own query or weight row, never on G or the other rows; a
+ * score s[hh][j] does not depend on n (any n > j gives the same bits); and values over positions
+ * [0, n) equal those over [0, m) then [m, n) in a second call. */
 typedef void (*sp_attn_scores_fn)(const float *q, int32_t G, int32_t D, float scale, const void *kt,
                                   int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s);
 typedef void (*sp_attn_softmax_fn)(float *s, int32_t n, bool round_f16);
@@ -128,9 +131,7 @@ void sp__kquants_avx2_init(sp_kernels *k);
 void sp__kquants_avx512_init(sp_kernels *k);
 void sp__kernels_amx_init(sp_kernels *k);
 
-/* The scalar attention steps (the reference, and the SIMD tables' fallback for odd D). */
-void sp__attn_scores_scalar(const float *q, int32_t G, int32_t D, float scale, const void *kt,
-                            int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s);
+/* The scalar attention values step (the reference, and the SIMD tables' fallback for odd D). */
 void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                             int32_t n, bool f16, float *acc);
 

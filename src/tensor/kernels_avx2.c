@@ -310,8 +310,6 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
     }
 }
 
-/* The canonical attention order of kernels.h: one accumulator of 4 double lanes, fed 4
- * elements at a time in increasing d. */
 // ---------------------------------------------------------------- attention
 
 /* e^x for x <= 0 as kernels_avx512.c's exp_neg, on 8 lanes (2^n built in the exponent bits). */
@@ -341,23 +339,53 @@ INLINE __m256 kv_load8(const void *base, size_t i, bool f16) {
     return _mm256_loadu_ps((const float *)base + i);
 }
 
-/* Scores of H heads (from hh0) for the 8 positions j0..j0+7. */
+/* The first nj < 8 of the 8 cache values from element i on, the other lanes 0; memory past them
+ * is not read (m: the first nj of 8 32-bit lanes set). F16: the whole pairs by a masked load of
+ * 32-bit lanes, an odd last value blended into its lane. */
+INLINE __m256 kv_load8_part(const void *base, size_t i, __m256i m, int32_t nj, bool f16) {
+    if (!f16)
+        return _mm256_maskload_ps((const float *)base + i, m);
+    const uint16_t *p = (const uint16_t *)base + i;
+    const __m128i pairs = _mm_cmpgt_epi32(_mm_set1_epi32(nj / 2), _mm_setr_epi32(0, 1, 2, 3));
+    __m128i h = _mm_maskload_epi32((const int *)p, pairs);
+    if (nj & 1) {
+        const __m128i last = _mm_cmpeq_epi16(_mm_set1_epi16((short)(nj - 1)),
+                                             _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7));
+        h = _mm_blendv_epi8(h, _mm_set1_epi16((short)p[nj - 1]), last);
+    }
+    return _mm256_cvtph_ps(h);
+}
+
+/* Scores of H heads (from hh0) for the nj <= 8 positions j0..j0+nj-1 (nj is 8 but for the last
+ * positions of a partly filled block, which are read zero-padded and stored under a mask). Each
+ * position's score is the same chain of fmas whatever nj: the forward pass scores a tile of
+ * tokens up to its last token's position and a lone token up to its own, so a position in one
+ * call's partly filled vector may be in another call's full one, and must get the same bits. */
 INLINE void scores8_h(const int H, const float *q, int32_t hh0, int32_t D, float scale,
-                      const void *kt, int32_t ld_k, int32_t j0, bool f16, float *s, int64_t ld_s) {
+                      const void *kt, int32_t ld_k, int32_t j0, int32_t nj, bool f16, float *s,
+                      int64_t ld_s) {
+    const __m256i m =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(nj), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256 acc[4];
 #pragma GCC unroll 4
     for (int h = 0; h < H; h++)
         acc[h] = _mm256_setzero_ps();
     for (int32_t d = 0; d < D; d++) {
-        const __m256 k = kv_load8(kt, (size_t)d * (size_t)ld_k + (size_t)j0, f16);
+        const size_t i = (size_t)d * (size_t)ld_k + (size_t)j0;
+        const __m256 k = nj == 8 ? kv_load8(kt, i, f16) : kv_load8_part(kt, i, m, nj, f16);
 #pragma GCC unroll 4
         for (int h = 0; h < H; h++)
             acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(q[(size_t)(hh0 + h) * (size_t)D + (size_t)d]),
                                      k, acc[h]);
     }
 #pragma GCC unroll 4
-    for (int h = 0; h < H; h++)
-        _mm256_storeu_ps(s + (hh0 + h) * ld_s + j0, _mm256_mul_ps(acc[h], _mm256_set1_ps(scale)));
+    for (int h = 0; h < H; h++) {
+        const __m256 x = _mm256_mul_ps(acc[h], _mm256_set1_ps(scale));
+        if (nj == 8)
+            _mm256_storeu_ps(s + (hh0 + h) * ld_s + j0, x);
+        else
+            _mm256_maskstore_ps(s + (hh0 + h) * ld_s + j0, m, x);
+    }
 }
 
 static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const void *kt,
@@ -366,12 +394,15 @@ static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const
     for (; j0 + 8 <= n; j0 += 8)
         for (int32_t hh = 0; hh < G; hh += 4) {
             switch (G - hh) {
-                HEAD_BLOCK_CASES_4(scores8_h, q, hh, D, scale, kt, ld_k, j0, f16, s, ld_s)
+                HEAD_BLOCK_CASES_4(scores8_h, q, hh, D, scale, kt, ld_k, j0, 8, f16, s, ld_s)
             }
         }
     if (j0 < n) // the last positions of a partly filled block
-        sp__attn_scores_scalar(q, G, D, scale, (const uint8_t *)kt + (size_t)j0 * (f16 ? 2 : 4),
-                               ld_k, n - j0, f16, s + j0, ld_s);
+        for (int32_t hh = 0; hh < G; hh += 4) {
+            switch (G - hh) {
+                HEAD_BLOCK_CASES_4(scores8_h, q, hh, D, scale, kt, ld_k, j0, n - j0, f16, s, ld_s)
+            }
+        }
 }
 
 /* As the scalar softmax, with exp_neg8 on whole vectors of 8 and expf on the tail. */

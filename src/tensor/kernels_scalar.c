@@ -38,8 +38,8 @@ static float kv_at(const void *base, size_t i, bool f16) {
     return f16 ? sp_f16_to_f32(((const sp_f16 *)base)[i]) : ((const float *)base)[i];
 }
 
-void sp__attn_scores_scalar(const float *q, int32_t G, int32_t D, float scale, const void *kt,
-                            int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
+static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const void *kt,
+                        int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
     for (int32_t hh = 0; hh < G; hh++)
         for (int32_t j = 0; j < n; j++) {
             float x = 0.0f;
@@ -94,7 +94,7 @@ void sp__kernels_scalar_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q4_K] = matmul_q4_k;
     k->matmul[SP_DTYPE_Q6_K] = matmul_q6_k;
     k->quantize_act = sp_quantize_act_row;
-    k->attn_scores = sp__attn_scores_scalar;
+    k->attn_scores = attn_scores;
     k->attn_softmax = attn_softmax;
     k->attn_values = sp__attn_values_scalar;
     k->swiglu = swiglu;

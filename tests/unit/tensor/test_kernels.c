@@ -20,7 +20,8 @@
  * - quantize_act is bit-identical to sp_quantize_act_row for F32, F16, BF16, Q8_0 and Q8_K on
  *   random rows, zero blocks, exact rounding ties, and (F16, BF16) arbitrary bit patterns.
  * - attention (scores, softmax, values over blocks of transposed keys) against a double-precision
- *   two-pass softmax, for odd block and head sizes, GQA groups, F16 and F32 caches.
+ *   two-pass softmax, for odd block and head sizes, GQA groups, F16 and F32 caches; bit for bit,
+ *   a head alone equals itself in its group and a token alone equals itself in a tile of tokens.
  * - swiglu against silu(g) up in double, tails and the ends of the range.
  * - round_f16 bit-identical to the scalar F16 round trip.
  * - SPINDLE_ISA picks the table, in child processes of this test (which read it fresh). */
@@ -524,37 +525,67 @@ static void test_invariance(void **state) {
 
 // ---------------------------------------------------------------- attention
 
-/* One token's attention through a table's three steps, over n_pos positions stored in blocks of
- * bs (keys transposed, values as rows, as the forward pass keeps them). out: G x D. */
+/* x rounded to F16 when f16 (the values of an F16 cache), else x. */
+static float f16_if(bool f16, float x) {
+    return f16 ? sp_f16_to_f32(sp_f32_to_f16(x)) : x;
+}
+
+/* The attention of a tile of nt tokens at positions pos0 .. pos0 + nt - 1 of one sequence through
+ * a table's three steps, as the forward pass runs them, over positions stored in blocks of bs
+ * (keys transposed, values as rows, as the forward pass keeps them). Token t's G heads are rows
+ * t * G .. t * G + G - 1 of q (R = nt * G rows). Every row's scores cover the last token's
+ * positions, its softmax only its own token's; the values of the positions all tokens read go in
+ * one call per block over all rows, then each later token's own positions one at a time.
+ * out: R x D. */
+static void attend_tile(const sp_kernels *k, const float *q, int32_t G, int32_t D, const void *kt,
+                        const void *v, int32_t pos0, int32_t nt, int32_t bs, bool f16,
+                        bool round_f16, float *out) {
+    const size_t es = f16 ? 2 : 4, head = (size_t)bs * (size_t)D * es;
+    const int32_t R = nt * G, n_first = pos0 + 1, n_last = pos0 + nt;
+    float *s = xmalloc(sizeof(float) * (size_t)R * (size_t)n_last);
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int32_t j0 = 0; j0 < n_last; j0 += bs)
+        k->attn_scores(q, R, D, scale, (const uint8_t *)kt + (size_t)(j0 / bs) * head, bs,
+                       SP_MIN(bs, n_last - j0), f16, s + j0, n_last);
+    for (int32_t row = 0; row < R; row++)
+        k->attn_softmax(s + (size_t)row * (size_t)n_last, n_first + row / G, round_f16);
+    memset(out, 0, sizeof(float) * (size_t)R * (size_t)D);
+    for (int32_t j0 = 0; j0 < n_first; j0 += bs)
+        k->attn_values(s + j0, n_last, R, D, (const uint8_t *)v + (size_t)(j0 / bs) * head,
+                       SP_MIN(bs, n_first - j0), f16, out);
+    for (int32_t t = 1; t < nt; t++)
+        for (int32_t j = n_first; j < n_first + t; j++)
+            k->attn_values(s + (size_t)t * (size_t)G * (size_t)n_last + j, n_last, G, D,
+                           (const uint8_t *)v + (size_t)(j / bs) * head +
+                               (size_t)(j % bs) * (size_t)D * es,
+                           1, f16, out + (size_t)t * (size_t)G * (size_t)D);
+    free(s);
+}
+
+/* One token's attention over n_pos positions (a tile of one). out: G x D. */
 static void attend(const sp_kernels *k, const float *q, int32_t G, int32_t D, const void *kt,
                    const void *v, int32_t n_pos, int32_t bs, bool f16, bool round_f16, float *out) {
-    const size_t es = f16 ? 2 : 4, head = (size_t)bs * (size_t)D * es;
-    float *s = xmalloc(sizeof(float) * (size_t)G * (size_t)n_pos);
-    const float scale = 1.0f / sqrtf((float)D);
-    for (int32_t j0 = 0; j0 < n_pos; j0 += bs)
-        k->attn_scores(q, G, D, scale, (const uint8_t *)kt + (size_t)(j0 / bs) * head, bs,
-                       SP_MIN(bs, n_pos - j0), f16, s + j0, n_pos);
-    for (int32_t hh = 0; hh < G; hh++)
-        k->attn_softmax(s + (size_t)hh * (size_t)n_pos, n_pos, round_f16);
-    memset(out, 0, sizeof(float) * (size_t)G * (size_t)D);
-    for (int32_t j0 = 0; j0 < n_pos; j0 += bs)
-        k->attn_values(s + j0, n_pos, G, D, (const uint8_t *)v + (size_t)(j0 / bs) * head,
-                       SP_MIN(bs, n_pos - j0), f16, out);
-    free(s);
+    attend_tile(k, q, G, D, kt, v, n_pos - 1, 1, bs, f16, round_f16, out);
 }
 
 /* Every table's attention equals a double-precision two-pass softmax within 2e-5 of
  * sum_j w_j |v_j[d]| (F32 weights), and within 2^-9 of it with weights rounded to F16 (a weight
  * may round the other way when the scores differ in the last bit); the scalar table is within
  * 2e-6 of it with F32 weights. Block sizes that do and do not fill vectors, partly filled last
- * blocks, GQA groups of 1 to 9 heads, head sizes on and off the vector width, F16 and F32; and
- * each head alone equals itself in its group, bit for bit. */
+ * blocks, GQA groups of 1 to 9 heads, head sizes on and off the vector width, F16 caches (and
+ * queries rounded to F16, as the forward pass makes them) and F32 caches of full-precision
+ * values (whose products, unlike those of F16 values, round: an fma and a multiply-add differ).
+ * Bit for bit: each head alone equals itself in its group, and each token of a tile of several
+ * tokens (attend_tile, up to 8 rows as the forward pass makes them, and at least 2 tokens)
+ * equals that token alone, whose scores stop at its own position (the last cases: the first
+ * token's last positions partly fill a vector of 8 that the tile's last token fills). */
 static void test_attention(void **state) {
     (void)state;
     static const struct {
         int32_t G, D, n_pos, bs;
-    } cases[] = {{1, 64, 1, 16}, {8, 64, 37, 16}, {3, 16, 100, 16}, {9, 128, 50, 32},
-                 {4, 24, 33, 7}, {2, 40, 17, 5},  {8, 64, 300, 16}, {1, 8, 9, 64}};
+    } cases[] = {{1, 64, 1, 16},  {8, 64, 37, 16}, {3, 16, 100, 16}, {9, 128, 50, 32},
+                 {4, 24, 33, 7},  {2, 40, 17, 5},  {8, 64, 300, 16}, {1, 8, 9, 64},
+                 {2, 64, 74, 16}, {4, 32, 40, 16}};
     uint64_t rng = 4242;
     for (size_t c = 0; c < SP_ARRAY_LEN(cases); c++)
         for (int f16 = 0; f16 < 2; f16++) {
@@ -564,15 +595,17 @@ static void test_attention(void **state) {
             uint8_t *kt = calloc(cells, es), *v = calloc(cells, es);
             float *kf = xmalloc(sizeof(float) * (size_t)n * (size_t)D),
                   *vf = xmalloc(sizeof(float) * (size_t)n * (size_t)D);
-            float *q = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
             assert_non_null(kt);
             assert_non_null(v);
-            for (int32_t i = 0; i < G * D; i++) // F16-representable, as the forward pass makes them
-                q[i] = sp_f16_to_f32(sp_f32_to_f16(2.0f * sp_test_randn(&rng)));
+            // F16 caches: F16-representable queries, as the forward pass makes them.
+            const int32_t nt = SP_MIN(n, SP_MAX(2, 8 / G)); // tokens of a tile
+            float *q = xmalloc(sizeof(float) * (size_t)nt * (size_t)G * (size_t)D);
+            for (int32_t i = 0; i < nt * G * D; i++)
+                q[i] = f16_if(f16, 2.0f * sp_test_randn(&rng));
             for (int32_t j = 0; j < n; j++)
                 for (int32_t d = 0; d < D; d++) {
-                    const float kx = sp_f16_to_f32(sp_f32_to_f16(sp_test_randn(&rng)));
-                    const float vx = sp_f16_to_f32(sp_f32_to_f16(sp_test_randn(&rng)));
+                    const float kx = f16_if(f16, sp_test_randn(&rng));
+                    const float vx = f16_if(f16, sp_test_randn(&rng));
                     kf[j * D + d] = kx;
                     vf[j * D + d] = vx;
                     const size_t blk = (size_t)(j / bs) * (size_t)bs * (size_t)D;
@@ -612,6 +645,7 @@ static void test_attention(void **state) {
                 }
             }
             float *got = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
+            float *tile = xmalloc(sizeof(float) * (size_t)nt * (size_t)G * (size_t)D);
             for (size_t t = 0; t < n_tables; t++)
                 for (int round = 0; round < 2; round++) {
                     attend(tables[t], q, G, D, kt, v, n, bs, f16, round, got);
@@ -631,10 +665,28 @@ static void test_attention(void **state) {
                     for (int32_t hh = 0; hh < G; hh++) {
                         attend(tables[t], q + hh * D, 1, D, kt, v, n, bs, f16, round, one);
                         if (memcmp(one, got + hh * D, sizeof(float) * (size_t)D))
-                            fail_msg("%s attention G=%d D=%d n=%d: head %d alone differs",
-                                     tables[t]->isa, G, D, n, hh);
+                            fail_msg("%s attention G=%d D=%d n=%d %s: head %d alone differs",
+                                     tables[t]->isa, G, D, n, f16 ? "F16" : "F32", hh);
+                    }
+                    // Each token of a tile ending at the last position gives the same bits as
+                    // that token alone (the rows of a tile share loads, never arithmetic).
+                    if (nt < 2)
+                        continue;
+                    attend_tile(tables[t], q, G, D, kt, v, n - nt, nt, bs, f16, round, tile);
+                    for (int32_t k = 0; k < nt; k++) {
+                        const size_t at = (size_t)k * (size_t)G * (size_t)D;
+                        attend(tables[t], q + at, G, D, kt, v, n - nt + 1 + k, bs, f16, round, got);
+                        for (int32_t i = 0; i < G * D; i++)
+                            if (f32_bits(got[i]) != f32_bits(tile[at + (size_t)i]))
+                                fail_msg("%s attention G=%d D=%d bs=%d %s%s: token %d of a tile of "
+                                         "%d at positions %d.. differs from it alone: out[%d] = "
+                                         "%.9g, alone %.9g",
+                                         tables[t]->isa, G, D, bs, f16 ? "F16" : "F32",
+                                         round ? " rounded weights" : "", k, nt, n - nt, i,
+                                         (double)tile[at + (size_t)i], (double)got[i]);
                     }
                 }
+            free(tile);
             free(got);
             free(w);
             free(mag);
