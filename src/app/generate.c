@@ -1,15 +1,18 @@
 /* `spindle generate`: completes one prompt on the command line. The text goes to stdout (or
  * the generated ids with --ids) and a one-line timing summary to stderr. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app/commands.h"
+#include "base/hash.h"
 #include "base/util.h"
 #include "model/forward.h"
 #include "model/kvbuf.h"
 #include "model/model.h"
 #include "sample/sample.h"
+#include "tensor/kernels.h"
 #include "tok/tok.h"
 
 #define GEN_BLOCK 16
@@ -22,30 +25,33 @@ typedef struct gen_opts {
     int32_t n_ctx;
     int32_t n_threads;
     bool ids;
+    bool logits_hash;
     bool f32_kv;
     sp_sample_params sp;
 } gen_opts;
 
 static void gen_usage(FILE *f) {
-    fprintf(f,
-            "usage: spindle generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--seed S]\n"
-            "                        [--top-k K] [--top-p P] [--min-p P] [--ids] [-c N]\n"
-            "                        [--kv-type f16|f32] [-t N]\n\n"
-            "Completes PROMPT and writes the text to stdout, then a timing line to stderr.\n\n"
-            "  -m, --model FILE   GGUF model (llama, qwen2, qwen3, phi3 architectures)\n"
-            "  -p, --prompt TEXT  prompt; special tokens written in it (e.g. <s>) are parsed\n"
-            "  -n, --n-predict N  tokens to generate at most (default 128); stops earlier at\n"
-            "                     an end-of-generation token or the context length\n"
-            "  -c, --ctx N        context length (default: the model's, at most 4096)\n"
-            "  --temp T           temperature; 0 (default) is greedy\n"
-            "  --seed S           sampling seed (default 0); the same seed gives the same text\n"
-            "  --top-k K          keep the K most likely tokens (default 40; 0 = off)\n"
-            "  --top-p P          nucleus sampling threshold (default 0.95; 1 = off)\n"
-            "  --min-p P          drop tokens below P times the best one's probability\n"
-            "                     (default 0.05; 0 = off)\n"
-            "  --ids              print the generated token ids (one line) instead of text\n"
-            "  --kv-type TYPE     KV cache element type: f16 (default) or f32\n"
-            "  -t, --threads N    compute threads (default: all cores)\n");
+    fprintf(f, "usage: spindle generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--seed S]\n"
+               "                        [--top-k K] [--top-p P] [--min-p P] [--ids] [-c N]\n"
+               "                        [--kv-type f16|f32] [-t N] [--logits-hash]\n\n"
+               "Completes PROMPT and writes the text to stdout, then a timing line to stderr.\n\n"
+               "  -m, --model FILE   GGUF model (llama, qwen2, qwen3, phi3 architectures)\n"
+               "  -p, --prompt TEXT  prompt; special tokens written in it (e.g. <s>) are parsed\n"
+               "  -n, --n-predict N  tokens to generate at most (default 128); stops earlier at\n"
+               "                     an end-of-generation token or the context length\n"
+               "  -c, --ctx N        context length (default: the model's, at most 4096)\n"
+               "  --temp T           temperature; 0 (default) is greedy\n"
+               "  --seed S           sampling seed (default 0); the same seed gives the same text\n"
+               "  --top-k K          keep the K most likely tokens (default 40; 0 = off)\n"
+               "  --top-p P          nucleus sampling threshold (default 0.95; 1 = off)\n"
+               "  --min-p P          drop tokens below P times the best one's probability\n"
+               "                     (default 0.05; 0 = off)\n"
+               "  --ids              print the generated token ids (one line) instead of text\n"
+               "  --logits-hash      also print (to stderr) a hash of every logits row sampled\n"
+               "                     from and the kernel table (SPINDLE_ISA) that computed them:\n"
+               "                     equal hashes mean bitwise equal logits\n"
+               "  --kv-type TYPE     KV cache element type: f16 (default) or f32\n"
+               "  -t, --threads N    compute threads (default: all cores)\n");
 }
 
 static bool arg_f(const char *s, float *out) {
@@ -144,8 +150,7 @@ static int gen_run(const gen_opts *o) {
     if ((err = sp_kvbuf_init(&kv, &m->hp, o->f32_kv ? SP_DTYPE_F32 : SP_DTYPE_F16, GEN_BLOCK,
                              n_blocks)) ||
         (err = sp_forward_create(m, GEN_CHUNK, n_ctx, &fw)) ||
-        (err = sp_threadpool_create(o->n_threads, &pool)) ||
-        (err = sp_forward_set_pool(fw, pool)))
+        (err = sp_threadpool_create(o->n_threads, &pool)) || (err = sp_forward_set_pool(fw, pool)))
         goto fail;
     what = "create the sampler";
     if ((err = sp_sampler_create(&o->sp, m->hp.n_vocab, &smp)))
@@ -155,13 +160,15 @@ static int gen_run(const gen_opts *o) {
 
     what = "evaluate the prompt";
     int64_t t0 = sp_time_us();
-    if ((err = eval_tokens(fw, &kv, table, n_blocks, toks.ids, (int32_t)toks.n, 0, logits,
-                           pos_buf, seq_buf)))
+    if ((err = eval_tokens(fw, &kv, table, n_blocks, toks.ids, (int32_t)toks.n, 0, logits, pos_buf,
+                           seq_buf)))
         goto fail;
     int64_t t1 = sp_time_us();
     int32_t n_gen = 0, pos = (int32_t)toks.n;
+    uint64_t hash = SP_FNV1A64_BASIS;
     what = "generate";
     while (n_gen < o->n_predict && pos < n_ctx) {
+        hash = sp_fnv1a64_add(hash, logits, (size_t)m->hp.n_vocab * sizeof *logits);
         sp_token tok = sp_sampler_sample(smp, logits);
         sp_sampler_accept(smp, tok);
         n_gen++;
@@ -188,6 +195,9 @@ static int gen_run(const gen_opts *o) {
             "%.1f ms (%.1f tok/s)\n",
             toks.n, pms, pms > 0 ? (double)toks.n * 1000.0 / pms : 0.0, n_gen, gms,
             gms > 0 ? n_gen * 1000.0 / gms : 0.0);
+    if (o->logits_hash)
+        fprintf(stderr, "spindle generate: logits hash %016" PRIx64 " (kernels: %s)\n", hash,
+                sp_kernels_get()->isa);
     rc = 0;
     goto done;
 fail:
@@ -216,6 +226,10 @@ int sp_cmd_generate(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             gen_usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--logits-hash")) {
+            o.logits_hash = true;
+            continue;
         }
         if (!strcmp(a, "--ids")) {
             o.ids = true;

@@ -126,6 +126,7 @@ static void build(int isa, sp_kernels *k) {
     if (isa >= ISA_AVX512) {
         sp__kernels_avx512_init(k);
         sp__kquants_avx512_init(k);
+        sp__packed_avx512_init(k);
     }
     if (isa == ISA_AMX)
         sp__kernels_amx_init(k);

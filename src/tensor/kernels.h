@@ -8,15 +8,18 @@
  * SPINDLE_ISA=scalar|avx2|avxvnni|avx512|amx (unset, empty or "auto": the best; a name this CPU
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
  * "avxvnni" is the avx2 table with the Q8_0/Q4_0 integer dots on AVX-VNNI (same results).
- * "amx" is the avx512 table plus Q8_0 and Q4_0 weights packed for the AMX tile unit
- * (kernels_amx.c): whole-block int32 sums, so its Q8_0 and Q4_0 results differ from the other
- * tables' (and from llama.cpp's) in the last bits; the golden tests hold with either.
+ * "avx512" packs Q8_0 and Q4_0 weights at load (packed_x86.h) and multiplies them on AVX512-VNNI;
+ * "amx" is the avx512 table with those products on the AMX tile unit where a call has 3 or more
+ * rows. Both compute whole-block int32 sums, one float step per block, so their Q8_0 and Q4_0
+ * results are the same bits, and differ from the other tables' (and from llama.cpp's) in the
+ * last bits; the golden tests hold with either.
  *
  * Numerics of the x86 tables (each tested against sp_vec_dot_ref within error budgets):
- *  - Q8_0, Q4_0 (Q8_0 activations): those of llama.cpp's AVX2/AVX-VNNI vec_dot, bit for bit:
- *    per block, 8 int32 lanes each summing 4 consecutive exact products; acc (8 float lanes) =
- *    fma(d_w * d_x, (float)lanes, acc), block by block; then ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)).
- *    avx2, avxvnni and avx512 give identical results for these types.
+ *  - Q8_0, Q4_0 (Q8_0 activations) on avx2 and avxvnni: those of llama.cpp's AVX2/AVX-VNNI
+ *    vec_dot, bit for bit: per block, 8 int32 lanes each summing 4 consecutive exact products;
+ *    acc (8 float lanes) = fma(d_w * d_x, (float)lanes, acc), block by block; then
+ *    ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)). On avx512 and amx: exact int32 S per block, acc =
+ *    fma((float)S, d_w * d_x, acc) per output (packed_x86.h).
  *  - F32, F16, BF16: products accumulated with fma in 8 (avx2) or 16 (avx512) float lanes by
  *    position mod the lane count, then a fixed pairwise reduction (halves added).
  *
@@ -130,6 +133,7 @@ void sp__kernels_avx512_init(sp_kernels *k);
 void sp__kquants_avx2_init(sp_kernels *k);
 void sp__kquants_avx512_init(sp_kernels *k);
 void sp__kernels_amx_init(sp_kernels *k);
+void sp__packed_avx512_init(sp_kernels *k); // packed Q8_0/Q4_0 (packed_x86.h), avx512 and amx
 
 /* The scalar attention values step (the reference, and the SIMD tables' fallback for odd D). */
 void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
