@@ -122,6 +122,7 @@ static void build(int isa, sp_kernels *k) {
         if (isa == ISA_AVXVNNI)
             sp__kernels_avxvnni_init(k);
         sp__kquants_avx2_init(k);
+        sp__packed_avx2_init(k);
     }
     if (isa >= ISA_AVX512) {
         sp__kernels_avx512_init(k);

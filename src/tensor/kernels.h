@@ -8,18 +8,18 @@
  * SPINDLE_ISA=scalar|avx2|avxvnni|avx512|amx (unset, empty or "auto": the best; a name this CPU
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
  * "avxvnni" is the avx2 table with the Q8_0/Q4_0 integer dots on AVX-VNNI (same results).
- * "avx512" packs Q8_0 and Q4_0 weights at load (packed_x86.h) and multiplies them on AVX512-VNNI;
- * "amx" is the avx512 table with those products on the AMX tile unit where a call has 3 or more
- * rows. Both compute whole-block int32 sums, one float step per block, so their Q8_0 and Q4_0
- * results are the same bits, and differ from the other tables' (and from llama.cpp's) in the
- * last bits; the golden tests hold with either.
+ * "avx512" and "amx" extend avx2 with AVX-512 kernels, and amx runs the packed products of 3 or
+ * more rows on the AMX tile unit.
  *
  * Numerics of the x86 tables (each tested against sp_vec_dot_ref within error budgets):
- *  - Q8_0, Q4_0 (Q8_0 activations) on avx2 and avxvnni: those of llama.cpp's AVX2/AVX-VNNI
- *    vec_dot, bit for bit: per block, 8 int32 lanes each summing 4 consecutive exact products;
- *    acc (8 float lanes) = fma(d_w * d_x, (float)lanes, acc), block by block; then
- *    ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)). On avx512 and amx: exact int32 S per block, acc =
- *    fma((float)S, d_w * d_x, acc) per output (packed_x86.h).
+ *  - Q8_0, Q4_0 weights (Q8_0 activations) are packed at load (packed.h) and multiplied with the
+ *    exact int32 sum S of each 32-value block and one float step per block and output, acc =
+ *    fma((float)S, d_w * d_x, acc): on AVX2 (packed_avx2.c), AVX512-VNNI (packed_avx512.c) or
+ *    AMX tiles (kernels_amx.c), the same bits on every x86 table, and within the last bits of
+ *    llama.cpp's (the golden tests hold). Rows passed in their stored layout (matmul[], for
+ *    callers that do not pack) get llama.cpp's AVX2 vec_dot numerics instead: per block, 8 int32
+ *    lanes of 4 products; acc (8 float lanes) = fma(d_w * d_x, (float)lanes, acc); then
+ *    ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)).
  *  - F32, F16, BF16: products accumulated with fma in 8 (avx2) or 16 (avx512) float lanes by
  *    position mod the lane count, then a fixed pairwise reduction (halves added).
  *
@@ -133,7 +133,8 @@ void sp__kernels_avx512_init(sp_kernels *k);
 void sp__kquants_avx2_init(sp_kernels *k);
 void sp__kquants_avx512_init(sp_kernels *k);
 void sp__kernels_amx_init(sp_kernels *k);
-void sp__packed_avx512_init(sp_kernels *k); // packed Q8_0/Q4_0 (packed_x86.h), avx512 and amx
+void sp__packed_avx2_init(sp_kernels *k);   // packed Q8_0/Q4_0 (packed.h): avx2, avxvnni
+void sp__packed_avx512_init(sp_kernels *k); // the same on AVX512-VNNI: avx512, amx
 
 /* The scalar attention values step (the reference, and the SIMD tables' fallback for odd D). */
 void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,

@@ -144,53 +144,28 @@ INLINE void group_rows_any(const int Q4, const uint8_t *ints, const sp_f16 *scal
     }
 }
 
-/* matmul over packed weights (w: pack's output; w_row_bytes unused) and packed activations (x:
- * act_pack's output; x_row_bytes unused). Groups of outputs are taken SP_PK_GROUP_CHUNK at a time
- * so their weights stay in cache while every 16-row slice of the activations passes over them. */
-INLINE void matmul_packed(const int Q4, const void *w, const void *x, int64_t n_in, int64_t n_rows,
-                          float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
-    if (n_rows == 0 || o0 == o1)
-        return;
-    const int64_t nb = n_in / SP_QK8_0;
-    const size_t BB = Q4 ? SP_PK_Q4_TILE_BYTES : SP_PK_TILE_BYTES;
-    const size_t group_bytes = (size_t)nb * (BB + SP_PK_GROUP * sizeof(sp_f16));
-    const int64_t g0 = o0 / SP_PK_GROUP, g1 = (o1 + SP_PK_GROUP - 1) / SP_PK_GROUP;
-    int rows = 0; // the tile configuration's row count
-    for (int64_t gc = g0; gc < g1; gc += SP_PK_GROUP_CHUNK) {
-        const int64_t gce = g1 - gc < SP_PK_GROUP_CHUNK ? g1 : gc + SP_PK_GROUP_CHUNK;
-        for (int64_t m0 = 0; m0 < n_rows; m0 += 16) {
-            const sp__pk_slice xs = sp__pk_slice_of(x, nb, n_rows, m0);
-            if (xs.rows > VNNI_ROWS && xs.rows != rows) {
-                configure(xs.rows);
-                rows = xs.rows;
-            }
-            for (int64_t g = gc; g < gce; g++) {
-                const uint8_t *ints = (const uint8_t *)w + (size_t)g * group_bytes;
-                const sp_f16 *scales = (const sp_f16 *)(ints + (size_t)nb * BB);
-                const int64_t lo = SP_MAX(o0, g * SP_PK_GROUP) - g * SP_PK_GROUP;
-                const int64_t hi = SP_MIN(o1, g * SP_PK_GROUP + SP_PK_GROUP) - g * SP_PK_GROUP;
-                const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-                group_rows_any(Q4, ints, scales, xs, nb, y + m0 * ldy + g * SP_PK_GROUP, ldy, keep);
-            }
-        }
+/* Tiles are configured for a slice's row count when it changes (state: the configured count, 0
+ * for none); slices of 1 or 2 rows go to the VNNI kernel and need none. */
+SP_PK_INLINE void pk_slice(const sp__pk_slice *xs, int *state) {
+    if (xs->rows > VNNI_ROWS && xs->rows != *state) {
+        configure(xs->rows);
+        *state = xs->rows;
     }
-    _tile_release();
 }
 
-static void matmul_q8_0_packed(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
-                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb, (void)xrb;
-    matmul_packed(0, w, x, n_in, n_rows, y, ldy, o0, o1);
+SP_PK_INLINE void pk_group(const int Q4, const uint8_t *ints, const sp_f16 *scales, sp__pk_slice xs,
+                           int64_t nb, float *y, int64_t ldy, uint32_t keep) {
+    group_rows_any(Q4, ints, scales, xs, nb, y, ldy, (__mmask16)keep);
 }
 
-static void matmul_q4_0_packed(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
-                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb, (void)xrb;
-    matmul_packed(1, w, x, n_in, n_rows, y, ldy, o0, o1);
+SP_PK_INLINE void pk_done(int state) {
+    if (state)
+        _tile_release();
 }
+
+#include "tensor/packed_walk.h"
 
 void sp__kernels_amx_init(sp_kernels *k) {
-    k->matmul_packed[SP_DTYPE_Q8_0] = matmul_q8_0_packed;
-    k->matmul_packed[SP_DTYPE_Q4_0] = matmul_q4_0_packed;
+    k->matmul_packed[SP_DTYPE_Q8_0] = sp__pk_matmul_q8_0;
+    k->matmul_packed[SP_DTYPE_Q4_0] = sp__pk_matmul_q4_0;
 }

@@ -1,5 +1,6 @@
 /* AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c; chosen at run time), and the
- * AVX-VNNI variant of the Q8_0/Q4_0 ones.
+ * AVX-VNNI variant of the Q8_0/Q4_0 ones. A loaded model's Q8_0/Q4_0 matrices are packed and
+ * multiplied by packed_avx2.c; the Q8_0/Q4_0 kernels here serve rows in their stored layout.
  *
  * Products are computed in register tiles of R activation rows by O weight rows: one weight
  * block is loaded once per tile and used for R rows, which is what makes a batch of rows cost

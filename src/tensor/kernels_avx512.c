@@ -3,7 +3,8 @@
  * Q8_0/Q4_0: weight matrices are packed at load and multiplied by packed_avx512.c (exact block
  * sums); the kernels here multiply rows in their stored layout, for callers that pass them so:
  * the integer dots run on 256-bit vpdpbusd (AVX512VL), one per block pair, and the float part is
- * llama.cpp's 8-lane one, as the avx2 table's; the 32 vector registers allow 4 x 4 tiles.
+ * llama.cpp's 8-lane one, as the avx2 table's unpacked kernels; the 32 vector registers allow
+ * 4 x 4 tiles.
  * F32/F16/BF16: 16 float lanes, masked loads for the tail.
  *
  * Tiles and the invariance contract as in kernels_avx2.c: every output (r, o) goes through the
