@@ -123,6 +123,8 @@ static void build(int isa, sp_kernels *k) {
             sp__kernels_avxvnni_init(k);
         sp__kquants_avx2_init(k);
         sp__packed_avx2_init(k);
+        if (isa == ISA_AVXVNNI)
+            sp__packed_avxvnni_init(k);
     }
     if (isa >= ISA_AVX512) {
         sp__kernels_avx512_init(k);

@@ -133,8 +133,9 @@ void sp__kernels_avx512_init(sp_kernels *k);
 void sp__kquants_avx2_init(sp_kernels *k);
 void sp__kquants_avx512_init(sp_kernels *k);
 void sp__kernels_amx_init(sp_kernels *k);
-void sp__packed_avx2_init(sp_kernels *k);   // packed Q8_0/Q4_0 (packed.h): avx2, avxvnni
-void sp__packed_avx512_init(sp_kernels *k); // the same on AVX512-VNNI: avx512, amx
+void sp__packed_avx2_init(sp_kernels *k);    // packed Q8_0/Q4_0 (packed.h): avx2, avxvnni
+void sp__packed_avxvnni_init(sp_kernels *k); // the same on AVX-VNNI, over avx2's: avxvnni
+void sp__packed_avx512_init(sp_kernels *k);  // the same on AVX512-VNNI: avx512, amx
 
 /* The scalar attention values step (the reference, and the SIMD tables' fallback for odd D). */
 void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,

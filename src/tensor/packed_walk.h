@@ -4,15 +4,16 @@
  *
  *   pk_slice(xs, state)   before a slice of up to 16 activation rows (e.g. tile configuration;
  *                         state starts at 0 for each call);
- *   pk_group(Q4, ints, scales, xs, nb, y, ldy, keep)
+ *   pk_group(kind, ints, scales, xs, nb, y, ldy, keep)
  *                         every row of the slice times one group of 16 outputs over nb blocks,
  *                         y at the group's first output, writing only the outputs whose bit is
  *                         set in keep;
  *   pk_done(state)        after the call's last group;
  *
- * and then puts sp__pk_matmul_q8_0 and sp__pk_matmul_q4_0 in its table. Groups of outputs are taken
- * SP_PK_GROUP_CHUNK at a time so their weights stay in cache while every slice passes over them.
- * Include from one file per instruction set only (each compiles its own copy). */
+ * and then puts sp__pk_matmul_q8_0 and sp__pk_matmul_q4_0 in its table, or calls sp__pk_matmul
+ * with a kind of its own: bit 0 set for Q4_0, the higher bits the file's variants. Groups of
+ * outputs are taken SP_PK_GROUP_CHUNK at a time so their weights stay in cache while every slice
+ * passes over them. Include from one file per instruction set only (each compiles its own copy). */
 #ifndef SP_TENSOR_PACKED_WALK_H
 #define SP_TENSOR_PACKED_WALK_H
 
@@ -20,14 +21,14 @@
 #include "base/util.h"
 #include "tensor/packed.h"
 
-SP_PK_INLINE void sp__pk_matmul(const int Q4, const void *w, const void *x, int64_t n_in,
+SP_PK_INLINE void sp__pk_matmul(const int kind, const void *w, const void *x, int64_t n_in,
                                 int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1,
                                 int *state) {
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
     if (n_rows == 0 || o0 == o1)
         return;
     const int64_t nb = n_in / SP_QK8_0;
-    const size_t ints_bytes = (size_t)nb * sp__pk_block_bytes(Q4);
+    const size_t ints_bytes = (size_t)nb * sp__pk_block_bytes(kind & 1);
     const size_t group_bytes = ints_bytes + (size_t)nb * SP_PK_GROUP * sizeof(sp_f16);
     const int64_t g0 = o0 / SP_PK_GROUP, g1 = (o1 + SP_PK_GROUP - 1) / SP_PK_GROUP;
     for (int64_t gc = g0; gc < g1; gc += SP_PK_GROUP_CHUNK) {
@@ -41,7 +42,7 @@ SP_PK_INLINE void sp__pk_matmul(const int Q4, const void *w, const void *x, int6
                 const int64_t lo = SP_MAX(o0, g * SP_PK_GROUP) - g * SP_PK_GROUP;
                 const int64_t hi = SP_MIN(o1, g * SP_PK_GROUP + SP_PK_GROUP) - g * SP_PK_GROUP;
                 const uint32_t keep = ((1u << hi) - 1) & ~((1u << lo) - 1);
-                pk_group(Q4, ints, scales, xs, nb, y + m0 * ldy + g * SP_PK_GROUP, ldy, keep);
+                pk_group(kind, ints, scales, xs, nb, y + m0 * ldy + g * SP_PK_GROUP, ldy, keep);
             }
         }
     }
