@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs libFuzzer targets (built by `make fuzz`) for a fixed time each, starting from the seed
-# corpus checked in under tests/fuzz/corpus/<target>/ (see tests/fuzz/corpus/make_seeds.py).
+# corpus checked in under tests/fuzz/corpus/<target>/ and the seeds tests/fuzz/corpus/make_seeds.py
+# writes at each run (the GGUF seeds, small model files among them, are generated, not kept).
 #
 #   scripts/fuzz-run.sh [-t SECONDS] [-j JOBS] [-b BUILD_DIR] [TARGET...]
 #
@@ -55,9 +56,11 @@ trap cleanup EXIT
 
 # Fuzzes one target; its output goes to $work/$t/log, its exit status to $work/$t/status.
 fuzz_one() {
-    local t="$1" seeds="$root/tests/fuzz/corpus/$1" rc=0
+    local t="$1" rc=0
     local corpora=("$work/$t/corpus")
-    [[ -d "$seeds" ]] && corpora+=("$seeds")
+    for d in "$root/tests/fuzz/corpus/$t" "$work/generated/$t"; do
+        [[ -d "$d" ]] && corpora+=("$d")
+    done
     # -timeout: one input running this long is a hang; -rss_limit_mb: the default, stated.
     "$build/tests/$t" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$work/$t/artifacts/" "${corpora[@]}" \
@@ -65,6 +68,7 @@ fuzz_one() {
     echo "$rc" >"$work/$t/status"
 }
 
+python3 "$root/tests/fuzz/corpus/make_seeds.py" "$work/generated" >/dev/null
 running=0
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
@@ -73,11 +77,14 @@ for t in "${targets[@]}"; do
         echo 1 >"$work/$t/status"
         continue
     fi
-    seeds="$root/tests/fuzz/corpus/$t"
-    if [[ -d "$seeds" ]]; then
-        echo "fuzz-run: $t for ${seconds}s from $(find "$seeds" -type f | wc -l) seeds"
+    n_seeds=0
+    for d in "$root/tests/fuzz/corpus/$t" "$work/generated/$t"; do
+        [[ -d "$d" ]] && n_seeds=$((n_seeds + $(find "$d" -type f | wc -l)))
+    done
+    if ((n_seeds > 0)); then
+        echo "fuzz-run: $t for ${seconds}s from $n_seeds seeds"
     else
-        echo "fuzz-run: warning: $t has no seed corpus ($seeds); starting from nothing" >&2
+        echo "fuzz-run: warning: $t has no seed corpus; starting from nothing" >&2
     fi
     if ((running >= jobs)); then
         wait -n || true

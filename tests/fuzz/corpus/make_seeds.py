@@ -3,6 +3,10 @@
 
     python3 tests/fuzz/corpus/make_seeds.py [CORPUS_DIR]
 
+scripts/fuzz-run.sh runs it into a temporary directory at every run: the GGUF seeds (which
+include small model files) are generated there, never checked in; the other targets' seeds are
+also kept under tests/fuzz/corpus/, where the top-level .gitignore leaves out *.gguf.
+
 Seeds are small inputs that reach deep into a parser: valid inputs of every shape the parser
 knows, and a few near misses for its error paths; the fuzzer mutates from there. The output is
 deterministic, so a change to this file shows as a change to the corpus. Files not written here
