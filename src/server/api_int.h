@@ -81,9 +81,10 @@ struct sp_api {
  * become U+FFFD. NULL only when out of memory. */
 json_t *sp__api_json_bytes(const char *p, size_t n);
 
-/* Parses a request body as JSON into *out (a new reference). SP_ERR_INVALID with *jerr for
- * text that is not JSON; SP_ERR_NOMEM when jansson reports that memory ran out. */
-sp_err sp__api_parse_body(const sp_http_req *req, json_t **out, json_error_t *jerr);
+/* The request body as a JSON object (a new reference); NULL after answering the client: 400
+ * invalid_json for text that is not a JSON object, 500 when jansson reports that memory ran
+ * out. path names the endpoint in the log. */
+json_t *sp__api_read_body(sp_api *a, sp_http_conn *c, const sp_http_req *req, const char *path);
 
 /* Counts an answered HTTP request in the metrics and logs errors; once per request. */
 void sp__api_log_http(sp_api *a, int status, const char *path, const char *msg);

@@ -9,20 +9,9 @@
 #include "server/api_int.h"
 
 void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
-    json_error_t jerr;
-    json_t *body;
-    if (sp__api_parse_body(req, &body, &jerr) == SP_ERR_NOMEM) {
-        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, "/tokenize",
-                           "out of memory");
+    json_t *body = sp__api_read_body(a, c, req, "/tokenize");
+    if (!body)
         return;
-    }
-    if (!json_is_object(body)) {
-        sp__api_send_error(a, c, 400, "invalid_request_error", NULL, "invalid_json", NULL,
-                           "/tokenize", "the body must be a JSON object: %s",
-                           body ? "not an object" : jerr.text);
-        json_decref(body);
-        return;
-    }
     json_t *content = json_object_get(body, "content");
     json_t *add = json_object_get(body, "add_special");
     json_t *parse = json_object_get(body, "parse_special");
@@ -55,13 +44,9 @@ void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req)
 }
 
 void sp__api_handle_detokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
-    json_error_t jerr;
-    json_t *body;
-    if (sp__api_parse_body(req, &body, &jerr) == SP_ERR_NOMEM) {
-        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, "/detokenize",
-                           "out of memory");
+    json_t *body = sp__api_read_body(a, c, req, "/detokenize");
+    if (!body)
         return;
-    }
     json_t *arr = json_object_get(body, "tokens");
     if (!json_is_array(arr)) {
         sp__api_send_error(a, c, 400, "invalid_request_error", "tokens", NULL, NULL, "/detokenize",

@@ -592,18 +592,9 @@ static bool submit_all(api_op *op, sp_http_conn *c) {
 
 void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req, sp_oai_kind kind) {
     const char *path = kind == SP_OAI_CHAT ? "/v1/chat/completions" : "/v1/completions";
-    json_error_t jerr;
-    json_t *body;
-    sp_err perr = sp__api_parse_body(req, &body, &jerr);
-    if (perr == SP_ERR_NOMEM) {
-        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, path, "out of memory");
+    json_t *body = sp__api_read_body(a, c, req, path);
+    if (!body)
         return;
-    }
-    if (perr) {
-        sp__api_send_error(a, c, 400, "invalid_request_error", NULL, "invalid_json", NULL, path,
-                           "the body is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
-        return;
-    }
     sp_oai_req q;
     sp_diag d;
     sp_diag_clear(&d);

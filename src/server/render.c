@@ -45,15 +45,6 @@ json_t *sp__api_json_bytes(const char *p, size_t n) {
     return s ? s : json_string("");
 }
 
-sp_err sp__api_parse_body(const sp_http_req *req, json_t **out, json_error_t *jerr) {
-    *out = json_loadb(req->body, req->body_len, 0, jerr);
-    if (*out)
-        return SP_OK;
-    // jansson says it ran out of memory, or says nothing at all (its lexer had no buffer).
-    return json_error_code(jerr) == json_error_out_of_memory || !jerr->text[0] ? SP_ERR_NOMEM
-                                                                               : SP_ERR_INVALID;
-}
-
 static char *dump(json_t *j, size_t *len) {
     char *s = json_dumps(j, JSON_COMPACT);
     *len = s ? strlen(s) : 0;
@@ -114,6 +105,24 @@ void sp__api_send_json(sp_api *a, sp_http_conn *c, json_t *root, const char *pat
     sp__api_log_http(a, 200, path, "");
     respond(c, 200, NULL, body, len);
     free(body);
+}
+
+json_t *sp__api_read_body(sp_api *a, sp_http_conn *c, const sp_http_req *req, const char *path) {
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body, req->body_len, 0, &jerr);
+    if (json_is_object(body))
+        return body;
+    json_decref(body);
+    // jansson says it ran out of memory, or says nothing at all (its lexer had no buffer).
+    if (!body && (json_error_code(&jerr) == json_error_out_of_memory || !jerr.text[0]))
+        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, path, "out of memory");
+    else if (!body)
+        sp__api_send_error(a, c, 400, "invalid_request_error", NULL, "invalid_json", NULL, path,
+                           "the body is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+    else
+        sp__api_send_error(a, c, 400, "invalid_request_error", NULL, "invalid_json", NULL, path,
+                           "the body must be a JSON object");
+    return NULL;
 }
 
 /* ---- bodies of the generation endpoints ----------------------------------------------------- */

@@ -3,6 +3,7 @@
 # and chat workloads with their result JSON checked, the SVG plot, and the client's own ceiling
 # against its built-in trivial endpoint (it must sustain 10x what Spindle serves here).
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 build=${SP_BUILD_DIR:?}
 shared=${SP_SHARED_DIR:?}
 bench=$build/spindle-bench
@@ -37,20 +38,6 @@ EOF
     fi
 }
 
-# Starts a server whose "listening on" line goes to $2; sets $port.
-wait_port() {
-    local log=$1 pid=$2
-    port=
-    for _ in $(seq 100); do
-        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log" 2>/dev/null || true)
-        [[ -n "$port" ]] && return 0
-        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; return 1; }
-        sleep 0.1
-    done
-    echo "no 'listening on' line" >&2
-    cat "$log" >&2
-    return 1
-}
 
 "$build/spindle" serve -m "$shared/models/stories260K.gguf" --port 0 2>"$tmp/server.log" &
 srv_pid=$!

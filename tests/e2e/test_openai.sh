@@ -2,6 +2,7 @@
 # Runs the OpenAI SDK suite (tests/e2e/node, `node --test`) against a real `spindle serve`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 bin=${SP_BUILD_DIR:?}/spindle
 shared=${SP_SHARED_DIR:?}
 if [[ ! -d "$here/node/node_modules/openai" ]]; then
@@ -13,13 +14,7 @@ key=test-key-$$
 "$bin" serve -m "$shared/models/stories260K.gguf" --port 0 --api-key "$key" --ctx 512 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 100); do
-    port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")
-    [[ -n "$port" ]] && break
-    kill -0 $pid 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$port" ]] || { echo "the server did not start" >&2; cat "$log" >&2; exit 1; }
+wait_port "$log" "$pid"
 cd "$here/node"
 SPINDLE_URL="http://127.0.0.1:$port" SPINDLE_KEY="$key" node --test
 kill -TERM $pid

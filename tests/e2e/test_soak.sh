@@ -4,6 +4,7 @@
 # (under AddressSanitizer, a leak at exit fails it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 bin=${SP_BUILD_DIR:?}/spindle
 shared=${SP_SHARED_DIR:?}
 seconds=${SOAK_SECONDS:-60}
@@ -14,13 +15,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}quarantine_size_mb=16"
     --max-seqs 16 --admission aggressive --max-conns 256 -t 1 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 300); do
-    port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")
-    [[ -n "$port" ]] && break
-    kill -0 $pid 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$port" ]] || { echo "the server did not start" >&2; cat "$log" >&2; exit 1; }
+wait_port "$log" "$pid"
 if ! python3 "$here/soak.py" --port "$port" --pid "$pid" --seconds "$seconds"; then
     tail -50 "$log" >&2
     exit 1

@@ -216,6 +216,26 @@ static void conn_read(int fd, reply *r) {
     free(buf);
 }
 
+/* A long streamed completion (about 500 steps) sent on a new connection, not yet read. */
+static int send_long_stream(void) {
+    int fd = conn_open();
+    conn_send(fd, "POST", "/v1/completions",
+              "{\"prompt\": \"Once\", \"max_tokens\": 500, \"ignore_eos\": true, \"stream\": "
+              "true}");
+    return fd;
+}
+
+/* Waits for the head of a stream's 200 answer on fd (the request is running). */
+static void expect_stream_started(int fd) {
+    char b[65];
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 60000), 1);
+    ssize_t n = recv(fd, b, sizeof b - 1, 0);
+    assert_true(n > 0);
+    b[n] = 0;
+    assert_non_null(strstr(b, "HTTP/1.1 200"));
+}
+
 static void call(const char *method, const char *path, const char *body, reply *r) {
     int fd = conn_open();
     conn_send(fd, method, path, body);
@@ -488,14 +508,10 @@ static void test_waiting_limit_counts_sequences(void **state) {
     expect_error(&r, 400, NULL);
     assert_non_null(strstr(r.body, "\"param\":\"n\""));
     free(r.body);
-    // Long requests (about 500 steps each), all sent before any answer is read.
-    const char *body = "{\"prompt\": \"Once\", \"max_tokens\": 500, \"ignore_eos\": true, "
-                       "\"stream\": true}";
+    // Long requests, all sent before any answer is read.
     int fds[6];
-    for (int i = 0; i < 6; i++) {
-        fds[i] = conn_open();
-        conn_send(fds[i], "POST", "/v1/completions", body);
-    }
+    for (int i = 0; i < 6; i++)
+        fds[i] = send_long_stream();
     int overloaded = 0;
     for (int i = 3; i < 6; i++) {
         conn_read(fds[i], &r);
@@ -507,11 +523,7 @@ static void test_waiting_limit_counts_sequences(void **state) {
     assert_int_equal(overloaded, 3);
     // The three taken are streaming; their clients leave, which cancels them.
     for (int i = 0; i < 3; i++) {
-        char b[64];
-        struct pollfd p = {.fd = fds[i], .events = POLLIN};
-        assert_int_equal(poll(&p, 1, 60000), 1);
-        assert_true(recv(fds[i], b, sizeof b, 0) > 0);
-        assert_non_null(strstr(b, "HTTP/1.1 200"));
+        expect_stream_started(fds[i]);
         close(fds[i]);
     }
     server_stop();
@@ -545,14 +557,8 @@ static void test_failures_answered_once(void **state) {
     eo.max_seqs = 1;
     sp_api_opts ao = api_opts();
     server_start(&eo, &ao);
-    int busy = conn_open();
-    conn_send(busy, "POST", "/v1/completions",
-              "{\"prompt\": \"Once\", \"max_tokens\": 500, \"ignore_eos\": true, \"stream\": "
-              "true}");
-    char b[64];
-    struct pollfd p = {.fd = busy, .events = POLLIN};
-    assert_int_equal(poll(&p, 1, 60000), 1);
-    assert_true(recv(busy, b, sizeof b, 0) > 0); // running
+    int busy = send_long_stream();
+    expect_stream_started(busy);
     double req0 = metric("spindle_http_requests_total");
     double err0 = metric("spindle_http_errors_total");
     reply r;
