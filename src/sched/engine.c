@@ -10,7 +10,6 @@
 
 #include "base/log.h"
 #include "base/util.h"
-#include "kv/prefix.h"
 #include "kv/table.h"
 #include "sched/engine_int.h"
 

@@ -53,7 +53,6 @@ struct api_op {
     int32_t priority;
     char id[48];
     int64_t created;
-    int64_t t_start_us;
     int n_choices;   // created (the requests exist)
     int cap_choices; // slots; the one after the last created may hold buffers
     int n_done;

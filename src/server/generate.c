@@ -76,7 +76,6 @@ static api_op *op_create(sp_api *a, sp_oai_kind kind, const sp_oai_req *q, int n
     op->logprobs = q->logprobs;
     op->priority = q->params.priority;
     op->created = (int64_t)time(NULL);
-    op->t_start_us = sp_time_us();
     snprintf(op->id, sizeof op->id, "%s-%" PRIx64, kind == SP_OAI_CHAT ? "chatcmpl" : "cmpl",
              ++a->next_id);
     op->next = a->active;

@@ -52,18 +52,17 @@
 #include "base/log.h"
 #include "base/util.h"
 
-#define READ_CHUNK     (16 * 1024)   // bytes asked of one recv
-#define BODY_READ_MAX  (1024 * 1024) // largest recv while a big body is arriving
-#define IN_KEEP_BYTES  (64 * 1024)   // input buffers above this shrink between requests
-#define OUT_KEEP_BYTES (256 * 1024)  // output buffers above this shrink once flushed
-#define OUT_MIN_BYTES                                                                              \
-    4096                        // every connection's output room from its start: an
-                                // error answer never needs an allocation
-#define SCAN_PERIOD_US  100000  // timeout scan period
-#define LINGER_US       2000000 // how long a closing connection waits for the client
-#define ACCEPT_PAUSE_US 100000  // accept pause after running out of descriptors
-#define MAX_EVENTS      64
-#define ACCEPT_BATCH    64
+#define READ_CHUNK      (16 * 1024)   // bytes asked of one recv
+#define BODY_READ_MAX   (1024 * 1024) // largest recv while a big body is arriving
+#define IN_KEEP_BYTES   (64 * 1024)   // input buffers above this shrink between requests
+#define OUT_KEEP_BYTES  (256 * 1024)  // output buffers above this shrink once flushed
+#define SCAN_PERIOD_US  100000        // timeout scan period
+#define LINGER_US       2000000       // how long a closing connection waits for the client
+#define ACCEPT_PAUSE_US 100000        // accept pause after running out of descriptors
+// Every connection's output room from its accept on: an error answer never needs an allocation.
+#define OUT_MIN_BYTES 4096
+#define MAX_EVENTS    64
+#define ACCEPT_BATCH  64
 
 typedef enum src_kind { SRC_LISTEN, SRC_WAKE, SRC_WATCH, SRC_CONN } src_kind;
 

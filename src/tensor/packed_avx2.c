@@ -164,19 +164,8 @@ SP_PK_INLINE void pk_done(int state) {
 
 #include "tensor/packed_walk.h"
 
-static void matmul_q8_0_vnni(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
-                             int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb, (void)xrb;
-    int state = 0;
-    sp__pk_matmul(K_VNNI, w, x, n_in, n_rows, y, ldy, o0, o1, &state);
-}
-
-static void matmul_q4_0_vnni(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
-                             int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb, (void)xrb;
-    int state = 0;
-    sp__pk_matmul(K_VNNI | K_Q4, w, x, n_in, n_rows, y, ldy, o0, o1, &state);
-}
+SP_PK_MATMUL_ENTRY(matmul_q8_0_vnni, K_VNNI)
+SP_PK_MATMUL_ENTRY(matmul_q4_0_vnni, K_VNNI | K_Q4)
 
 void sp__packed_avxvnni_init(sp_kernels *k) {
     k->matmul_packed[SP_DTYPE_Q8_0] = matmul_q8_0_vnni;

@@ -10,10 +10,11 @@
  *                         set in keep;
  *   pk_done(state)        after the call's last group;
  *
- * and then puts sp__pk_matmul_q8_0 and sp__pk_matmul_q4_0 in its table, or calls sp__pk_matmul
- * with a kind of its own: bit 0 set for Q4_0, the higher bits the file's variants. Groups of
- * outputs are taken SP_PK_GROUP_CHUNK at a time so their weights stay in cache while every slice
- * passes over them. Include from one file per instruction set only (each compiles its own copy). */
+ * and then puts sp__pk_matmul_q8_0 and sp__pk_matmul_q4_0 in its table, or entries of kinds of its
+ * own made with SP_PK_MATMUL_ENTRY (kind: bit 0 set for Q4_0, higher bits the file's variants).
+ * Groups of outputs are taken SP_PK_GROUP_CHUNK at a time so their weights stay in cache while
+ * every slice passes over them. Include from one file per instruction set only (each compiles its
+ * own copy). */
 #ifndef SP_TENSOR_PACKED_WALK_H
 #define SP_TENSOR_PACKED_WALK_H
 
@@ -48,21 +49,18 @@ SP_PK_INLINE void sp__pk_matmul(const int kind, const void *w, const void *x, in
     }
 }
 
-/* The two kernel table entries over sp__pk_matmul (w_row_bytes and x_row_bytes unused). */
-static void sp__pk_matmul_q8_0(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
-                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb, (void)xrb;
-    int state = 0;
-    sp__pk_matmul(0, w, x, n_in, n_rows, y, ldy, o0, o1, &state);
-    pk_done(state);
-}
+/* A kernel table entry (matmul_packed) over sp__pk_matmul for one kind (w_row_bytes and
+ * x_row_bytes unused). */
+#define SP_PK_MATMUL_ENTRY(name, kind)                                                             \
+    static void name(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,           \
+                     int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {              \
+        (void)wrb, (void)xrb;                                                                      \
+        int state = 0;                                                                             \
+        sp__pk_matmul(kind, w, x, n_in, n_rows, y, ldy, o0, o1, &state);                           \
+        pk_done(state);                                                                            \
+    }
 
-static void sp__pk_matmul_q4_0(const void *w, size_t wrb, const void *x, size_t xrb, int64_t n_in,
-                               int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
-    (void)wrb, (void)xrb;
-    int state = 0;
-    sp__pk_matmul(1, w, x, n_in, n_rows, y, ldy, o0, o1, &state);
-    pk_done(state);
-}
+SP_PK_MATMUL_ENTRY(sp__pk_matmul_q8_0, 0)
+SP_PK_MATMUL_ENTRY(sp__pk_matmul_q4_0, 1)
 
 #endif
