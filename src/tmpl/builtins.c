@@ -740,23 +740,31 @@ static sp_err attr_path(sp__rt *r, sp__val item, sp__val path, sp__val dflt, uin
         const char *dot = memchr(path.s + i, '.', path.n - i);
         size_t end = dot ? (size_t)(dot - path.s) : path.n;
         sp__val key = sp__v_str(path.s + i, (uint32_t)(end - i));
-        bool digits = end > i;
+        bool digits = end > i, huge = false;
         int64_t num = 0;
         for (size_t k = i; k < end && digits; k++) {
-            digits = path.s[k] >= '0' && path.s[k] <= '9' && num < INT64_MAX / 10;
-            num = num * 10 + (path.s[k] - '0');
+            digits = path.s[k] >= '0' && path.s[k] <= '9';
+            huge |= num > (INT64_MAX - 9) / 10;
+            if (digits && !huge)
+                num = num * 10 + (path.s[k] - '0');
         }
-        if (digits)
-            key = sp__v_int(num);
-        if ((e = sp__getitem(r, item, key, off, &item)))
+        if (digits && huge) { // an index beyond any list, and a number that is no key
+            if (item.t == SP__UNDEF)
+                return sp__undef_error(r, item, off);
+            if ((e = sp__undef_attr(r, item, key, off, &item)))
+                return e;
+        } else if ((e = sp__getitem(r, item, digits ? sp__v_int(num) : key, off, &item))) {
             return e;
+        }
+        if (item.t == SP__UNDEF && !absent(dflt)) // at each step, as Jinja does: the path
+            item = dflt;                           // goes on into the default
         if (!dot)
             break;
         i = end + 1;
     }
     if (e)
         return e;
-    *out = (item.t == SP__UNDEF && !absent(dflt)) ? dflt : item;
+    *out = item;
     return SP_OK;
 }
 

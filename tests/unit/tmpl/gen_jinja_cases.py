@@ -125,6 +125,7 @@ LANG = [
     ("f_selectattr", "{{ people|selectattr('city')|list }} {{ people|selectattr('city', 'defined')|map(attribute='name')|list }} {{ people|rejectattr('age', 'gt', 30)|map(attribute='name')|list }} {{ people|selectattr('name', 'equalto', 'bob')|list|length }}"),
     ("f_map", "{{ people|map(attribute='name')|list }} {{ people|map(attribute='city', default='-')|list }} {{ words|map('upper')|list }} {{ nested|map('upper')|list }} {{ nested.a|map(attribute='0')|list }}"),
     ("f_map_path", "{{ people[:1]|map(attribute='tags.0')|list }} {{ people|map(attribute='tags.0')|list }}"),
+    ("f_map_huge_index", "{{ people|map(attribute='tags.99999999999999999999999', default='-')|list }} {{ people|map(attribute='77777777777777777777777', default='?')|join }} {{ people|map(attribute='tags.0', default='-')|list }}"),
     ("generators", "{{ l|map('string')|join(',') }} {{ [] | select | list }} {{ 'yes' if []|select else 'no' }} {{ l|reverse|list }} {{ d.items()|list }} {{ d.keys() }} {{ range(3) }} {{ (l|select)|first }}"),
     ("err_generator_tojson", "{{ l|map('string')|tojson }}"),
     ("err_generator_len", "{{ l|select|length }}"),
