@@ -1,6 +1,7 @@
 /* AMX (Advanced Matrix Extensions, int8 tiles) products of packed Q8_0 and Q4_0 weights (layouts
- * and numerics in packed_x86.h, the same bits as the avx512 table's VNNI products), chosen at
- * run time as the "amx" table: the avx512 table with these matmul_packed entries. Per block, one
+ * and numerics in packed.h, the same bits as the avx512 table's VNNI products), chosen at run
+ * time as the "amx" table: the avx512 table with these matmul_packed entries and its Q8_0 weights
+ * packed signed, as tdpbssd takes them. Per block, one
  * tdpbssd computes the exact int32 dots of up to 16 activation rows with the group's 16 outputs;
  * row counts of 1 and 2, where a tile would be mostly empty (single-sequence decode), go to the
  * VNNI kernel. */
@@ -166,6 +167,7 @@ SP_PK_INLINE void pk_done(int state) {
 #include "tensor/packed_walk.h"
 
 void sp__kernels_amx_init(sp_kernels *k) {
+    sp__pk_set_layouts(k, 0);
     k->matmul_packed[SP_DTYPE_Q8_0] = sp__pk_matmul_q8_0;
     k->matmul_packed[SP_DTYPE_Q4_0] = sp__pk_matmul_q4_0;
 }

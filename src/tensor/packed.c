@@ -38,8 +38,10 @@ static sp_f16 block_weights(sp_dtype t, const void *w, size_t wrb, int64_t n_out
     return blk.d;
 }
 
-/* Rows past n_out (the last group's padding) are zero weights with zero scales. */
-void sp__pk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst) {
+/* Rows past n_out (the last group's padding) are zero weights with zero scales; Q8_0 weights
+ * are stored XOR flip (0x80: w + 128, or 0: w). */
+static void pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst,
+                 uint8_t flip) {
     SP_ASSERT(sp__pk_pack_bytes(t, n_in, n_out) > 0);
     const int64_t nb = n_in / SP_QK8_0, groups = (n_out + SP_PK_GROUP - 1) / SP_PK_GROUP;
     const size_t bb = sp__pk_block_bytes(t == SP_DTYPE_Q4_0);
@@ -60,13 +62,22 @@ void sp__pk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_
                 for (int k = 0; k < SP_QK8_0; k++) {
                     const int k4 = k / 4, at = n * 4 + k % 4;
                     if (t == SP_DTYPE_Q8_0)
-                        tile[k4 * 64 + at] = q[k];
+                        tile[k4 * 64 + at] = q[k] ^ flip;
                     else
                         tile[(k4 % 4) * 64 + at] |= (uint8_t)(q[k] << (k4 / 4 * 4));
                 }
             }
         }
     }
+}
+
+void sp__pk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst) {
+    pack(t, w, wrb, n_in, n_out, dst, 0);
+}
+
+void sp__pk_pack_unsigned(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out,
+                          void *dst) {
+    pack(t, w, wrb, n_in, n_out, dst, 0x80);
 }
 
 size_t sp__pk_act_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_rows) {
@@ -85,6 +96,10 @@ void sp__pk_act_pack(sp_dtype t, const void *xq, int64_t n_in, int64_t r, int64_
     for (int64_t b = 0; b < nb; b++) {
         memcpy((int8_t *)s.ints + ((size_t)b * (size_t)s.rows + (size_t)m) * SP_QK8_0, blk[b].qs,
                SP_QK8_0);
+        int32_t sum = 0;
+        for (int k = 0; k < SP_QK8_0; k++)
+            sum += blk[b].qs[k];
         ((float *)s.scales)[b * s.rows + m] = sp_f16_to_f32(blk[b].d);
+        ((int32_t *)s.sums)[b * s.rows + m] = sum;
     }
 }

@@ -19,8 +19,8 @@ SP_PK_INLINE void sp__pk_prefetch(const void *p, int lines) {
 }
 
 /* Every row of slice xs times one packed group (ints, its blocks; scales, its scales) over nb
- * blocks, on AVX512-VNNI; y: row 0 at the group's first output, only the lanes in `keep`
- * written. */
+ * blocks, on AVX512-VNNI, in the amx table's layout (Q8_0 weights signed); y: row 0 at the
+ * group's first output, only the lanes in `keep` written. */
 void sp__pk_group_vnni(int q4, const uint8_t *ints, const sp_f16 *scales, sp__pk_slice xs,
                        int64_t nb, float *y, int64_t ldy, __mmask16 keep);
 
