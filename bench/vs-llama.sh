@@ -8,9 +8,10 @@
 # peer build that matches this CPU; on an AMX CPU also SPINDLE_ISA=avx512 against the peer's
 # avx512 build, standing in for an AVX-512 CPU without AMX; then SPINDLE_ISA=avx2 against the
 # peer's avx2 build):
-# decode at 1 and 32 streams and a 512-token prefill, ROUNDS (default 2) alternating rounds of
-# both programs. Prints one markdown table: both programs' figures (tok/s, each round) and the
-# ratio of the medians. Peer builds: ../shared/peers/llama.cpp/{amx,avx512,avx2} (its README).
+# decode at 1, 8 and 32 streams and a 512-token prefill, ROUNDS (default 2) alternating rounds
+# of both programs. Prints one markdown table: both programs' figures (tok/s, each round) and the
+# ratio of the medians. At 32 streams the peer's figure is its best aggregate at any batch size
+# (llama-batched-bench at 8, 16 and 32 sequences: the highest S_TG). Peer builds: ../shared/peers/llama.cpp/{amx,avx512,avx2} (its README).
 # MODELS (comma-separated "preset type" pairs) and THREADS override the defaults. Progress goes
 # to stderr. Record the output in bench/RESULTS.md with the date and commit.
 set -euo pipefail
@@ -36,8 +37,9 @@ spindle_run() {
     b1) line=$(SPINDLE_ISA=$isa "$bin" bench -m "$model" -t "$threads" --requests 4 \
         --prompt-len 32 --gen-len 32 --concurrency 1 2>/dev/null | tail -1)
         awk '{print $3}' <<<"$line" ;;
-    b32) line=$(SPINDLE_ISA=$isa "$bin" bench -m "$model" -t "$threads" --requests 32 \
-        --prompt-len 32 --gen-len 32 --concurrency 32 2>/dev/null | tail -1)
+    b8 | b32) local n=${what#b}
+        line=$(SPINDLE_ISA=$isa "$bin" bench -m "$model" -t "$threads" --requests 32 \
+            --prompt-len 32 --gen-len 32 --concurrency "$n" 2>/dev/null | tail -1)
         awk '{print $3}' <<<"$line" ;;
     pp512) line=$(SPINDLE_ISA=$isa "$bin" bench -m "$model" -t "$threads" --requests 2 \
         --prompt-len 512 --gen-len 4 --concurrency 1 2>/dev/null | tail -1)
@@ -45,14 +47,18 @@ spindle_run() {
     esac
 }
 
-# peer_run BUILD MEASURE MODEL -> tok/s (tg64, S_TG at 32 sequences, pp512)
+# peer_run BUILD MEASURE MODEL -> tok/s (tg64; S_TG at 8 sequences; the best S_TG at 8, 16 and 32
+# sequences; pp512)
 peer_run() {
     local p=$peers/$1 what=$2 model=$3
     case $what in
     b1) "$p/llama-bench" -m "$model" -t "$threads" -p 0 -n 64 -r 1 2>/dev/null |
         awk -F'|' '/tg64/ {split($(NF-1), a, " "); print a[1]}' ;;
-    b32) "$p/llama-batched-bench" -m "$model" -t "$threads" -c 4096 -b 512 -ub 512 -npp 32 \
-        -ntg 32 -npl 32 2>/dev/null | awk -F'|' '$4 ~ / 32 / {gsub(/ /, "", $9); print $9}' ;;
+    b8 | b32) local npl=$([[ $what == b8 ]] && echo 8 || echo 8,16,32)
+        "$p/llama-batched-bench" -m "$model" -t "$threads" -c 4096 -b 512 -ub 512 -npp 32 \
+            -ntg 32 -npl "$npl" 2>/dev/null |
+            awk -F'|' '$4 ~ /^ *[0-9]+ *$/ {gsub(/ /, "", $9); if ($9 + 0 > best) best = $9 + 0}
+                END {print best}' ;;
     pp512) "$p/llama-bench" -m "$model" -t "$threads" -p 512 -n 0 -r 1 2>/dev/null |
         awk -F'|' '/pp512/ {split($(NF-1), a, " "); print a[1]}' ;;
     esac
@@ -74,7 +80,7 @@ for spec in "${specs[@]}"; do
     pairs+=("avx2:avx2")
     for pair in "${pairs[@]}"; do
         isa=${pair%%:*} peer=${pair#*:}
-        for what in b1 b32 pp512; do
+        for what in b1 b8 b32 pp512; do
             s_all="" p_all=""
             for r in $(seq "$rounds"); do
                 echo "[$preset $type, $isa vs $peer, $what, round $r/$rounds]" >&2
