@@ -43,7 +43,16 @@ void sp_engine_options_usage(FILE *f) {
             "                          sequence's full context, at most 1G)\n"
             "  --kv-tokens N           KV cache size in tokens (instead of --kv-memory)\n"
             "  --kv-type TYPE          KV cache element type: f16 (default) or f32\n"
-            "  --max-batch-tokens N    tokens per engine step (default 512)\n"
+            "  --max-batch-tokens N    tokens per engine step, a hard cap (default 512)\n"
+            "  --max-step-ms MS        time budget of a step that has decodes running: prompt\n"
+            "                          chunks fill it next to the decodes, sized by a model of\n"
+            "                          the step time learned from every step; 'auto' (default)\n"
+            "                          is 1.5x the decodes' own step time, 'off' lets a prompt\n"
+            "                          take the whole token budget (streams then pause while\n"
+            "                          it is computed)\n"
+            "  --prefer WHAT           latency (default: stall-free steps as above) or\n"
+            "                          throughput (no time budget: whole chunks, for offline\n"
+            "                          jobs)\n"
             "  --max-seqs N            requests running at once (default 64)\n"
             "  -c, --ctx N             context length per request (default: the model's, at\n"
             "                          most 4096)\n"
@@ -67,7 +76,8 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     }
     static const char *const with_value[] = {
         "--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
-        "--max-batch-tokens", "--max-seqs", "-c", "--ctx", "-t", "--threads"};
+        "--max-batch-tokens", "--max-step-ms", "--prefer", "--max-seqs", "-c", "--ctx", "-t",
+        "--threads"};
     bool known = false;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
         known |= !strcmp(a, with_value[i]);
@@ -102,6 +112,16 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
         ok = *v && !*end && sec >= 0 && sec <= 86400;
         if (ok)
             o->session_ttl_ms = (int64_t)(sec * 1000.0);
+    } else if (!strcmp(a, "--max-step-ms")) {
+        if (!strcmp(v, "auto"))
+            o->max_step_ms = 0;
+        else if (!strcmp(v, "off"))
+            o->max_step_ms = -1;
+        else
+            ok = num && n <= 3600 * 1000 && ((o->max_step_ms = (int32_t)n), true);
+    } else if (!strcmp(a, "--prefer")) {
+        ok = !strcmp(v, "latency") || !strcmp(v, "throughput");
+        o->prefer_throughput = !strcmp(v, "throughput");
     } else if (!strcmp(a, "--max-batch-tokens"))
         ok = num && ((o->max_batch_tokens = (int32_t)n), true);
     else if (!strcmp(a, "--max-seqs"))

@@ -30,6 +30,40 @@ sp_engine_opts sp_engine_opts_default(void) {
 
 /* ---- creation ------------------------------------------------------------------------------- */
 
+/* Nominal machine figures for the step-time model's prior, per compute thread: the first steps
+ * measured correct them. */
+#define PRIOR_BYTES_PER_US 5e3   // memory bandwidth
+#define PRIOR_MACS_PER_US 5e4    // int8 multiply-adds in the matrices
+#define PRIOR_FLOPS_PER_US 1e4   // F32 attention
+
+/* The predicted time of prefilling n prompt tokens in full chunks (max_batch_tokens each). */
+static double prefill_us(const sp_engine *e, int32_t n) {
+    const int32_t C = e->o.max_batch_tokens;
+    double t = 0;
+    for (int32_t done = 0; done < n;) {
+        const int32_t k = SP_MIN(C, n - done);
+        t += sp_steptime_predict(&e->steptime, (sp_step_shape){.n_prefill = k,
+                                                              .n_out = done + k == n,
+                                                              .n_attn = sp_steptime_chunk_attn(done, k)});
+        done += k;
+    }
+    return t;
+}
+
+static void init_steptime(sp_engine *e) {
+    const sp_hparams *hp = &e->m->hp;
+    const double q = (double)hp->n_head * hp->head_dim, kv = (double)hp->n_head_kv * hp->head_dim;
+    const double per_layer = hp->n_embd * (2 * q + 2 * kv) + 3.0 * hp->n_embd * hp->n_ff;
+    const double threads = sp_threadpool_n_threads(e->threads);
+    double prior[SP_STEPTIME_NF];
+    sp_steptime_prior((double)sp_model_weight_bytes(e->m), PRIOR_BYTES_PER_US * threads,
+                      per_layer * hp->n_layer, (double)hp->n_embd * hp->n_vocab,
+                      PRIOR_MACS_PER_US * threads, 4.0 * hp->n_layer * q,
+                      PRIOR_FLOPS_PER_US * threads, prior);
+    sp_steptime_init(&e->steptime, prior);
+    e->us_per_token = prefill_us(e, e->o.max_batch_tokens) / e->o.max_batch_tokens;
+}
+
 sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_opts *opts,
                         sp_engine **out, sp_diag *diag) {
     sp_engine_opts o = opts ? *opts : sp_engine_opts_default();
@@ -114,10 +148,11 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     e->b_chunk = malloc(S * sizeof *e->b_chunk);
     e->b_out_seq = malloc(S * sizeof *e->b_out_seq);
     e->views = malloc(S * sizeof *e->views);
+    e->b_cand = malloc(S * sizeof *e->b_cand);
     e->logits = malloc(S * (size_t)m->hp.n_vocab * sizeof *e->logits);
     e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_rows || !e->b_tables || !e->b_nblocks ||
-        !e->b_reqs || !e->b_chunk || !e->b_out_seq || !e->views || !e->logits) {
+        !e->b_reqs || !e->b_chunk || !e->b_out_seq || !e->views || !e->b_cand || !e->logits) {
         err = SP_ERR_NOMEM;
         goto fail;
     }
@@ -125,6 +160,7 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
         err = sp_diag_set(diag, SP_ERR_IO, UINT64_MAX, "eventfd failed");
         goto fail;
     }
+    init_steptime(e);
     e->stats.n_blocks = (int32_t)n_blocks;
     e->stats.block_size = o.block_size;
     e->stats.n_ctx = n_ctx;
@@ -340,6 +376,12 @@ static void drain_inbox(sp_engine *e) {
 static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, int32_t *n_tok, int32_t *n_seq,
                       int32_t *n_out) {
     int32_t s = (*n_seq)++;
+    if (chunk == 1)
+        e->shape.n_decode++;
+    else
+        e->shape.n_prefill += chunk;
+    e->shape.n_out += r->n_computed + chunk == r->n_tokens;
+    e->shape.n_attn += sp_steptime_chunk_attn(r->n_computed, chunk);
     r->scheduled_step = e->step_no;
     e->b_reqs[s] = r;
     e->b_chunk[s] = chunk;
@@ -386,12 +428,105 @@ static void publish_stats(sp_engine *e, bool ran, uint64_t prompt_tokens) {
     pthread_mutex_unlock(&e->smu);
 }
 
+/* ---- the step ------------------------------------------------------------------------------- */
+
+enum {
+    MIN_PREFILL = 32,        // prefill tokens a step may always take, whatever its time budget
+    AGING_TOKENS_PER_S = 64, // a prompt's remaining tokens count this many fewer per second
+                             // since its submission when prefill chunks are ordered
+};
+#define AUTO_BUDGET_FACTOR 1.5 // the default time budget: this times the decodes' own time
+
+/* The time budget of the step being built, its decodes already in: none for a step without
+ * decodes (nobody waits on it for a token) or when turned off. */
+static double step_budget_us(const sp_engine *e, int32_t n_decode) {
+    if (e->o.prefer_throughput || e->o.max_step_ms < 0 || n_decode == 0)
+        return INFINITY;
+    if (e->o.max_step_ms > 0)
+        return e->o.max_step_ms * 1000.0;
+    return AUTO_BUDGET_FACTOR * sp_steptime_predict(&e->steptime, e->shape);
+}
+
+/* The step being built with a chunk of k more tokens of r. */
+static sp_step_shape with_chunk(const sp_engine *e, const sp_request *r, int32_t k) {
+    sp_step_shape s = e->shape;
+    if (k == 1)
+        s.n_decode++;
+    else
+        s.n_prefill += k;
+    s.n_out += r->n_computed + k == r->n_tokens;
+    s.n_attn += sp_steptime_chunk_attn(r->n_computed, k);
+    return s;
+}
+
+/* The largest chunk of r, up to max_k tokens, that keeps the step's predicted time within
+ * budget_us, but at least min_k (within max_k). */
+static int32_t chunk_within(const sp_engine *e, const sp_request *r, int32_t max_k, int32_t min_k,
+                            double budget_us) {
+    if (isinf(budget_us))
+        return max_k;
+    int32_t lo = 0, hi = max_k; // chunks of lo tokens fit
+    while (lo < hi) {
+        const int32_t mid = lo + (hi - lo + 1) / 2;
+        if (sp_steptime_predict(&e->steptime, with_chunk(e, r, mid)) <= budget_us)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return SP_MAX(lo, SP_MIN(min_k, max_k));
+}
+
+static int cmp_cand(const void *a, const void *b) {
+    const sp__prefill_cand *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return (x->r->stats.t_submit_us > y->r->stats.t_submit_us) -
+           (x->r->stats.t_submit_us < y->r->stats.t_submit_us);
+}
+
+/* The running requests with prompt left to compute, in e->b_cand, the fewest remaining tokens
+ * first, where each second since submission takes AGING_TOKENS_PER_S off. Returns their count. */
+static int32_t prefill_candidates(sp_engine *e) {
+    const int64_t now = sp_time_us();
+    int32_t n = 0;
+    for (sp_request *r = e->running.head; r; r = r->next) {
+        const int32_t remaining = r->n_tokens - r->n_computed;
+        if (remaining <= 0 || (remaining == 1 && r->n_generated > 0) ||
+            r->scheduled_step == e->step_no)
+            continue;
+        const double waited_s = (double)(now - r->stats.t_submit_us) * 1e-6;
+        e->b_cand[n++] = (sp__prefill_cand){.key = remaining - AGING_TOKENS_PER_S * waited_s, .r = r};
+    }
+    qsort(e->b_cand, (size_t)n, sizeof *e->b_cand, cmp_cand);
+    return n;
+}
+
+/* Feeds a measured step to the step-time model and publishes how well it predicted. */
+static void learn_step_time(sp_engine *e, double predicted, double measured, double budget) {
+    sp_steptime_observe(&e->steptime, e->shape, measured);
+    e->us_per_token = prefill_us(e, e->o.max_batch_tokens) / e->o.max_batch_tokens;
+    const double err = measured > 0 ? fabs(predicted - measured) / measured : 0;
+    static const double bounds[] = {0.05, 0.1, 0.2, 0.5, 1.0};
+    int bucket = 0;
+    while (bucket < 5 && err > bounds[bucket])
+        bucket++;
+    pthread_mutex_lock(&e->smu);
+    e->stats.step_predicted_us = predicted;
+    e->stats.step_measured_us = measured;
+    e->stats.step_budget_us = isinf(budget) ? 0 : budget;
+    e->stats.step_model_median_error = sp_steptime_median_error(&e->steptime);
+    e->stats.step_error_hist[bucket]++;
+    e->stats.step_error_sum += err;
+    pthread_mutex_unlock(&e->smu);
+}
+
 bool sp_engine_step(sp_engine *e) {
     e->step_no++;
     drain_inbox(e);
     sp__sched_displace_for_priority(e);
     int32_t n_tok = 0, n_seq = 0, n_out = 0, n_decode = 0, n_preempted = 0;
     int32_t budget = e->o.max_batch_tokens;
+    e->shape = (sp_step_shape){0};
 
     // 1. One decode token for every running request whose prompt is done, oldest first.
     for (sp_request *r = e->running.head; r && budget > 0 && n_seq < e->o.max_seqs;) {
@@ -409,21 +544,32 @@ bool sp_engine_step(sp_engine *e) {
         }
         r = next;
     }
-    // 2. Prefill chunks of admitted requests, oldest first (their blocks are reserved).
-    for (sp_request *r = e->running.head; r && budget > 0 && n_seq < e->o.max_seqs; r = r->next) {
-        int32_t remaining = r->n_tokens - r->n_computed;
-        if (remaining <= 0 || (remaining == 1 && r->n_generated > 0))
-            continue;
-        int32_t chunk = SP_MIN(SP_MIN(remaining, e->o.max_chunk), budget);
+    // 2. New requests from the waiting queue, in order, while they are admitted and the prompts
+    // admitted but not yet computed fit in one step's token budget, each counting for at most a
+    // quarter of it (admission reserves their blocks: no more of them than can start soon; but a
+    // long prompt being computed does not keep short ones out).
+    const int32_t share = SP_MAX(e->o.max_batch_tokens / 4, 1);
+    int32_t pending = 0;
+    for (sp_request *r = e->running.head; r; r = r->next)
+        if (r->scheduled_step != e->step_no)
+            pending += SP_MIN(r->n_tokens - r->n_computed, share);
+    sp_request *adm;
+    while (pending < e->o.max_batch_tokens && (adm = sp__sched_admit_next(e)))
+        pending += SP_MIN(adm->n_tokens - adm->n_computed, share);
+    // 3. Prefill chunks, the fewest remaining tokens first (aged), each within the step's time
+    // budget, at least MIN_PREFILL tokens in all.
+    const double time_budget = step_budget_us(e, n_decode);
+    int32_t n_prefill = 0;
+    const int32_t n_cand = prefill_candidates(e);
+    for (int32_t i = 0; i < n_cand && budget > 0 && n_seq < e->o.max_seqs; i++) {
+        sp_request *r = e->b_cand[i].r;
+        int32_t max_k = SP_MIN(SP_MIN(r->n_tokens - r->n_computed, e->o.max_chunk), budget);
+        int32_t chunk = chunk_within(e, r, max_k, MIN_PREFILL - n_prefill, time_budget);
+        if (chunk == 0)
+            break;
         add_chunk(e, r, chunk, &n_tok, &n_seq, &n_out);
         budget -= chunk;
-    }
-    // 3. New requests from the waiting queue, in order, while they are admitted.
-    sp_request *adm;
-    while (budget > 0 && n_seq < e->o.max_seqs && (adm = sp__sched_admit_next(e))) {
-        int32_t chunk = SP_MIN(SP_MIN(adm->n_tokens - adm->n_computed, e->o.max_chunk), budget);
-        add_chunk(e, adm, chunk, &n_tok, &n_seq, &n_out);
-        budget -= chunk;
+        n_prefill += chunk;
     }
 
     if (n_tok == 0) {
@@ -439,10 +585,9 @@ bool sp_engine_step(sp_engine *e) {
                   .n_seq_blocks = e->b_nblocks,
                   .n_out = n_out,
                   .out_rows = e->b_rows};
+    const double predicted = sp_steptime_predict(&e->steptime, e->shape);
     const int64_t t_fw = sp_time_us();
     sp_err err = sp_forward_eval(e->fw, &e->kv, &b, e->logits);
-    const double per_tok = (double)(sp_time_us() - t_fw) / n_tok;
-    e->us_per_token = e->us_per_token > 0 ? 0.9 * e->us_per_token + 0.1 * per_tok : per_tok;
     if (err) {
         SP_ERROR("forward pass failed: %s", sp_err_str(err));
         for (int32_t s = 0; s < n_seq; s++)
@@ -465,11 +610,18 @@ bool sp_engine_step(sp_engine *e) {
         else
             sample_token(e, r, e->logits + (size_t)i * (size_t)V);
     }
+    const double measured = (double)(sp_time_us() - t_fw);
+    learn_step_time(e, predicted, measured, time_budget);
 
     publish_stats(e, true, prompt_tokens);
     if (e->o.on_step) {
-        sp_engine_step_info info = {
-            .n_tokens = n_tok, .n_decode = n_decode, .n_seqs = n_seq, .n_preempted = n_preempted};
+        sp_engine_step_info info = {.n_tokens = n_tok,
+                                    .n_decode = n_decode,
+                                    .n_seqs = n_seq,
+                                    .n_preempted = n_preempted,
+                                    .predicted_us = predicted,
+                                    .measured_us = measured,
+                                    .budget_us = isinf(time_budget) ? 0 : time_budget};
         e->o.on_step(e->o.hook_ctx, &info);
     }
     return true;
@@ -630,6 +782,7 @@ void sp_engine_destroy(sp_engine *e) {
     free(e->b_chunk);
     free(e->b_out_seq);
     free(e->views);
+    free(e->b_cand);
     free(e->logits);
     if (e->efd >= 0)
         close(e->efd);

@@ -2,10 +2,18 @@
  * pool, and every step runs ONE forward pass over the tokens of all live requests.
  *
  * Each step builds a batch under a token budget (max_batch_tokens) and a sequence cap
- * (max_seqs): first one decode token for every running request whose prompt is done, then
- * prefill chunks of partially prefilled requests, then new requests from the waiting queue in
- * arrival order, as long as the admission policy agrees and their prompt's blocks can be
- * reserved (chunked prefill: a long prompt never blocks decodes for more than one chunk).
+ * (max_seqs): first one decode token for every running request whose prompt is done; then new
+ * requests from the waiting queue are admitted in arrival order, as long as the admission policy
+ * agrees, their prompt's blocks can be reserved and the prompt tokens admitted but not yet
+ * computed fit one step's token budget; then prefill chunks of the admitted prompts, the fewest
+ * remaining tokens first (with aging, so that short prompts get their first token soon and a
+ * long one is never starved).
+ *
+ * Stall-free steps: when a step has decodes, its prefill chunks are sized so that the step's
+ * predicted time (sched/steptime.h, a model fitted to every measured step) stays within a time
+ * budget (max_step_ms, by default 1.5x the predicted time of the decodes alone), with a floor of
+ * prefill tokens per step so that prompts always progress: a stream's next token never waits
+ * for a long prompt's prefill.
  * When a decode cannot get a KV block, the newest running request is preempted by recompute:
  * it releases its blocks and returns to the head of the waiting queue, keeping its generated
  * tokens, which become part of its prompt when it resumes; a resumed request cannot be
@@ -48,12 +56,19 @@ typedef struct sp_engine_step_info {
     int32_t n_decode;  // of which decode tokens
     int32_t n_seqs;    // sequences in the batch
     int32_t n_preempted;
+    double predicted_us; // the step-time model's prediction for the step, before it ran
+    double measured_us;  // the step's time: forward pass and sampling
+    double budget_us;    // its time budget (0: none)
 } sp_engine_step_info;
 
 typedef struct sp_engine_opts {
     int32_t max_batch_tokens; // token budget of one step (default 512)
     int32_t max_seqs;         // running requests at most (default 64)
     int32_t max_chunk;        // prefill tokens per request per step (default: the budget)
+    int32_t max_step_ms;      // time budget of a step that has decodes (stall-free steps, see
+                              // below): 0 (default) chooses it, 1.5x the predicted time of the
+                              // step's decodes alone; -1: none (the token budget only)
+    bool prefer_throughput;   // no time budget at all: whole chunks (offline jobs)
     int32_t n_threads;        // compute threads, the engine thread included (0: all cores)
     int32_t n_ctx;            // context length per request (default: the model's, <= 4096)
     int32_t block_size;       // positions per KV block (default 16)
@@ -117,6 +132,12 @@ typedef struct sp_engine_stats {
     int32_t block_size;
     int32_t n_ctx;
     int64_t last_step_us;       // when the last step ended (sp_time_us clock)
+    double step_predicted_us;   // the last step's predicted time (before it ran)
+    double step_measured_us;    // and its measured time (forward pass and sampling)
+    double step_budget_us;      // the last step's time budget (0: none)
+    double step_model_median_error; // median |predicted - measured| / measured, recent steps
+    uint64_t step_error_hist[6]; // steps by that relative error: <= 5%, 10%, 20%, 50%, 100%, more
+    double step_error_sum;       // the sum of those errors
     int64_t busy_since_us;      // when the engine last went from idle to busy (0 when idle)
 } sp_engine_stats;
 

@@ -12,6 +12,13 @@
 #include "sched/internal.h"
 #include "sched/reqlist.h"
 #include "sched/session.h"
+#include "sched/steptime.h"
+
+/* A running request with prompt left, and its place in the order prefill chunks are given. */
+typedef struct sp__prefill_cand {
+    double key;
+    sp_request *r;
+} sp__prefill_cand;
 
 struct sp_engine {
     const sp_model *m;
@@ -29,7 +36,9 @@ struct sp_engine {
     sp__req_list waiting;     // arrival order; preempted requests go back to the head
     sp__req_list running;     // arrival order (oldest first)
     uint64_t step_no;         // steps started (numbering starts at 1)
-    double us_per_token;      // recent cost of one token in a forward pass (moving average)
+    sp_steptime steptime;     // predicts step times, learns from every step
+    sp_step_shape shape;      // what the step being built holds so far
+    double us_per_token;      // predicted cost of one prompt token in full chunks
     int32_t *b_tok;           // (max_batch_tokens) batch token ids
     int32_t *b_pos;           // (max_batch_tokens) positions
     int32_t *b_seq;           // (max_batch_tokens) sequence index within the batch
@@ -41,6 +50,7 @@ struct sp_engine {
     int32_t *b_out_seq;       // (max_seqs) batch sequence of each output row
     float *logits;            // (max_seqs, n_vocab)
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy
+    sp__prefill_cand *b_cand; // (max_seqs) prefill candidates of a step
     int32_t top_ids[SP_REQ_MAX_TOP_LOGPROBS];
     float top_lps[SP_REQ_MAX_TOP_LOGPROBS];
 

@@ -1,6 +1,6 @@
 /* The step-time model (steptime.h): a ridge-regularized, Huber-weighted least-squares fit over a
  * window of measured steps. The features are scaled by the prior's coefficients, so the prior is
- * the point (1, 1, 1, 1) and the ridge pulls every scaled coefficient toward 1 with the weight of
+ * the point (1, ..., 1) and the ridge pulls every scaled coefficient toward 1 with the weight of
  * SP_STEPTIME_PRIOR_WEIGHT steps of that feature's typical size. */
 #include "sched/steptime.h"
 
@@ -14,9 +14,9 @@ void sp_steptime_prior(double weight_bytes, double bw, double macs_per_token, do
                        double macs_per_us, double flops_per_attn, double flops_per_us,
                        double out[SP_STEPTIME_NF]) {
     out[0] = weight_bytes / bw;
-    out[1] = macs_per_token / macs_per_us;
-    out[2] = macs_per_out / macs_per_us;
-    out[3] = flops_per_attn / flops_per_us;
+    out[1] = out[2] = macs_per_token / macs_per_us;
+    out[3] = macs_per_out / macs_per_us;
+    out[4] = flops_per_attn / flops_per_us;
 }
 
 void sp_steptime_init(sp_steptime *m, const double prior[SP_STEPTIME_NF]) {
@@ -27,9 +27,10 @@ void sp_steptime_init(sp_steptime *m, const double prior[SP_STEPTIME_NF]) {
 
 static void features(sp_step_shape s, double x[SP_STEPTIME_NF]) {
     x[0] = 1;
-    x[1] = s.n_tokens;
-    x[2] = s.n_out;
-    x[3] = (double)s.n_attn;
+    x[1] = s.n_decode;
+    x[2] = s.n_prefill;
+    x[3] = s.n_out;
+    x[4] = (double)s.n_attn;
 }
 
 static double dot(const double *a, const double *b) {

@@ -3,14 +3,15 @@
  * steps: decodes get their token every step, prefill fills the rest of a time budget), and
  * estimates the wait of requests with a deadline.
  *
- * A step's time is modelled as linear in four features of its contents:
+ * A step's time is modelled as linear in five features of its contents:
  *
- *   t = c[0] + c[1] n_tokens + c[2] n_out + c[3] n_attn
+ *   t = c[0] + c[1] n_decode + c[2] n_prefill + c[3] n_out + c[4] n_attn
  *
  *   c[0]  what every step costs whatever it holds: reading the weights once, fixed overheads;
- *   c[1]  one token through every matrix of every layer;
- *   c[2]  one row of logits (the output matrix) and its sampling;
- *   c[3]  one KV position attended by one token (n_attn sums, over the step's tokens, the
+ *   c[1]  one decode token (a sequence's single new token) through every layer;
+ *   c[2]  one prompt token (of a prefill chunk) through every layer;
+ *   c[3]  one row of logits (the output matrix) and its sampling;
+ *   c[4]  one KV position attended by one token (n_attn sums, over the step's tokens, the
  *         positions each attends to).
  *
  * The coefficients are fitted by weighted least squares over the last SP_STEPTIME_WINDOW measured
@@ -27,15 +28,16 @@
 #include <stdint.h>
 
 enum {
-    SP_STEPTIME_NF = 4,       // features
+    SP_STEPTIME_NF = 5,       // features
     SP_STEPTIME_WINDOW = 128, // steps the fit looks at
 };
 #define SP_STEPTIME_PRIOR_WEIGHT 0.01 // steps' worth of each feature the prior counts for
 
 /* What a step holds. */
 typedef struct sp_step_shape {
-    int32_t n_tokens; // tokens in the batch (decode and prefill)
-    int32_t n_out;    // rows of logits computed
+    int32_t n_decode;  // decode tokens (chunks of one token)
+    int32_t n_prefill; // prompt tokens (chunks of more)
+    int32_t n_out;     // rows of logits computed
     int64_t n_attn;   // sum over the tokens of the KV positions each attends to
 } sp_step_shape;
 
@@ -51,14 +53,14 @@ typedef struct sp_steptime {
 } sp_steptime;
 
 /* The coefficients of a model from its shape and nominal machine figures: weight_bytes read
- * once per step at bw bytes/us; macs_per_token multiply-adds per token through the matrices and
- * macs_per_out per logits row at macs_per_us; flops_per_attn per attended position at
- * flops_per_us. Every argument > 0. */
+ * once per step at bw bytes/us; macs_per_token multiply-adds per token (decode or prompt)
+ * through the matrices and macs_per_out per logits row at macs_per_us; flops_per_attn per
+ * attended position at flops_per_us. Every argument > 0. */
 void sp_steptime_prior(double weight_bytes, double bw, double macs_per_token, double macs_per_out,
                        double macs_per_us, double flops_per_attn, double flops_per_us,
                        double out[SP_STEPTIME_NF]);
 
-/* A model with no observations, predicting with prior (4 coefficients >= 0). */
+/* A model with no observations, predicting with prior (SP_STEPTIME_NF coefficients >= 0). */
 void sp_steptime_init(sp_steptime *m, const double prior[SP_STEPTIME_NF]);
 
 /* The predicted duration of a step holding s, in us (>= 0). */

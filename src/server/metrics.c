@@ -166,6 +166,31 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                (double)es->peak_blocks_used * es->block_size);
     put_scalar(&b, "counter", "spindle_engine_steps_total", "Forward passes run by the engine.",
                (double)es->steps);
+    put_scalar(&b, "gauge", "spindle_step_time_predicted_seconds",
+               "The step-time model's prediction for the last step, made before it ran.",
+               es->step_predicted_us * 1e-6);
+    put_scalar(&b, "gauge", "spindle_step_time_seconds",
+               "The last step's measured time (forward pass and sampling).",
+               es->step_measured_us * 1e-6);
+    put_scalar(&b, "gauge", "spindle_step_time_budget_seconds",
+               "The last step's time budget for prefill next to decodes (0: none).",
+               es->step_budget_us * 1e-6);
+    put_scalar(&b, "gauge", "spindle_step_time_model_median_error_ratio",
+               "Median |predicted - measured| / measured step time over recent steps.",
+               es->step_model_median_error);
+    put(&b, "# HELP spindle_step_time_model_error_ratio Steps by the step-time model's relative "
+            "error |predicted - measured| / measured.\n"
+            "# TYPE spindle_step_time_model_error_ratio histogram\n");
+    static const char *const err_le[6] = {"0.05", "0.1", "0.2", "0.5", "1", "+Inf"};
+    uint64_t cum = 0;
+    for (int i = 0; i < 6; i++) {
+        cum += es->step_error_hist[i];
+        put(&b, "spindle_step_time_model_error_ratio_bucket{le=\"%s\"} %llu\n", err_le[i],
+            (unsigned long long)cum);
+    }
+    put(&b, "spindle_step_time_model_error_ratio_sum %.6f\n"
+            "spindle_step_time_model_error_ratio_count %llu\n",
+        es->step_error_sum, (unsigned long long)cum);
     put_scalar(&b, "counter", "spindle_prompt_tokens_computed_total",
                "Prompt tokens run through the model (prefill and recompute).",
                (double)es->prompt_tokens);

@@ -8,11 +8,11 @@
 #include "sched/steptime.h"
 
 /* The "machine": a step's true time. */
-static const double TRUE_COEF[SP_STEPTIME_NF] = {20000, 300, 450, 0.05};
+static const double TRUE_COEF[SP_STEPTIME_NF] = {20000, 300, 380, 450, 0.05};
 
 static double true_time(sp_step_shape s, double speed) {
-    return (TRUE_COEF[0] + TRUE_COEF[1] * s.n_tokens + TRUE_COEF[2] * s.n_out +
-            TRUE_COEF[3] * (double)s.n_attn) /
+    return (TRUE_COEF[0] + TRUE_COEF[1] * s.n_decode + TRUE_COEF[2] * s.n_prefill +
+            TRUE_COEF[3] * s.n_out + TRUE_COEF[4] * (double)s.n_attn) /
            speed;
 }
 
@@ -27,10 +27,10 @@ static double uniform(void) { // xorshift64, in [0, 1)
 static sp_step_shape random_step(void) {
     const int32_t d = 1 + (int32_t)(uniform() * 32);
     const int64_t ctx = 32 + (int64_t)(uniform() * 900);
-    sp_step_shape s = {.n_tokens = d, .n_out = d, .n_attn = d * ctx};
+    sp_step_shape s = {.n_decode = d, .n_out = d, .n_attn = d * ctx};
     if (uniform() < 0.5) {
         const int32_t chunk = 16 + (int32_t)(uniform() * 240), pos = (int32_t)(uniform() * 500);
-        s.n_tokens += chunk;
+        s.n_prefill += chunk;
         s.n_out += uniform() < 0.3;
         s.n_attn += sp_steptime_chunk_attn(pos, chunk);
     }
@@ -47,11 +47,12 @@ static void test_prior(void **state) {
     sp_steptime_prior(1e9, 1e4, 1e9, 1e8, 1e5, 1e3, 1e4, prior);
     assert_float_equal(prior[0], 1e5, 1e-6);
     assert_float_equal(prior[1], 1e4, 1e-6);
-    assert_float_equal(prior[2], 1e3, 1e-6);
-    assert_float_equal(prior[3], 0.1, 1e-9);
+    assert_float_equal(prior[2], 1e4, 1e-6);
+    assert_float_equal(prior[3], 1e3, 1e-6);
+    assert_float_equal(prior[4], 0.1, 1e-9);
     sp_steptime m;
     sp_steptime_init(&m, prior);
-    const sp_step_shape s = {.n_tokens = 8, .n_out = 8, .n_attn = 800};
+    const sp_step_shape s = {.n_decode = 6, .n_prefill = 2, .n_out = 8, .n_attn = 800};
     assert_float_equal(sp_steptime_predict(&m, s), 1e5 + 8e4 + 8e3 + 80, 1e-6);
     assert_float_equal(sp_steptime_median_error(&m), 0, 0);
     sp_steptime_observe(&m, s, 0);   // ignored
@@ -106,19 +107,19 @@ static void test_bounded_under_outliers(void **state) {
     assert_true(rel(sp_steptime_predict(&m, s), before) < 0.05);
 }
 
-/* Decode-only traffic at one batch size: n_out always equals n_tokens, n_attn barely varies.
+/* Decode-only traffic at one batch size: n_out always equals n_decode, n_attn barely varies.
  * The features cannot be told apart, but the steps seen are predicted well and nothing is NaN
  * or negative. */
 static void test_collinear_features(void **state) {
     (void)state;
-    double prior[SP_STEPTIME_NF] = {1, 1, 1, 1}; // a useless prior
+    double prior[SP_STEPTIME_NF] = {1, 1, 1, 1, 1}; // a useless prior
     sp_steptime m;
     sp_steptime_init(&m, prior);
     for (int i = 0; i < SP_STEPTIME_WINDOW; i++) {
-        const sp_step_shape s = {.n_tokens = 16, .n_out = 16, .n_attn = 16 * (100 + i % 3)};
+        const sp_step_shape s = {.n_decode = 16, .n_out = 16, .n_attn = 16 * (100 + i % 3)};
         sp_steptime_observe(&m, s, true_time(s, 1));
     }
-    const sp_step_shape s = {.n_tokens = 16, .n_out = 16, .n_attn = 16 * 101};
+    const sp_step_shape s = {.n_decode = 16, .n_out = 16, .n_attn = 16 * 101};
     assert_true(rel(sp_steptime_predict(&m, s), true_time(s, 1)) < 0.02);
     for (int j = 0; j < SP_STEPTIME_NF; j++)
         assert_true(isfinite(m.coef[j]) && m.coef[j] >= 0);
