@@ -438,13 +438,24 @@ enum {
 #define AUTO_BUDGET_FACTOR 1.5 // the default time budget: this times the decodes' own time
 
 /* The time budget of the step being built, its decodes already in: none for a step without
- * decodes (nobody waits on it for a token) or when turned off. */
+ * decodes (nobody waits on it for a token) or when turned off. By default AUTO_BUDGET_FACTOR
+ * times the predicted time of a pure decode step of the load being served: every running and
+ * waiting request (max_seqs at most) decoding one token at its current length. */
 static double step_budget_us(const sp_engine *e, int32_t n_decode) {
     if (e->o.prefer_throughput || e->o.max_step_ms < 0 || n_decode == 0)
         return INFINITY;
     if (e->o.max_step_ms > 0)
         return e->o.max_step_ms * 1000.0;
-    return AUTO_BUDGET_FACTOR * sp_steptime_predict(&e->steptime, e->shape);
+    sp_step_shape ref = {.n_decode = n_decode, .n_out = n_decode, .n_attn = e->shape.n_attn};
+    const sp__req_list *lists[2] = {&e->running, &e->waiting};
+    for (int l = 0; l < 2; l++)
+        for (const sp_request *r = lists[l]->head; r && ref.n_decode < e->o.max_seqs; r = r->next)
+            if (r->scheduled_step != e->step_no) {
+                ref.n_decode++;
+                ref.n_out++;
+                ref.n_attn += r->n_tokens;
+            }
+    return AUTO_BUDGET_FACTOR * sp_steptime_predict(&e->steptime, ref);
 }
 
 /* The step being built with a chunk of k more tokens of r. */

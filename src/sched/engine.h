@@ -11,9 +11,9 @@
  *
  * Stall-free steps: when a step has decodes, its prefill chunks are sized so that the step's
  * predicted time (sched/steptime.h, a model fitted to every measured step) stays within a time
- * budget (max_step_ms, by default 1.5x the predicted time of the decodes alone), with a floor of
- * prefill tokens per step so that prompts always progress: a stream's next token never waits
- * for a long prompt's prefill.
+ * budget (max_step_ms, by default 1.5x the predicted time of a pure decode step of every running
+ * and waiting request), with a floor of prefill tokens per step so that prompts always
+ * progress: a stream's next token never waits for a long prompt's prefill.
  * When a decode cannot get a KV block, the newest running request is preempted by recompute:
  * it releases its blocks and returns to the head of the waiting queue, keeping its generated
  * tokens, which become part of its prompt when it resumes; a resumed request cannot be
