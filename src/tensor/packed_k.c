@@ -3,6 +3,7 @@
  * packed.h's Q8_0/Q4_0 layouts. */
 #include "tensor/packed_k.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "base/err.h"
@@ -17,12 +18,25 @@ static size_t pkk_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
 }
 
 /* One super-block of a weight row, unpacked: the stored quants (Q6_K's with its offset, 0..63),
- * the sub-block scales (8, or Q6_K's 16) and mins (8), and the F16 scales. */
+ * the sub-block scales (8, or Q6_K's 16) and mins (8), and the F16 scales. The quants go four
+ * at a time as 32-bit words (each byte under 64, so shifts and ors never carry across bytes). */
 typedef struct kblock {
     uint8_t q[SP_QK_K];
     int sc[16], mn[8];
     sp_f16 d, dmin;
 } kblock;
+
+static uint32_t load32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static void store32(uint8_t *p, uint32_t v) {
+    memcpy(p, &v, sizeof v);
+}
+
+enum { NIB = 0x0f0f0f0fu };
 
 static void k_scale_min(const uint8_t s[SP_K_SCALE_SIZE], int j, int *sc, int *m) {
     if (j < 4) {
@@ -36,60 +50,69 @@ static void k_scale_min(const uint8_t s[SP_K_SCALE_SIZE], int j, int *sc, int *m
 
 static void unpack_block(const int kind, const uint8_t *p, kblock *u) {
     if (kind == SP_PKK_Q6) {
-        sp_block_q6_k b;
-        memcpy(&b, p, sizeof b);
-        for (int k = 0; k < SP_QK_K; k++) {
-            // As in dequantization (quant.c): values l, l+32, l+64, l+96 of a half share ql[l],
-            // ql[l+32] and the four 2-bit fields of qh[l].
-            const int half = k / 128, r = k % 128, quarter = r / 32, l = r % 32;
-            const int lo = b.ql[64 * half + l + 32 * (quarter & 1)];
-            const int hi = (b.qh[32 * half + l] >> (2 * quarter)) & 3;
-            u->q[k] = (uint8_t)(((quarter & 2) ? lo >> 4 : lo & 15) | (hi << 4));
-        }
+        const uint8_t *ql = p + offsetof(sp_block_q6_k, ql), *qh = p + offsetof(sp_block_q6_k, qh);
+        // As in dequantization (quant.c): value 128 h + 32 c + l takes the low (c < 2) or high
+        // nibble of ql[64 h + 32 (c & 1) + l] and bits 2c, 2c + 1 of qh[32 h + l].
+        for (int h = 0; h < 2; h++)
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l += 4) {
+                    const uint32_t lo = load32(ql + 64 * h + 32 * (c & 1) + l);
+                    const uint32_t hi = (load32(qh + 32 * h + l) >> (2 * c)) & 0x03030303u;
+                    store32(u->q + 128 * h + 32 * c + l,
+                            ((c < 2 ? lo : lo >> 4) & NIB) | (hi << 4));
+                }
+        const int8_t *scales = (const int8_t *)(p + offsetof(sp_block_q6_k, scales));
         for (int j = 0; j < 16; j++)
-            u->sc[j] = b.scales[j];
+            u->sc[j] = scales[j];
         memset(u->mn, 0, sizeof u->mn);
-        u->d = b.d;
+        memcpy(&u->d, p + offsetof(sp_block_q6_k, d), sizeof u->d);
         u->dmin = 0;
         return;
     }
-    // Q4_K and Q5_K share the scales, the nibbles and the two F16 scales.
-    sp_block_q5_k b;
-    const uint8_t *qh = NULL;
-    if (kind == SP_PKK_Q5) {
-        memcpy(&b, p, sizeof b);
-        qh = b.qh;
-    } else {
-        sp_block_q4_k b4;
-        memcpy(&b4, p, sizeof b4);
-        b.d = b4.d;
-        b.dmin = b4.dmin;
-        memcpy(b.scales, b4.scales, sizeof b.scales);
-        memcpy(b.qs, b4.qs, sizeof b.qs);
-    }
-    for (int k = 0; k < SP_QK_K; k++) {
-        const int j = k / 32, l = k % 32;
-        const uint8_t byte = b.qs[32 * (j / 2) + l];
-        u->q[k] = (uint8_t)(((j & 1) ? byte >> 4 : byte & 15) | (qh ? ((qh[l] >> j) & 1) << 4 : 0));
-    }
+    // Q4_K and Q5_K share the F16 scales, the 12 bytes of scales and mins, and the nibbles:
+    // sub-block j in the low (even j) or high nibbles of qs[32 (j / 2)..]; Q5_K's 5th bit of
+    // value 32 j + l is bit j of qh[l].
+    const uint8_t *qs =
+        p + (kind == SP_PKK_Q5 ? offsetof(sp_block_q5_k, qs) : offsetof(sp_block_q4_k, qs));
+    const uint8_t *qh = p + offsetof(sp_block_q5_k, qh);
     for (int j = 0; j < 8; j++)
-        k_scale_min(b.scales, j, &u->sc[j], &u->mn[j]);
+        for (int l = 0; l < 32; l += 4) {
+            const uint32_t nib = load32(qs + 32 * (j / 2) + l);
+            uint32_t q = ((j & 1) ? nib >> 4 : nib) & NIB;
+            if (kind == SP_PKK_Q5)
+                q |= ((load32(qh + l) >> j) & 0x01010101u) << 4;
+            store32(u->q + 32 * j + l, q);
+        }
+    for (int j = 0; j < 8; j++)
+        k_scale_min(p + offsetof(sp_block_q4_k, scales), j, &u->sc[j], &u->mn[j]);
     memset(u->sc + 8, 0, 8 * sizeof u->sc[0]);
-    u->d = b.d;
-    u->dmin = b.dmin;
+    memcpy(&u->d, p + offsetof(sp_block_q4_k, d), sizeof u->d);
+    memcpy(&u->dmin, p + offsetof(sp_block_q4_k, dmin), sizeof u->dmin);
 }
 
-/* Output n of a group (its super-block u) into record rec and trailer entry dd. */
+/* Output n of a group (its super-block u) into record rec (zeroed) and trailer entry dd. Row r
+ * of chunk c holds inputs 32c + 4r .. + 3: four quants, one 32-bit word of u->q. */
 static void put_output(const int kind, const kblock *u, int n, uint8_t *rec, sp_f16 *dd) {
     uint8_t *high = rec + SP_PKK_NIB_BYTES, *pairs = rec + sp__pkk_sc_at(kind);
-    for (int k = 0; k < SP_QK_K; k++) {
-        // Chunk c, row r, byte 4n + i of a 64-byte line.
-        const int c = k / 32, r = k % 32 / 4, at = 4 * n + k % 4, q = u->q[k];
-        rec[256 * c + 64 * (r % 4) + at] |= (uint8_t)((q & 15) << (4 * (r / 4)));
-        if (kind == SP_PKK_Q5)
-            high[64 * c + at] |= (uint8_t)(((q >> 4) & 1) << r);
-        if (kind == SP_PKK_Q6)
-            high[128 * c + 64 * (r / 4) + at] |= (uint8_t)(((q >> 4) & 3) << (2 * (r % 4)));
+    for (int c = 0; c < 8; c++) {
+        const uint8_t *q = u->q + 32 * c;
+        // Line p: rows p (low nibbles) and p + 4 (high nibbles).
+        for (int p = 0; p < 4; p++)
+            store32(rec + 256 * c + 64 * p + 4 * n,
+                    (load32(q + 4 * p) & NIB) | ((load32(q + 4 * p + 16) & NIB) << 4));
+        if (kind == SP_PKK_Q5) {
+            uint32_t bits = 0;
+            for (int r = 0; r < 8; r++)
+                bits |= ((load32(q + 4 * r) >> 4) & 0x01010101u) << r;
+            store32(high + 64 * c + 4 * n, bits);
+        } else if (kind == SP_PKK_Q6) {
+            for (int v = 0; v < 2; v++) {
+                uint32_t bits = 0;
+                for (int r = 4 * v; r < 4 * v + 4; r++)
+                    bits |= ((load32(q + 4 * r) >> 4) & 0x03030303u) << (2 * (r % 4));
+                store32(high + 128 * c + 64 * v + 4 * n, bits);
+            }
+        }
     }
     const int n_sc = kind == SP_PKK_Q6 ? 16 : 8;
     for (int j = 0; j < n_sc; j++)
