@@ -21,7 +21,7 @@
 #include "tensor/packed_k.h"
 
 enum {
-    MAX_MR = 3, // activation rows per register block
+    MAX_MR = 4, // activation rows per register block
     K_VNNI = 4, // kind bit: AVX-VNNI products (above SP_PKK_TYPE_MASK)
 };
 
@@ -227,6 +227,7 @@ SP_PKK_INLINE void pkk_group(const int kind, const uint8_t *w, int64_t nb, sp__p
             ROWS_CASE(1)
             ROWS_CASE(2)
             ROWS_CASE(3)
+            ROWS_CASE(4)
         default:
             SP_ASSERT(!"row count");
         }
