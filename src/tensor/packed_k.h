@@ -25,8 +25,9 @@
  *    the 6-bit mins, 256 bytes; Q6_K: 8 pairs of int8 scales, 256 bytes).
  * Records are multiples of 64 bytes (Q4_K 2304, Q5_K 2816, Q6_K 3328), so every line load is
  * aligned where the packed matrix is; the packed forms are 2.8% (Q4_K) and 2.3% (Q5_K) larger
- * than the files' blocks, Q6_K's the same size (plus at most 32 bytes of padding per group). Sub-block j of Q4_K and Q5_K is chunk j; Q6_K's
- * sub-blocks of 16 are rows 0-3 (2c) and 4-7 (2c + 1) of chunk c.
+ * than the files' blocks, Q6_K's the same size (plus at most 32 bytes of padding per group).
+ * Sub-block j of Q4_K and Q5_K is chunk j; Q6_K's sub-blocks of 16 are rows 0-3 (sub-block 2c)
+ * and rows 4-7 (2c + 1) of chunk c.
  *
  * Activations, as act_pack lays them out from Q8_K rows: the rows in slices of 16 (the last
  * holds the remaining rows_s = min(16, n_rows - 16 s)); slice s starts at byte 16 s nb 320 and
