@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Kernel benchmark: for 1.1B Q8_0, 1.1B Q4_0 and 125M Q8_0 models (random weights, real shapes),
-# this machine's roofline, then aggregate decode tok/s at 1, 8, 32 and 64 concurrent sequences
-# (32-token prompts, 32 generated tokens) and the prefill of a 512-token prompt, each next to
-# its roofline bound (the highest of three roofline runs). Prints a Markdown table on stdout,
-# progress on stderr. Takes about 10 minutes.
+# Kernel benchmark: for 1.1B Q8_0, 1.1B Q4_0, 1.1B Q4_K_M and 125M Q8_0 models (random weights,
+# real shapes), this machine's roofline, then aggregate decode tok/s at 1, 8, 32 and 64 concurrent
+# sequences (32-token prompts, 32 generated tokens) and the prefill of a 512-token prompt, each
+# next to its roofline bound (the highest of three roofline runs; Q4_K_M's too assume the int8
+# peak of the Q8_0 kernel). Prints a Markdown table on stdout, progress on stderr. Takes about 13
+# minutes.
 # Usage: [BUILD_DIR=build] bench/kernels.sh [MODELS_DIR]   (default build/bench-models; models
-# are generated there if absent: ~1.6 GB)
+# are generated there if absent: ~2.3 GB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -15,7 +16,7 @@ trap 'rm -rf "$out"' EXIT
 
 echo "| model | measure | tok/s | x batch 1 | roofline bound tok/s | fraction of bound |"
 echo "| --- | --- | ---: | ---: | ---: | ---: |"
-for spec in "1.1b q8_0" "1.1b q4_0" "125m q8_0"; do
+for spec in "1.1b q8_0" "1.1b q4_0" "1.1b q4_k_m" "125m q8_0"; do
     read -r preset type <<<"$spec"
     model=$dir/$preset-$type.gguf
     echo "[$preset $type] model" >&2

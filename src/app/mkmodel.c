@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "app/cli.h"
@@ -26,34 +27,49 @@ static const mk_shape presets[] = {
     {"1.1b", 2048, 22, 32, 4, 5632, 2048},
 };
 
+/* A mix of types per matrix, as llama.cpp's llama-quantize presets make them. */
+typedef enum mk_mix { MK_MIX_NONE, MK_MIX_Q4_K_M, MK_MIX_Q5_K_M } mk_mix;
+
 typedef struct mk_opts {
     const char *out;
     const char *vocab_from;
     mk_shape shape;
-    sp_dtype type;
+    sp_dtype type; // every matrix's type, or a mix's base type
+    mk_mix mix;
     uint64_t seed;
     bool tied;
 } mk_opts;
 
 static void mk_usage(FILE *f) {
-    fprintf(f,
-            "usage: spindle mkmodel -o OUT.gguf [--preset NAME | --n-embd N --n-layer N --n-head N\n"
-            "                       --n-head-kv N --n-ff N] [--ctx N] [--type TYPE] [--seed S]\n"
-            "                       [--vocab-from FILE.gguf] [--tied]\n\n"
-            "Writes a Llama-architecture model with seeded random weights (normal, scaled by\n"
-            "1/sqrt(fan_in), so activations stay finite) and the vocabulary of another GGUF.\n\n"
-            "  -o, --output FILE      output path (required)\n"
-            "  --preset NAME          tiny (64/2 layers/4 heads/2 KV/ffn 256), 125m (768/12/12/4/2048),\n"
-            "                         1.1b (2048/22/32/4/5632, the TinyLlama shape)\n"
-            "  --n-embd, --n-layer, --n-head, --n-head-kv, --n-ff N   shape (override the preset)\n"
-            "  --ctx N                context length written to the metadata (default 2048)\n"
-            "  --type TYPE            weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k (default\n"
-            "                         f32); a matrix whose rows do not fit the type's blocks is\n"
-            "                         stored as q8_0, or f16 if that does not fit either\n"
-            "  --seed S               random seed (default 1)\n"
-            "  --vocab-from FILE      GGUF whose tokenizer.* metadata is copied (default\n"
-            "                         ../shared/vocab/ggml-vocab-llama-spm.gguf)\n"
-            "  --tied                 share the output head with the token embedding\n");
+    fprintf(
+        f, "usage: spindle mkmodel -o OUT.gguf [--preset NAME | --n-embd N --n-layer N --n-head N\n"
+           "                       --n-head-kv N --n-ff N] [--ctx N] [--type TYPE] [--seed S]\n"
+           "                       [--vocab-from FILE.gguf] [--tied]\n\n"
+           "Writes a Llama-architecture model with seeded random weights (normal, scaled by\n"
+           "1/sqrt(fan_in), so activations stay finite) and the vocabulary of another GGUF.\n\n"
+           "  -o, --output FILE      output path (required)\n"
+           "  --preset NAME          tiny (64/2 layers/4 heads/2 KV/ffn 256), 125m "
+           "(768/12/12/4/2048),\n"
+           "                         1.1b (2048/22/32/4/5632, the TinyLlama shape)\n"
+           "  --n-embd, --n-layer, --n-head, --n-head-kv, --n-ff N   shape (override the preset)\n"
+           "  --ctx N                context length written to the metadata (default 2048)\n"
+           "  --type TYPE            weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k,\n"
+           "                         or a mix, q4_k_m or q5_k_m (default f32); a matrix whose\n"
+           "                         rows do not fit the type's blocks is stored as q8_0, or f16\n"
+           "                         if that does not fit either.\n"
+           "                         The mixes give every matrix the type llama.cpp's\n"
+           "                         llama-quantize Q4_K_M / Q5_K_M presets give it (llama\n"
+           "                         architecture): q4_k (q5_k) except the output head (the\n"
+           "                         embedding with --tied) q6_k, and attn_v and ffn_down q6_k\n"
+           "                         in layers i < n/8, i >= 7n/8 and (i - n/8) %% 3 == 2; with\n"
+           "                         80 layers and grouped KV heads, q4_k attn_v becomes q5_k.\n"
+           "                         Rows that do not fit 256-value blocks (n_embd or n_ff not\n"
+           "                         a multiple of 256) are q8_0, where llama-quantize would\n"
+           "                         write q5_0 / q5_1, which Spindle does not compute\n"
+           "  --seed S               random seed (default 1)\n"
+           "  --vocab-from FILE      GGUF whose tokenizer.* metadata is copied (default\n"
+           "                         ../shared/vocab/ggml-vocab-llama-spm.gguf)\n"
+           "  --tied                 share the output head with the token embedding\n");
 }
 
 static bool parse_i32(const char *s, int32_t lo, int32_t hi, int32_t *out) {
@@ -84,6 +100,38 @@ static sp_dtype fit_type(sp_dtype want, int64_t n_in) {
     return SP_DTYPE_F16;
 }
 
+/* llama.cpp's use_more_bits (src/llama-quant.cpp): the layers whose attn_v and ffn_down the
+ * _M mixes keep at q6_k. */
+static bool use_more_bits(int32_t il, int32_t n_layer) {
+    return il < n_layer / 8 || il >= 7 * n_layer / 8 || (il - n_layer / 8) % 3 == 2;
+}
+
+/* The type of a matrix (rows of n_in values) named `what` ("token_embd", "output", or a layer
+ * tensor such as "attn_v" of layer il): --type, or the mix's choice, as llama.cpp b4748's
+ * llama_tensor_get_type makes it for the llama architecture without experts; then fitted to
+ * n_in (fit_type). */
+static sp_dtype matrix_type(const mk_opts *o, const char *what, int32_t il, int64_t n_in) {
+    sp_dtype t = o->type;
+    if (o->mix != MK_MIX_NONE) {
+        const int32_t n_layer = o->shape.n_layer;
+        const bool head = !strcmp(what, "output") || (o->tied && !strcmp(what, "token_embd"));
+        if (head) {
+            // The output head (or the embedding that stands for it) gets 6 bits, or q8_0 when
+            // its rows do not fit 256-value blocks.
+            t = n_in % SP_QK_K ? SP_DTYPE_Q8_0 : SP_DTYPE_Q6_K;
+        } else if (!strcmp(what, "attn_v")) {
+            if (use_more_bits(il, n_layer))
+                t = SP_DTYPE_Q6_K;
+            // llama.cpp's 70B type: 80 layers with grouped KV heads.
+            if (t == SP_DTYPE_Q4_K && n_layer == 80 && o->shape.n_head != o->shape.n_head_kv)
+                t = SP_DTYPE_Q5_K;
+        } else if (!strcmp(what, "ffn_down") && use_more_bits(il, n_layer)) {
+            t = SP_DTYPE_Q6_K;
+        }
+    }
+    return fit_type(t, n_in);
+}
+
 typedef struct mk_state {
     sp_gguf_writer *w;
     void **bufs; // tensor data kept until the file is saved
@@ -102,8 +150,8 @@ static void progress(mk_state *st, const char *name) {
 }
 
 /* Adds a tensor of rows x n_in values drawn as mean + std * N(0, 1), stored as `type`. */
-static sp_err add_random(mk_state *st, const char *name, sp_dtype type, int64_t n_in,
-                         int64_t rows, float mean, float std) {
+static sp_err add_random(mk_state *st, const char *name, sp_dtype type, int64_t n_in, int64_t rows,
+                         float mean, float std) {
     progress(st, name);
     uint64_t row_bytes;
     sp_err err = sp_dtype_row_bytes(type, (uint64_t)n_in, &row_bytes);
@@ -144,6 +192,26 @@ static bool skip_non_tokenizer(sp_str key, void *ctx) {
     return !(key.len > 10 && !memcmp(key.ptr, "tokenizer.", 10));
 }
 
+/* general.file_type: llama.cpp's llama_ftype of the mixes (MOSTLY_Q4_K_M 15, MOSTLY_Q5_K_M
+ * 17); otherwise 0 for f32 and 1 for the rest, as before the mixes. */
+static uint32_t file_type(const mk_opts *o) {
+    switch (o->mix) {
+    case MK_MIX_Q4_K_M:
+        return 15;
+    case MK_MIX_Q5_K_M:
+        return 17;
+    default:
+        return o->type == SP_DTYPE_F32 ? 0 : 1;
+    }
+}
+
+/* The --type value as given. */
+static const char *type_name(const mk_opts *o) {
+    return o->mix == MK_MIX_Q4_K_M   ? "q4_k_m"
+           : o->mix == MK_MIX_Q5_K_M ? "q5_k_m"
+                                     : sp_dtype_get(o->type)->name;
+}
+
 static int mk_run(const mk_opts *o) {
     sp_diag diag;
     sp_diag_clear(&diag);
@@ -175,7 +243,7 @@ static int mk_run(const mk_opts *o) {
     snprintf(name, sizeof name, "spindle-random-%s", s->name ? s->name : "custom");
     if ((err = sp_gguf_writer_set_str(st.w, "general.architecture", "llama")) ||
         (err = sp_gguf_writer_set_str(st.w, "general.name", name)) ||
-        (err = sp_gguf_writer_set_u32(st.w, "general.file_type", o->type == SP_DTYPE_F32 ? 0 : 1)) ||
+        (err = sp_gguf_writer_set_u32(st.w, "general.file_type", file_type(o))) ||
         (err = sp_gguf_writer_set_u32(st.w, "llama.context_length", (uint32_t)s->n_ctx)) ||
         (err = sp_gguf_writer_set_u32(st.w, "llama.embedding_length", (uint32_t)E)) ||
         (err = sp_gguf_writer_set_u32(st.w, "llama.block_count", (uint32_t)s->n_layer)) ||
@@ -193,7 +261,8 @@ static int mk_run(const mk_opts *o) {
     // Small embeddings so the blocks dominate the residual stream; matrices scaled by
     // 1/sqrt(fan_in) keep every activation of order one.
     const float inv_e = 1.0f / sqrtf((float)E), inv_f = 1.0f / sqrtf((float)F);
-    if ((err = add_random(&st, "token_embd.weight", fit_type(o->type, E), E, V, 0.0f, 0.1f)))
+    if ((err = add_random(&st, "token_embd.weight", matrix_type(o, "token_embd", -1, E), E, V, 0.0f,
+                          0.1f)))
         goto fail;
     for (int32_t il = 0; il < s->n_layer; il++) {
         struct {
@@ -201,19 +270,16 @@ static int mk_run(const mk_opts *o) {
             int64_t n_in, rows;
             float mean, std;
         } ts[] = {
-            {"attn_norm.weight", E, 1, 1.0f, 0.05f},
-            {"attn_q.weight", E, E, 0.0f, 1.5f * inv_e},
-            {"attn_k.weight", E, nkv, 0.0f, 1.5f * inv_e},
-            {"attn_v.weight", E, nkv, 0.0f, inv_e},
-            {"attn_output.weight", E, E, 0.0f, inv_e},
-            {"ffn_norm.weight", E, 1, 1.0f, 0.05f},
-            {"ffn_gate.weight", E, F, 0.0f, inv_e},
-            {"ffn_up.weight", E, F, 0.0f, inv_e},
-            {"ffn_down.weight", F, E, 0.0f, inv_f},
+            {"attn_norm", E, 1, 1.0f, 0.05f},       {"attn_q", E, E, 0.0f, 1.5f * inv_e},
+            {"attn_k", E, nkv, 0.0f, 1.5f * inv_e}, {"attn_v", E, nkv, 0.0f, inv_e},
+            {"attn_output", E, E, 0.0f, inv_e},     {"ffn_norm", E, 1, 1.0f, 0.05f},
+            {"ffn_gate", E, F, 0.0f, inv_e},        {"ffn_up", E, F, 0.0f, inv_e},
+            {"ffn_down", F, E, 0.0f, inv_f},
         };
         for (size_t i = 0; i < SP_ARRAY_LEN(ts); i++) {
-            snprintf(name, sizeof name, "blk.%d.%s", il, ts[i].what);
-            sp_dtype t = ts[i].rows == 1 ? SP_DTYPE_F32 : fit_type(o->type, ts[i].n_in);
+            snprintf(name, sizeof name, "blk.%d.%s.weight", il, ts[i].what);
+            sp_dtype t =
+                ts[i].rows == 1 ? SP_DTYPE_F32 : matrix_type(o, ts[i].what, il, ts[i].n_in);
             if ((err = add_random(&st, name, t, ts[i].n_in, ts[i].rows, ts[i].mean, ts[i].std)))
                 goto fail;
         }
@@ -222,8 +288,8 @@ static int mk_run(const mk_opts *o) {
     if ((err = add_random(&st, "output_norm.weight", SP_DTYPE_F32, E, 1, o->tied ? 4.0f : 1.0f,
                           0.0f)))
         goto fail;
-    if (!o->tied &&
-        (err = add_random(&st, "output.weight", fit_type(o->type, E), E, V, 0.0f, 4.0f * inv_e)))
+    if (!o->tied && (err = add_random(&st, "output.weight", matrix_type(o, "output", -1, E), E, V,
+                                      0.0f, 4.0f * inv_e)))
         goto fail;
     progress(&st, "writing");
     if ((err = sp_gguf_writer_save(st.w, o->out, &diag)))
@@ -231,7 +297,7 @@ static int mk_run(const mk_opts *o) {
     if (st.tty)
         fprintf(stderr, "\r%60s\r", "");
     fprintf(stderr, "spindle mkmodel: wrote %s (%s, %lld-token vocabulary, %s)\n", o->out,
-            s->name ? s->name : "custom shape", (long long)V, sp_dtype_get(o->type)->name);
+            s->name ? s->name : "custom shape", (long long)V, type_name(o));
     rc = 0;
     goto done;
 fail:
@@ -281,8 +347,14 @@ int sp_cmd_mkmodel(int argc, char **argv) {
                     ok = true;
                 }
         } else if (!strcmp(a, "--type")) {
-            ok = sp_dtype_from_name(v, &o.type) && sp_dtype_get(o.type)->supported &&
-                 o.type != SP_DTYPE_Q8_K;
+            o.mix = !strcasecmp(v, "q4_k_m")   ? MK_MIX_Q4_K_M
+                    : !strcasecmp(v, "q5_k_m") ? MK_MIX_Q5_K_M
+                                               : MK_MIX_NONE;
+            if (o.mix != MK_MIX_NONE)
+                o.type = o.mix == MK_MIX_Q4_K_M ? SP_DTYPE_Q4_K : SP_DTYPE_Q5_K;
+            else
+                ok = sp_dtype_from_name(v, &o.type) && sp_dtype_get(o.type)->supported &&
+                     o.type != SP_DTYPE_Q8_K;
         } else if (!strcmp(a, "--seed")) {
             char *end;
             o.seed = strtoull(v, &end, 10);

@@ -11,7 +11,8 @@ enum { PACKED_ALIGN = 64 };
 size_t sp__linear_scratch_bytes(int64_t n_in, int64_t n_rows) {
     // The widest dot-product type per value is F32 (4 bytes); quantized types take less. Packed
     // weights also need the rows in the kernel's own layout: Q8_0 rows (34 bytes per 32 values)
-    // plus that layout (at most 36 per 32) stay under 4 bytes per value, after alignment.
+    // plus that layout (at most 36 per 32), or Q8_K rows (292 per 256) plus theirs (320 per 256),
+    // stay under 4 bytes per value, after alignment.
     return (size_t)n_in * (size_t)n_rows * 4 + PACKED_ALIGN;
 }
 

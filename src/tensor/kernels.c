@@ -12,22 +12,6 @@
 #include "base/log.h"
 #include "base/util.h"
 
-/* Stand-ins for the K-quant kernel files until they exist. They are compiled only when the file
- * is absent: a static library never pulls in an archive member to replace a symbol that is
- * already defined, even weakly, so a stand-in beside the real file would silently hide it. */
-#if defined(__x86_64__)
-#if !__has_include("kquants_avx2.c")
-__attribute__((weak)) void sp__kquants_avx2_init(sp_kernels *k) {
-    (void)k;
-}
-#endif
-#if !__has_include("kquants_avx512.c")
-__attribute__((weak)) void sp__kquants_avx512_init(sp_kernels *k) {
-    (void)k;
-}
-#endif
-#endif
-
 enum { ISA_SCALAR, ISA_AVX2, ISA_AVXVNNI, ISA_AVX512, ISA_AMX, ISA__COUNT };
 
 static const char *const isa_names[ISA__COUNT] = {"scalar", "avx2", "avxvnni", "avx512", "amx"};
@@ -121,15 +105,15 @@ static void build(int isa, sp_kernels *k) {
         sp__kernels_avx2_init(k);
         if (isa == ISA_AVXVNNI)
             sp__kernels_avxvnni_init(k);
-        sp__kquants_avx2_init(k);
         sp__packed_avx2_init(k);
         if (isa == ISA_AVXVNNI)
             sp__packed_avxvnni_init(k);
+        sp__packed_k_avx2_init(k, isa == ISA_AVXVNNI);
     }
     if (isa >= ISA_AVX512) {
         sp__kernels_avx512_init(k);
-        sp__kquants_avx512_init(k);
         sp__packed_avx512_init(k);
+        sp__packed_k_avx512_init(k);
     }
     if (isa == ISA_AMX)
         sp__kernels_amx_init(k);
@@ -158,8 +142,8 @@ static void init_once(void) {
     if (env && *env && strcmp(env, "auto") != 0) {
         const int i = find(env);
         if (i < 0)
-            SP_WARN("SPINDLE_ISA=%s is not one of scalar, avx2, avxvnni, avx512, amx; using %s", env,
-                    isa_names[best]);
+            SP_WARN("SPINDLE_ISA=%s is not one of scalar, avx2, avxvnni, avx512, amx; using %s",
+                    env, isa_names[best]);
         else if (!available[i])
             SP_WARN("SPINDLE_ISA=%s is not supported by this CPU or build; using %s", env,
                     isa_names[best]);

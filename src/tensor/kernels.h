@@ -3,15 +3,16 @@
  * activation rows to the weights' dot-product type.
  *
  * Each instruction set has its own file, compiled with its own flags (kernels_avx2.c,
- * kernels_avx512.c, kquants_avx2.c, ...); sp_kernels_get() picks the best the CPU supports
+ * kernels_avx512.c, packed_k_avx2.c, ...); sp_kernels_get() picks the best the CPU supports
  * (CPUID and XGETBV), or the one named by the environment variable
  * SPINDLE_ISA=scalar|avx2|avxvnni|avx512|amx (unset, empty or "auto": the best; a name this CPU
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
- * "avxvnni" is the avx2 table with the Q8_0/Q4_0 integer dots on AVX-VNNI (same results).
+ * "avxvnni" is the avx2 table with the Q8_0/Q4_0 and K-quant integer dots on AVX-VNNI (same
+ * results).
  * "avx512" and "amx" extend avx2 with AVX-512 kernels, and amx runs the packed products of 3 or
  * more rows on the AMX tile unit.
  *
- * Numerics of the x86 tables (each tested against sp_vec_dot_ref within error budgets):
+ * Numerics of the x86 tables (each tested against sp_vec_dot_ref, within error budgets or exactly):
  *  - Q8_0, Q4_0 weights (Q8_0 activations) are packed at load (packed.h) and multiplied with the
  *    exact int32 sum S of each 32-value block and one float step per block and output, acc =
  *    fma((float)S, d_w * d_x, acc): on AVX2 (packed_avx2.c), AVX512-VNNI (packed_avx512.c) or
@@ -20,6 +21,13 @@
  *    callers that do not pack) get llama.cpp's AVX2 vec_dot numerics instead: per block, 8 int32
  *    lanes of 4 products; acc (8 float lanes) = fma(d_w * d_x, (float)lanes, acc); then
  *    ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)).
+ *  - Q4_K, Q5_K, Q6_K weights (Q8_K activations): sp_vec_dot_ref's numerics (quant.h), the exact
+ *    int32 sums of each 256-value super-block and one or two float steps per super-block and
+ *    output, acc = fma((float)sumi, d_w * d_x, acc), then for Q4_K/Q5_K acc = fma(-(float)summins,
+ *    dmin_w * d_x, acc), on every table: packed at load (packed_k.h) and multiplied on AVX2 or
+ *    AVX-VNNI (packed_k_avx2.c) or AVX512-VNNI (packed_k_avx512.c); matmul[] (the stored layout)
+ *    is the scalar reference's. So K-quant products have the same bits on every table, scalar
+ *    included.
  *  - F32, F16, BF16: products accumulated with fma in 8 (avx2) or 16 (avx512) float lanes by
  *    position mod the lane count, then a fixed pairwise reduction (halves added).
  *
@@ -41,7 +49,8 @@
  * w: weight rows of w_row_bytes each (stored type); x: n_rows activation rows of x_row_bytes
  * each, already in sp_dtype_vec_dot_type(weight type); n_in values per row (a multiple of the
  * block size). Q8_0 activation values must lie in [-127, 127], as quantize_act makes them (the
- * AVX2 kernel negates them); weight bytes may take any value. Reads w rows [o0, o1) and x;
+ * AVX2 kernel negates them); Q8_K rows must have bsums that are the sums of their quants, as
+ * quantize_act makes them; weight bytes may take any value. Reads w rows [o0, o1) and x;
  * writes only those y entries; no allocation, a few KB of stack; any thread, concurrently on
  * disjoint outputs. */
 typedef void (*sp_matmul_fn)(const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
@@ -130,12 +139,15 @@ void sp__kernels_scalar_init(sp_kernels *k);
 void sp__kernels_avx2_init(sp_kernels *k);
 void sp__kernels_avxvnni_init(sp_kernels *k); // in kernels_avx2.c, over the avx2 entries
 void sp__kernels_avx512_init(sp_kernels *k);
-void sp__kquants_avx2_init(sp_kernels *k);
-void sp__kquants_avx512_init(sp_kernels *k);
 void sp__kernels_amx_init(sp_kernels *k);
 void sp__packed_avx2_init(sp_kernels *k);    // packed Q8_0/Q4_0 (packed.h): avx2, avxvnni
 void sp__packed_avxvnni_init(sp_kernels *k); // the same on AVX-VNNI, over avx2's: avxvnni
 void sp__packed_avx512_init(sp_kernels *k);  // the same on AVX512-VNNI: avx512, amx
+/* Packed Q4_K, Q5_K and Q6_K (packed_k.h), after the Q8_0/Q4_0 ones (whose layouts they take
+ * over, forwarding those types): on AVX2 (avx2; vnni: the avxvnni table's AVX-VNNI products), and
+ * on AVX512-VNNI (avx512, amx). */
+void sp__packed_k_avx2_init(sp_kernels *k, bool vnni);
+void sp__packed_k_avx512_init(sp_kernels *k);
 
 /* The scalar attention values step (the reference, and the SIMD tables' fallback for odd D). */
 void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,

@@ -32,6 +32,7 @@ SCALAR_MATMUL(matmul_bf16, SP_DTYPE_BF16)
 SCALAR_MATMUL(matmul_q8_0, SP_DTYPE_Q8_0)
 SCALAR_MATMUL(matmul_q4_0, SP_DTYPE_Q4_0)
 SCALAR_MATMUL(matmul_q4_k, SP_DTYPE_Q4_K)
+SCALAR_MATMUL(matmul_q5_k, SP_DTYPE_Q5_K)
 SCALAR_MATMUL(matmul_q6_k, SP_DTYPE_Q6_K)
 
 static float kv_at(const void *base, size_t i, bool f16) {
@@ -92,6 +93,7 @@ void sp__kernels_scalar_init(sp_kernels *k) {
     k->matmul[SP_DTYPE_Q8_0] = matmul_q8_0;
     k->matmul[SP_DTYPE_Q4_0] = matmul_q4_0;
     k->matmul[SP_DTYPE_Q4_K] = matmul_q4_k;
+    k->matmul[SP_DTYPE_Q5_K] = matmul_q5_k;
     k->matmul[SP_DTYPE_Q6_K] = matmul_q6_k;
     k->quantize_act = sp_quantize_act_row;
     k->attn_scores = attn_scores;

@@ -89,6 +89,29 @@ static void dequant_q4_k(const sp_block_q4_k *x, float *y, int64_t nb) {
     }
 }
 
+/* Q5_K: Q4_K's nibbles and scales, plus a 5th bit per value: value 64i + l (l < 32) takes bit
+ * 2i of qh[l], value 64i + 32 + l bit 2i + 1. */
+static void dequant_q5_k(const sp_block_q5_k *x, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *q = x[i].qs;
+        const float d = sp_f16_to_f32(x[i].d);
+        const float min = sp_f16_to_f32(x[i].dmin);
+        for (int is = 0; is < 8; is += 2) {
+            uint8_t sc, m;
+            q4k_scale_min(is, x[i].scales, &sc, &m);
+            const float d1 = d * (float)sc, m1 = min * (float)m;
+            q4k_scale_min(is + 1, x[i].scales, &sc, &m);
+            const float d2 = d * (float)sc, m2 = min * (float)m;
+            const int lo_bit = 1 << is, hi_bit = 2 << is;
+            for (int l = 0; l < 32; l++)
+                *y++ = d1 * (float)((q[l] & 0xf) + (x[i].qh[l] & lo_bit ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++)
+                *y++ = d2 * (float)((q[l] >> 4) + (x[i].qh[l] & hi_bit ? 16 : 0)) - m2;
+            q += 32;
+        }
+    }
+}
+
 /* The 6-bit quant (0..63) at position k (0..255) of a Q6_K block. Each half of 128 values
  * uses 64 bytes of ql and 32 of qh: values l, l+32, l+64, l+96 share ql[l], ql[l+32] (low and
  * high nibbles) and the four 2-bit fields of qh[l]. */
@@ -146,6 +169,9 @@ void sp_dequantize_row(sp_dtype type, const void *src, float *dst, int64_t n) {
         return;
     case SP_DTYPE_Q4_K:
         dequant_q4_k(src, dst, n_blocks(n, SP_QK_K));
+        return;
+    case SP_DTYPE_Q5_K:
+        dequant_q5_k(src, dst, n_blocks(n, SP_QK_K));
         return;
     case SP_DTYPE_Q6_K:
         dequant_q6_k(src, dst, n_blocks(n, SP_QK_K));
@@ -267,71 +293,97 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
     return scale;
 }
 
-static void quant_q4_k(const float *x, sp_block_q4_k *y, int64_t nb) {
-    uint8_t L[SP_QK_K];
+/* The scales and mins of one Q4_K or Q5_K super-block of x (ggml's quantize_row_q{4,5}_K_ref
+ * up to the packing of the quants): each sub-block of 32 is fitted with fit_scale_min (quants
+ * 0..nmax, candidates rmin + 0.1 is for is = 0..nstep), the 8 scales and 8 mins are quantized
+ * to 6 bits against the largest of each and packed into scales[12] (bytes 0-3: scales 0-3 and
+ * the top 2 bits of scales 4-7; bytes 4-7: the same for the mins; bytes 8-11: the low nibbles of
+ * scale and min 4-7), and every value is quantized again against the scales as stored: L[k] in
+ * 0..nmax. */
+static void fit_k_block(const float *x, int nmax, float rmin, int nstep, uint8_t L[SP_QK_K],
+                        uint8_t s[SP_K_SCALE_SIZE], sp_f16 *d_out, sp_f16 *dmin_out) {
     uint8_t Laux[32];
     float weights[32];
     float mins[SP_QK_K / 32];
     float scales[SP_QK_K / 32];
+    float max_scale = 0, max_min = 0; // scales and mins are both >= 0 here
+    for (int j = 0; j < SP_QK_K / 32; j++) {
+        const float *xs = x + 32 * j;
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++)
+            sum_x2 += xs[l] * xs[l];
+        const float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++)
+            weights[l] = av_x + fabsf(xs[l]);
+        scales[j] =
+            fit_scale_min(32, nmax, xs, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
 
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    memset(s, 0, SP_K_SCALE_SIZE);
+    for (int j = 0; j < SP_QK_K / 32; j++) {
+        uint8_t ls = (uint8_t)nearest_int(inv_scale * scales[j]);
+        uint8_t lm = (uint8_t)nearest_int(inv_min * mins[j]);
+        ls = ls < 63 ? ls : 63;
+        lm = lm < 63 ? lm : 63;
+        if (j < 4) {
+            s[j] = ls;
+            s[j + 4] = lm;
+        } else {
+            s[j + 4] = (uint8_t)((ls & 0xf) | ((lm & 0xf) << 4));
+            s[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            s[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    *d_out = sp_f32_to_f16(max_scale / 63.f);
+    *dmin_out = sp_f32_to_f16(max_min / 63.f);
+
+    // Requantize against the scales as stored.
+    for (int j = 0; j < SP_QK_K / 32; j++) {
+        uint8_t sc, m;
+        q4k_scale_min(j, s, &sc, &m);
+        const float d = sp_f16_to_f32(*d_out) * (float)sc;
+        if (d == 0.0f)
+            continue;
+        const float dm = sp_f16_to_f32(*dmin_out) * (float)m;
+        for (int ii = 0; ii < 32; ii++) {
+            const int l = nearest_int((x[32 * j + ii] + dm) / d);
+            L[32 * j + ii] = (uint8_t)imax(0, imin(nmax, l));
+        }
+    }
+}
+
+static void quant_q4_k(const float *x, sp_block_q4_k *y, int64_t nb) {
+    uint8_t L[SP_QK_K];
     for (int64_t i = 0; i < nb; i++, x += SP_QK_K) {
-        float max_scale = 0, max_min = 0; // scales and mins are both >= 0 here
-        for (int j = 0; j < SP_QK_K / 32; j++) {
-            const float *xs = x + 32 * j;
-            float sum_x2 = 0;
-            for (int l = 0; l < 32; l++)
-                sum_x2 += xs[l] * xs[l];
-            const float av_x = sqrtf(sum_x2 / 32);
-            for (int l = 0; l < 32; l++)
-                weights[l] = av_x + fabsf(xs[l]);
-            scales[j] =
-                fit_scale_min(32, 15, xs, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
-            if (scales[j] > max_scale)
-                max_scale = scales[j];
-            if (mins[j] > max_min)
-                max_min = mins[j];
-        }
-
-        const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-        const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-        uint8_t *s = y[i].scales;
-        for (int j = 0; j < SP_QK_K / 32; j++) {
-            uint8_t ls = (uint8_t)nearest_int(inv_scale * scales[j]);
-            uint8_t lm = (uint8_t)nearest_int(inv_min * mins[j]);
-            ls = ls < 63 ? ls : 63;
-            lm = lm < 63 ? lm : 63;
-            // Bytes 0-3: scales 0-3 (low 6 bits) and the top 2 bits of scales 4-7; bytes 4-7:
-            // the same for the mins; bytes 8-11: low nibbles of scale and min 4-7.
-            if (j < 4) {
-                s[j] = ls;
-                s[j + 4] = lm;
-            } else {
-                s[j + 4] = (uint8_t)((ls & 0xf) | ((lm & 0xf) << 4));
-                s[j - 4] |= (uint8_t)((ls >> 4) << 6);
-                s[j] |= (uint8_t)((lm >> 4) << 6);
-            }
-        }
-        y[i].d = sp_f32_to_f16(max_scale / 63.f);
-        y[i].dmin = sp_f32_to_f16(max_min / 63.f);
-
-        // Requantize against the scales as stored.
-        for (int j = 0; j < SP_QK_K / 32; j++) {
-            uint8_t sc, m;
-            q4k_scale_min(j, s, &sc, &m);
-            const float d = sp_f16_to_f32(y[i].d) * (float)sc;
-            if (d == 0.0f)
-                continue;
-            const float dm = sp_f16_to_f32(y[i].dmin) * (float)m;
-            for (int ii = 0; ii < 32; ii++) {
-                const int l = nearest_int((x[32 * j + ii] + dm) / d);
-                L[32 * j + ii] = (uint8_t)imax(0, imin(15, l));
-            }
-        }
-
+        fit_k_block(x, 15, -1.f, 20, L, y[i].scales, &y[i].d, &y[i].dmin);
         uint8_t *q = y[i].qs;
         for (int j = 0; j < SP_QK_K; j += 64, q += 32)
             for (int l = 0; l < 32; l++)
                 q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+    }
+}
+
+static void quant_q5_k(const float *x, sp_block_q5_k *y, int64_t nb) {
+    uint8_t L[SP_QK_K];
+    for (int64_t i = 0; i < nb; i++, x += SP_QK_K) {
+        fit_k_block(x, 31, -0.5f, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
+        // The low 4 bits as Q4_K's nibbles; the 5th bit of values 64i + l and 64i + 32 + l in
+        // bits 2i and 2i + 1 of qh[l].
+        memset(y[i].qh, 0, sizeof y[i].qh);
+        uint8_t *q = y[i].qs;
+        for (int j = 0, bit = 0; j < SP_QK_K; j += 64, q += 32, bit += 2) {
+            for (int l = 0; l < 32; l++) {
+                const int l1 = L[j + l], l2 = L[j + l + 32];
+                q[l] = (uint8_t)((l1 & 15) | ((l2 & 15) << 4));
+                y[i].qh[l] |= (uint8_t)(((l1 >> 4) << bit) | ((l2 >> 4) << (bit + 1)));
+            }
+        }
     }
 }
 
@@ -489,6 +541,9 @@ void sp_quantize_row(sp_dtype type, const float *src, void *dst, int64_t n) {
         return;
     case SP_DTYPE_Q4_K:
         quant_q4_k(src, dst, n_blocks(n, SP_QK_K));
+        return;
+    case SP_DTYPE_Q5_K:
+        quant_q5_k(src, dst, n_blocks(n, SP_QK_K));
         return;
     case SP_DTYPE_Q6_K:
         quant_q6_k(src, dst, n_blocks(n, SP_QK_K));

@@ -40,6 +40,15 @@ typedef struct sp_block_q4_k {
 } sp_block_q4_k;
 static_assert(sizeof(sp_block_q4_k) == 144, "q4_k block");
 
+typedef struct sp_block_q5_k {
+    sp_f16 d;                        // super-block scale for the 6-bit sub-block scales
+    sp_f16 dmin;                     // super-block scale for the 6-bit sub-block mins
+    uint8_t scales[SP_K_SCALE_SIZE]; // 8 scales and 8 mins, 6 bits each, packed as in Q4_K
+    uint8_t qh[SP_QK_K / 8];         // 5th bits: bit 2i (2i+1) of qh[l] for value 64i + l (+ 32)
+    uint8_t qs[SP_QK_K / 2];         // low 4 bits, in Q4_K's nibble order
+} sp_block_q5_k;
+static_assert(sizeof(sp_block_q5_k) == 176, "q5_k block");
+
 typedef struct sp_block_q6_k {
     uint8_t ql[SP_QK_K / 2];     // low 4 bits
     uint8_t qh[SP_QK_K / 4];     // high 2 bits
@@ -61,14 +70,14 @@ sp_f16 sp_f32_to_f16(float f);
 float sp_bf16_to_f32(sp_bf16 h);
 sp_bf16 sp_f32_to_bf16(float f);
 
-/* Converts n values of a supported type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K) at src
+/* Converts n values of a supported type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q8_K) at src
  * to F32 at dst, with the arithmetic of ggml's dequantize_row_* (bit-identical results).
  * n must be a multiple of the type's block size; another type or n aborts (SP_ASSERT), so
  * callers check sp_dtype_info.supported for types read from files. */
 void sp_dequantize_row(sp_dtype type, const void *src, float *dst, int64_t n);
 
 /* Quantizes n floats to `type` with the reference rounding of ggml's quantize_row_*_ref
- * (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K), byte-identical to it. n must be
+ * (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q8_K), byte-identical to it. n must be
  * a multiple of the block size. dst must hold sp_dtype_row_bytes(type, n) bytes. src must be
  * finite for the block types. Q8_0 rounds with roundf (ties away from zero) as the reference
  * does; llama.cpp's x86 SIMD activation path rounds ties to even, which differs only when
@@ -78,18 +87,35 @@ void sp_quantize_row(sp_dtype type, const float *src, void *dst, int64_t n);
 
 /* The type activations are converted to before a dot product with weights of type w, as in
  * llama.cpp's CPU backend: F32->F32, F16->F16, BF16->BF16, Q8_0->Q8_0, Q4_0->Q8_0,
- * Q4_K->Q8_K, Q6_K->Q8_K. */
+ * Q4_K->Q8_K, Q5_K->Q8_K, Q6_K->Q8_K. */
 sp_dtype sp_dtype_vec_dot_type(sp_dtype w);
 
 /* Dot product of n values: a row of weights of type w and a row of activations already in
  * sp_dtype_vec_dot_type(w). Scalar reference; the summation order is fixed, so the result
- * depends only on the two rows. It is bit-identical to ggml's generic (non-SIMD) vec_dot:
- *  - F32, F16, BF16: each product is rounded to float, then summed in double in index order;
- *  - Q8_0, Q4_0: per block an exact integer dot, times d_w * d_x, summed in float block by block;
- *  - Q4_K, Q6_K: per block exact integer dots (with the sub-block scales) in 8 lanes by
- *    position mod 8; lane l accumulates d_w * d_x * int_l in float block by block; the Q4_K
- *    min correction dmin_w * d_x * sum(bsums * mins) is subtracted from the total block by
- *    block, and the 8 lanes are added to it last, in lane order.
+ * depends only on the two rows:
+ *  - F32, F16, BF16: each product is rounded to float, then summed in double in index order
+ *    (ggml's generic vec_dot, bit for bit);
+ *  - Q8_0, Q4_0: per block an exact integer dot, times d_w * d_x, summed in float block by block
+ *    (ggml's generic vec_dot, bit for bit);
+ *  - Q4_K, Q5_K, Q6_K (Q8_K activations): per super-block of 256 the exact int32 sums
+ *      sumi    = sum_j sc_j * sum_{k in j} q_k x_k     (Q6_K: minus 32 * sum_j sc_j bsums_j)
+ *      summins = sum_j m_j * (bsums_2j + bsums_2j+1)     (Q4_K, Q5_K)
+ *    over the sub-blocks j (Q4_K, Q5_K: 8 of 32 values, unsigned 6-bit scales sc_j and mins
+ *    m_j, quants 0..15 or 0..31; Q6_K: 16 of 16, int8 scales, quants stored as q + 32 in
+ *    0..63, the 32 taken off with the activations' bsums), then one float step per super-block,
+ *    acc starting at 0:
+ *      acc = fmaf((float)sumi, d_w * d_x, acc);
+ *      acc = fmaf(-(float)summins, dmin_w * d_x, acc);        (Q4_K, Q5_K)
+ *    with d_w * d_x and dmin_w * d_x each rounded to float once (d_w, dmin_w: the F16 scales,
+ *    d_x: the Q8_K block's F32 scale). Every kernel table computes exactly this (kernels.h), so
+ *    K-quant products have the same bits on every table. The sums need the bsums to be the sums
+ *    of their 16 quants, as sp_quantize_row makes them; then nothing overflows int32: each
+ *    |sc q x| <= 128 * 63 * 128 (Q6_K's scales reach -128, its stored quants 63, activations
+ *    -128), so every partial sum of sumi is under 256 * 2^20 = 2^28 in magnitude plus the Q6_K
+ *    offset, 32 * |sum_j sc_j bsums_j| <= 32 * 128 * 256 * 128 = 2^27; |summins| <= 63 * 256 *
+ *    128 < 2^21.
+ *    These differ from llama.cpp's (8 float lanes and its own summation order) only in float
+ *    rounding.
  * n must be a multiple of the block size. */
 float sp_vec_dot_ref(sp_dtype w, const void *w_row, const void *x_row, int64_t n);
 

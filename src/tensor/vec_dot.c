@@ -1,8 +1,10 @@
 /* Scalar reference dot products and matrix multiplication.
  *
- * The quantized dot products reproduce ggml's generic (non-SIMD) kernels in
+ * The F32/F16/BF16 and Q8_0/Q4_0 dot products reproduce ggml's generic (non-SIMD) kernels in
  * ggml/src/ggml-cpu/quants.c operation for operation, so their results are bit-identical to
- * llama.cpp built without SIMD. Integer sums are exact, so only the float steps are ordered. */
+ * llama.cpp built without SIMD; the K-quant ones are Spindle's own numerics (quant.h), which
+ * every kernel table shares. Integer sums are exact, so only the float steps are ordered. */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -20,6 +22,7 @@ sp_dtype sp_dtype_vec_dot_type(sp_dtype w) {
     case SP_DTYPE_Q4_0:
         return SP_DTYPE_Q8_0;
     case SP_DTYPE_Q4_K:
+    case SP_DTYPE_Q5_K:
     case SP_DTYPE_Q6_K:
         return SP_DTYPE_Q8_K;
     default:
@@ -77,75 +80,100 @@ static float dot_q4_0_q8_0(const sp_block_q4_0 *x, const sp_block_q8_0 *y, int64
     return sum;
 }
 
-/* ggml's generic K-quant kernels keep eight float partial sums: lane l accumulates, block by
- * block, d * (the exact integer sum of scale * w * x over the positions p with p % 8 == l). The
- * Q4_K min corrections go into the final sum first, block by block, and the eight lanes are
- * added to it last, in lane order. This is reproduced exactly. */
+/* The K-quant numerics of quant.h: per super-block the exact int32 sums sumi and (Q4_K, Q5_K)
+ * summins, then acc = fmaf((float)sumi, d_w * d_x, acc) and acc = fmaf(-(float)summins,
+ * dmin_w * d_x, acc). Every kernel table computes exactly this. */
+
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K or Q5_K super-block. */
+static void k_scale_min(const uint8_t s[SP_K_SCALE_SIZE], int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* The Q4_K/Q5_K float steps of one super-block. */
+static float k_step(float acc, int32_t sumi, int32_t summins, sp_f16 d, sp_f16 dmin, float dx) {
+    acc = fmaf((float)sumi, sp_f16_to_f32(d) * dx, acc);
+    return fmaf(-(float)summins, sp_f16_to_f32(dmin) * dx, acc);
+}
+
+/* summins of quant.h: the mins times the activations' sums over their sub-blocks. */
+static int32_t k_summins(const uint8_t s[SP_K_SCALE_SIZE], const sp_block_q8_k *y) {
+    int32_t summins = 0;
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(s, j, &sc, &m);
+        summins += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+    }
+    return summins;
+}
 
 static float dot_q4_k_q8_k(const sp_block_q4_k *x, const sp_block_q8_k *y, int64_t nb) {
-    float lanes[8] = {0};
-    float sum = 0;
+    float acc = 0;
     for (int64_t i = 0; i < nb; i++) {
-        uint8_t sc[8], mn[8];
+        int32_t sumi = 0;
         for (int j = 0; j < 8; j++) {
-            // The 6-bit scale and min of sub-block j, unpacked as in dequantization.
-            uint8_t s, m;
-            if (j < 4) {
-                s = x[i].scales[j] & 63;
-                m = x[i].scales[j + 4] & 63;
-            } else {
-                s = (uint8_t)((x[i].scales[j + 4] & 0xf) | ((x[i].scales[j - 4] >> 6) << 4));
-                m = (uint8_t)((x[i].scales[j + 4] >> 4) | ((x[i].scales[j] >> 6) << 4));
+            // Sub-block j sits in the low nibbles of qs[32(j/2)..] for even j, the high ones
+            // for odd j.
+            int sc, m, dot = 0;
+            k_scale_min(x[i].scales, j, &sc, &m);
+            for (int l = 0; l < 32; l++) {
+                const uint8_t byte = x[i].qs[32 * (j / 2) + l];
+                dot += ((j & 1) ? byte >> 4 : byte & 0xf) * y[i].qs[32 * j + l];
             }
-            sc[j] = s;
-            mn[j] = m;
+            sumi += sc * dot;
         }
-        int32_t acc[8] = {0};
-        for (int k = 0; k < SP_QK_K; k++) {
-            // Sub-block j = k/32 sits in the low nibbles of qs[32(j/2)..] for even j, in the
-            // high nibbles for odd j.
-            const int j = k / 32;
-            const uint8_t byte = x[i].qs[32 * (j / 2) + k % 32];
-            const int q = (j & 1) ? (byte >> 4) : (byte & 0xf);
-            acc[k % 8] += sc[j] * (q * y[i].qs[k]);
-        }
-        int sumi = 0;
-        for (int j = 0; j < SP_QK_K / 16; j++)
-            sumi += y[i].bsums[j] * mn[j / 2];
-        const float d = sp_f16_to_f32(x[i].d) * y[i].d;
-        for (int l = 0; l < 8; l++)
-            lanes[l] += d * (float)acc[l];
-        const float dmin = sp_f16_to_f32(x[i].dmin) * y[i].d;
-        sum -= dmin * (float)sumi;
+        acc = k_step(acc, sumi, k_summins(x[i].scales, &y[i]), x[i].d, x[i].dmin, y[i].d);
     }
-    for (int l = 0; l < 8; l++)
-        sum += lanes[l];
-    return sum;
+    return acc;
+}
+
+static float dot_q5_k_q8_k(const sp_block_q5_k *x, const sp_block_q8_k *y, int64_t nb) {
+    float acc = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int32_t sumi = 0;
+        for (int j = 0; j < 8; j++) {
+            // Q4_K's nibbles plus the 5th bit: bit j of qh[l] for value 32j + l.
+            int sc, m, dot = 0;
+            k_scale_min(x[i].scales, j, &sc, &m);
+            for (int l = 0; l < 32; l++) {
+                const uint8_t byte = x[i].qs[32 * (j / 2) + l];
+                const int q = ((j & 1) ? byte >> 4 : byte & 0xf) | (((x[i].qh[l] >> j) & 1) << 4);
+                dot += q * y[i].qs[32 * j + l];
+            }
+            sumi += sc * dot;
+        }
+        acc = k_step(acc, sumi, k_summins(x[i].scales, &y[i]), x[i].d, x[i].dmin, y[i].d);
+    }
+    return acc;
 }
 
 static float dot_q6_k_q8_k(const sp_block_q6_k *x, const sp_block_q8_k *y, int64_t nb) {
-    float lanes[8] = {0};
+    float acc = 0;
     for (int64_t i = 0; i < nb; i++) {
-        int32_t acc[8] = {0};
-        for (int k = 0; k < SP_QK_K; k++) {
-            // Same bit layout as dequantization (see quant.c): ql nibble + 2 bits of qh.
-            const int half = k / 128, r = k % 128, quarter = r / 32, l = r % 32;
-            const uint8_t *ql = x[i].ql + 64 * half;
-            const uint8_t *qh = x[i].qh + 32 * half;
-            const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
-            const int q =
-                (((quarter & 2) ? (lo >> 4) : (lo & 0xf)) | (((qh[l] >> (2 * quarter)) & 3) << 4)) -
-                32;
-            acc[k % 8] += x[i].scales[k / 16] * (q * y[i].qs[k]);
+        int32_t sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            // The stored quants (q + 32, in 0..63, laid out as in dequantization: see quant.c)
+            // times the activations; the 32 comes off with the activations' sum.
+            int dot = 0;
+            for (int k = 16 * j; k < 16 * j + 16; k++) {
+                const int half = k / 128, r = k % 128, quarter = r / 32, l = r % 32;
+                const uint8_t *ql = x[i].ql + 64 * half;
+                const uint8_t *qh = x[i].qh + 32 * half;
+                const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
+                const int q = ((quarter & 2) ? (lo >> 4) : (lo & 0xf)) |
+                              (((qh[l] >> (2 * quarter)) & 3) << 4);
+                dot += q * y[i].qs[k];
+            }
+            sumi += x[i].scales[j] * (dot - 32 * y[i].bsums[j]);
         }
-        const float d = sp_f16_to_f32(x[i].d) * y[i].d;
-        for (int l = 0; l < 8; l++)
-            lanes[l] += d * (float)acc[l];
+        acc = fmaf((float)sumi, sp_f16_to_f32(x[i].d) * y[i].d, acc);
     }
-    float sum = 0;
-    for (int l = 0; l < 8; l++)
-        sum += lanes[l];
-    return sum;
+    return acc;
 }
 
 float sp_vec_dot_ref(sp_dtype w, const void *w_row, const void *x_row, int64_t n) {
@@ -165,6 +193,8 @@ float sp_vec_dot_ref(sp_dtype w, const void *w_row, const void *x_row, int64_t n
         return dot_q4_0_q8_0(w_row, x_row, n_blocks(n, SP_QK8_0));
     case SP_DTYPE_Q4_K:
         return dot_q4_k_q8_k(w_row, x_row, n_blocks(n, SP_QK_K));
+    case SP_DTYPE_Q5_K:
+        return dot_q5_k_q8_k(w_row, x_row, n_blocks(n, SP_QK_K));
     case SP_DTYPE_Q6_K:
         return dot_q6_k_q8_k(w_row, x_row, n_blocks(n, SP_QK_K));
     default:

@@ -10,7 +10,7 @@
  * discontinuous, so a last-bit difference in summation order can flip a rounded value and the
  * random network (q/k gain 1.5) amplifies it: the budgets, about four times the worst measured
  * value, are F32 weights 1e-9 (F32 cache) / 2e-5 (F16 cache); F16 2e-5 / 4e-5; BF16 1e-3;
- * Q8_0, Q4_0, Q4_K, Q6_K 1e-2.
+ * Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and the q4_k_m / q5_k_m mixes 1e-2.
  * The measured values are printed. */
 #include "testutil.h"
 
@@ -25,9 +25,9 @@
 #include "model/model.h"
 #include "model/ref.h"
 
-#define N_SEQ 3
-#define BS 16
-#define N_CTX 128
+#define N_SEQ    3
+#define BS       16
+#define N_CTX    128
 #define N_DECODE 3
 
 static const int prompt_len[N_SEQ] = {9, 20, 35};
@@ -41,9 +41,10 @@ typedef struct fixture {
 static void make_model(fixture *fx, const char *type) {
     char out[512], *vocab = sp_test_shared("models/stories260K.gguf");
     snprintf(out, sizeof out, "%s/rand-%s.gguf", sp_test_tmpdir(), type);
-    char *argv[] = {"mkmodel", "-o", out, "--n-embd", "256", "--n-layer", "2", "--n-head", "4",
-                    "--n-head-kv", "2", "--n-ff", "512", "--type", (char *)type, "--seed", "7",
-                    "--vocab-from", vocab, NULL};
+    char *argv[] = {"mkmodel", "-o",       out,          "--n-embd",    "256", "--n-layer",
+                    "2",       "--n-head", "4",          "--n-head-kv", "2",   "--n-ff",
+                    "512",     "--type",   (char *)type, "--seed",      "7",   "--vocab-from",
+                    vocab,     NULL};
     assert_int_equal(sp_cmd_mkmodel(19, argv), 0);
     sp_diag d;
     assert_int_equal(sp_model_load(out, &fx->m, &d), SP_OK);
@@ -106,8 +107,15 @@ static void run_schedule_rows(fixture *fx, sp_dtype kv_type, const chunk *const 
             if (n_out > 0)
                 rows[n_out++] = 0;
         }
-        sp_batch b = {.n_tokens = n, .token = tok, .pos = pos, .seq = seq, .n_seqs = N_SEQ,
-                      .block_tables = tp, .n_seq_blocks = nbs, .n_out = n_out, .out_rows = rows};
+        sp_batch b = {.n_tokens = n,
+                      .token = tok,
+                      .pos = pos,
+                      .seq = seq,
+                      .n_seqs = N_SEQ,
+                      .block_tables = tp,
+                      .n_seq_blocks = nbs,
+                      .n_out = n_out,
+                      .out_rows = rows};
         assert_int_equal(sp_forward_eval(fw, &kv, &b, logits), SP_OK);
         for (int i = 0; i < n_out; i++)
             memcpy(out[seq[rows[i]]][pos[rows[i]]], logits + (size_t)i * V, V * sizeof(float));
@@ -186,8 +194,8 @@ static void check_against_ref(const char *type, double budget_f32kv, double budg
             }
             double b = kvt ? budget_f16kv : budget_f32kv;
             print_message("%-5s weights, %s KV, %s reference: worst row NMSE %.3g (budget %.0e)\n",
-                          type, kvt ? "f16" : "f32", emulate ? "same-rounding" : "plain F32",
-                          worst, b);
+                          type, kvt ? "f16" : "f32", emulate ? "same-rounding" : "plain F32", worst,
+                          b);
             assert_true(worst < b);
             free(rl);
             sp_ref_destroy(ref);
@@ -197,20 +205,53 @@ static void check_against_ref(const char *type, double budget_f32kv, double budg
     sp_model_destroy(fx.m);
 }
 
-static void test_ref_f32(void **s) { (void)s; check_against_ref("f32", 1e-9, 2e-5); }
-static void test_ref_f16(void **s) { (void)s; check_against_ref("f16", 2e-5, 4e-5); }
-static void test_ref_bf16(void **s) { (void)s; check_against_ref("bf16", 1e-3, 1e-3); }
-static void test_ref_q8_0(void **s) { (void)s; check_against_ref("q8_0", 1e-2, 1e-2); }
-static void test_ref_q4_0(void **s) { (void)s; check_against_ref("q4_0", 1e-2, 1e-2); }
-static void test_ref_q4_k(void **s) { (void)s; check_against_ref("q4_k", 1e-2, 1e-2); }
-static void test_ref_q6_k(void **s) { (void)s; check_against_ref("q6_k", 1e-2, 1e-2); }
+static void test_ref_f32(void **s) {
+    (void)s;
+    check_against_ref("f32", 1e-9, 2e-5);
+}
+static void test_ref_f16(void **s) {
+    (void)s;
+    check_against_ref("f16", 2e-5, 4e-5);
+}
+static void test_ref_bf16(void **s) {
+    (void)s;
+    check_against_ref("bf16", 1e-3, 1e-3);
+}
+static void test_ref_q8_0(void **s) {
+    (void)s;
+    check_against_ref("q8_0", 1e-2, 1e-2);
+}
+static void test_ref_q4_0(void **s) {
+    (void)s;
+    check_against_ref("q4_0", 1e-2, 1e-2);
+}
+static void test_ref_q4_k(void **s) {
+    (void)s;
+    check_against_ref("q4_k", 1e-2, 1e-2);
+}
+static void test_ref_q5_k(void **s) {
+    (void)s;
+    check_against_ref("q5_k", 1e-2, 1e-2);
+}
+static void test_ref_q6_k(void **s) {
+    (void)s;
+    check_against_ref("q6_k", 1e-2, 1e-2);
+}
+static void test_ref_q4_k_m(void **s) {
+    (void)s;
+    check_against_ref("q4_k_m", 1e-2, 1e-2);
+}
+static void test_ref_q5_k_m(void **s) {
+    (void)s;
+    check_against_ref("q5_k_m", 1e-2, 1e-2);
+}
 
 /* Bitwise batch invariance: each sequence alone, with prompt chunks of 1, 7 and 512 tokens,
- * gives exactly the logits it gets in the mixed batch. */
-static void test_batch_invariance(void **st) {
-    (void)st;
+ * gives exactly the logits it gets in the mixed batch (Q8_0 weights, and the K-quants of
+ * q4_k_m). */
+static void check_batch_invariance(const char *type) {
     fixture fx;
-    make_model(&fx, "q8_0");
+    make_model(&fx, type);
     const int32_t V = fx.m->hp.n_vocab;
     float *mixed[N_SEQ][64], *alone[N_SEQ][64];
     alloc_out(&fx, mixed);
@@ -234,13 +275,19 @@ static void test_batch_invariance(void **st) {
             run_schedule(&fx, SP_DTYPE_F16, steps, n, n_steps, alone);
             for (int p = 0; p < fx.n_tok[s]; p++)
                 if (memcmp(alone[s][p], mixed[s][p], V * sizeof(float)))
-                    fail_msg("sequence %d position %d: logits differ with chunk size %d", s, p,
-                             chunk_sizes[ci]);
+                    fail_msg("%s: sequence %d position %d: logits differ with chunk size %d", type,
+                             s, p, chunk_sizes[ci]);
             free_out(alone);
         }
     }
     free_out(mixed);
     sp_model_destroy(fx.m);
+}
+
+static void test_batch_invariance(void **st) {
+    (void)st;
+    check_batch_invariance("q8_0");
+    check_batch_invariance("q4_k_m");
 }
 
 /* Rows that ask for logits, in any order, get exactly the logits they get when every row asks
@@ -286,11 +333,12 @@ static void test_selected_rows(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_f32),  cmocka_unit_test(test_ref_f16),
-        cmocka_unit_test(test_ref_bf16), cmocka_unit_test(test_ref_q8_0),
-        cmocka_unit_test(test_ref_q4_0), cmocka_unit_test(test_ref_q4_k),
-        cmocka_unit_test(test_ref_q6_k), cmocka_unit_test(test_batch_invariance),
-        cmocka_unit_test(test_selected_rows),
+        cmocka_unit_test(test_ref_f32),          cmocka_unit_test(test_ref_f16),
+        cmocka_unit_test(test_ref_bf16),         cmocka_unit_test(test_ref_q8_0),
+        cmocka_unit_test(test_ref_q4_0),         cmocka_unit_test(test_ref_q4_k),
+        cmocka_unit_test(test_ref_q5_k),         cmocka_unit_test(test_ref_q6_k),
+        cmocka_unit_test(test_ref_q4_k_m),       cmocka_unit_test(test_ref_q5_k_m),
+        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_selected_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

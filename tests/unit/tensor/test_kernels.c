@@ -8,7 +8,8 @@
  *   u * S per sequential addition; the budgets bound the sum of the two):
  *     F32, F16, BF16: (ceil(n_in / 8) + 8) u S   (8 or 16 lanes, each a chain of fmas)
  *     Q8_0, Q4_0:     (2 nb + 10) u S            (nb blocks of 32, one fma per block and lane)
- *     Q4_K, Q6_K:     (4 nb + 16) u S            (nb super-blocks of 256, two fmas per block)
+ *   and Q4_K, Q5_K, Q6_K, whose numerics every table shares (quant.h), must be bit-identical to
+ *   it on every table (test_kquants covers them in depth).
  * - Q8_0 and Q4_0 on the x86 tables equal, bit for bit, a scalar model of llama.cpp's AVX2
  *   vec_dot written here from its definition (8 int32 lanes of 4 products, fmaf per block,
  *   hsum_float_8 order), including weights at -128 and 127; except weights a table packs
@@ -32,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,21 +173,22 @@ static void run(const sp_kernels *k, const problem *p, int64_t r0, int64_t r1, i
                      y + r0 * ldy, ldy, o0, o1);
 }
 
+static bool is_k_quant(sp_dtype t) {
+    return t == SP_DTYPE_Q4_K || t == SP_DTYPE_Q5_K || t == SP_DTYPE_Q6_K;
+}
+
 static double budget_units(sp_dtype t, int64_t n_in) {
     switch (t) {
     case SP_DTYPE_Q8_0:
     case SP_DTYPE_Q4_0:
         return 2.0 * (double)(n_in / 32) + 10.0;
-    case SP_DTYPE_Q4_K:
-    case SP_DTYPE_Q6_K:
-        return 4.0 * (double)(n_in / 256) + 16.0;
     default:
         return (double)((n_in + 7) / 8) + 8.0;
     }
 }
 
 static void check_against_ref(const sp_kernels *k, const problem *p, const float *y, int64_t ldy) {
-    const bool exact = !strcmp(k->isa, "scalar");
+    const bool exact = !strcmp(k->isa, "scalar") || is_k_quant(p->wt);
     const double units = budget_units(p->wt, p->n_in);
     for (int64_t r = 0; r < p->n_rows; r++)
         for (int64_t o = 0; o < p->n_out; o++) {
@@ -228,7 +229,7 @@ static void test_tables(void **state) {
     assert_null(sp_kernels_for("sse9"));
     assert_null(sp_kernels_for(NULL));
     static const sp_dtype types[] = {SP_DTYPE_F32,  SP_DTYPE_F16,  SP_DTYPE_BF16, SP_DTYPE_Q8_0,
-                                     SP_DTYPE_Q4_0, SP_DTYPE_Q4_K, SP_DTYPE_Q6_K};
+                                     SP_DTYPE_Q4_0, SP_DTYPE_Q4_K, SP_DTYPE_Q5_K, SP_DTYPE_Q6_K};
     for (size_t t = 0; t < n_tables; t++) {
         assert_ptr_equal(sp_kernels_for(tables[t]->isa), tables[t]);
         assert_non_null(tables[t]->quantize_act);
@@ -244,25 +245,18 @@ static void test_tables(void **state) {
     assert_true(found);
 }
 
-/* A K-quant kernel file that is present must be linked into the tables (a stand-in symbol
- * left beside it would hide it from the static library's link). */
-static void test_kquant_files_linked(void **state) {
+/* Every x86 table multiplies K-quant weights packed (packed_k.h): the kernel files are linked
+ * into the tables, and the model loader packs those matrices. */
+static void test_kquants_packed(void **state) {
     (void)state;
-    const char *src = getenv("SP_SOURCE_DIR");
-    if (!src)
-        skip();
-    static const char *const pairs[][2] = {{"avx2", "kquants_avx2.c"},
-                                           {"avx512", "kquants_avx512.c"}};
-    const sp_kernels *scalar = sp_kernels_for("scalar");
-    for (size_t i = 0; i < SP_ARRAY_LEN(pairs); i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/src/tensor/%s", src, pairs[i][1]);
-        struct stat st;
-        const sp_kernels *k = sp_kernels_for(pairs[i][0]);
-        if (!k || stat(path, &st) != 0)
+    static const sp_dtype types[] = {SP_DTYPE_Q4_K, SP_DTYPE_Q5_K, SP_DTYPE_Q6_K};
+    for (size_t t = 0; t < n_tables; t++) {
+        if (!strcmp(tables[t]->isa, "scalar"))
             continue;
-        assert_ptr_not_equal(k->matmul[SP_DTYPE_Q4_K], scalar->matmul[SP_DTYPE_Q4_K]);
-        assert_ptr_not_equal(k->matmul[SP_DTYPE_Q6_K], scalar->matmul[SP_DTYPE_Q6_K]);
+        for (size_t i = 0; i < SP_ARRAY_LEN(types); i++) {
+            assert_non_null(tables[t]->matmul_packed[types[i]]);
+            assert_true(packs(tables[t], types[i], 256 * 8, 2048));
+        }
     }
 }
 
@@ -302,6 +296,7 @@ static void test_vs_ref_k_quants(void **state) {
     (void)state;
     static const int64_t sizes[] = {256, 768, 256 * 9};
     check_type_vs_ref(SP_DTYPE_Q4_K, sizes, SP_ARRAY_LEN(sizes), 6000);
+    check_type_vs_ref(SP_DTYPE_Q5_K, sizes, SP_ARRAY_LEN(sizes), 6500);
     check_type_vs_ref(SP_DTYPE_Q6_K, sizes, SP_ARRAY_LEN(sizes), 7000);
 }
 
@@ -513,7 +508,7 @@ static void test_invariance(void **state) {
     } cases[] = {
         {SP_DTYPE_Q8_0, 32 * 37}, {SP_DTYPE_Q4_0, 32 * 37}, {SP_DTYPE_F32, 517},
         {SP_DTYPE_F16, 517},      {SP_DTYPE_BF16, 517},     {SP_DTYPE_Q4_K, 256 * 3},
-        {SP_DTYPE_Q6_K, 256 * 3},
+        {SP_DTYPE_Q5_K, 256 * 3}, {SP_DTYPE_Q6_K, 256 * 3},
     };
     static const int64_t rows[] = {9, 33};
     uint64_t seed = 9000;
@@ -941,7 +936,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tables),
-        cmocka_unit_test(test_kquant_files_linked),
+        cmocka_unit_test(test_kquants_packed),
         cmocka_unit_test(test_vs_ref_plain),
         cmocka_unit_test(test_vs_ref_q8_0_q4_0),
         cmocka_unit_test(test_vs_ref_k_quants),

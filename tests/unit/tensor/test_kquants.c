@@ -1,22 +1,21 @@
-/* The x86 K-quant kernels (kquants_avx2.c, kquants_avx512.c) against the scalar reference.
+/* K-quant (Q4_K, Q5_K, Q6_K) products: one numerics on every kernel table.
  *
- * For each instruction set the CPU has, on a kernel table filled only by
- * sp__kquants_<isa>_init():
- * - Q4_K and Q6_K matmuls equal sp_vec_dot_ref within a float-rounding budget. Integer parts
- *   are exact in both, so they differ only in how the per-block float products are rounded and
- *   summed: |y - ref| <= (nb + 8) * 2^-23 * S, where S is the dot product of absolute values
- *   of the two pieces each weight is made of (Q4_K: |d sc q| and |dmin m|; Q6_K: |d sc q| and
- *   |d sc 32|) with the absolute activations, i.e. a bound on every partial sum. Weights are
- *   made with sp_quantize_row from random rows with block scales from 1e-6 to 1e4, zero
- *   blocks and single outliers, and also as random bytes (every scale bit pattern, Q6_K
- *   scales down to -128); activations with sp_quantize_act_row, and also as random Q8_K
- *   blocks with quants down to -128.
- * - Invariance: each output is bit-identical (memcmp) whatever n_rows (1..9, 33), the first
- *   row, and the [o0, o1) split are; outputs outside [o0, o1) and between rows (ldy > n_out)
- *   are left untouched.
- * - The AVX2 and AVX-512 tables agree bit for bit.
- * - sp__quantize_q8_k_avx2 writes the same bytes as sp_quantize_act_row(SP_DTYPE_Q8_K), on
- *   random rows, ties of magnitude between signs, exact halves, zero and tiny blocks. */
+ * - sp_vec_dot_ref equals, bit for bit, a model of quant.h's K-quant numerics written here from
+ *   the GGUF block definitions (exact int32 sumi and summins per super-block, then
+ *   fmaf((float)sumi, d_w d_x, acc) and fmaf(-(float)summins, dmin_w d_x, acc)).
+ * - Every table this CPU has (scalar, avx2, avxvnni, avx512, amx), packed (pack, act_pack,
+ *   matmul_packed) where the table packs the type and unpacked (matmul) always, equals
+ *   sp_vec_dot_ref bit for bit: 1 to 17 and 33 activation rows (across the register blocks and
+ *   the 16-row slices), output counts that are not multiples of the 16-output groups, one to 22
+ *   super-blocks; weights quantized from random rows (scales from 1e-6 to 1e4, zero blocks,
+ *   outliers), random bytes (every scale and quant bit pattern, Q6_K scales down to -128), and
+ *   the extremes (every quant, scale and min at its maximum, against activations of -128 and
+ *   127: the AVX2 kernels' int16 sums at their bound); activations from sp_quantize_act_row, and
+ *   random Q8_K blocks with quants down to -128.
+ * - pack_bytes is the documented size, and 0 for shapes it cannot pack.
+ * - The x86 Q8_K quantizer (sp__quantize_q8_k_avx2) writes the same bytes as
+ *   sp_quantize_act_row(SP_DTYPE_Q8_K), on random rows, ties of magnitude between signs, exact
+ *   halves, zero and tiny blocks. */
 #include "testutil.h"
 
 #include <math.h>
@@ -31,6 +30,10 @@
 
 #if defined(__x86_64__)
 #include "tensor/kquants.h"
+#endif
+
+static const char *const isa_names[] = {"scalar", "avx2", "avxvnni", "avx512", "amx"};
+static const sp_dtype ktypes[] = {SP_DTYPE_Q4_K, SP_DTYPE_Q5_K, SP_DTYPE_Q6_K};
 
 static size_t row_bytes(sp_dtype t, int64_t n) {
     uint64_t b = 0;
@@ -44,38 +47,88 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
-// ---------------------------------------------------------------- kernel tables
-
-typedef struct isa {
-    const char *name;
-    void (*init)(sp_kernels *k);
-    bool present;
-} isa;
-
-static isa isas[2];
-
-static void find_isas(void) {
-    // The dispatch's CPU detection decides which instruction sets this machine has.
-    isas[0] = (isa){"avx2", sp__kquants_avx2_init, sp_kernels_for("avx2") != NULL};
-    isas[1] = (isa){"avx512", sp__kquants_avx512_init, sp_kernels_for("avx512") != NULL};
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
 }
 
-static sp_matmul_fn kernel(const isa *s, sp_dtype t) {
-    sp_kernels k;
-    memset(&k, 0, sizeof k);
-    s->init(&k);
-    assert_non_null(k.matmul[t]);
-    for (int i = 0; i < SP_DTYPE__COUNT; i++)
-        if (i != SP_DTYPE_Q4_K && i != SP_DTYPE_Q6_K)
-            assert_null(k.matmul[i]);
-    assert_null(k.quantize_act); // left to kernels_<isa>.c, which may call ours for Q8_K
-    return k.matmul[t];
+// ---------------------------------------------------------------- the numerics, from the formats
+
+/* Super-block b of a weight row as integers: quants q[256] as stored (Q6_K: q + 32, 0..63),
+ * sub-block scales (Q4_K/Q5_K: 8 of 6 bits; Q6_K: 16 int8), mins (8) and the F16 scales. From
+ * ggml-common.h: Q4_K/Q5_K scales[12] hold scale j in bits 0-5 of byte j and min j in bits 0-5
+ * of byte j + 4 for j < 4; for j >= 4, the low 4 bits of scale j in byte j + 4 (bits 0-3) and of
+ * min j (bits 4-7), their top 2 bits in bits 6-7 of bytes j - 4 (scale) and j (min). Quant k
+ * (sub-block k / 32) is the low (even sub-block) or high (odd) nibble of qs[32 (k / 64) + k % 32];
+ * Q5_K's 5th bit is bit k / 32 of qh[k % 32]. Q6_K: value 128 h + 32 c + l takes its low 4 bits
+ * from ql[64 h + l + 32 (c & 1)] (low nibble for c < 2) and its top 2 from bits 2c, 2c + 1 of
+ * qh[32 h + l]. */
+typedef struct ints {
+    int q[SP_QK_K], sc[16], mn[8];
+    float d, dmin;
+} ints;
+
+static ints block_ints(sp_dtype t, const void *row, int64_t b) {
+    ints u = {0};
+    const uint8_t *p = (const uint8_t *)row + (size_t)b * (size_t)sp_dtype_get(t)->type_size;
+    if (t == SP_DTYPE_Q6_K) {
+        const sp_block_q6_k *w = (const sp_block_q6_k *)p;
+        for (int k = 0; k < SP_QK_K; k++) {
+            const int h = k / 128, c = k % 128 / 32, l = k % 32;
+            const uint8_t lo = w->ql[64 * h + l + 32 * (c & 1)];
+            u.q[k] = (c < 2 ? lo & 15 : lo >> 4) | (((w->qh[32 * h + l] >> (2 * c)) & 3) << 4);
+        }
+        for (int j = 0; j < 16; j++)
+            u.sc[j] = w->scales[j];
+        u.d = sp_f16_to_f32(w->d);
+        return u;
+    }
+    const uint8_t *s = p + 4; // d, dmin, then scales[12] in both
+    const uint8_t *qs = p + (t == SP_DTYPE_Q5_K ? 48 : 16), *qh = p + 16;
+    for (int j = 0; j < 8; j++) {
+        u.sc[j] = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        u.mn[j] = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    for (int k = 0; k < SP_QK_K; k++) {
+        const uint8_t byte = qs[32 * (k / 64) + k % 32];
+        u.q[k] = (k / 32) % 2 ? byte >> 4 : byte & 15;
+        if (t == SP_DTYPE_Q5_K)
+            u.q[k] |= ((qh[k % 32] >> (k / 32)) & 1) << 4;
+    }
+    sp_f16 d, dmin;
+    memcpy(&d, p, 2);
+    memcpy(&dmin, p + 2, 2);
+    u.d = sp_f16_to_f32(d);
+    u.dmin = sp_f16_to_f32(dmin);
+    return u;
+}
+
+static float model_dot(sp_dtype t, const void *w_row, const void *x_row, int64_t n_in) {
+    const sp_block_q8_k *x = x_row;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n_in / SP_QK_K; b++) {
+        const ints u = block_ints(t, w_row, b);
+        int64_t sumi = 0, summins = 0;
+        const int sub = t == SP_DTYPE_Q6_K ? 16 : 32;
+        for (int k = 0; k < SP_QK_K; k++)
+            sumi += (int64_t)u.sc[k / sub] * (u.q[k] - (t == SP_DTYPE_Q6_K ? 32 : 0)) * x[b].qs[k];
+        for (int j = 0; j < 8; j++)
+            summins += (int64_t)u.mn[j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
+        assert_true(sumi == (int32_t)sumi && summins == (int32_t)summins);
+        acc = fmaf((float)sumi, u.d * x[b].d, acc);
+        if (t != SP_DTYPE_Q6_K)
+            acc = fmaf(-(float)summins, u.dmin * x[b].d, acc);
+    }
+    return acc;
 }
 
 // ---------------------------------------------------------------- test data
 
+enum { DATA_QUANT, DATA_RAW, DATA_MAX };
+
 /* A row of n floats whose 256-value blocks have scales spread from 1e-6 to 1e4, with some
- * blocks of zeros and some with a single large outlier. */
+ * blocks of zeros, some with a single large outlier and some all positive. */
 static void random_floats(uint64_t *rng, float *x, int64_t n) {
     for (int64_t b = 0; b < n / SP_QK_K; b++) {
         float *xb = x + b * SP_QK_K;
@@ -85,62 +138,75 @@ static void random_floats(uint64_t *rng, float *x, int64_t n) {
             xb[i] = kind == 0 ? 0.0f : scale * sp_test_randn(rng);
         if (kind == 1)
             xb[sp_test_rand(rng) % SP_QK_K] = 1000.0f * scale;
-        if (kind == 2) // every value positive: Q4_K mins all zero
+        if (kind == 2) // every value positive: Q4_K/Q5_K mins all zero
             for (int i = 0; i < SP_QK_K; i++)
                 xb[i] = fabsf(xb[i]) + scale;
     }
 }
 
-/* n_out weight rows of type t; raw: random bytes with finite scales instead of quantized
- * floats. */
-static void *make_weights(uint64_t *rng, sp_dtype t, int64_t n_in, int64_t n_out, bool raw) {
-    const size_t rb = row_bytes(t, n_in);
+/* The F16 scale fields of a K block: d (and dmin) finite, either sign, 2^-14..2^3. */
+static void set_scales(uint64_t *rng, sp_dtype t, uint8_t *blk) {
+    const sp_f16 d = sp_f32_to_f16(ldexpf(sp_test_randf(rng), (int)(sp_test_rand(rng) % 18) - 14));
+    const sp_f16 dmin =
+        sp_f32_to_f16(ldexpf(sp_test_randf(rng), (int)(sp_test_rand(rng) % 18) - 14));
+    if (t == SP_DTYPE_Q6_K) {
+        memcpy(blk + offsetof(sp_block_q6_k, d), &d, 2);
+    } else {
+        memcpy(blk, &d, 2);
+        memcpy(blk + 2, &dmin, 2);
+    }
+}
+
+/* n_out weight rows of type t: quantized random floats, random bytes, or every quant, scale and
+ * min at its maximum (Q6_K: scales alternating -128 and 127). */
+static uint8_t *make_weights(uint64_t *rng, sp_dtype t, int64_t n_in, int64_t n_out, int data) {
+    const size_t rb = row_bytes(t, n_in), bb = (size_t)sp_dtype_get(t)->type_size;
     uint8_t *w = xmalloc(rb * (size_t)n_out);
     float *x = xmalloc((size_t)n_in * sizeof(float));
     for (int64_t o = 0; o < n_out; o++) {
         uint8_t *row = w + (size_t)o * rb;
-        if (!raw) {
+        if (data == DATA_QUANT) {
             random_floats(rng, x, n_in);
             sp_quantize_row(t, x, row, n_in);
             continue;
         }
-        for (size_t i = 0; i < rb; i++)
-            row[i] = (uint8_t)sp_test_rand(rng);
         for (int64_t b = 0; b < n_in / SP_QK_K; b++) {
-            // Finite f16 scales of either sign, magnitudes 2^-14..2^3.
-            const float d = ldexpf(sp_test_randf(rng), (int)(sp_test_rand(rng) % 18) - 14);
-            const float dmin = ldexpf(sp_test_randf(rng), (int)(sp_test_rand(rng) % 18) - 14);
-            if (t == SP_DTYPE_Q4_K) {
-                sp_block_q4_k *blk = (sp_block_q4_k *)row + b;
-                blk->d = sp_f32_to_f16(d);
-                blk->dmin = sp_f32_to_f16(dmin);
-            } else {
-                sp_block_q6_k *blk = (sp_block_q6_k *)row + b;
-                blk->d = sp_f32_to_f16(d);
-            }
+            uint8_t *blk = row + (size_t)b * bb;
+            for (size_t i = 0; i < bb; i++)
+                blk[i] = data == DATA_RAW ? (uint8_t)sp_test_rand(rng) : 0xff;
+            if (data == DATA_MAX && t == SP_DTYPE_Q6_K)
+                for (int j = 0; j < 16; j++)
+                    blk[offsetof(sp_block_q6_k, scales) + (size_t)j] = j % 2 ? 0x7f : 0x80;
+            set_scales(rng, t, blk);
         }
     }
     free(x);
     return w;
 }
 
-/* n_rows Q8_K activation rows; raw: random quants in -128..127 with consistent bsums. */
-static void *make_acts(uint64_t *rng, int64_t n_in, int64_t n_rows, bool raw) {
+/* n_rows Q8_K activation rows, with consistent bsums: quantized random floats, random quants
+ * in -128..127 (a quarter of them -128), or all -128 / all 127 by super-block. */
+static uint8_t *make_acts(uint64_t *rng, int64_t n_in, int64_t n_rows, int data) {
     const size_t rb = row_bytes(SP_DTYPE_Q8_K, n_in);
     uint8_t *a = xmalloc(rb * (size_t)n_rows);
     float *x = xmalloc((size_t)n_in * sizeof(float));
     for (int64_t r = 0; r < n_rows; r++) {
         sp_block_q8_k *blk = (sp_block_q8_k *)(a + (size_t)r * rb);
-        if (!raw) {
+        if (data == DATA_QUANT) {
             random_floats(rng, x, n_in);
             sp_quantize_act_row(SP_DTYPE_Q8_K, x, blk, n_in);
             continue;
         }
         for (int64_t b = 0; b < n_in / SP_QK_K; b++) {
             blk[b].d = ldexpf(sp_test_randf(rng), (int)(sp_test_rand(rng) % 40) - 20);
-            for (int i = 0; i < SP_QK_K; i++)
-                blk[b].qs[i] =
-                    (int8_t)(sp_test_rand(rng) % 4 == 0 ? 0x80u : (uint8_t)sp_test_rand(rng));
+            const bool neg = (b + r) % 2 == 0;
+            for (int i = 0; i < SP_QK_K; i++) {
+                if (data == DATA_MAX)
+                    blk[b].qs[i] = (int8_t)(neg ? -128 : 127);
+                else
+                    blk[b].qs[i] =
+                        (int8_t)(sp_test_rand(rng) % 4 == 0 ? 0x80u : (uint8_t)sp_test_rand(rng));
+            }
             for (int g = 0; g < SP_QK_K / 16; g++) {
                 int s = 0;
                 for (int i = 0; i < 16; i++)
@@ -153,198 +219,184 @@ static void *make_acts(uint64_t *rng, int64_t n_in, int64_t n_rows, bool raw) {
     return a;
 }
 
-/* S of the header comment for one weight row and one activation row, from the format
- * definitions (6-bit Q4_K scales, 6-bit Q6_K quants stored + 32). */
-static double abs_dot(sp_dtype t, const void *w_row, const void *x_row, int64_t n_in) {
-    const sp_block_q8_k *x = x_row;
-    double s = 0;
-    for (int64_t b = 0; b < n_in / SP_QK_K; b++) {
-        for (int k = 0; k < SP_QK_K; k++) {
-            const double ax = fabs((double)x[b].d * x[b].qs[k]);
-            double aw;
-            if (t == SP_DTYPE_Q4_K) {
-                const sp_block_q4_k *w = (const sp_block_q4_k *)w_row + b;
-                const int j = k / 32;
-                const uint8_t *p = w->scales;
-                const int sc = j < 4 ? p[j] & 63 : (p[j + 4] & 15) | ((p[j - 4] >> 6) << 4);
-                const int m = j < 4 ? p[j + 4] & 63 : (p[j + 4] >> 4) | ((p[j] >> 6) << 4);
-                const uint8_t byte = w->qs[32 * (j / 2) + k % 32];
-                const int q = (j & 1) ? byte >> 4 : byte & 15;
-                aw = fabs((double)sp_f16_to_f32(w->d) * sc * q) +
-                     fabs((double)sp_f16_to_f32(w->dmin) * m);
-            } else {
-                const sp_block_q6_k *w = (const sp_block_q6_k *)w_row + b;
-                const int h = k / 128, r = k % 128, quarter = r / 32, l = r % 32;
-                const uint8_t lo = w->ql[64 * h + l + 32 * (quarter & 1)];
-                const int q = ((quarter & 2) ? lo >> 4 : lo & 15) |
-                              (((w->qh[32 * h + l] >> (2 * quarter)) & 3) << 4);
-                aw = fabs((double)sp_f16_to_f32(w->d) * w->scales[k / 16]) * (q + 32);
+// ---------------------------------------------------------------- the reference
+
+/* sp_vec_dot_ref is the documented numerics. */
+static void test_ref_is_the_model(void **state) {
+    (void)state;
+    uint64_t rng = 11;
+    size_t checked = 0;
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(ktypes); ti++)
+        for (int wd = DATA_QUANT; wd <= DATA_MAX; wd++)
+            for (int xd = DATA_QUANT; xd <= DATA_MAX; xd++) {
+                const sp_dtype t = ktypes[ti];
+                const int64_t n_in = 256 * 5, n_out = 6, n_rows = 3;
+                uint8_t *w = make_weights(&rng, t, n_in, n_out, wd);
+                uint8_t *x = make_acts(&rng, n_in, n_rows, xd);
+                const size_t wrb = row_bytes(t, n_in), xrb = row_bytes(SP_DTYPE_Q8_K, n_in);
+                for (int64_t o = 0; o < n_out; o++)
+                    for (int64_t r = 0; r < n_rows; r++) {
+                        const void *wr = w + (size_t)o * wrb, *xr = x + (size_t)r * xrb;
+                        const float got = sp_vec_dot_ref(t, wr, xr, n_in);
+                        const float want = model_dot(t, wr, xr, n_in);
+                        if (f32_bits(got) != f32_bits(want))
+                            fail_msg("%s weights %d acts %d: ref %a, model %a",
+                                     sp_dtype_get(t)->name, wd, xd, (double)got, (double)want);
+                        checked++;
+                    }
+                free(x);
+                free(w);
             }
-            s += aw * ax;
-        }
-    }
-    return s;
+    assert_true(checked > 0);
 }
 
-// ---------------------------------------------------------------- against the reference
+// ---------------------------------------------------------------- every table
 
-static double worst_ratio[2][2]; // [isa][Q4_K, Q6_K]: max |y - ref| / budget seen
-
-static void check_against_ref(const isa *s, int si, sp_dtype t, int64_t n_in, int64_t n_out,
-                              int64_t n_rows, bool raw_w, bool raw_x, uint64_t seed) {
-    uint64_t rng = seed;
+/* Table k's product of rows [0, n_rows) and outputs [0, n_out): packed when k packs t (into
+ * buffers of exactly the sizes asked, rows packed in reverse order), else through matmul. */
+static void table_product(const sp_kernels *k, sp_dtype t, bool packed, const uint8_t *w,
+                          const uint8_t *x, int64_t n_in, int64_t n_out, int64_t n_rows, float *y,
+                          int64_t ldy) {
     const size_t wrb = row_bytes(t, n_in), xrb = row_bytes(SP_DTYPE_Q8_K, n_in);
-    uint8_t *w = make_weights(&rng, t, n_in, n_out, raw_w);
-    uint8_t *x = make_acts(&rng, n_in, n_rows, raw_x);
-    float *y = xmalloc((size_t)(n_rows * n_out) * sizeof(float));
-    kernel(s, t)(w, wrb, x, xrb, n_in, n_rows, y, n_out, 0, n_out);
-    const int64_t nb = n_in / SP_QK_K;
-    for (int64_t r = 0; r < n_rows; r++) {
-        for (int64_t o = 0; o < n_out; o++) {
-            const void *wr = w + (size_t)o * wrb, *xr = x + (size_t)r * xrb;
-            const float ref = sp_vec_dot_ref(t, wr, xr, n_in);
-            const double budget = (double)(nb + 8) * ldexp(1.0, -23) * abs_dot(t, wr, xr, n_in);
-            const double err = fabs((double)y[r * n_out + o] - (double)ref);
-            if (!(err <= budget)) {
-                fprintf(stderr, "%s %s n_in %lld row %lld out %lld: %.9g vs ref %.9g (budget %g)\n",
-                        s->name, t == SP_DTYPE_Q4_K ? "q4_k" : "q6_k", (long long)n_in,
-                        (long long)r, (long long)o, (double)y[r * n_out + o], (double)ref, budget);
-                fail();
-            }
-            const double ratio = budget > 0 ? err / budget : 0;
-            double *worst = &worst_ratio[si][t == SP_DTYPE_Q6_K];
-            if (ratio > *worst)
-                *worst = ratio;
+    if (!packed) {
+        assert_non_null(k->matmul[t]);
+        k->matmul[t](w, wrb, x, xrb, n_in, n_rows, y, ldy, 0, n_out);
+        return;
+    }
+    void *pw = xmalloc(k->pack_bytes(t, n_in, n_out));
+    k->pack(t, w, wrb, n_in, n_out, pw);
+    void *px = xmalloc(k->act_pack_bytes(SP_DTYPE_Q8_K, n_in, n_rows));
+    for (int64_t r = n_rows - 1; r >= 0; r--)
+        k->act_pack(SP_DTYPE_Q8_K, x + (size_t)r * xrb, n_in, r, n_rows, px);
+    assert_non_null(k->matmul_packed[t]);
+    k->matmul_packed[t](pw, 0, px, 0, n_in, n_rows, y, ldy, 0, n_out);
+    free(px);
+    free(pw);
+}
+
+static size_t check_tables(sp_dtype t, int64_t n_in, int64_t n_out, int64_t n_rows, int wd, int xd,
+                           uint64_t seed) {
+    uint64_t rng = seed;
+    uint8_t *w = make_weights(&rng, t, n_in, n_out, wd);
+    uint8_t *x = make_acts(&rng, n_in, n_rows, xd);
+    const size_t wrb = row_bytes(t, n_in), xrb = row_bytes(SP_DTYPE_Q8_K, n_in);
+    float *ref = xmalloc(sizeof(float) * (size_t)(n_rows * n_out));
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t o = 0; o < n_out; o++)
+            ref[r * n_out + o] = sp_vec_dot_ref(t, w + (size_t)o * wrb, x + (size_t)r * xrb, n_in);
+    const int64_t ldy = n_out + 2;
+    float *y = xmalloc(sizeof(float) * (size_t)(n_rows * ldy));
+    size_t checked = 0;
+    for (size_t i = 0; i < SP_ARRAY_LEN(isa_names); i++) {
+        const sp_kernels *k = sp_kernels_for(isa_names[i]);
+        if (!k)
+            continue;
+        for (int packed = 0; packed < 2; packed++) {
+            if (packed && !(k->pack_bytes && k->pack_bytes(t, n_in, n_out) > 0))
+                continue;
+            memset(y, 0xff, sizeof(float) * (size_t)(n_rows * ldy));
+            table_product(k, t, packed, w, x, n_in, n_out, n_rows, y, ldy);
+            for (int64_t r = 0; r < n_rows; r++)
+                for (int64_t o = 0; o < ldy; o++) {
+                    const float got = y[r * ldy + o];
+                    if (o >= n_out) {
+                        if (f32_bits(got) != 0xffffffffu)
+                            fail_msg("%s wrote y[%lld][%lld] past n_out", k->isa, (long long)r,
+                                     (long long)o);
+                        continue;
+                    }
+                    const float want = ref[r * n_out + o];
+                    if (f32_bits(got) != f32_bits(want))
+                        fail_msg("%s %s %s n_in=%lld n_out=%lld n_rows=%lld data %d/%d: "
+                                 "y[%lld][%lld] = %a, reference %a",
+                                 k->isa, packed ? "packed" : "unpacked", sp_dtype_get(t)->name,
+                                 (long long)n_in, (long long)n_out, (long long)n_rows, wd, xd,
+                                 (long long)r, (long long)o, (double)got, (double)want);
+                    checked++;
+                }
         }
     }
     free(y);
+    free(ref);
     free(x);
     free(w);
+    return checked;
 }
 
-static void test_matmul_vs_ref(void **state) {
+/* Row counts 1..17 and 33 against odd output counts and several super-block counts. */
+static void test_tables_equal_ref(void **state) {
     (void)state;
-    static const int64_t n_ins[] = {256, 512, 5632};
-    static const sp_dtype types[] = {SP_DTYPE_Q4_K, SP_DTYPE_Q6_K};
-    int ran = 0;
-    for (int si = 0; si < 2; si++) {
-        if (!isas[si].present)
-            continue;
-        ran++;
-        for (size_t ti = 0; ti < 2; ti++) {
-            for (size_t ni = 0; ni < SP_ARRAY_LEN(n_ins); ni++) {
-                const int64_t n_in = n_ins[ni];
-                const int64_t n_out = n_in > 1000 ? 5 : 13;
-                for (int64_t n_rows = 1; n_rows <= 9; n_rows++)
-                    check_against_ref(&isas[si], si, types[ti], n_in, n_out, n_rows, false, false,
-                                      100 * (uint64_t)n_rows + ni);
-                check_against_ref(&isas[si], si, types[ti], n_in, n_out, 33, false, false, 7);
-                check_against_ref(&isas[si], si, types[ti], n_in, 7, 5, true, false, 8);
-                check_against_ref(&isas[si], si, types[ti], n_in, 7, 6, false, true, 9);
-                check_against_ref(&isas[si], si, types[ti], n_in, 7, 7, true, true, 10);
+    static const int64_t n_ins[] = {256, 256 * 3, 256 * 22};
+    static const int64_t outs[] = {1, 5, 16, 17, 29, 33, 50};
+    uint64_t seed = 100;
+    size_t checked = 0;
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(ktypes); ti++)
+        for (size_t ni = 0; ni < SP_ARRAY_LEN(n_ins); ni++)
+            for (int64_t n_rows = 1; n_rows <= 18; n_rows++) {
+                const int64_t rows = n_rows == 18 ? 33 : n_rows;
+                const int64_t n_out =
+                    n_ins[ni] > 1000 && rows > 3 ? 17 : outs[(size_t)(n_rows + (int64_t)ni) % 7];
+                checked += check_tables(ktypes[ti], n_ins[ni], n_out, rows, DATA_QUANT, DATA_QUANT,
+                                        seed++);
             }
-        }
-        printf("%s: worst |y - ref| / budget: q4_k %.3g, q6_k %.3g\n", isas[si].name,
-               worst_ratio[si][0], worst_ratio[si][1]);
-    }
-    if (!ran)
-        skip();
+    print_message("[ info     ] %zu outputs checked\n", checked);
 }
 
-// ---------------------------------------------------------------- invariance
-
-static void test_invariance(void **state) {
+/* Random bytes and the extremes of every field, against random and extreme activations. */
+static void test_tables_extremes(void **state) {
     (void)state;
-    static const sp_dtype types[] = {SP_DTYPE_Q4_K, SP_DTYPE_Q6_K};
-    const int64_t n_in = 512, n_out = 11, n_rows = 33, ldy = n_out + 3;
-    int ran = 0;
-    for (int si = 0; si < 2; si++) {
-        if (!isas[si].present)
-            continue;
-        ran++;
-        for (size_t ti = 0; ti < 2; ti++) {
-            const sp_dtype t = types[ti];
-            uint64_t rng = 42 + ti;
-            const size_t wrb = row_bytes(t, n_in), xrb = row_bytes(SP_DTYPE_Q8_K, n_in);
-            uint8_t *w = make_weights(&rng, t, n_in, n_out, ti == 1);
-            uint8_t *x = make_acts(&rng, n_in, n_rows, false);
-            const size_t ny = (size_t)(n_rows * ldy);
-            float *full = xmalloc(ny * sizeof(float));
-            float *part = xmalloc(ny * sizeof(float));
-            const sp_matmul_fn mm = kernel(&isas[si], t);
-            for (size_t i = 0; i < ny; i++)
-                full[i] = NAN;
-            mm(w, wrb, x, xrb, n_in, n_rows, full, ldy, 0, n_out);
-            for (int64_t r = 0; r < n_rows; r++)
-                for (int64_t o = n_out; o < ldy; o++)
-                    assert_true(isnan(full[r * ldy + o])); // padding untouched
-
-            // Every batch size from every first row, with a three-way split of the outputs.
-            for (int64_t nr = 1; nr <= 9; nr++) {
-                for (int64_t r0 = 0; r0 + nr <= n_rows; r0 += 1 + nr / 2) {
-                    for (size_t i = 0; i < ny; i++)
-                        part[i] = NAN;
-                    const int64_t a = (nr * 3) % n_out, b = a + (n_out - a) / 2;
-                    float *yp = part + r0 * ldy;
-                    const void *xp = x + (size_t)r0 * xrb;
-                    mm(w, wrb, xp, xrb, n_in, nr, yp, ldy, b, n_out);
-                    mm(w, wrb, xp, xrb, n_in, nr, yp, ldy, 0, a);
-                    mm(w, wrb, xp, xrb, n_in, nr, yp, ldy, a, b);
-                    mm(w, wrb, xp, xrb, n_in, nr, yp, ldy, b, b); // empty range
-                    for (int64_t r = 0; r < n_rows; r++)
-                        for (int64_t o = 0; o < ldy; o++) {
-                            const size_t at = (size_t)(r * ldy + o);
-                            if (r >= r0 && r < r0 + nr && o < n_out)
-                                assert_memory_equal(&part[at], &full[at], sizeof(float));
-                            else
-                                assert_true(isnan(part[at]));
-                        }
-                }
+    uint64_t seed = 5000;
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(ktypes); ti++)
+        for (int wd = DATA_QUANT; wd <= DATA_MAX; wd++)
+            for (int xd = DATA_QUANT; xd <= DATA_MAX; xd++) {
+                if (wd == DATA_QUANT && xd == DATA_QUANT)
+                    continue;
+                check_tables(ktypes[ti], 256 * 4, 19, 9, wd, xd, seed++);
+                check_tables(ktypes[ti], 256, 16, 2, wd, xd, seed++);
             }
-            // One output at a time for all rows.
-            for (size_t i = 0; i < ny; i++)
-                part[i] = NAN;
-            for (int64_t o = n_out - 1; o >= 0; o--)
-                mm(w, wrb, x, xrb, n_in, n_rows, part, ldy, o, o + 1);
-            assert_memory_equal(part, full, ny * sizeof(float));
-            free(part);
-            free(full);
-            free(x);
-            free(w);
-        }
-    }
-    if (!ran)
-        skip();
 }
 
-static void test_isas_agree(void **state) {
+/* The packed sizes of packed_k.h, and no packing for shapes the layouts do not cover. */
+static void test_pack_bytes(void **state) {
     (void)state;
-    if (!isas[0].present || !isas[1].present)
-        skip();
-    static const sp_dtype types[] = {SP_DTYPE_Q4_K, SP_DTYPE_Q6_K};
-    const int64_t n_in = 5632, n_out = 9, n_rows = 6;
-    for (size_t ti = 0; ti < 2; ti++) {
-        for (int raw = 0; raw < 2; raw++) {
-            const sp_dtype t = types[ti];
-            uint64_t rng = 1000 + 2 * ti + (uint64_t)raw;
-            const size_t wrb = row_bytes(t, n_in), xrb = row_bytes(SP_DTYPE_Q8_K, n_in);
-            uint8_t *w = make_weights(&rng, t, n_in, n_out, raw);
-            uint8_t *x = make_acts(&rng, n_in, n_rows, raw);
-            float *y2 = xmalloc((size_t)(n_rows * n_out) * sizeof(float));
-            float *y5 = xmalloc((size_t)(n_rows * n_out) * sizeof(float));
-            kernel(&isas[0], t)(w, wrb, x, xrb, n_in, n_rows, y2, n_out, 0, n_out);
-            kernel(&isas[1], t)(w, wrb, x, xrb, n_in, n_rows, y5, n_out, 0, n_out);
-            assert_memory_equal(y2, y5, (size_t)(n_rows * n_out) * sizeof(float));
-            free(y5);
-            free(y2);
-            free(x);
-            free(w);
+    static const struct {
+        sp_dtype t;
+        size_t record, trailer;
+    } sizes[] = {{SP_DTYPE_Q4_K, 2304, 64}, {SP_DTYPE_Q5_K, 2816, 64}, {SP_DTYPE_Q6_K, 3328, 32}};
+    size_t tables = 0;
+    for (size_t i = 0; i < SP_ARRAY_LEN(isa_names); i++) {
+        const sp_kernels *k = sp_kernels_for(isa_names[i]);
+        if (!k || !k->pack_bytes)
+            continue;
+        tables++;
+        for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++) {
+            const sp_dtype t = sizes[s].t;
+            for (int64_t nb = 1; nb <= 3; nb++) {
+                const size_t trailer = ((size_t)nb * sizes[s].trailer + 63) / 64 * 64;
+                const size_t group = (size_t)nb * sizes[s].record + trailer;
+                assert_int_equal(k->pack_bytes(t, 256 * nb, 16), group);
+                assert_int_equal(k->pack_bytes(t, 256 * nb, 17), 2 * group);
+                assert_int_equal(k->pack_bytes(t, 256 * nb, 1), group);
+            }
+            assert_int_equal(k->pack_bytes(t, 128, 16), 0);
+            assert_int_equal(k->pack_bytes(t, 256, 0), 0);
+            assert_int_equal(k->pack_bytes(t, 0, 16), 0);
+            assert_non_null(k->matmul_packed[t]);
         }
+        assert_int_equal(k->act_pack_bytes(SP_DTYPE_Q8_K, 512, 3), 3 * 2 * 320);
+        assert_int_equal(k->act_pack_bytes(SP_DTYPE_Q8_K, 100, 3), 0);
+        // The other types still go to their own layouts.
+        assert_true(k->pack_bytes(SP_DTYPE_Q8_0, 64, 16) > 0);
+        assert_true(k->act_pack_bytes(SP_DTYPE_Q8_0, 64, 2) > 0);
+        assert_int_equal(k->pack_bytes(SP_DTYPE_F32, 64, 16), 0);
     }
+    if (!tables)
+        skip();
 }
 
 // ---------------------------------------------------------------- Q8_K activations
 
+#if defined(__x86_64__)
 static void expect_same_q8_k(const float *x, int64_t n) {
     const size_t rb = row_bytes(SP_DTYPE_Q8_K, n);
     uint8_t *ref = xmalloc(rb), *got = xmalloc(rb);
@@ -359,7 +411,7 @@ static void expect_same_q8_k(const float *x, int64_t n) {
 
 static void test_quantize_q8_k(void **state) {
     (void)state;
-    if (!isas[0].present)
+    if (!sp_kernels_for("avx2"))
         skip();
     uint64_t rng = 77;
     const int64_t n = 5632;
@@ -396,29 +448,18 @@ static void test_quantize_q8_k(void **state) {
     expect_same_q8_k(x, 0);
     free(x);
 }
+#else
+static void test_quantize_q8_k(void **state) {
+    (void)state;
+    skip();
+}
+#endif
 
 int main(void) {
-    find_isas();
-    printf("avx2: %s, avx512: %s\n", isas[0].present ? "yes" : "absent",
-           isas[1].present ? "yes" : "absent");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_vs_ref),
-        cmocka_unit_test(test_invariance),
-        cmocka_unit_test(test_isas_agree),
+        cmocka_unit_test(test_ref_is_the_model), cmocka_unit_test(test_tables_equal_ref),
+        cmocka_unit_test(test_tables_extremes),  cmocka_unit_test(test_pack_bytes),
         cmocka_unit_test(test_quantize_q8_k),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
-
-#else // not x86-64: the kernels are not built
-
-static void test_not_built(void **state) {
-    (void)state;
-    skip();
-}
-
-int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_not_built)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
-#endif

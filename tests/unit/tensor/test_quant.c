@@ -3,7 +3,9 @@
  * - Blocks built by hand from the GGUF format definitions dequantize to the values the
  *   definitions give.
  * - Quantize/dequantize round trips stay within error budgets (NMSE = sum (x - x')^2 /
- *   sum x^2 on N(0,1) data), which also catch a wrong search in Q4_K/Q6_K.
+ *   sum x^2 on N(0,1) data), which also catch a wrong search in Q4_K/Q5_K/Q6_K; Q5_K's quants
+ *   are each the nearest of 0..31 to (x + dmin m) / (d sc) with its block's stored scales, as
+ *   ggml's quantize_row_q5_K_ref leaves them.
  * - Quantizing the dequantization of a Q8_0 row gives back the same bytes.
  * - sp_vec_dot_ref equals the double-precision dot of the dequantized rows within a float
  *   rounding budget, on odd numbers of blocks.
@@ -43,6 +45,7 @@ static void test_block_sizes_match_dtype_table(void **state) {
         {SP_DTYPE_Q8_0, sizeof(sp_block_q8_0), SP_QK8_0},
         {SP_DTYPE_Q4_0, sizeof(sp_block_q4_0), SP_QK4_0},
         {SP_DTYPE_Q4_K, sizeof(sp_block_q4_k), SP_QK_K},
+        {SP_DTYPE_Q5_K, sizeof(sp_block_q5_k), SP_QK_K},
         {SP_DTYPE_Q6_K, sizeof(sp_block_q6_k), SP_QK_K},
         {SP_DTYPE_Q8_K, sizeof(sp_block_q8_k), SP_QK_K},
     };
@@ -55,6 +58,9 @@ static void test_block_sizes_match_dtype_table(void **state) {
     // Field offsets from ggml-common.h.
     assert_int_equal(offsetof(sp_block_q4_k, scales), 4);
     assert_int_equal(offsetof(sp_block_q4_k, qs), 16);
+    assert_int_equal(offsetof(sp_block_q5_k, scales), 4);
+    assert_int_equal(offsetof(sp_block_q5_k, qh), 16);
+    assert_int_equal(offsetof(sp_block_q5_k, qs), 48);
     assert_int_equal(offsetof(sp_block_q6_k, qh), 128);
     assert_int_equal(offsetof(sp_block_q6_k, scales), 192);
     assert_int_equal(offsetof(sp_block_q6_k, d), 208);
@@ -70,6 +76,7 @@ static void test_vec_dot_types(void **state) {
     assert_int_equal(sp_dtype_vec_dot_type(SP_DTYPE_Q8_0), SP_DTYPE_Q8_0);
     assert_int_equal(sp_dtype_vec_dot_type(SP_DTYPE_Q4_0), SP_DTYPE_Q8_0);
     assert_int_equal(sp_dtype_vec_dot_type(SP_DTYPE_Q4_K), SP_DTYPE_Q8_K);
+    assert_int_equal(sp_dtype_vec_dot_type(SP_DTYPE_Q5_K), SP_DTYPE_Q8_K);
     assert_int_equal(sp_dtype_vec_dot_type(SP_DTYPE_Q6_K), SP_DTYPE_Q8_K);
 }
 
@@ -139,6 +146,37 @@ static void test_hand_q4_k(void **state) {
         float want = 1.0f * (float)(sc[k / 32] * q[k]) - 0.5f * (float)mn[k / 32];
         if (y[k] != want)
             fail_msg("q4_k value %d: got %g, want %g", k, y[k], want);
+    }
+}
+
+/* Q5_K (ggml-common.h): Q4_K's scales, mins and nibbles, plus the 5th bit of value k in bit
+ * k / 32 of qh[k % 32]; value = d * sc[j] * q - dmin * m[j] with q 5-bit. */
+static void test_hand_q5_k(void **state) {
+    (void)state;
+    static const uint8_t sc[8] = {63, 2, 17, 4, 33, 45, 60, 1};
+    static const uint8_t mn[8] = {9, 5, 10, 63, 17, 0, 48, 7};
+    sp_block_q5_k b;
+    memset(&b, 0, sizeof b);
+    b.d = 0x3800;    // 0.5
+    b.dmin = 0x3400; // 0.25
+    for (int i = 0; i < 4; i++) {
+        b.scales[i] = (uint8_t)(sc[i] | ((sc[i + 4] >> 4) << 6));
+        b.scales[i + 4] = (uint8_t)(mn[i] | ((mn[i + 4] >> 4) << 6));
+        b.scales[i + 8] = (uint8_t)((sc[i + 4] & 15) | ((mn[i + 4] & 15) << 4));
+    }
+    uint8_t q[256];
+    for (int k = 0; k < 256; k++) {
+        q[k] = (uint8_t)((k * 11 + k / 32) % 32);
+        int sub = k / 32, pos = k % 32;
+        b.qs[32 * (sub / 2) + pos] |= (uint8_t)(sub % 2 ? (q[k] & 15) << 4 : q[k] & 15);
+        b.qh[pos] |= (uint8_t)((q[k] >> 4) << sub);
+    }
+    float y[256];
+    sp_dequantize_row(SP_DTYPE_Q5_K, &b, y, 256);
+    for (int k = 0; k < 256; k++) {
+        float want = 0.5f * (float)(sc[k / 32] * q[k]) - 0.25f * (float)mn[k / 32];
+        if (y[k] != want)
+            fail_msg("q5_k value %d: got %g, want %g", k, y[k], want);
     }
 }
 
@@ -257,8 +295,8 @@ static void test_quantize_known(void **state) {
 
 static void test_quantize_zero_blocks(void **state) {
     (void)state;
-    static const sp_dtype types[] = {SP_DTYPE_Q8_0, SP_DTYPE_Q4_0, SP_DTYPE_Q4_K, SP_DTYPE_Q6_K,
-                                     SP_DTYPE_Q8_K};
+    static const sp_dtype types[] = {SP_DTYPE_Q8_0, SP_DTYPE_Q4_0, SP_DTYPE_Q4_K,
+                                     SP_DTYPE_Q5_K, SP_DTYPE_Q6_K, SP_DTYPE_Q8_K};
     float x[512] = {0};
     uint8_t buf[2 * 292];
     float y[512];
@@ -281,18 +319,18 @@ static double nmse(const float *x, const float *y, int64_t n) {
 }
 
 /* Error budgets on N(0, 1) data, 64 Ki values. Measured with this code: f16 4.3e-8,
- * bf16 2.8e-6, q8_0 2.9e-5, q8_k 4.8e-5, q6_k 3.1e-4, q4_k 5.1e-3, q4_0 7.3e-3, close to the
- * uniform-noise estimates (step^2/12 relative to the variance). The budgets are 1.4-3.5x
- * those, so a wrong rounding, scale or search fails. */
+ * bf16 2.8e-6, q8_0 2.9e-5, q8_k 4.8e-5, q6_k 3.1e-4, q5_k 1.3e-3, q4_k 5.1e-3, q4_0 7.3e-3,
+ * close to the uniform-noise estimates (step^2/12 relative to the variance). The budgets
+ * are 1.4-3.5x those, so a wrong rounding, scale or search fails. */
 static void test_round_trip_nmse(void **state) {
     (void)state;
     static const struct {
         sp_dtype t;
         double max_nmse;
     } budget[] = {
-        {SP_DTYPE_F16, 1e-7},    {SP_DTYPE_BF16, 5e-6}, {SP_DTYPE_Q8_0, 1e-4},
-        {SP_DTYPE_Q8_K, 1e-4},   {SP_DTYPE_Q6_K, 5e-4}, {SP_DTYPE_Q4_K, 7e-3},
-        {SP_DTYPE_Q4_0, 1.5e-2},
+        {SP_DTYPE_F16, 1e-7},  {SP_DTYPE_BF16, 5e-6},   {SP_DTYPE_Q8_0, 1e-4},
+        {SP_DTYPE_Q8_K, 1e-4}, {SP_DTYPE_Q6_K, 5e-4},   {SP_DTYPE_Q5_K, 2e-3},
+        {SP_DTYPE_Q4_K, 7e-3}, {SP_DTYPE_Q4_0, 1.5e-2},
     };
     const int64_t n = 65536;
     uint64_t rng = 42;
@@ -315,6 +353,10 @@ static void test_round_trip_nmse(void **state) {
     sp_quantize_row(SP_DTYPE_Q4_0, x, q, n);
     sp_dequantize_row(SP_DTYPE_Q4_0, q, y, n);
     assert_true(e4k < 0.8 * nmse(x, y, n));
+    // One more bit: Q5_K's error is about a quarter of Q4_K's.
+    sp_quantize_row(SP_DTYPE_Q5_K, x, q, n);
+    sp_dequantize_row(SP_DTYPE_Q5_K, q, y, n);
+    assert_true(nmse(x, y, n) < 0.35 * e4k);
     free(x);
     free(y);
     free(q);
@@ -335,6 +377,42 @@ static void test_q4_k_offset_data(void **state) {
     for (int k = 0; k < 256; k++)
         assert_true(fabsf(x[k] - y[k]) <= 1.0f / 15 * 0.6f + 0.02f);
     assert_true(nmse(x, y, 256) < 5e-4);
+}
+
+/* The same for Q5_K, with steps of about 1/31; and every quant is the nearest of 0..31 to
+ * (x + dmin m) / (d sc) under the block's stored scales (the final requantization of ggml's
+ * quantize_row_q5_K_ref), so the 5th bits are where dequantization reads them. */
+static void test_q5_k_offset_data_and_requant(void **state) {
+    (void)state;
+    uint64_t rng = 8;
+    float x[1024], y[1024];
+    for (int k = 0; k < 256; k++)
+        x[k] = -1.5f + 0.5f * sp_test_randf(&rng);
+    for (int k = 256; k < 1024; k++) // N(0, 1) blocks at three scales
+        x[k] = ldexpf(sp_test_randn(&rng), 4 * (k / 256) - 8);
+    sp_block_q5_k b[4];
+    sp_quantize_row(SP_DTYPE_Q5_K, x, b, 1024);
+    sp_dequantize_row(SP_DTYPE_Q5_K, b, y, 1024);
+    for (int k = 0; k < 256; k++)
+        assert_true(fabsf(x[k] - y[k]) <= 0.04f); // measured 0.033 (Q4_K: 0.033 too)
+    assert_true(nmse(x, y, 256) < 1e-4);          // measured 3.6e-5 (Q4_K: 1.6e-4)
+    for (int i = 0; i < 4; i++) {
+        const float d = sp_f16_to_f32(b[i].d), dmin = sp_f16_to_f32(b[i].dmin);
+        for (int k = 0; k < 256; k++) {
+            const int j = k / 32;
+            const uint8_t *s = b[i].scales;
+            const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+            const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+            const uint8_t byte = b[i].qs[32 * (j / 2) + k % 32];
+            const int q = (j % 2 ? byte >> 4 : byte & 15) | (((b[i].qh[k % 32] >> j) & 1) << 4);
+            const float ds = d * (float)sc, dm = dmin * (float)m;
+            if (ds == 0.0f)
+                continue;
+            const float want = fminf(31.0f, fmaxf(0.0f, rintf((x[256 * i + k] + dm) / ds)));
+            if (fabsf((float)q - want) > 0.0f)
+                fail_msg("q5_k block %d value %d: quant %d, nearest %g", i, k, q, (double)want);
+        }
+    }
 }
 
 static void test_q8_0_requantize_is_identity(void **state) {
@@ -420,6 +498,7 @@ static void test_vec_dot_vs_double(void **state) {
     }
     for (size_t i = 0; i < SP_ARRAY_LEN(blocks256); i++) {
         check_vec_dot(SP_DTYPE_Q4_K, 256 * blocks256[i], 600 + i);
+        check_vec_dot(SP_DTYPE_Q5_K, 256 * blocks256[i], 650 + i);
         check_vec_dot(SP_DTYPE_Q6_K, 256 * blocks256[i], 700 + i);
     }
 }
@@ -457,6 +536,39 @@ static void test_vec_dot_q4_k_exact(void **state) {
     assert_true(sp_vec_dot_ref(SP_DTYPE_Q4_K, &w, &x, 256) == (float)want2 * 0.5f);
 }
 
+/* The same for Q5_K: quants up to 31 with the 5th bit in qh. */
+static void test_vec_dot_q5_k_exact(void **state) {
+    (void)state;
+    sp_block_q5_k w;
+    memset(&w, 0, sizeof w);
+    w.d = 0x3c00;    // 1
+    w.dmin = 0x4000; // 2
+    static const uint8_t sc[8] = {63, 2, 3, 40, 5, 6, 7, 8};
+    static const uint8_t mn[8] = {8, 7, 6, 5, 4, 3, 2, 63};
+    for (int i = 0; i < 4; i++) {
+        w.scales[i] = (uint8_t)(sc[i] | ((sc[i + 4] >> 4) << 6));
+        w.scales[i + 4] = (uint8_t)(mn[i] | ((mn[i + 4] >> 4) << 6));
+        w.scales[i + 8] = (uint8_t)((sc[i + 4] & 15) | ((mn[i + 4] & 15) << 4));
+    }
+    sp_block_q8_k x;
+    x.d = 0.5f;
+    long want2 = 0; // twice the exact dot
+    for (int k = 0; k < 256; k++) {
+        int q = (k * 7) % 32, sub = k / 32;
+        w.qs[32 * (sub / 2) + k % 32] |= (uint8_t)(sub % 2 ? (q & 15) << 4 : q & 15);
+        w.qh[k % 32] |= (uint8_t)((q >> 4) << sub);
+        x.qs[k] = (int8_t)((k * 11) % 255 - 127);
+        want2 += (long)(sc[sub] * q - 2 * mn[sub]) * x.qs[k];
+    }
+    for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int i = 0; i < 16; i++)
+            s += x.qs[16 * g + i];
+        x.bsums[g] = (int16_t)s;
+    }
+    assert_true(sp_vec_dot_ref(SP_DTYPE_Q5_K, &w, &x, 256) == (float)want2 * 0.5f);
+}
+
 static void test_vec_dot_q6_k_exact(void **state) {
     (void)state;
     sp_block_q6_k w;
@@ -475,6 +587,12 @@ static void test_vec_dot_q6_k_exact(void **state) {
         w.qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * c));
         x.qs[k] = (int8_t)((k * 7) % 200 - 100);
         want4 += (long)w.scales[k / 16] * (q - 32) * x.qs[k];
+    }
+    for (int g = 0; g < 16; g++) { // the offset of 32 comes off with the sums, as made by Q8_K
+        int s = 0;
+        for (int i = 0; i < 16; i++)
+            s += x.qs[16 * g + i];
+        x.bsums[g] = (int16_t)s;
     }
     assert_true(sp_vec_dot_ref(SP_DTYPE_Q6_K, &w, &x, 256) == (float)want4 * 0.25f);
 }
@@ -561,6 +679,7 @@ static void test_matmul_batch_invariant(void **state) {
     check_matmul(SP_DTYPE_Q8_0, 96, 7, 5);
     check_matmul(SP_DTYPE_Q4_0, 160, 4, 3);
     check_matmul(SP_DTYPE_Q4_K, 768, 5, 4);
+    check_matmul(SP_DTYPE_Q5_K, 512, 3, 4);
     check_matmul(SP_DTYPE_Q6_K, 512, 6, 3);
 }
 
@@ -571,6 +690,7 @@ int main(void) {
         cmocka_unit_test(test_hand_q8_0),
         cmocka_unit_test(test_hand_q4_0),
         cmocka_unit_test(test_hand_q4_k),
+        cmocka_unit_test(test_hand_q5_k),
         cmocka_unit_test(test_hand_q6_k),
         cmocka_unit_test(test_hand_q8_k),
         cmocka_unit_test(test_plain_types),
@@ -578,9 +698,11 @@ int main(void) {
         cmocka_unit_test(test_quantize_zero_blocks),
         cmocka_unit_test(test_round_trip_nmse),
         cmocka_unit_test(test_q4_k_offset_data),
+        cmocka_unit_test(test_q5_k_offset_data_and_requant),
         cmocka_unit_test(test_q8_0_requantize_is_identity),
         cmocka_unit_test(test_vec_dot_vs_double),
         cmocka_unit_test(test_vec_dot_q4_k_exact),
+        cmocka_unit_test(test_vec_dot_q5_k_exact),
         cmocka_unit_test(test_vec_dot_q6_k_exact),
         cmocka_unit_test(test_vec_dot_q8_0_q4_0_exact),
         cmocka_unit_test(test_matmul_batch_invariant),
