@@ -1,12 +1,16 @@
 /* The packed Q8_0 and Q4_0 layouts of packed.h, written in plain C: every x86 table that packs
- * uses them, whatever instructions it runs on. */
+ * uses them, whatever instructions it runs on. K-quant weights and Q8_K activations are passed
+ * on to packed_k.c's layouts. */
 #include "tensor/packed.h"
 
 #include <string.h>
 
 #include "base/err.h"
+#include "tensor/packed_k.h"
 
 size_t sp__pk_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
+    if (sp__pkk_kind(t) >= 0)
+        return sp__pkk_pack_bytes(t, n_in, n_out);
     if ((t != SP_DTYPE_Q8_0 && t != SP_DTYPE_Q4_0) || n_in <= 0 || n_in % SP_QK8_0 || n_out <= 0)
         return 0;
     const size_t groups = (size_t)((n_out + SP_PK_GROUP - 1) / SP_PK_GROUP),
@@ -72,15 +76,23 @@ static void pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_
 }
 
 void sp__pk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst) {
-    pack(t, w, wrb, n_in, n_out, dst, 0);
+    if (sp__pkk_kind(t) >= 0)
+        sp__pkk_pack(t, w, wrb, n_in, n_out, dst);
+    else
+        pack(t, w, wrb, n_in, n_out, dst, 0);
 }
 
 void sp__pk_pack_unsigned(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out,
                           void *dst) {
-    pack(t, w, wrb, n_in, n_out, dst, 0x80);
+    if (sp__pkk_kind(t) >= 0)
+        sp__pkk_pack(t, w, wrb, n_in, n_out, dst);
+    else
+        pack(t, w, wrb, n_in, n_out, dst, 0x80);
 }
 
 size_t sp__pk_act_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_rows) {
+    if (t == SP_DTYPE_Q8_K)
+        return sp__pkk_act_pack_bytes(t, n_in, n_rows);
     if (t != SP_DTYPE_Q8_0 || n_in <= 0 || n_in % SP_QK8_0 || n_rows < 0)
         return 0;
     return (size_t)n_rows * (size_t)(n_in / SP_QK8_0) * SP_PK_ACT_BLOCK_BYTES;
@@ -88,6 +100,10 @@ size_t sp__pk_act_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_rows) {
 
 void sp__pk_act_pack(sp_dtype t, const void *xq, int64_t n_in, int64_t r, int64_t n_rows,
                      void *dst) {
+    if (t == SP_DTYPE_Q8_K) {
+        sp__pkk_act_pack(t, xq, n_in, r, n_rows, dst);
+        return;
+    }
     SP_ASSERT(sp__pk_act_pack_bytes(t, n_in, n_rows) > 0 && r >= 0 && r < n_rows);
     const int64_t nb = n_in / SP_QK8_0;
     const sp__pk_slice s = sp__pk_slice_of(dst, nb, n_rows, r / 16 * 16);

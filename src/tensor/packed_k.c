@@ -9,7 +9,7 @@
 #include "base/err.h"
 #include "tensor/packed.h"
 
-static size_t pkk_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
+size_t sp__pkk_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
     const int kind = sp__pkk_kind(t);
     if (kind < 0 || n_in <= 0 || n_in % SP_QK_K || n_out <= 0)
         return 0;
@@ -126,9 +126,8 @@ static void put_output(const int kind, const kblock *u, int n, uint8_t *rec, sp_
 }
 
 /* Rows past n_out (the last group's padding) are zero quants with zero scales. */
-static void pkk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out,
-                     void *dst) {
-    SP_ASSERT(pkk_pack_bytes(t, n_in, n_out) > 0);
+void sp__pkk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst) {
+    SP_ASSERT(sp__pkk_pack_bytes(t, n_in, n_out) > 0);
     const int kind = sp__pkk_kind(t);
     const int64_t nb = n_in / SP_QK_K, groups = (n_out + SP_PKK_GROUP - 1) / SP_PKK_GROUP;
     const size_t block_bytes = (size_t)sp_dtype_get(t)->type_size;
@@ -150,15 +149,15 @@ static void pkk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_
     }
 }
 
-static size_t pkk_act_pack_bytes(sp_dtype vt, int64_t n_in, int64_t n_rows) {
+size_t sp__pkk_act_pack_bytes(sp_dtype vt, int64_t n_in, int64_t n_rows) {
     if (vt != SP_DTYPE_Q8_K || n_in <= 0 || n_in % SP_QK_K || n_rows < 0)
         return 0;
     return (size_t)n_rows * (size_t)(n_in / SP_QK_K) * SP_PKK_ACT_BYTES;
 }
 
-static void pkk_act_pack(sp_dtype vt, const void *xq, int64_t n_in, int64_t r, int64_t n_rows,
-                         void *dst) {
-    SP_ASSERT(pkk_act_pack_bytes(vt, n_in, n_rows) > 0 && r >= 0 && r < n_rows);
+void sp__pkk_act_pack(sp_dtype vt, const void *xq, int64_t n_in, int64_t r, int64_t n_rows,
+                      void *dst) {
+    SP_ASSERT(sp__pkk_act_pack_bytes(vt, n_in, n_rows) > 0 && r >= 0 && r < n_rows);
     const int64_t nb = n_in / SP_QK_K;
     const sp__pkk_slice s = sp__pkk_slice_of(dst, nb, n_rows, r / 16 * 16);
     const int m = (int)(r % 16);
@@ -173,38 +172,4 @@ static void pkk_act_pack(sp_dtype vt, const void *xq, int64_t n_in, int64_t r, i
         memcpy((int8_t *)sp__pkk_act_qs(s, b, m), blk[b].qs, SP_QK_K);
         memcpy((sp__pkk_aux *)sp__pkk_act_aux(s, b, m), &aux, sizeof aux);
     }
-}
-
-// The table entries: K-quants and Q8_K here, the other types to packed.h's layouts.
-
-static size_t pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out) {
-    return sp__pkk_kind(t) >= 0 ? pkk_pack_bytes(t, n_in, n_out)
-                                : sp__pk_pack_bytes(t, n_in, n_out);
-}
-
-static void pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst) {
-    if (sp__pkk_kind(t) >= 0)
-        pkk_pack(t, w, wrb, n_in, n_out, dst);
-    else
-        sp__pk_pack(t, w, wrb, n_in, n_out, dst);
-}
-
-static size_t act_pack_bytes(sp_dtype vt, int64_t n_in, int64_t n_rows) {
-    return vt == SP_DTYPE_Q8_K ? pkk_act_pack_bytes(vt, n_in, n_rows)
-                               : sp__pk_act_pack_bytes(vt, n_in, n_rows);
-}
-
-static void act_pack(sp_dtype vt, const void *xq, int64_t n_in, int64_t r, int64_t n_rows,
-                     void *dst) {
-    if (vt == SP_DTYPE_Q8_K)
-        pkk_act_pack(vt, xq, n_in, r, n_rows, dst);
-    else
-        sp__pk_act_pack(vt, xq, n_in, r, n_rows, dst);
-}
-
-void sp__pkk_set_layouts(sp_kernels *k) {
-    k->pack_bytes = pack_bytes;
-    k->pack = pack;
-    k->act_pack_bytes = act_pack_bytes;
-    k->act_pack = act_pack;
 }

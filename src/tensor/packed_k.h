@@ -139,8 +139,12 @@ SP_PKK_INLINE int32_t sp__pkk_load4(const void *p) {
     return v;
 }
 
-/* Puts the layouts in a table (packed_k.c): K-quant weights and Q8_K activations here, every
- * other type forwarded to packed.h's layouts. Call after the table's Q8_0/Q4_0 init. */
-void sp__pkk_set_layouts(sp_kernels *k);
+/* The layouts (packed_k.c), for K-quant weights and Q8_K activations: packed.h's table entries
+ * (sp__pk_pack_bytes, ...) forward those types here, so every table that packs takes them. */
+size_t sp__pkk_pack_bytes(sp_dtype t, int64_t n_in, int64_t n_out);
+void sp__pkk_pack(sp_dtype t, const void *w, size_t wrb, int64_t n_in, int64_t n_out, void *dst);
+size_t sp__pkk_act_pack_bytes(sp_dtype vt, int64_t n_in, int64_t n_rows);
+void sp__pkk_act_pack(sp_dtype vt, const void *xq, int64_t n_in, int64_t r, int64_t n_rows,
+                      void *dst);
 
 #endif

@@ -244,7 +244,6 @@ SP_PKK_MATMUL_ENTRY(matmul_q5_k_vnni, SP_PKK_Q5 | K_VNNI)
 SP_PKK_MATMUL_ENTRY(matmul_q6_k_vnni, SP_PKK_Q6 | K_VNNI)
 
 void sp__packed_k_avx2_init(sp_kernels *k, bool vnni) {
-    sp__pkk_set_layouts(k);
     k->matmul_packed[SP_DTYPE_Q4_K] = vnni ? matmul_q4_k_vnni : matmul_q4_k;
     k->matmul_packed[SP_DTYPE_Q5_K] = vnni ? matmul_q5_k_vnni : matmul_q5_k;
     k->matmul_packed[SP_DTYPE_Q6_K] = vnni ? matmul_q6_k_vnni : matmul_q6_k;

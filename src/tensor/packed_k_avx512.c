@@ -179,7 +179,6 @@ SP_PKK_MATMUL_ENTRY(matmul_q5_k, SP_PKK_Q5)
 SP_PKK_MATMUL_ENTRY(matmul_q6_k, SP_PKK_Q6)
 
 void sp__packed_k_avx512_init(sp_kernels *k) {
-    sp__pkk_set_layouts(k);
     k->matmul_packed[SP_DTYPE_Q4_K] = matmul_q4_k;
     k->matmul_packed[SP_DTYPE_Q5_K] = matmul_q5_k;
     k->matmul_packed[SP_DTYPE_Q6_K] = matmul_q6_k;
