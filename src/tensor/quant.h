@@ -83,13 +83,16 @@ sp_dtype sp_dtype_vec_dot_type(sp_dtype w);
 
 /* Dot product of n values: a row of weights of type w and a row of activations already in
  * sp_dtype_vec_dot_type(w). Scalar reference; the summation order is fixed, so the result
- * depends only on the two rows. It is bit-identical to ggml's generic (non-SIMD) vec_dot:
- *  - F32, F16, BF16: each product is rounded to float, then summed in double in index order;
- *  - Q8_0, Q4_0: per block an exact integer dot, times d_w * d_x, summed in float block by block;
- *  - Q4_K, Q6_K: per block exact integer dots (with the sub-block scales) in 8 lanes by
- *    position mod 8; lane l accumulates d_w * d_x * int_l in float block by block; the Q4_K
- *    min correction dmin_w * d_x * sum(bsums * mins) is subtracted from the total block by
- *    block, and the 8 lanes are added to it last, in lane order.
+ * depends only on the two rows:
+ *  - F32, F16, BF16: 16 float lanes by position mod 16, each a chain of fmaf in position order,
+ *    then halves added (16 -> 8 -> 4 -> 2 -> 1): the numerics of every kernel table (kernels.h);
+ *  - Q8_0, Q4_0: per block the exact int32 dot S, then acc = fmaf((float)S, d_w * d_x, acc)
+ *    block by block: also every table's;
+ *  - Q4_K, Q6_K (bit-identical to ggml's generic vec_dot): per block exact integer dots (with
+ *    the sub-block scales) in 8 lanes by position mod 8; lane l accumulates d_w * d_x * int_l
+ *    in float block by block; the Q4_K min correction dmin_w * d_x * sum(bsums * mins) is
+ *    subtracted from the total block by block, and the 8 lanes are added to it last, in lane
+ *    order.
  * n must be a multiple of the block size. */
 float sp_vec_dot_ref(sp_dtype w, const void *w_row, const void *x_row, int64_t n);
 
