@@ -155,8 +155,9 @@ DEFINE_TILING(q, q_tile)
 DEFINE_TILING(f, f_tile)
 
 /* Q8_0/Q4_0: 8 outputs (the lanes of a vector) by 1 or 4 activation rows. F32/F16/BF16: one
- * activation row by 4 weight rows (8 accumulators), several by 3 x 2 (12 accumulators, so that
- * the 16 ymm registers hold them with the loaded values). */
+ * activation row by 4 weight rows (8 accumulators), several by 2 rows x 3 weight rows (12
+ * accumulators: the fastest shape measured among 2 x 2, 3 x 2, 4 x 1, 2 x 3 and 1 x 4 for 8 and
+ * 32 rows of F32 and F16, as fast as the 8-lane kernel's 4 x 2 was). */
 INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
                      int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
@@ -173,7 +174,7 @@ INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, s
     if (n_rows == 1)
         f_tiles(1, 4, kind, w, wrb, x, xrb, n_in, 1, y, ldy, o0, o1);
     else
-        f_tiles(3, 2, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
+        f_tiles(2, 3, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
 }
 
 MATMUL(matmul_q8_0, q_matmul, K_Q8_0)
@@ -472,6 +473,18 @@ INLINE void values8_h(const int H, const float *w, int64_t ld_s, int32_t hh0, in
     }
 }
 
+/* The last D % 8 dimensions, in a function of their own: merged into attn_values's loop, GCC
+ * would test nd on every position of the whole vectors too. */
+static __attribute__((noinline)) void values_tail(const float *w, int64_t ld_s, int32_t G,
+                                                  int32_t D, int32_t d0, const void *v, int32_t n,
+                                                  bool f16, float *acc) {
+    for (int32_t hh = 0; hh < G; hh += 4) {
+        switch (G - hh) {
+            HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, D - d0, v, n, f16, acc)
+        }
+    }
+}
+
 static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                         int32_t n, bool f16, float *acc) {
     int32_t d0 = 0;
@@ -480,11 +493,7 @@ static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, cons
             switch (G - hh) { HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, 8, v, n, f16, acc) }
         }
     if (d0 < D)
-        for (int32_t hh = 0; hh < G; hh += 4) {
-            switch (G - hh) {
-                HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, D - d0, v, n, f16, acc)
-            }
-        }
+        values_tail(w, ld_s, G, D, d0, v, n, f16, acc);
 }
 
 /* kernels.h's SwiGLU, 8 at a time (the last ones masked): (g / (1 + exp8(-g))) * up. */

@@ -282,7 +282,8 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
 
 // ---------------------------------------------------------------- attention
 
-/* sp__exp (exp.h) on 16 lanes: the same operations in the same order. */
+/* sp__exp (exp.h) on 16 lanes: the same operations in the same order, but for step 5, which
+ * vscalefps does in one instruction with the same single rounding. */
 INLINE __m512 exp16(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(SP__EXP_LO), x); // max(a, b) gives b when either is NaN
     x = _mm512_min_ps(_mm512_set1_ps(SP__EXP_HI), x);
@@ -300,15 +301,8 @@ INLINE __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP__EXP_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i n =
-        _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)SP__EXP_SHIFT_BITS));
-    const __m512i n1 = _mm512_sub_epi32(
-        _mm512_srli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(256)), 1), _mm512_set1_epi32(128));
-    const __m512i n2 = _mm512_sub_epi32(n, n1);
-    const __m512i bias = _mm512_set1_epi32(127);
-    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
-    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
-    return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    // (p 2^n1) 2^n2 rounds p 2^n once (exp.h, step 5), and so does vscalefps: the same bits.
+    return _mm512_scalef_ps(p, nf);
 }
 
 /* 16 cache values from element i on (lanes outside m read as 0, their memory untouched). */
@@ -408,14 +402,28 @@ INLINE void values_h(const int H, const float *w, int64_t ld_s, int32_t hh0, int
         _mm512_mask_storeu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0, dm, a[h]);
 }
 
+/* The last D % 16 dimensions, in a function of their own, so that the whole vectors' loop keeps
+ * its constant mask (plain loads that fold into the fmas). */
+static __attribute__((noinline)) void values_tail(const float *w, int64_t ld_s, int32_t G,
+                                                  int32_t D, int32_t d0, const void *v, int32_t n,
+                                                  bool f16, float *acc) {
+    const __mmask16 dm = first_n(D - d0);
+    for (int32_t hh = 0; hh < G; hh += 8) {
+        switch (G - hh) { HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, dm, v, n, f16, acc) }
+    }
+}
+
 static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                         int32_t n, bool f16, float *acc) {
-    for (int32_t d0 = 0; d0 < D; d0 += 16) {
-        const __mmask16 dm = first_n(D - d0);
+    int32_t d0 = 0;
+    for (; d0 + 16 <= D; d0 += 16)
         for (int32_t hh = 0; hh < G; hh += 8) {
-            switch (G - hh) { HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, dm, v, n, f16, acc) }
+            switch (G - hh) {
+                HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, 0xffff, v, n, f16, acc)
+            }
         }
-    }
+    if (d0 < D)
+        values_tail(w, ld_s, G, D, d0, v, n, f16, acc);
 }
 
 /* kernels.h's SwiGLU, 16 at a time (the last ones masked): (g / (1 + exp16(-g))) * up. */
