@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/util.h"
 #include "tensor/exp.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_x86.h"
@@ -473,27 +474,30 @@ INLINE void values8_h(const int H, const float *w, int64_t ld_s, int32_t hh0, in
     }
 }
 
-/* The last D % 8 dimensions, in a function of their own: merged into attn_values's loop, GCC
- * would test nd on every position of the whole vectors too. */
-static __attribute__((noinline)) void values_tail(const float *w, int64_t ld_s, int32_t G,
-                                                  int32_t D, int32_t d0, const void *v, int32_t n,
-                                                  bool f16, float *acc) {
-    for (int32_t hh = 0; hh < G; hh += 4) {
-        switch (G - hh) {
-            HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, D - d0, v, n, f16, acc)
+/* Head sizes that are not a multiple of 8: whole vectors, then the last D % 8 dimensions under a
+ * mask. A function of its own: merged into attn_values, GCC would test the width on every
+ * position of the common head sizes too. */
+static __attribute__((noinline)) void values_masked(const float *w, int64_t ld_s, int32_t G,
+                                                    int32_t D, const void *v, int32_t n, bool f16,
+                                                    float *acc) {
+    for (int32_t d0 = 0; d0 < D; d0 += 8)
+        for (int32_t hh = 0; hh < G; hh += 4) {
+            switch (G - hh) {
+                HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, SP_MIN(8, D - d0), v, n, f16, acc)
+            }
         }
-    }
 }
 
 static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                         int32_t n, bool f16, float *acc) {
-    int32_t d0 = 0;
-    for (; d0 + 8 <= D; d0 += 8)
+    if (D % 8) {
+        values_masked(w, ld_s, G, D, v, n, f16, acc);
+        return;
+    }
+    for (int32_t d0 = 0; d0 < D; d0 += 8)
         for (int32_t hh = 0; hh < G; hh += 4) {
             switch (G - hh) { HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, 8, v, n, f16, acc) }
         }
-    if (d0 < D)
-        values_tail(w, ld_s, G, D, d0, v, n, f16, acc);
 }
 
 /* kernels.h's SwiGLU, 8 at a time (the last ones masked): (g / (1 + exp8(-g))) * up. */

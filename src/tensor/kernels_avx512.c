@@ -402,28 +402,32 @@ INLINE void values_h(const int H, const float *w, int64_t ld_s, int32_t hh0, int
         _mm512_mask_storeu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0, dm, a[h]);
 }
 
-/* The last D % 16 dimensions, in a function of their own, so that the whole vectors' loop keeps
- * its constant mask (plain loads that fold into the fmas). */
-static __attribute__((noinline)) void values_tail(const float *w, int64_t ld_s, int32_t G,
-                                                  int32_t D, int32_t d0, const void *v, int32_t n,
-                                                  bool f16, float *acc) {
-    const __mmask16 dm = first_n(D - d0);
-    for (int32_t hh = 0; hh < G; hh += 8) {
-        switch (G - hh) { HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, dm, v, n, f16, acc) }
+/* Head sizes that are not a multiple of 16: whole vectors, then the last D % 16 dimensions under
+ * a mask. A function of its own, so that the common head sizes' loop keeps its constant mask
+ * (plain loads that fold into the fmas). */
+static __attribute__((noinline)) void values_masked(const float *w, int64_t ld_s, int32_t G,
+                                                    int32_t D, const void *v, int32_t n, bool f16,
+                                                    float *acc) {
+    for (int32_t d0 = 0; d0 < D; d0 += 16) {
+        const __mmask16 dm = first_n(D - d0);
+        for (int32_t hh = 0; hh < G; hh += 8) {
+            switch (G - hh) { HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, dm, v, n, f16, acc) }
+        }
     }
 }
 
 static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                         int32_t n, bool f16, float *acc) {
-    int32_t d0 = 0;
-    for (; d0 + 16 <= D; d0 += 16)
+    if (D % 16) {
+        values_masked(w, ld_s, G, D, v, n, f16, acc);
+        return;
+    }
+    for (int32_t d0 = 0; d0 < D; d0 += 16)
         for (int32_t hh = 0; hh < G; hh += 8) {
             switch (G - hh) {
                 HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, 0xffff, v, n, f16, acc)
             }
         }
-    if (d0 < D)
-        values_tail(w, ld_s, G, D, d0, v, n, f16, acc);
 }
 
 /* kernels.h's SwiGLU, 16 at a time (the last ones masked): (g / (1 + exp16(-g))) * up. */

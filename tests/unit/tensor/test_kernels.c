@@ -898,9 +898,9 @@ static void test_exp(void **state) {
 }
 
 /* swiglu of every table equals the scalar table's bit for bit (both NaN where it is NaN): gates
- * from N(0, 8), any finite float, subnormal gates, and the edges of the exponential's range and
- * beyond (+-88.7, +-104, +-1e30, infinities); up values that make subnormal results; lengths
- * with every tail. */
+ * from N(0, 8), finite floats of every magnitude, subnormal gates, and the edges of the
+ * exponential's range and beyond (+-88.7, +-104, +-1e30, infinities); up values that make subnormal
+ * results; lengths with every tail. */
 static void test_swiglu_bitwise(void **state) {
     (void)state;
     static const float edges[] = {0.0f,   -0.0f,    1e-40f,    -1e-40f, 0x1p-149f, 88.7f,
@@ -917,7 +917,7 @@ static void test_swiglu_bitwise(void **state) {
             const uint64_t pick = sp_test_rand(&rng) % 4;
             if (pick == 0)
                 g[i] = edges[sp_test_rand(&rng) % SP_ARRAY_LEN(edges)];
-            else if (pick == 1) // any finite float
+            else if (pick == 1) // a finite float of any sign and magnitude (even exponents)
                 g[i] = f32_from_bits(((uint32_t)sp_test_rand(&rng) & 0xff7fffffu));
             else
                 g[i] = 8.0f * sp_test_randn(&rng);
