@@ -111,7 +111,10 @@ INLINE void f_step(const int R, const int O, const int kind, const uint8_t *w, s
             wv[o] = load8(kind, w + (size_t)o * wrb, i + 8 * h);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const __m256 xv = load8(kind, x + (size_t)r * xrb, i + 8 * h);
+            __m256 xv = load8(kind, x + (size_t)r * xrb, i + 8 * h);
+            // Loaded once into a register: GCC would fold an F32 load into each of the O fmas
+            // as a memory operand, O loads where 1 does (~15% slower on several rows).
+            __asm__("" : "+x"(xv));
 #pragma GCC unroll 4
             for (int o = 0; o < O; o++)
                 acc[r][o][h] = _mm256_fmadd_ps(wv[o], xv, acc[r][o][h]);
@@ -119,9 +122,25 @@ INLINE void f_step(const int R, const int O, const int kind, const uint8_t *w, s
     }
 }
 
-/* One R x O tile (R <= 3, O <= 4) over n values: 16 lanes by position mod 16, the last n % 16
- * positions zero-padded (a product of zeros leaves a lane as it is), then halves added (the
- * lanes' two vectors, then hsum8). */
+/* hsum8 of 8 vectors at once, the same additions (halves: lane i + lane i+4, then i + i+2, then
+ * 0 + 1) done for two or four vectors per instruction: lane 4 (k % 2) + k / 2 of the result is
+ * the sum of v[k]. 21 instructions instead of 48. */
+INLINE __m256 sums8(const __m256 v[8]) {
+    __m256 a[4], b[2];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) // [v[2k]: l_i + l_i+4 | v[2k+1]: the same], i < 4
+        a[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20),
+                             _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; k++) // per 128-bit half [m0 + m2, m1 + m3] of two vectors
+        b[k] = _mm256_add_ps(_mm256_shuffle_ps(a[2 * k], a[2 * k + 1], 0x44),
+                             _mm256_shuffle_ps(a[2 * k], a[2 * k + 1], 0xee));
+    return _mm256_add_ps(_mm256_shuffle_ps(b[0], b[1], 0x88), _mm256_shuffle_ps(b[0], b[1], 0xdd));
+}
+
+/* One R x O tile (R <= 3, O <= 4, R O <= 8) over n values: 16 lanes by position mod 16, the last n
+ * % 16 positions zero-padded (a product of zeros leaves a lane as it is), then halves added (the
+ * lanes' two vectors, then sums8). */
 INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
                    const uint8_t *x, size_t xrb, int64_t n, float *y, int64_t ldy) {
     __m256 acc[3][4][2];
@@ -145,20 +164,27 @@ INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, s
             memcpy(xt[r], x + (size_t)r * xrb + (size_t)i * es, tail);
         f_step(R, O, kind, &wt[0][0], 64, &xt[0][0], 64, 0, acc);
     }
-#pragma GCC unroll 3
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int o = 0; o < O; o++)
-            y[r * ldy + o] = hsum8(_mm256_add_ps(acc[r][o][0], acc[r][o][1]));
+    // The halves of every output at once: (r, o) is vector k = O r + o of sums8's input.
+    __m256 v[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++)
+        v[k] = k < R * O ? _mm256_add_ps(acc[k / O][k % O][0], acc[k / O][k % O][1])
+                         : _mm256_setzero_ps();
+    float out[8];
+    _mm256_storeu_ps(out, sums8(v));
+#pragma GCC unroll 8
+    for (int k = 0; k < R * O; k++)
+        y[k / O * ldy + k % O] = out[k / 2 + k % 2 * 4];
 }
 
 DEFINE_TILING(q, q_tile)
 DEFINE_TILING(f, f_tile)
 
 /* Q8_0/Q4_0: 8 outputs (the lanes of a vector) by 1 or 4 activation rows. F32/F16/BF16: one
- * activation row by 4 weight rows (8 accumulators), several by 2 rows x 3 weight rows (12
- * accumulators: the fastest shape measured among 2 x 2, 3 x 2, 4 x 1, 2 x 3 and 1 x 4 for 8 and
- * 32 rows of F32 and F16, as fast as the 8-lane kernel's 4 x 2 was). */
+ * activation row by 4 weight rows (8 accumulators); several rows by 3 rows x 2 weight rows for
+ * F32 (12 accumulators, 5 loads per 6 fmas), 2 x 3 for F16/BF16 (each conversion shared by 2 or 3
+ * products): the fastest of 2 x 2, 3 x 2, 4 x 1, 2 x 3 and 1 x 4 on 8 and 32 rows of 64 to 2048
+ * values (buffers at 8 offsets), 0-20% faster than the 8-lane kernel's 4 x 2 was. */
 INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
                      int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
@@ -174,6 +200,8 @@ INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, s
     SP_ASSERT(n_in >= 0 && n_rows >= 0 && o0 <= o1);
     if (n_rows == 1)
         f_tiles(1, 4, kind, w, wrb, x, xrb, n_in, 1, y, ldy, o0, o1);
+    else if (kind == K_F32)
+        f_tiles(3, 2, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
     else
         f_tiles(2, 3, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
 }
