@@ -138,9 +138,9 @@ INLINE __m256 sums8(const __m256 v[8]) {
     return _mm256_add_ps(_mm256_shuffle_ps(b[0], b[1], 0x88), _mm256_shuffle_ps(b[0], b[1], 0xdd));
 }
 
-/* One R x O tile (R <= 3, O <= 4, R O <= 8) over n values: 16 lanes by position mod 16, the last n
- * % 16 positions zero-padded (a product of zeros leaves a lane as it is), then halves added (the
- * lanes' two vectors, then sums8). */
+/* One R x O tile (R <= 3, O <= 4, R O <= 8) over n values: 16 lanes by position mod 16, the
+ * positions past the last whole 16 zero-padded (a product of zeros leaves a lane as it is), then
+ * halves added (the lanes' two vectors, then sums8). */
 INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
                    const uint8_t *x, size_t xrb, int64_t n, float *y, int64_t ldy) {
     __m256 acc[3][4][2];
