@@ -42,7 +42,11 @@ for spec in "$shared/models/stories260K.gguf:$all" \
             got=$(sed -n 's/.*(kernels: \(.*\))/\1/p' <<<"$line")
             hash=$(sed -n 's/.*logits hash \([0-9a-f]*\).*/\1/p' <<<"$line")
             name="$(basename "$model") kv $kv"
-            [[ -n "$hash" ]] || { echo "FAIL: no hash for $name under $isa" >&2; failed=1; continue; }
+            if [[ -z "$hash" ]]; then
+                echo "FAIL: no hash for $name under $isa" >&2
+                failed=1
+                continue
+            fi
             if [[ "$got" != "$isa" ]]; then
                 echo "$name $isa: not on this CPU"
                 continue
