@@ -12,24 +12,32 @@
  * "avx512" and "amx" extend avx2 with AVX-512 kernels, and amx runs the packed products of 3 or
  * more rows on the AMX tile unit.
  *
- * Numerics of the x86 tables (each tested against sp_vec_dot_ref, within error budgets or exactly):
- *  - Q8_0, Q4_0 weights (Q8_0 activations) are packed at load (packed.h) and multiplied with the
- *    exact int32 sum S of each 32-value block and one float step per block and output, acc =
- *    fma((float)S, d_w * d_x, acc): on AVX2 (packed_avx2.c), AVX512-VNNI (packed_avx512.c) or
- *    AMX tiles (kernels_amx.c), the same bits on every x86 table, and within the last bits of
- *    llama.cpp's (the golden tests hold). Rows passed in their stored layout (matmul[], for
- *    callers that do not pack) get llama.cpp's AVX2 vec_dot numerics instead: per block, 8 int32
- *    lanes of 4 products; acc (8 float lanes) = fma(d_w * d_x, (float)lanes, acc); then
- *    ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)).
- *  - Q4_K, Q5_K, Q6_K weights (Q8_K activations): sp_vec_dot_ref's numerics (quant.h), the exact
- *    int32 sums of each 256-value super-block and one or two float steps per super-block and
- *    output, acc = fma((float)sumi, d_w * d_x, acc), then for Q4_K/Q5_K acc = fma(-(float)summins,
- *    dmin_w * d_x, acc), on every table: packed at load (packed_k.h) and multiplied on AVX2 or
- *    AVX-VNNI (packed_k_avx2.c) or AVX512-VNNI (packed_k_avx512.c); matmul[] (the stored layout)
- *    is the scalar reference's. So K-quant products have the same bits on every table, scalar
- *    included.
- *  - F32, F16, BF16: products accumulated with fma in 8 (avx2) or 16 (avx512) float lanes by
- *    position mod the lane count, then a fixed pairwise reduction (halves added).
+ * Numerics: one for every table. Each step below is defined down to the order of its float
+ * operations (fma: one rounding; every operation rounds to nearest even), and every table
+ * computes exactly that, so a request's logits are the same bits under every SPINDLE_ISA
+ * (tests/unit/tensor/test_kernels.c compares each table with the scalar one bit for bit;
+ * tests/e2e/test_isa_invariance.sh compares whole models). The scalar table is the definition
+ * written out in C (vec_dot.c, kernels_scalar.c, exp.h); the SIMD tables only choose how to
+ * spread it over vector lanes and registers.
+ *  - Q8_0, Q4_0 weights (Q8_0 activations): per 32-value block the exact int32 sum S of the
+ *    products (Q4_0 weights q - 8); acc = fma((float)S, fp32(d_w) * fp32(d_x), acc), block by
+ *    block from acc = 0. Packed weights (packed.h) and rows in their stored layout (matmul[])
+ *    alike; within the last bits of llama.cpp's 8-lane sums (the golden tests hold).
+ *  - F32, F16, BF16 weights (activations of the same type; F16 and BF16 values convert to F32
+ *    exactly): 16 float lanes, lane l taking the positions i with i % 16 == l, each a chain of
+ *    fma(w_i, x_i, lane) in position order from +0; then the halves added, lane i += lane i+8
+ *    (i < 8), then i += i+4, i += i+2, and lane 0 + lane 1. A tail of n % 16 positions is the
+ *    same as zero padding: a zero product leaves a lane as it is. AVX-512 holds the 16 lanes in
+ *    one vector, AVX2 in two of 8 (positions 16k..16k+7 and 16k+8..16k+15).
+ *  - Q4_K, Q5_K, Q6_K weights (Q8_K activations): the exact int32 sums of each 256-value
+ *    super-block and one or two float steps per super-block and output, acc = fma((float)sumi,
+ *    d_w * d_x, acc), then for Q4_K/Q5_K acc = fma(-(float)summins, dmin_w * d_x, acc)
+ *    (sp_vec_dot_ref in quant.h states it whole): packed at load (packed_k.h) and multiplied on
+ *    AVX2 or AVX-VNNI (packed_k_avx2.c) or AVX512-VNNI (packed_k_avx512.c); matmul[] (the
+ *    stored layout) is the scalar reference's.
+ *  - Attention, SwiGLU, rounding to F16: as stated at each entry below. The exponential is
+ *    sp__exp of exp.h (a fixed range reduction and polynomial, all fmas), the same on every
+ *    table; activations are converted (quantize_act) to the same bits everywhere.
  *
  * Invariance contract, which batch invariance of the whole engine rests on: for a given kernel
  * table, the value written for y[r][o] depends only on weight row o and activation row r, never
@@ -65,27 +73,32 @@ typedef void (*sp_quantize_act_fn)(sp_dtype vt, const float *x, void *dst, int64
 /* Attention over one KV head of the paged cache, for the G query heads that share it, in three
  * steps per token: scores block by block, the softmax of each head's row, the weighted values
  * block by block. A block's keys are stored transposed, kt[d * ld_k + j] (D rows, ld_k >= n
- * positions), its values as rows v[j * D + d]: F16 bit patterns when f16, else F32. Rows of
- * scores/weights are ld_s apart (head hh at s + hh * ld_s).
+ * positions), its values as rows v[j * D + d]: F16 bit patterns when f16 (read as F32, exactly),
+ * else F32. Rows of scores/weights are ld_s apart (head hh at s + hh * ld_s).
  *
- * attn_scores: s[hh][j] = scale * dot(q_hh, k_j) for j < n (q: G rows of D floats).
- * attn_softmax: one row of n scores becomes weights exp(s - max) / sum, the sum taken in double,
- *   each weight rounded to F16 when round_f16 (as llama.cpp does before its value product).
- * attn_values: acc[hh][d] += sum_j w[hh][j] v_j[d] (acc: G rows of D floats).
- * Results depend only on these arguments; tables differ within rounding (exp approximations,
- * summation order). Within a table, bit for bit, as the forward pass's tiles of query rows need:
- * a row's results depend only on its own query or weight row, never on G or the other rows; a
- * score s[hh][j] does not depend on n (any n > j gives the same bits); and values over positions
- * [0, n) equal those over [0, m) then [m, n) in a second call. */
+ * attn_scores: s[hh][j] = x * scale, where x is the chain x = fma(q_hh[d], k_j[d], x) over
+ *   d = 0 .. D-1 in order from x = +0 (q: G rows of D floats).
+ * attn_softmax: one row of n scores becomes weights: m = the largest score (NaNs skipped);
+ *   e_j = sp__exp(s_j - m); their sum in double, in 8 lanes by j % 8 (each lane adds its e_j in
+ *   j order from +0), then the halves added (lane i += lane i+4, i += i+2, lane 0 + lane 1);
+ *   weight j = e_j * (float)(1 / sum), rounded to F16 and back when round_f16 (as llama.cpp does
+ *   before its value product).
+ * attn_values: acc[hh][d] = the chain a = fma(w[hh][j], v_j[d], a) over j = 0 .. n-1 in order,
+ *   from a = acc[hh][d] (acc: G rows of D floats).
+ * These are the same bits on every table, and the results depend only on these arguments. As the
+ * forward pass's tiles of query rows need: a row's results depend only on its own query or
+ * weight row, never on G or the other rows; a score s[hh][j] does not depend on n (any n > j
+ * gives the same bits); and values over positions [0, n) equal those over [0, m) then [m, n) in
+ * a second call. */
 typedef void (*sp_attn_scores_fn)(const float *q, int32_t G, int32_t D, float scale, const void *kt,
                                   int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s);
 typedef void (*sp_attn_softmax_fn)(float *s, int32_t n, bool round_f16);
 typedef void (*sp_attn_values_fn)(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                                   int32_t n, bool f16, float *acc);
 
-/* swiglu: gate[i] = silu(gate[i]) * up[i] for i < n, silu(x) = x / (1 + e^-x). The scalar
- * table uses libm's expf; SIMD tables their own exp (relative error ~1e-7), so tables differ
- * within a few units in the last place. */
+/* swiglu: gate[i] = (g / (1 + sp__exp(-g))) * up[i] with g = gate[i], for i < n: silu(g) up, the
+ * same bits on every table. Beyond g < -88.7 the exponential overflows and silu(g) is -0 (then
+ * times up); g = -inf gives NaN, g = +inf gives +inf * up, NaN stays NaN. */
 typedef void (*sp_swiglu_fn)(float *gate, const float *up, int64_t n);
 
 /* round_f16: x[i] = x[i] rounded to F16 (as sp_f32_to_f16) and back, for i < n; the same bits
@@ -97,7 +110,7 @@ typedef void (*sp_round_f16_fn)(float *x, int64_t n);
  * it. pack writes that form to dst (any alignment; rows w_row_bytes apart in w). The packed
  * matrix is then multiplied with matmul_packed[t], which has matmul's contract with w = the
  * packed buffer (w_row_bytes unused) and x = the activation rows in the table's own layout
- * (x_row_bytes unused), and its own numerics (stated by the table's file).
+ * (x_row_bytes unused), and the numerics stated above (the same bits as matmul[t]).
  *
  * That activation layout: act_pack_bytes(vt, n_in, n_rows) bytes hold n_rows rows of the dot
  * type vt (sp_dtype_vec_dot_type of the weights); act_pack writes row r of n_rows there, from
@@ -143,14 +156,9 @@ void sp__kernels_amx_init(sp_kernels *k);
 void sp__packed_avx2_init(sp_kernels *k);    // packed Q8_0/Q4_0 (packed.h): avx2, avxvnni
 void sp__packed_avxvnni_init(sp_kernels *k); // the same on AVX-VNNI, over avx2's: avxvnni
 void sp__packed_avx512_init(sp_kernels *k);  // the same on AVX512-VNNI: avx512, amx
-/* Packed Q4_K, Q5_K and Q6_K (packed_k.h), after the Q8_0/Q4_0 ones (whose layouts they take
- * over, forwarding those types): on AVX2 (avx2; vnni: the avxvnni table's AVX-VNNI products), and
- * on AVX512-VNNI (avx512, amx). */
+/* Packed Q4_K, Q5_K and Q6_K (packed_k.h; the layouts of packed.h pass those types on): on AVX2
+ * (avx2; vnni: the avxvnni table's AVX-VNNI products), and on AVX512-VNNI (avx512, amx). */
 void sp__packed_k_avx2_init(sp_kernels *k, bool vnni);
 void sp__packed_k_avx512_init(sp_kernels *k);
-
-/* The scalar attention values step (the reference, and the SIMD tables' fallback for odd D). */
-void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
-                            int32_t n, bool f16, float *acc);
 
 #endif

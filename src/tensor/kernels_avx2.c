@@ -1,6 +1,8 @@
 /* AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c; chosen at run time), and the
  * AVX-VNNI variant of the Q8_0/Q4_0 ones. A loaded model's Q8_0/Q4_0 matrices are packed and
  * multiplied by packed_avx2.c; the Q8_0/Q4_0 kernels here serve rows in their stored layout.
+ * Every entry runs the numerics kernels.h defines for all tables, so it gives the scalar
+ * table's bits.
  *
  * Products are computed in register tiles of R activation rows by O weight rows: one weight
  * block is loaded once per tile and used for R rows, which is what makes a batch of rows cost
@@ -15,6 +17,8 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/util.h"
+#include "tensor/exp.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_x86.h"
 #include "tensor/kquants.h"
@@ -75,26 +79,6 @@ INLINE __m256i int_dot(const int kind, __m256i wv, __m256i wa, __m256i xq, __m25
                              _mm256_set1_epi16(1));
 }
 
-/* The F16 scales of blocks b..b+n-1 (n <= 8; the others 0) of a row, as floats (exact). */
-INLINE __m256 load_scales8(const uint8_t *row, int64_t b, int n, const int block_bytes) {
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(block_bytes));
-    const int *base = (const int *)(row + (size_t)b * (size_t)block_bytes);
-    __m256i g;
-    if (n == 8) {
-        g = _mm256_i32gather_epi32(base, idx, 1);
-    } else {
-        const __m256i m =
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        g = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), base, idx, m, 1);
-    }
-    // The low 16 bits of each lane, in order.
-    const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
-                                          0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
-    const __m256i h = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, pick), 0x08);
-    return _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-}
-
 // ---------------------------------------------------------------- F32 / F16 / BF16 weights
 
 enum { K_F32, K_F16, K_BF16 };
@@ -114,73 +98,101 @@ INLINE __m256 load8(const int kind, const uint8_t *row, int64_t i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* The last n < 8 values from element i, zero-padded (zeros leave the sums unchanged). */
-INLINE __m256 load8_tail(const int kind, const uint8_t *row, int64_t i, int64_t n) {
-    uint8_t buf[32] = {0};
-    memcpy(buf, row + (size_t)i * elem_bytes(kind), (size_t)n * elem_bytes(kind));
-    return load8(kind, buf, 0);
+/* The 16 lanes of kernels.h's float dot as two vectors: h = 0 holds positions 16k..16k+7, h = 1
+ * positions 16k+8..16k+15. A step adds the products of 16 positions from element i of each row,
+ * lane by lane (rows: O weight rows wrb apart, R activation rows xrb apart). */
+INLINE void f_step(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
+                   const uint8_t *x, size_t xrb, int64_t i, __m256 acc[3][4][2]) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int o = 0; o < O; o++)
+            wv[o] = load8(kind, w + (size_t)o * wrb, i + 8 * h);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256 xv = load8(kind, x + (size_t)r * xrb, i + 8 * h);
+            // Loaded once into a register: GCC would fold an F32 load into each of the O fmas
+            // as a memory operand, O loads where 1 does (~15% slower on several rows).
+            __asm__("" : "+x"(xv));
+#pragma GCC unroll 4
+            for (int o = 0; o < O; o++)
+                acc[r][o][h] = _mm256_fmadd_ps(wv[o], xv, acc[r][o][h]);
+        }
+    }
 }
 
+/* hsum8 of 8 vectors at once, the same additions (halves: lane i + lane i+4, then i + i+2, then
+ * 0 + 1) done for two or four vectors per instruction: lane 4 (k % 2) + k / 2 of the result is
+ * the sum of v[k]. 21 instructions instead of 48. */
+INLINE __m256 sums8(const __m256 v[8]) {
+    __m256 a[4], b[2];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) // [v[2k]: l_i + l_i+4 | v[2k+1]: the same], i < 4
+        a[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20),
+                             _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; k++) // per 128-bit half [m0 + m2, m1 + m3] of two vectors
+        b[k] = _mm256_add_ps(_mm256_shuffle_ps(a[2 * k], a[2 * k + 1], 0x44),
+                             _mm256_shuffle_ps(a[2 * k], a[2 * k + 1], 0xee));
+    return _mm256_add_ps(_mm256_shuffle_ps(b[0], b[1], 0x88), _mm256_shuffle_ps(b[0], b[1], 0xdd));
+}
+
+/* One R x O tile (R <= 3, O <= 4, R O <= 8) over n values: 16 lanes by position mod 16, the
+ * positions past the last whole 16 zero-padded (a product of zeros leaves a lane as it is), then
+ * halves added (the lanes' two vectors, then sums8). */
 INLINE void f_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
                    const uint8_t *x, size_t xrb, int64_t n, float *y, int64_t ldy) {
-    __m256 acc[4][4];
-#pragma GCC unroll 4
+    __m256 acc[3][4][2];
+#pragma GCC unroll 3
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int o = 0; o < O; o++)
-            acc[r][o] = _mm256_setzero_ps();
+            acc[r][o][0] = acc[r][o][1] = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 wv[4];
-#pragma GCC unroll 4
-        for (int o = 0; o < O; o++)
-            wv[o] = load8(kind, w + (size_t)o * wrb, i);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const __m256 xv = load8(kind, x + (size_t)r * xrb, i);
-#pragma GCC unroll 4
-            for (int o = 0; o < O; o++)
-                acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
-        }
-    }
+    for (; i + 16 <= n; i += 16)
+        f_step(R, O, kind, w, wrb, x, xrb, i, acc);
     if (i < n) {
-        __m256 wv[4];
+        // The rows' last values, copied into zeroed 64-byte rows.
+        const size_t es = elem_bytes(kind), tail = (size_t)(n - i) * es;
+        uint8_t wt[4][64] = {{0}}, xt[3][64] = {{0}};
 #pragma GCC unroll 4
         for (int o = 0; o < O; o++)
-            wv[o] = load8_tail(kind, w + (size_t)o * wrb, i, n - i);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const __m256 xv = load8_tail(kind, x + (size_t)r * xrb, i, n - i);
-#pragma GCC unroll 4
-            for (int o = 0; o < O; o++)
-                acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
-        }
+            memcpy(wt[o], w + (size_t)o * wrb + (size_t)i * es, tail);
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++)
+            memcpy(xt[r], x + (size_t)r * xrb + (size_t)i * es, tail);
+        f_step(R, O, kind, &wt[0][0], 64, &xt[0][0], 64, 0, acc);
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int o = 0; o < O; o++)
-            y[r * ldy + o] = hsum8(acc[r][o]);
+    // The halves of every output at once: (r, o) is vector k = O r + o of sums8's input.
+    __m256 v[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++)
+        v[k] = k < R * O ? _mm256_add_ps(acc[k / O][k % O][0], acc[k / O][k % O][1])
+                         : _mm256_setzero_ps();
+    float out[8];
+    _mm256_storeu_ps(out, sums8(v));
+#pragma GCC unroll 8
+    for (int k = 0; k < R * O; k++)
+        y[k / O * ldy + k % O] = out[k / 2 + k % 2 * 4];
 }
 
 DEFINE_TILING(q, q_tile)
 DEFINE_TILING(f, f_tile)
 
-/* One activation row: 4 (AVX2) or 8 (VNNI) weight rows at a time, independent accumulator
- * chains. Several rows: 4 rows per weight block load, with 1 (AVX2) or 2 (VNNI) weight rows
- * (16 ymm registers). */
+/* Q8_0/Q4_0: 8 outputs (the lanes of a vector) by 1 or 4 activation rows. F32/F16/BF16: one
+ * activation row by 4 weight rows (8 accumulators); several rows by 3 rows x 2 weight rows for
+ * F32 (12 accumulators, 5 loads per 6 fmas), 2 x 3 for F16/BF16 (each conversion shared by 2 or 3
+ * products): the fastest of 2 x 2, 3 x 2, 4 x 1, 2 x 3 and 1 x 4 on 8 and 32 rows of 64 to 2048
+ * values (buffers at 8 offsets), 0-20% faster than the 8-lane kernel's 4 x 2 was. */
 INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
                      int64_t n_in, int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1) {
     SP_ASSERT(n_in % SP_QK8_0 == 0 && n_rows >= 0 && o0 <= o1);
     const int64_t nb = n_in / SP_QK8_0;
-    if (n_rows == 1 && (kind & K_VNNI))
+    if (n_rows == 1)
         q_tiles(1, 8, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
-    else if (n_rows == 1)
-        q_tiles(1, 4, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
-    else if (kind & K_VNNI)
-        q_tiles(4, 2, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
     else
-        q_tiles(4, 1, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
+        q_tiles(4, 8, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
 }
 
 INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
@@ -188,8 +200,10 @@ INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, s
     SP_ASSERT(n_in >= 0 && n_rows >= 0 && o0 <= o1);
     if (n_rows == 1)
         f_tiles(1, 4, kind, w, wrb, x, xrb, n_in, 1, y, ldy, o0, o1);
+    else if (kind == K_F32)
+        f_tiles(3, 2, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
     else
-        f_tiles(4, 2, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
+        f_tiles(2, 3, kind, w, wrb, x, xrb, n_in, n_rows, y, ldy, o0, o1);
 }
 
 MATMUL(matmul_q8_0, q_matmul, K_Q8_0)
@@ -313,24 +327,39 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
 
 // ---------------------------------------------------------------- attention
 
-/* e^x for x <= 0 as kernels_avx512.c's exp_neg, on 8 lanes (2^n built in the exponent bits). */
-INLINE __m256 exp_neg8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    const __m256 y =
-        _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+/* sp__exp (exp.h) on 8 lanes: the same operations in the same order. */
+INLINE __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(SP__EXP_LO), x); // max(a, b) gives b when either is NaN
+    x = _mm256_min_ps(_mm256_set1_ps(SP__EXP_HI), x);
+    const __m256 t =
+        _mm256_fmadd_ps(x, _mm256_set1_ps(SP__EXP_LOG2E), _mm256_set1_ps(SP__EXP_SHIFT));
+    const __m256 nf = _mm256_sub_ps(t, _mm256_set1_ps(SP__EXP_SHIFT));
+    __m256 r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-SP__EXP_LN2_HI), x);
+    r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-SP__EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(SP__EXP_C8);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP__EXP_C7));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP__EXP_C6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP__EXP_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP__EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP__EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP__EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i n =
+        _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32((int)SP__EXP_SHIFT_BITS));
+    const __m256i n1 = _mm256_sub_epi32(
+        _mm256_srli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(256)), 1), _mm256_set1_epi32(128));
+    const __m256i n2 = _mm256_sub_epi32(n, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+/* The first n of 8 32-bit lanes set (all for n >= 8). */
+INLINE __m256i first_n8(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 /* 8 cache values from element i on. */
@@ -406,66 +435,107 @@ static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const
         }
 }
 
-/* As the scalar softmax, with exp_neg8 on whole vectors of 8 and expf on the tail. */
+/* kernels.h's softmax: the maximum; e = exp8(s - max) 8 positions at a time (the last ones
+ * masked: their lanes are 0 and are not stored), summed in double in two vectors of 4 lanes
+ * (positions 8k..8k+3 and 8k+4..8k+7: lanes by j mod 8), whose halves are then added; then each
+ * e times (float)(1 / sum), rounded to F16 by vcvtps2ph when asked. */
 static void attn_softmax(float *s, int32_t n, bool round_f16) {
-    float mx = -INFINITY;
-    for (int32_t j = 0; j < n; j++)
-        mx = s[j] > mx ? s[j] : mx;
-    __m256d sum4 = _mm256_setzero_pd();
-    int32_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const __m256 e = exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(s + j), _mm256_set1_ps(mx)));
-        _mm256_storeu_ps(s + j, e);
-        sum4 = _mm256_add_pd(sum4, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        sum4 = _mm256_add_pd(sum4, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (int32_t j = 0; j < n; j += 8) {
+        const __m256i m = first_n8(n - j);
+        // max(a, b) gives b when either is NaN: NaN scores are skipped, as in the scalar loop.
+        mv = _mm256_max_ps(
+            _mm256_blendv_ps(mv, _mm256_maskload_ps(s + j, m), _mm256_castsi256_ps(m)), mv);
     }
-    double lane[4];
-    _mm256_storeu_pd(lane, sum4);
-    double sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
-    for (; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += (double)s[j];
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mv, 1), _mm256_castps256_ps128(mv));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const __m256 mx = _mm256_set1_ps(_mm_cvtss_f32(m4));
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    for (int32_t j = 0; j < n; j += 8) {
+        const __m256i m = first_n8(n - j);
+        const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(s + j, m), mx)),
+                                       _mm256_castsi256_ps(m));
+        _mm256_maskstore_ps(s + j, m, e);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }
-    const float inv = (float)(1.0 / sum);
-    j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 w = _mm256_mul_ps(_mm256_loadu_ps(s + j), _mm256_set1_ps(inv));
+    const __m256d l4 = _mm256_add_pd(lo, hi);
+    __m128d l2 = _mm_add_pd(_mm256_castpd256_pd128(l4), _mm256_extractf128_pd(l4, 1));
+    l2 = _mm_add_sd(l2, _mm_unpackhi_pd(l2, l2));
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / _mm_cvtsd_f64(l2)));
+    for (int32_t j = 0; j < n; j += 8) {
+        const __m256i m = first_n8(n - j);
+        __m256 w = _mm256_mul_ps(_mm256_maskload_ps(s + j, m), inv);
         if (round_f16)
             w = _mm256_cvtph_ps(_mm256_cvtps_ph(w, _MM_FROUND_TO_NEAREST_INT));
-        _mm256_storeu_ps(s + j, w);
+        _mm256_maskstore_ps(s + j, m, w);
     }
-    for (; j < n; j++)
-        s[j] = round_f16 ? sp_f16_to_f32(sp_f32_to_f16(s[j] * inv)) : s[j] * inv;
 }
 
-/* acc of H heads (from hh0), dimensions d0..d0+7, += sum_j w_j v_j. */
+/* acc of H heads (from hh0), dimensions d0..d0+nd-1 (nd <= 8: fewer for the last ones of a
+ * head size that is not a multiple of 8, read and written under a mask), += sum_j w_j v_j: per
+ * lane the chain of fmas over j in order, as kernels.h defines it. */
 INLINE void values8_h(const int H, const float *w, int64_t ld_s, int32_t hh0, int32_t D, int32_t d0,
-                      const void *v, int32_t n, bool f16, float *acc) {
+                      int32_t nd, const void *v, int32_t n, bool f16, float *acc) {
+    const __m256i m = first_n8(nd);
     __m256 a[4];
 #pragma GCC unroll 4
-    for (int h = 0; h < H; h++)
-        a[h] = _mm256_loadu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0);
+    for (int h = 0; h < H; h++) {
+        float *p = acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0;
+        a[h] = nd == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+    }
     for (int32_t j = 0; j < n; j++) {
-        const __m256 x = kv_load8(v, (size_t)j * (size_t)D + (size_t)d0, f16);
+        const size_t i = (size_t)j * (size_t)D + (size_t)d0;
+        const __m256 x = nd == 8 ? kv_load8(v, i, f16) : kv_load8_part(v, i, m, nd, f16);
 #pragma GCC unroll 4
         for (int h = 0; h < H; h++)
             a[h] = _mm256_fmadd_ps(_mm256_set1_ps(w[(hh0 + h) * ld_s + j]), x, a[h]);
     }
 #pragma GCC unroll 4
-    for (int h = 0; h < H; h++)
-        _mm256_storeu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0, a[h]);
+    for (int h = 0; h < H; h++) {
+        float *p = acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0;
+        if (nd == 8)
+            _mm256_storeu_ps(p, a[h]);
+        else
+            _mm256_maskstore_ps(p, m, a[h]);
+    }
+}
+
+/* Head sizes that are not a multiple of 8: whole vectors, then the last D % 8 dimensions under a
+ * mask. A function of its own: merged into attn_values, GCC would test the width on every
+ * position of the common head sizes too. */
+static __attribute__((noinline)) void values_masked(const float *w, int64_t ld_s, int32_t G,
+                                                    int32_t D, const void *v, int32_t n, bool f16,
+                                                    float *acc) {
+    for (int32_t d0 = 0; d0 < D; d0 += 8)
+        for (int32_t hh = 0; hh < G; hh += 4) {
+            switch (G - hh) {
+                HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, SP_MIN(8, D - d0), v, n, f16, acc)
+            }
+        }
 }
 
 static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                         int32_t n, bool f16, float *acc) {
     if (D % 8) {
-        sp__attn_values_scalar(w, ld_s, G, D, v, n, f16, acc);
+        values_masked(w, ld_s, G, D, v, n, f16, acc);
         return;
     }
-    for (int32_t d0 = 0; d0 < D; d0 += 8) {
+    for (int32_t d0 = 0; d0 < D; d0 += 8)
         for (int32_t hh = 0; hh < G; hh += 4) {
-            switch (G - hh) { HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, v, n, f16, acc) }
+            switch (G - hh) { HEAD_BLOCK_CASES_4(values8_h, w, ld_s, hh, D, d0, 8, v, n, f16, acc) }
         }
+}
+
+/* kernels.h's SwiGLU, 8 at a time (the last ones masked): (g / (1 + exp8(-g))) * up. */
+static void swiglu(float *gate, const float *up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256i m = first_n8(n - i);
+        const __m256 g = _mm256_maskload_ps(gate + i, m), u = _mm256_maskload_ps(up + i, m);
+        const __m256 e = exp8(_mm256_xor_ps(g, sign));
+        _mm256_maskstore_ps(gate + i, m, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u));
     }
 }
 
@@ -479,6 +549,7 @@ void sp__kernels_avx2_init(sp_kernels *k) {
     k->attn_scores = attn_scores;
     k->attn_softmax = attn_softmax;
     k->attn_values = attn_values;
+    k->swiglu = swiglu;
     k->round_f16 = round_f16_row;
 }
 

@@ -1,11 +1,11 @@
-/* AVX-512 (F, BW, VL, DQ, VNNI) kernels, chosen at run time.
+/* AVX-512 (F, BW, VL, DQ, VNNI) kernels, chosen at run time. Every entry runs the numerics
+ * kernels.h defines for all tables, so it gives the scalar (and avx2) table's bits.
  *
- * Q8_0/Q4_0: weight matrices are packed at load and multiplied by packed_avx512.c (exact block
- * sums); the kernels here multiply rows in their stored layout, for callers that pass them so:
- * the integer dots run on 256-bit vpdpbusd (AVX512VL), one per block pair, and the float part is
- * llama.cpp's 8-lane one, as the avx2 table's unpacked kernels; the 32 vector registers allow
- * 4 x 4 tiles.
- * F32/F16/BF16: 16 float lanes, masked loads for the tail.
+ * Q8_0/Q4_0: weight matrices are packed at load and multiplied by packed_avx512.c; the kernels
+ * here multiply rows in their stored layout, for callers that pass them so: kernels_x86.h's
+ * tile of block sums with the integer dots on 256-bit vpdpbusd (AVX512VL), one per block pair;
+ * the 32 vector registers allow 4 rows by 8 outputs.
+ * F32/F16/BF16: kernels.h's 16 lanes are one vector; masked loads for the tail.
  *
  * Tiles and the invariance contract as in kernels_avx2.c: every output (r, o) goes through the
  * same instructions whatever the tile shape, n_rows or [o0, o1). */
@@ -15,12 +15,13 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "tensor/exp.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_x86.h"
 #include "tensor/kquants.h"
 #include "tensor/quant.h"
 
-/* 16 lanes: (l_i + l_{i+8}) for i < 8, then hsum8. */
+/* 16 lanes, halves added: (l_i + l_{i+8}) for i < 8, then hsum8. */
 INLINE float hsum16(__m512 v) {
     return hsum8(_mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v)));
 }
@@ -32,7 +33,7 @@ INLINE float hsum16(__m512 v) {
  * weights as unsigned bytes with a bias K (Q8_0: w + 128, Q4_0: the nibble, i.e. w + 8); per
  * activation block xa = -K * (sum of each 4 activations), computed once and shared by the weight
  * rows of a tile; the pair is vpdpbusd(xa, wv, x). Exact for any bytes, and the same integers as
- * llama.cpp's sign trick. */
+ * the avx2 table's sign trick. */
 INLINE __m256i load_wv(const int kind, const uint8_t *blk) {
     if (kind == K_Q4_0) {
         return _mm256_and_si256(q4_nibbles(blk), _mm256_set1_epi8(0x0f));
@@ -56,16 +57,6 @@ INLINE __m256i int_dot(const int kind, __m256i wv, __m256i wa, __m256i xq, __m25
     (void)kind;
     (void)wa;
     return _mm256_dpbusd_epi32(xa, wv, xq);
-}
-
-/* The F16 scales of blocks b..b+n-1 (n <= 8; the others 0) of a row, as floats (exact). */
-INLINE __m256 load_scales8(const uint8_t *row, int64_t b, int n, const int block_bytes) {
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(block_bytes));
-    const int *base = (const int *)(row + (size_t)b * (size_t)block_bytes);
-    const __mmask8 m = (__mmask8)((1u << n) - 1);
-    const __m256i g = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, idx, base, 1);
-    return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g)); // the low 16 bits of each lane
 }
 
 // ---------------------------------------------------------------- F32 / F16 / BF16 weights
@@ -126,7 +117,7 @@ INLINE void q_matmul(const int kind, const void *w, size_t wrb, const void *x, s
     if (n_rows == 1)
         q_tiles(1, 8, kind, w, wrb, x, xrb, nb, 1, y, ldy, o0, o1);
     else
-        q_tiles(4, 4, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
+        q_tiles(4, 8, kind, w, wrb, x, xrb, nb, n_rows, y, ldy, o0, o1);
 }
 
 INLINE void f_matmul(const int kind, const void *w, size_t wrb, const void *x, size_t xrb,
@@ -291,24 +282,27 @@ static void quantize_act(sp_dtype vt, const float *x, void *dst, int64_t n) {
 
 // ---------------------------------------------------------------- attention
 
-/* e^x for x in [-87, 88] (x is clamped to that range first: values below give e^-87 ~ 1.6e-38,
- * not 0, so callers mask what must be 0): x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts),
- * e^r by Cephes' degree-7 polynomial (relative error ~1e-7), scaled by 2^n with vscalefps. */
-INLINE __m512 exp_clamped(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 y =
-        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(y, n);
+/* sp__exp (exp.h) on 16 lanes: the same operations in the same order, but for step 5, which
+ * vscalefps does in one instruction with the same single rounding. */
+INLINE __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(SP__EXP_LO), x); // max(a, b) gives b when either is NaN
+    x = _mm512_min_ps(_mm512_set1_ps(SP__EXP_HI), x);
+    const __m512 t =
+        _mm512_fmadd_ps(x, _mm512_set1_ps(SP__EXP_LOG2E), _mm512_set1_ps(SP__EXP_SHIFT));
+    const __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(SP__EXP_SHIFT));
+    __m512 r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-SP__EXP_LN2_HI), x);
+    r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-SP__EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(SP__EXP_C8);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP__EXP_C7));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP__EXP_C6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP__EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP__EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP__EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP__EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    // (p 2^n1) 2^n2 rounds p 2^n once (exp.h, step 5), and so does vscalefps: the same bits.
+    return _mm512_scalef_ps(p, nf);
 }
 
 /* 16 cache values from element i on (lanes outside m read as 0, their memory untouched). */
@@ -356,24 +350,29 @@ static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const
     }
 }
 
-/* As the scalar softmax: the maximum, e^(s - max) (exp_clamped), their sum in double, then each
- * weight times (float)(1 / sum), rounded to F16 by vcvtps2ph when asked. */
+/* kernels.h's softmax: the maximum; e = exp16(s - max) 16 positions at a time (the last ones
+ * masked: 0 and not stored), summed in double in one vector of 8 lanes (positions 16k..16k+7,
+ * then 16k+8..16k+15: lanes by j mod 8, each in j order), whose halves are then added; then
+ * each e times (float)(1 / sum), rounded to F16 by vcvtps2ph when asked. */
 static void attn_softmax(float *s, int32_t n, bool round_f16) {
     __m512 mv = _mm512_set1_ps(-INFINITY);
-    for (int32_t j = 0; j < n; j += 16)
-        mv = _mm512_mask_max_ps(mv, first_n(n - j), mv,
-                                _mm512_maskz_loadu_ps(first_n(n - j), s + j));
+    for (int32_t j = 0; j < n; j += 16) // max(a, b) gives b when either is NaN: NaNs skipped
+        mv = _mm512_mask_max_ps(mv, first_n(n - j), _mm512_maskz_loadu_ps(first_n(n - j), s + j),
+                                mv);
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
     __m512d sum = _mm512_setzero_pd();
     for (int32_t j = 0; j < n; j += 16) {
         const __mmask16 m = first_n(n - j);
         const __m512 e =
-            _mm512_maskz_mov_ps(m, exp_clamped(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
+            _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
         _mm512_mask_storeu_ps(s + j, m, e);
         sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
     }
-    const __m512 inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(sum)));
+    const __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(sum), _mm512_extractf64x4_pd(sum, 1));
+    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    s2 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / _mm_cvtsd_f64(s2)));
     for (int32_t j = 0; j < n; j += 16) {
         const __mmask16 m = first_n(n - j);
         __m512 w = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv);
@@ -383,47 +382,64 @@ static void attn_softmax(float *s, int32_t n, bool round_f16) {
     }
 }
 
-/* acc of H heads (from hh0), dimensions d0..d0+15, += sum_j w_j v_j. */
+/* acc of H heads (from hh0), dimensions d0.. in mask dm (16, or fewer for the last ones of a
+ * head size that is not a multiple of 16), += sum_j w_j v_j: per lane the chain of fmas over j
+ * in order, as kernels.h defines it. */
 INLINE void values_h(const int H, const float *w, int64_t ld_s, int32_t hh0, int32_t D, int32_t d0,
-                     const void *v, int32_t n, bool f16, float *acc) {
+                     __mmask16 dm, const void *v, int32_t n, bool f16, float *acc) {
     __m512 a[8];
 #pragma GCC unroll 8
     for (int h = 0; h < H; h++)
-        a[h] = _mm512_loadu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0);
+        a[h] = _mm512_maskz_loadu_ps(dm, acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0);
     for (int32_t j = 0; j < n; j++) {
-        const __m512 x = kv_load(v, (size_t)j * (size_t)D + (size_t)d0, 0xffff, f16);
+        const __m512 x = kv_load(v, (size_t)j * (size_t)D + (size_t)d0, dm, f16);
 #pragma GCC unroll 8
         for (int h = 0; h < H; h++)
             a[h] = _mm512_fmadd_ps(_mm512_set1_ps(w[(hh0 + h) * ld_s + j]), x, a[h]);
     }
 #pragma GCC unroll 8
     for (int h = 0; h < H; h++)
-        _mm512_storeu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0, a[h]);
+        _mm512_mask_storeu_ps(acc + (size_t)(hh0 + h) * (size_t)D + (size_t)d0, dm, a[h]);
+}
+
+/* Head sizes that are not a multiple of 16: whole vectors, then the last D % 16 dimensions under
+ * a mask. A function of its own, so that the common head sizes' loop keeps its constant mask
+ * (plain loads that fold into the fmas). */
+static __attribute__((noinline)) void values_masked(const float *w, int64_t ld_s, int32_t G,
+                                                    int32_t D, const void *v, int32_t n, bool f16,
+                                                    float *acc) {
+    for (int32_t d0 = 0; d0 < D; d0 += 16) {
+        const __mmask16 dm = first_n(D - d0);
+        for (int32_t hh = 0; hh < G; hh += 8) {
+            switch (G - hh) { HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, dm, v, n, f16, acc) }
+        }
+    }
 }
 
 static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
                         int32_t n, bool f16, float *acc) {
     if (D % 16) {
-        sp__attn_values_scalar(w, ld_s, G, D, v, n, f16, acc);
+        values_masked(w, ld_s, G, D, v, n, f16, acc);
         return;
     }
     for (int32_t d0 = 0; d0 < D; d0 += 16)
         for (int32_t hh = 0; hh < G; hh += 8) {
-            switch (G - hh) { HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, v, n, f16, acc) }
+            switch (G - hh) {
+                HEAD_BLOCK_CASES_8(values_h, w, ld_s, hh, D, d0, 0xffff, v, n, f16, acc)
+            }
         }
 }
 
-/* silu(g) up = g / (1 + e^-g) up, 16 at a time (tails masked). Below g = -87, where e^-g is
- * clamped, silu(g) is under 1e-36 in magnitude and is given as 0. */
+/* kernels.h's SwiGLU, 16 at a time (the last ones masked): (g / (1 + exp16(-g))) * up. */
 static void swiglu(float *gate, const float *up, int64_t n) {
-    const __m512 one = _mm512_set1_ps(1.0f), lo = _mm512_set1_ps(-87.0f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         const __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i);
-        const __m512 e = exp_clamped(_mm512_sub_ps(_mm512_setzero_ps(), g));
-        const __mmask16 live = _mm512_cmp_ps_mask(g, lo, _CMP_NLT_UQ); // g >= -87 or NaN
-        const __m512 y = _mm512_maskz_div_ps(live, g, _mm512_add_ps(one, e));
-        _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(y, u));
+        const __m512 e = exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(g), sign)));
+        _mm512_mask_storeu_ps(gate + i, m,
+                              _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), u));
     }
 }
 

@@ -1,11 +1,13 @@
 /* The scalar kernel table: every output is sp_vec_dot_ref of one weight row and one activation
- * row, so this table is the reference the SIMD tables are tested against, and the fallback on
- * CPUs (and architectures) without them. */
+ * row, and the attention and SwiGLU steps are written here operation by operation as kernels.h
+ * defines them (fmaf chains, sp__exp), so this table is the reference the SIMD tables must equal
+ * bit for bit, and the fallback on CPUs (and architectures) without them. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "base/err.h"
+#include "tensor/exp.h"
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
 
@@ -39,46 +41,55 @@ static float kv_at(const void *base, size_t i, bool f16) {
     return f16 ? sp_f16_to_f32(((const sp_f16 *)base)[i]) : ((const float *)base)[i];
 }
 
+/* s[hh][j] = (fma chain over d = 0 .. D-1 of q[d] k[d][j], from +0) * scale. */
 static void attn_scores(const float *q, int32_t G, int32_t D, float scale, const void *kt,
                         int32_t ld_k, int32_t n, bool f16, float *s, int64_t ld_s) {
     for (int32_t hh = 0; hh < G; hh++)
         for (int32_t j = 0; j < n; j++) {
             float x = 0.0f;
             for (int32_t d = 0; d < D; d++)
-                x += q[(size_t)hh * (size_t)D + (size_t)d] *
-                     kv_at(kt, (size_t)d * (size_t)ld_k + (size_t)j, f16);
+                x = fmaf(q[(size_t)hh * (size_t)D + (size_t)d],
+                         kv_at(kt, (size_t)d * (size_t)ld_k + (size_t)j, f16), x);
             s[hh * ld_s + j] = x * scale;
         }
 }
 
+/* The maximum (NaNs skipped); e_j = sp__exp(s_j - max); their sum in double in 8 lanes by j mod
+ * 8, each in j order from +0, then halves added (8 -> 4 -> 2 -> 1); each weight e_j times
+ * (float)(1 / sum), rounded to F16 and back when round_f16. */
 static void attn_softmax(float *s, int32_t n, bool round_f16) {
     float mx = -INFINITY;
     for (int32_t j = 0; j < n; j++)
         mx = s[j] > mx ? s[j] : mx;
-    double sum = 0.0;
+    double lane[8] = {0};
     for (int32_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += (double)s[j];
+        s[j] = sp__exp(s[j] - mx);
+        lane[j % 8] += (double)s[j];
     }
-    const float inv = (float)(1.0 / sum);
+    for (int h = 4; h >= 1; h /= 2)
+        for (int i = 0; i < h; i++)
+            lane[i] = lane[i] + lane[i + h];
+    const float inv = (float)(1.0 / lane[0]);
     for (int32_t j = 0; j < n; j++)
         s[j] = round_f16 ? sp_f16_to_f32(sp_f32_to_f16(s[j] * inv)) : s[j] * inv;
 }
 
-void sp__attn_values_scalar(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
-                            int32_t n, bool f16, float *acc) {
+/* acc[hh][d] = fma chain over j = 0 .. n-1 of w[hh][j] v[j][d], from acc[hh][d]. */
+static void attn_values(const float *w, int64_t ld_s, int32_t G, int32_t D, const void *v,
+                        int32_t n, bool f16, float *acc) {
     for (int32_t hh = 0; hh < G; hh++)
         for (int32_t d = 0; d < D; d++) {
             float x = acc[(size_t)hh * (size_t)D + (size_t)d];
             for (int32_t j = 0; j < n; j++)
-                x += w[hh * ld_s + j] * kv_at(v, (size_t)j * (size_t)D + (size_t)d, f16);
+                x = fmaf(w[hh * ld_s + j], kv_at(v, (size_t)j * (size_t)D + (size_t)d, f16), x);
             acc[(size_t)hh * (size_t)D + (size_t)d] = x;
         }
 }
 
+/* gate = (g / (1 + sp__exp(-g))) * up. */
 static void swiglu(float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++)
-        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        gate[i] = gate[i] / (1.0f + sp__exp(-gate[i])) * up[i];
 }
 
 static void round_f16_row(float *x, int64_t n) {
@@ -98,7 +109,7 @@ void sp__kernels_scalar_init(sp_kernels *k) {
     k->quantize_act = sp_quantize_act_row;
     k->attn_scores = attn_scores;
     k->attn_softmax = attn_softmax;
-    k->attn_values = sp__attn_values_scalar;
+    k->attn_values = attn_values;
     k->swiglu = swiglu;
     k->round_f16 = round_f16_row;
 }

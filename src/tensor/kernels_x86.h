@@ -1,12 +1,13 @@
 /* Pieces shared by the x86 kernel files (kernels_avx2.c, kernels_avx512.c), which are compiled
  * with at least AVX2, FMA and F16C: internal to src/tensor. The Q8_0/Q4_0 tile is written once
- * here over five steps that each including file defines for its instruction set. */
+ * here over four steps that each including file defines for its instruction set. */
 #ifndef SP_TENSOR_KERNELS_X86_H
 #define SP_TENSOR_KERNELS_X86_H
 
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -31,8 +32,8 @@
         : F(8, __VA_ARGS__);                                                                       \
     break;
 
-/* Horizontal sum in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), as ggml's
- * hsum_float_8. */
+/* Horizontal sum in a fixed order, halves added: lane i + lane i+4, then i + i+2, then 0 + 1, i.e.
+ * ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). */
 INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -63,77 +64,82 @@ INLINE __m256i q4_nibbles(const uint8_t *blk) {
  * own steps and inlines them). The exact integer dot of a weight block and an activation block,
  * as 8 int32 lanes (lane l: positions 4l..4l+3), is int_dot(kind, wv, wa, xq, xa) with
  * wv = load_wv(kind, the weight block), wa = prep_wa(kind, wv), xq = the activation block's 32
- * bytes and xa = prep_xa(kind, xq) (a tile computes wa once per weight block and xa once per
- * activation block); every ISA gives the same integers. load_scales8 gives the F16 scales of
- * blocks b..b+n-1 (n <= 8; the others 0) of a row of block_bytes blocks, as floats (exact). */
+ * bytes and xa = prep_xa(kind, xq) (a tile computes xa once per activation block); every ISA
+ * gives the same integers. */
 INLINE __m256i load_wv(const int kind, const uint8_t *blk);
 INLINE __m256i prep_wa(const int kind, __m256i wv);
 INLINE __m256i prep_xa(const int kind, __m256i xq);
 INLINE __m256i int_dot(const int kind, __m256i wv, __m256i wa, __m256i xq, __m256i xa);
-INLINE __m256 load_scales8(const uint8_t *row, int64_t b, int n, const int block_bytes);
 
-/* One R x O tile over all nb blocks. w: weight row o0 (rows wrb apart); x: activation row r0
- * (rows xrb apart); y: &y[r0][o0]. Per block and output, acc = fma(d_w * d_x, (float)lanes,
- * acc); the products d_w * d_x of 8 blocks at a time are computed together (the same single
- * roundings) and read back one by one. Every ISA gives the same integers and runs this float part
- * (llama.cpp's 8-lane one), so the x86 tables agree bit for bit. */
+/* Lane o: the sum of the 8 int32 lanes of d[o] (exact: a block's dot is far from overflow). */
+INLINE __m256i lane_sums8(const __m256i d[8]) {
+    // hadd works within 128-bit halves: after two rounds, half h of ab holds the sums of lanes
+    // 4h..4h+3 of d[0..3], half h of ce those of d[4..7].
+    const __m256i ab =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+    const __m256i ce =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ab, ce, 0x20),
+                            _mm256_permute2x128_si256(ab, ce, 0x31));
+}
+
+/* The F16 scales of block b of weight rows 0..O-1 (wrb apart) in lanes 0..O-1 as floats (exact),
+ * 0 in the others. */
+INLINE __m256 row_scales(const int O, const uint8_t *w, size_t wrb, int64_t b, const int wbs) {
+    uint16_t d[8] = {0};
+#pragma GCC unroll 8
+    for (int o = 0; o < O; o++)
+        memcpy(&d[o], w + (size_t)o * wrb + (size_t)b * (size_t)wbs, sizeof d[o]);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
+}
+
+/* One R x O tile (O <= 8) over all nb blocks, the outputs in the lanes of one vector per
+ * activation row. w: weight row o0 (rows wrb apart); x: activation row r0 (rows xrb apart); y:
+ * &y[r0][o0]. Per block, the exact int32 dot S of each (row, output) pair (int_dot's 8 lanes
+ * summed into lane o), then per row, lane by lane, acc = fma((float)S, d_w * d_x, acc) from 0:
+ * the block sums of packed.h and sp_vec_dot_ref, whatever R, O or the output's lane. */
 INLINE void q_tile(const int R, const int O, const int kind, const uint8_t *w, size_t wrb,
                    const uint8_t *x, size_t xrb, int64_t nb, float *y, int64_t ldy) {
     const int wbs = (kind & K_Q4_0) ? Q4_0_BYTES : Q8_0_BYTES;
-    __m256 acc[4][8];
-    float dp[4][8][8] __attribute__((aligned(32)));
-#pragma GCC unroll 8
+    __m256 acc[4];
+#pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int o = 0; o < O; o++)
-            acc[r][o] = _mm256_setzero_ps();
-    for (int64_t b8 = 0; b8 < nb; b8 += 8) {
-        const int n8 = nb - b8 < 8 ? (int)(nb - b8) : 8;
-        __m256 dw[8];
-#pragma GCC unroll 8
-        for (int o = 0; o < O; o++)
-            dw[o] = load_scales8(w + (size_t)o * wrb, b8, n8, wbs);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const __m256 dx = load_scales8(x + (size_t)r * xrb, b8, n8, Q8_0_BYTES);
-#pragma GCC unroll 8
-            for (int o = 0; o < O; o++)
-                _mm256_store_ps(dp[r][o], _mm256_mul_ps(dw[o], dx));
-        }
+        acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
         // The weights stream from memory (once per call): ask for them ahead of use.
 #pragma GCC unroll 8
-        for (int o = 0; o < O; o++) {
-            const char *ahead =
-                (const char *)(w + (size_t)o * wrb + (size_t)b8 * (size_t)wbs) + PREFETCH_BYTES;
-            for (int q = 0; q < 8 * wbs; q += 64)
-                _mm_prefetch(ahead + q, _MM_HINT_T0);
-        }
-        for (int j = 0; j < n8; j++) {
-            const int64_t b = b8 + j;
-            __m256i wv[8], wa[8];
+        for (int o = 0; o < O; o++)
+            _mm_prefetch((const char *)(w + (size_t)o * wrb + (size_t)b * (size_t)wbs) +
+                             PREFETCH_BYTES,
+                         _MM_HINT_T0);
+        const __m256 dw = row_scales(O, w, wrb, b, wbs);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
+            const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
+            const __m256i xa = prep_xa(kind, xq);
+            __m256i d[8];
 #pragma GCC unroll 8
-            for (int o = 0; o < O; o++) {
-                wv[o] = load_wv(kind, w + (size_t)o * wrb + (size_t)b * (size_t)wbs);
-                wa[o] = prep_wa(kind, wv[o]);
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const uint8_t *xblk = x + (size_t)r * xrb + (size_t)b * Q8_0_BYTES;
-                const __m256i xq = _mm256_loadu_si256((const __m256i *)(xblk + 2));
-                const __m256i xa = prep_xa(kind, xq);
-#pragma GCC unroll 8
-                for (int o = 0; o < O; o++) {
-                    const __m256 p = _mm256_cvtepi32_ps(int_dot(kind, wv[o], wa[o], xq, xa));
-                    acc[r][o] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dp[r][o][j]), p, acc[r][o]);
+            for (int o = 0; o < 8; o++) {
+                if (o >= O) {
+                    d[o] = _mm256_setzero_si256();
+                    continue;
                 }
+                const __m256i wv = load_wv(kind, w + (size_t)o * wrb + (size_t)b * (size_t)wbs);
+                d[o] = int_dot(kind, wv, prep_wa(kind, wv), xq, xa);
             }
+            uint16_t dx16;
+            memcpy(&dx16, xblk, sizeof dx16);
+            const __m256 dp = _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(dx16)));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_sums8(d)), dp, acc[r]);
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int o = 0; o < O; o++)
-            y[r * ldy + o] = hsum8(acc[r][o]);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        float out[8];
+        _mm256_storeu_ps(out, acc[r]);
+        memcpy(y + r * ldy, out, (size_t)O * sizeof(float));
+    }
 }
 
 // ---------------------------------------------------------------- tiling and entry points

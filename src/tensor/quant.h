@@ -93,10 +93,10 @@ sp_dtype sp_dtype_vec_dot_type(sp_dtype w);
 /* Dot product of n values: a row of weights of type w and a row of activations already in
  * sp_dtype_vec_dot_type(w). Scalar reference; the summation order is fixed, so the result
  * depends only on the two rows:
- *  - F32, F16, BF16: each product is rounded to float, then summed in double in index order
- *    (ggml's generic vec_dot, bit for bit);
- *  - Q8_0, Q4_0: per block an exact integer dot, times d_w * d_x, summed in float block by block
- *    (ggml's generic vec_dot, bit for bit);
+ *  - F32, F16, BF16: 16 float lanes by position mod 16, each a chain of fmaf in position order,
+ *    then halves added (16 -> 8 -> 4 -> 2 -> 1): the numerics of every kernel table (kernels.h);
+ *  - Q8_0, Q4_0: per block the exact int32 dot S, then acc = fmaf((float)S, d_w * d_x, acc)
+ *    block by block: also every table's;
  *  - Q4_K, Q5_K, Q6_K (Q8_K activations): per super-block of 256 the exact int32 sums
  *      sumi    = sum_j sc_j * sum_{k in j} q_k x_k     (Q6_K: minus 32 * sum_j sc_j bsums_j)
  *      summins = sum_j m_j * (bsums_2j + bsums_2j+1)     (Q4_K, Q5_K)

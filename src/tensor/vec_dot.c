@@ -1,9 +1,9 @@
 /* Scalar reference dot products and matrix multiplication.
  *
- * The F32/F16/BF16 and Q8_0/Q4_0 dot products reproduce ggml's generic (non-SIMD) kernels in
- * ggml/src/ggml-cpu/quants.c operation for operation, so their results are bit-identical to
- * llama.cpp built without SIMD; the K-quant ones are Spindle's own numerics (quant.h), which
- * every kernel table shares. Integer sums are exact, so only the float steps are ordered. */
+ * F32, F16, BF16, Q8_0 and Q4_0 follow the one numerics of every kernel table (kernels.h), and
+ * the K-quants Spindle's own super-block numerics (quant.h), which every table shares too: the
+ * scalar table, which forwards here, gives the same bits as the SIMD ones. Integer sums are
+ * exact, so only the float steps are ordered; fmaf is fused (one rounding) wherever it runs. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -35,49 +35,64 @@ static int64_t n_blocks(int64_t n, int64_t block) {
     return n / block;
 }
 
+/* The float dot of kernels.h: DOT_LANES lanes by position mod DOT_LANES, each a chain of
+ * fmaf in position order from +0 (lanes past n are left alone, as zero-padded vectors leave
+ * them), then halves added: lane i += lane i + h for h = 8, 4, 2, 1. */
+enum { DOT_LANES = 16 };
+
+static float lanes_sum(float acc[DOT_LANES]) {
+    for (int h = DOT_LANES / 2; h >= 1; h /= 2)
+        for (int i = 0; i < h; i++)
+            acc[i] = acc[i] + acc[i + h];
+    return acc[0];
+}
+
 static float dot_f32(const float *x, const float *y, int64_t n) {
-    double sum = 0.0;
+    float acc[DOT_LANES] = {0};
     for (int64_t i = 0; i < n; i++)
-        sum += (double)(x[i] * y[i]);
-    return (float)sum;
+        acc[i % DOT_LANES] = fmaf(x[i], y[i], acc[i % DOT_LANES]);
+    return lanes_sum(acc);
 }
 
 static float dot_f16(const sp_f16 *x, const sp_f16 *y, int64_t n) {
-    double sum = 0.0;
+    float acc[DOT_LANES] = {0};
     for (int64_t i = 0; i < n; i++)
-        sum += (double)(sp_f16_to_f32(x[i]) * sp_f16_to_f32(y[i]));
-    return (float)sum;
+        acc[i % DOT_LANES] = fmaf(sp_f16_to_f32(x[i]), sp_f16_to_f32(y[i]), acc[i % DOT_LANES]);
+    return lanes_sum(acc);
 }
 
 static float dot_bf16(const sp_bf16 *x, const sp_bf16 *y, int64_t n) {
-    double sum = 0.0;
+    float acc[DOT_LANES] = {0};
     for (int64_t i = 0; i < n; i++)
-        sum += (double)(sp_bf16_to_f32(x[i]) * sp_bf16_to_f32(y[i]));
-    return (float)sum;
+        acc[i % DOT_LANES] = fmaf(sp_bf16_to_f32(x[i]), sp_bf16_to_f32(y[i]), acc[i % DOT_LANES]);
+    return lanes_sum(acc);
 }
 
+/* Q8_0 and Q4_0 (x: the weights): per block the exact int32 sum S of the 32 products (Q4_0
+ * weights q - 8), then acc = fmaf((float)S, f16(d_w) * f16(d_x), acc) block by block from 0, as
+ * the packed kernels of packed.h. */
 static float dot_q8_0_q8_0(const sp_block_q8_0 *x, const sp_block_q8_0 *y, int64_t nb) {
-    float sum = 0;
+    float acc = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
+        int32_t sumi = 0;
         for (int j = 0; j < SP_QK8_0; j++)
             sumi += x[i].qs[j] * y[i].qs[j];
-        sum += (float)sumi * (sp_f16_to_f32(x[i].d) * sp_f16_to_f32(y[i].d));
+        acc = fmaf((float)sumi, sp_f16_to_f32(x[i].d) * sp_f16_to_f32(y[i].d), acc);
     }
-    return sum;
+    return acc;
 }
 
 static float dot_q4_0_q8_0(const sp_block_q4_0 *x, const sp_block_q8_0 *y, int64_t nb) {
-    float sum = 0;
+    float acc = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
+        int32_t sumi = 0;
         for (int j = 0; j < SP_QK4_0 / 2; j++) {
             sumi += ((x[i].qs[j] & 0x0f) - 8) * y[i].qs[j];
             sumi += ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + SP_QK4_0 / 2];
         }
-        sum += (float)sumi * sp_f16_to_f32(x[i].d) * sp_f16_to_f32(y[i].d);
+        acc = fmaf((float)sumi, sp_f16_to_f32(x[i].d) * sp_f16_to_f32(y[i].d), acc);
     }
-    return sum;
+    return acc;
 }
 
 /* The K-quant numerics of quant.h: per super-block the exact int32 sums sumi and (Q4_K, Q5_K)

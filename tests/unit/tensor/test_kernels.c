@@ -1,29 +1,31 @@
 /* The run-time kernel tables of tensor/kernels.h, for every table this CPU and build have
- * (scalar, avx2, avxvnni, avx512, amx):
+ * (scalar, avx2, avxvnni, avx512, amx). kernels.h defines one numerics for all of them, so
+ * nearly everything here is bit for bit:
  *
  * - matmul of every weight type against sp_vec_dot_ref on random data of odd sizes (one block,
- *   a few blocks, many blocks; odd n_out; n_rows 1..9 and 33). The scalar table must be
- *   bit-identical to it. The SIMD tables must stay within these budgets, with u = 2^-24 and
- *   S = sum |w_i x_i| over the dequantized rows (both results carry rounding errors of a few
- *   u * S per sequential addition; the budgets bound the sum of the two):
- *     F32, F16, BF16: (ceil(n_in / 8) + 8) u S   (8 or 16 lanes, each a chain of fmas)
- *     Q8_0, Q4_0:     (2 nb + 10) u S            (nb blocks of 32, one fma per block and lane)
- *   and Q4_K, Q5_K, Q6_K, whose numerics every table shares (quant.h), must be bit-identical to
- *   it on every table (test_kquants covers them in depth).
- * - Q8_0 and Q4_0 on the x86 tables equal, bit for bit, a scalar model of llama.cpp's AVX2
- *   vec_dot written here from its definition (8 int32 lanes of 4 products, fmaf per block,
- *   hsum_float_8 order), including weights at -128 and 127; except weights a table packs
- *   (amx: Q8_0), which equal a scalar model of whole-block int32 sums, one fmaf per block.
+ *   a few blocks, many blocks; odd n_out; n_rows 1..9 and 33): every table equals it bit for
+ *   bit, every type (the K-quants in depth in test_kquants).
+ * - F32, F16 and BF16 products on every table equal, bit for bit, the 16-lane dot written here
+ *   from kernels.h's definition (lanes by position mod 16, fmaf chains, halves added), for
+ *   n_in with every tail length, 1..17 rows and odd output counts.
+ * - Q8_0 and Q4_0 on every table equal a scalar model of whole-block int32 sums, one fmaf per
+ *   block, written here from its definition: packed (pack + matmul_packed) and in the stored
+ *   layout (matmul[]), 1..17 rows and more, outputs across the 8- and 16-output tiles, output
+ *   pieces that start anywhere; including weights at -128 and 127.
  * - Packed weights go through pack + matmul_packed in every check (budgets, invariance).
  * - The invariance contract: y from one call over all rows equals (memcmp) y from one call per
  *   row, from calls over row windows, and from calls over arbitrary [o0, o1) pieces; a call
  *   writes nothing outside its rows and [o0, o1).
  * - quantize_act is bit-identical to sp_quantize_act_row for F32, F16, BF16, Q8_0 and Q8_K on
  *   random rows, zero blocks, exact rounding ties, and (F16, BF16) arbitrary bit patterns.
- * - attention (scores, softmax, values over blocks of transposed keys) against a double-precision
- *   two-pass softmax, for odd block and head sizes, GQA groups, F16 and F32 caches; bit for bit,
- *   a head alone equals itself in its group and a token alone equals itself in a tile of tokens.
- * - swiglu against silu(g) up in double, tails and the ends of the range.
+ * - sp__exp (exp.h), the exponential of every table: within 0.9 ulp of e^x over floats sampled
+ *   across its whole range, and its ends (0, infinity, NaN).
+ * - attention: each step (scores, softmax, values) of every table equals the scalar table's bit
+ *   for bit, for odd positions, head sizes and GQA groups, F16 and F32 caches; the three steps
+ *   together against a double-precision two-pass softmax, for odd block and head sizes; a head
+ *   alone equals itself in its group and a token alone equals itself in a tile of tokens.
+ * - swiglu: every table equals the scalar one bit for bit (NaN for NaN), across the float range,
+ *   subnormal inputs and results, infinities; and silu(g) up in double within 8 u.
  * - round_f16 bit-identical to the scalar F16 round trip.
  * - SPINDLE_ISA picks the table, in child processes of this test (which read it fresh). */
 #include "testutil.h"
@@ -37,6 +39,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "tensor/exp.h"
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
 
@@ -75,7 +78,6 @@ typedef struct problem {
     uint8_t *w;  // (n_out, wrb): weights in wt
     uint8_t *xq; // (n_rows, xrb): activations in vt, from sp_quantize_act_row
     float *ref;  // (n_rows, n_out): sp_vec_dot_ref
-    double *mag; // (n_rows, n_out): sum |w_i x_i| of the dequantized rows
 } problem;
 
 static int64_t block_size(sp_dtype t) {
@@ -94,10 +96,7 @@ static problem make_problem(sp_dtype wt, int64_t n_in, int64_t n_out, int64_t n_
     p.w = xmalloc(p.wrb * (size_t)n_out);
     p.xq = xmalloc(p.xrb * (size_t)n_rows);
     p.ref = xmalloc(sizeof(float) * (size_t)(n_rows * n_out));
-    p.mag = xmalloc(sizeof(double) * (size_t)(n_rows * n_out));
     float *f = xmalloc(sizeof(float) * (size_t)n_in);
-    float *wd = xmalloc(sizeof(float) * (size_t)(n_in * n_out));
-    float *xd = xmalloc(sizeof(float) * (size_t)(n_in * n_rows));
     uint64_t rng = seed;
     for (int64_t o = 0; o < n_out; o++) {
         const float scale = ldexpf(1.0f, (int)(sp_test_rand(&rng) % 9) - 4);
@@ -116,22 +115,11 @@ static problem make_problem(sp_dtype wt, int64_t n_in, int64_t n_out, int64_t n_
             f[i] = r == 1 ? 0.0f : scale * sp_test_randn(&rng);
         sp_quantize_act_row(p.vt, f, p.xq + (size_t)r * p.xrb, n_in);
     }
-    for (int64_t o = 0; o < n_out; o++)
-        sp_dequantize_row(wt, p.w + (size_t)o * p.wrb, wd + o * n_in, n_in);
     for (int64_t r = 0; r < n_rows; r++)
-        sp_dequantize_row(p.vt, p.xq + (size_t)r * p.xrb, xd + r * n_in, n_in);
-    for (int64_t r = 0; r < n_rows; r++)
-        for (int64_t o = 0; o < n_out; o++) {
+        for (int64_t o = 0; o < n_out; o++)
             p.ref[r * n_out + o] =
                 sp_vec_dot_ref(wt, p.w + (size_t)o * p.wrb, p.xq + (size_t)r * p.xrb, n_in);
-            double s = 0;
-            for (int64_t i = 0; i < n_in; i++)
-                s += fabs((double)wd[o * n_in + i] * (double)xd[r * n_in + i]);
-            p.mag[r * n_out + o] = s;
-        }
     free(f);
-    free(wd);
-    free(xd);
     return p;
 }
 
@@ -139,7 +127,6 @@ static void free_problem(problem *p) {
     free(p->w);
     free(p->xq);
     free(p->ref);
-    free(p->mag);
 }
 
 /* Whether table k multiplies weights of type t in a packed layout of its own. */
@@ -173,34 +160,15 @@ static void run(const sp_kernels *k, const problem *p, int64_t r0, int64_t r1, i
                      y + r0 * ldy, ldy, o0, o1);
 }
 
-static bool is_k_quant(sp_dtype t) {
-    return t == SP_DTYPE_Q4_K || t == SP_DTYPE_Q5_K || t == SP_DTYPE_Q6_K;
-}
-
-static double budget_units(sp_dtype t, int64_t n_in) {
-    switch (t) {
-    case SP_DTYPE_Q8_0:
-    case SP_DTYPE_Q4_0:
-        return 2.0 * (double)(n_in / 32) + 10.0;
-    default:
-        return (double)((n_in + 7) / 8) + 8.0;
-    }
-}
-
 static void check_against_ref(const sp_kernels *k, const problem *p, const float *y, int64_t ldy) {
-    const bool exact = !strcmp(k->isa, "scalar") || is_k_quant(p->wt);
-    const double units = budget_units(p->wt, p->n_in);
     for (int64_t r = 0; r < p->n_rows; r++)
         for (int64_t o = 0; o < p->n_out; o++) {
             const float got = y[r * ldy + o], want = p->ref[r * p->n_out + o];
-            const double budget = units * 0x1p-24 * p->mag[r * p->n_out + o];
-            const double err = fabs((double)got - (double)want);
-            if (exact ? f32_bits(got) != f32_bits(want) : !(err <= budget))
-                fail_msg("%s %s n_in=%lld n_rows=%lld y[%lld][%lld] = %.9g, reference %.9g "
-                         "(error %.3g, budget %.3g)",
+            if (f32_bits(got) != f32_bits(want))
+                fail_msg("%s %s n_in=%lld n_rows=%lld y[%lld][%lld] = %.9g, reference %.9g",
                          k->isa, sp_dtype_get(p->wt)->name, (long long)p->n_in,
                          (long long)p->n_rows, (long long)r, (long long)o, (double)got,
-                         (double)want, err, exact ? 0.0 : budget);
+                         (double)want);
         }
 }
 
@@ -300,74 +268,7 @@ static void test_vs_ref_k_quants(void **state) {
     check_type_vs_ref(SP_DTYPE_Q6_K, sizes, SP_ARRAY_LEN(sizes), 7000);
 }
 
-/* llama.cpp's x86 Q8_0/Q4_0 x Q8_0 dot (ggml_vec_dot_q8_0_q8_0 / q4_0_q8_0 with AVX2 or
- * AVX-VNNI), from its definition: per block d = f16(d_w) * f16(d_x); lane l = exact sum of the
- * products at positions 4l..4l+3; acc[l] = fma(d, lane, acc[l]); then
- * ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). */
-static float llama_x86_dot(sp_dtype wt, const uint8_t *w, const sp_block_q8_0 *x, int64_t nb) {
-    float acc[8] = {0};
-    for (int64_t b = 0; b < nb; b++) {
-        int wq[32];
-        float dw;
-        if (wt == SP_DTYPE_Q8_0) {
-            const sp_block_q8_0 *blk = (const sp_block_q8_0 *)w + b;
-            for (int j = 0; j < 32; j++)
-                wq[j] = blk->qs[j];
-            dw = sp_f16_to_f32(blk->d);
-        } else {
-            const sp_block_q4_0 *blk = (const sp_block_q4_0 *)w + b;
-            for (int j = 0; j < 16; j++) {
-                wq[j] = (blk->qs[j] & 0x0f) - 8;
-                wq[j + 16] = (blk->qs[j] >> 4) - 8;
-            }
-            dw = sp_f16_to_f32(blk->d);
-        }
-        const float d = dw * sp_f16_to_f32(x[b].d);
-        for (int l = 0; l < 8; l++) {
-            int s = 0;
-            for (int j = 4 * l; j < 4 * l + 4; j++)
-                s += wq[j] * x[b].qs[j];
-            acc[l] = fmaf(d, (float)s, acc[l]);
-        }
-    }
-    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
-
-static void test_q8_0_q4_0_match_llama_x86(void **state) {
-    (void)state;
-    static const sp_dtype types[] = {SP_DTYPE_Q8_0, SP_DTYPE_Q4_0};
-    static const int64_t sizes[] = {32, 160, 32 * 67};
-    uint64_t seed = 8000;
-    size_t checked = 0;
-    for (size_t ti = 0; ti < SP_ARRAY_LEN(types); ti++)
-        for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++) {
-            problem p = make_problem(types[ti], sizes[s], 11, 6, seed++);
-            float *y = xmalloc(sizeof(float) * (size_t)(p.n_rows * p.n_out));
-            for (size_t t = 0; t < n_tables; t++) {
-                if (!strcmp(tables[t]->isa, "scalar") || packs(tables[t], p.wt, p.n_in, p.n_out))
-                    continue;
-                run(tables[t], &p, 0, p.n_rows, 0, p.n_out, y, p.n_out);
-                for (int64_t r = 0; r < p.n_rows; r++)
-                    for (int64_t o = 0; o < p.n_out; o++) {
-                        const float want = llama_x86_dot(
-                            p.wt, p.w + (size_t)o * p.wrb,
-                            (const sp_block_q8_0 *)(p.xq + (size_t)r * p.xrb), p.n_in / 32);
-                        const float got = y[r * p.n_out + o];
-                        if (f32_bits(got) != f32_bits(want))
-                            fail_msg("%s %s n_in=%lld y[%lld][%lld] = %a, llama.cpp x86 %a",
-                                     tables[t]->isa, sp_dtype_get(p.wt)->name, (long long)p.n_in,
-                                     (long long)r, (long long)o, (double)got, (double)want);
-                        checked++;
-                    }
-            }
-            free(y);
-            free_problem(&p);
-        }
-    if (checked == 0)
-        print_message("[ info     ] no x86 tables: nothing to compare\n");
-}
-
-/* The numerics of packed Q8_0 and Q4_0 (kernels_amx.c), from their definition: per block the
+/* The numerics of Q8_0 and Q4_0 on every table (kernels.h), from their definition: per block the
  * exact int32 sum S of the 32 products (Q4_0 weights q - 8); acc = fmaf((float)S, f16(d_w) *
  * f16(d_x), acc), block by block from 0. */
 static float block_sum_dot(sp_dtype wt, const uint8_t *w, const sp_block_q8_0 *x, int64_t nb) {
@@ -439,6 +340,106 @@ static void fill_sentinel(float *y, size_t n) {
     const float s = f32_from_bits(sentinel);
     for (size_t i = 0; i < n; i++)
         y[i] = s;
+}
+
+/* Q8_0 and Q4_0 rows in their stored layout (matmul[], which callers that do not pack use) equal
+ * block_sum_dot and sp_vec_dot_ref bit for bit on every table, for 1..17 rows (and 40), output
+ * counts across the 8-output tiles, and output pieces that start anywhere. */
+static void test_unpacked_block_sums(void **state) {
+    (void)state;
+    static const sp_dtype types[] = {SP_DTYPE_Q8_0, SP_DTYPE_Q4_0};
+    static const int64_t sizes[] = {32, 96, 32 * 67};
+    static const int64_t outs[] = {1, 7, 8, 13, 29};
+    uint64_t seed = 8700;
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(types); ti++)
+        for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++)
+            for (int64_t rows = 1; rows <= 18; rows++) {
+                const sp_dtype wt = types[ti];
+                const int64_t n_rows = rows == 18 ? 40 : rows;
+                const int64_t n_out = outs[(s + (size_t)rows) % SP_ARRAY_LEN(outs)];
+                problem p = make_problem(wt, sizes[s], n_out, n_rows, seed++);
+                float *y = xmalloc(sizeof(float) * (size_t)(n_rows * n_out));
+                for (size_t t = 0; t < n_tables; t++) {
+                    fill_sentinel(y, (size_t)(n_rows * n_out));
+                    // Outputs in pieces of 1..11 from a varying start.
+                    for (int64_t o0 = 0, step = 1 + (int64_t)t; o0 < n_out;) {
+                        const int64_t o1 = SP_MIN(n_out, o0 + step);
+                        tables[t]->matmul[wt](p.w, p.wrb, p.xq, p.xrb, p.n_in, n_rows, y, n_out, o0,
+                                              o1);
+                        o0 = o1;
+                        step = step % 11 + 1;
+                    }
+                    for (int64_t r = 0; r < n_rows; r++)
+                        for (int64_t o = 0; o < n_out; o++) {
+                            const float want = block_sum_dot(
+                                wt, p.w + (size_t)o * p.wrb,
+                                (const sp_block_q8_0 *)(p.xq + (size_t)r * p.xrb), p.n_in / 32);
+                            const float got = y[r * n_out + o];
+                            if (f32_bits(got) != f32_bits(want) ||
+                                f32_bits(want) != f32_bits(p.ref[r * n_out + o]))
+                                fail_msg("%s %s (stored layout) n_in=%lld rows=%lld y[%lld][%lld] "
+                                         "= %a, block sums %a, sp_vec_dot_ref %a",
+                                         tables[t]->isa, sp_dtype_get(wt)->name, (long long)p.n_in,
+                                         (long long)n_rows, (long long)r, (long long)o, (double)got,
+                                         (double)want, (double)p.ref[r * n_out + o]);
+                        }
+                }
+                free(y);
+                free_problem(&p);
+            }
+}
+
+/* The F32/F16/BF16 dot of every table (kernels.h), from its definition: 16 lanes, lane i % 16 a
+ * chain of fmaf over the positions i in order, then the halves added. */
+static float lanes16_dot(const float *w, const float *x, int64_t n) {
+    float lane[16] = {0};
+    for (int64_t i = 0; i < n; i++)
+        lane[i % 16] = fmaf(w[i], x[i], lane[i % 16]);
+    for (int h = 8; h >= 1; h /= 2)
+        for (int i = 0; i < h; i++)
+            lane[i] += lane[i + h];
+    return lane[0];
+}
+
+/* F32, F16 and BF16 products of every table equal lanes16_dot bit for bit: n_in with every tail
+ * length (0..15 past a multiple of 16, and below 16), 1..17 rows, odd output counts. */
+static void test_float_lanes(void **state) {
+    (void)state;
+    static const sp_dtype types[] = {SP_DTYPE_F32, SP_DTYPE_F16, SP_DTYPE_BF16};
+    static const int64_t sizes[] = {1, 3, 8, 15, 16, 17, 24, 31, 33, 47, 64, 100, 517};
+    uint64_t seed = 8800;
+    for (size_t ti = 0; ti < SP_ARRAY_LEN(types); ti++)
+        for (size_t s = 0; s < SP_ARRAY_LEN(sizes); s++)
+            for (int64_t rows = 1; rows <= 17; rows += 1 + (int64_t)(s % 3)) {
+                const sp_dtype wt = types[ti];
+                const int64_t n_in = sizes[s], n_out = 5 + 2 * (rows % 3);
+                problem p = make_problem(wt, n_in, n_out, rows, seed++);
+                float *wd = xmalloc(sizeof(float) * (size_t)(n_in * n_out));
+                float *xd = xmalloc(sizeof(float) * (size_t)(n_in * rows));
+                for (int64_t o = 0; o < n_out; o++)
+                    sp_dequantize_row(wt, p.w + (size_t)o * p.wrb, wd + o * n_in, n_in);
+                for (int64_t r = 0; r < rows; r++)
+                    sp_dequantize_row(p.vt, p.xq + (size_t)r * p.xrb, xd + r * n_in, n_in);
+                float *y = xmalloc(sizeof(float) * (size_t)(rows * n_out));
+                for (size_t t = 0; t < n_tables; t++) {
+                    run(tables[t], &p, 0, rows, 0, n_out, y, n_out);
+                    for (int64_t r = 0; r < rows; r++)
+                        for (int64_t o = 0; o < n_out; o++) {
+                            const float want = lanes16_dot(wd + o * n_in, xd + r * n_in, n_in);
+                            const float got = y[r * n_out + o];
+                            if (f32_bits(got) != f32_bits(want))
+                                fail_msg(
+                                    "%s %s n_in=%lld rows=%lld y[%lld][%lld] = %a, 16 lanes %a",
+                                    tables[t]->isa, sp_dtype_get(wt)->name, (long long)n_in,
+                                    (long long)rows, (long long)r, (long long)o, (double)got,
+                                    (double)want);
+                        }
+                }
+                free(y);
+                free(wd);
+                free(xd);
+                free_problem(&p);
+            }
 }
 
 /* y computed over all rows and outputs equals y computed per row, per row window and per
@@ -563,10 +564,10 @@ static void attend(const sp_kernels *k, const float *q, int32_t G, int32_t D, co
     attend_tile(k, q, G, D, kt, v, n_pos - 1, 1, bs, f16, round_f16, out);
 }
 
-/* Every table's attention equals a double-precision two-pass softmax within 2e-5 of
+/* Every table's attention equals a double-precision two-pass softmax within 2e-6 of
  * sum_j w_j |v_j[d]| (F32 weights), and within 2^-9 of it with weights rounded to F16 (a weight
- * may round the other way when the scores differ in the last bit); the scalar table is within
- * 2e-6 of it with F32 weights. Block sizes that do and do not fill vectors, partly filled last
+ * may round the other way when the scores differ in the last bit), and the scalar table's
+ * result bit for bit. Block sizes that do and do not fill vectors, partly filled last
  * blocks, GQA groups of 1 to 9 heads, head sizes on and off the vector width, F16 caches (and
  * queries rounded to F16, as the forward pass makes them) and F32 caches of full-precision
  * values (whose products, unlike those of F16 values, round: an fma and a multiply-add differ).
@@ -640,13 +641,13 @@ static void test_attention(void **state) {
                 }
             }
             float *got = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
+            float *first = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
+            float *first_r = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
             float *tile = xmalloc(sizeof(float) * (size_t)nt * (size_t)G * (size_t)D);
             for (size_t t = 0; t < n_tables; t++)
                 for (int round = 0; round < 2; round++) {
                     attend(tables[t], q, G, D, kt, v, n, bs, f16, round, got);
-                    const double tol = round                               ? 0x1p-9
-                                       : !strcmp(tables[t]->isa, "scalar") ? 2e-6
-                                                                           : 2e-5;
+                    const double tol = round ? 0x1p-9 : 2e-6;
                     for (int32_t i = 0; i < G * D; i++)
                         if (!(fabs((double)got[i] - want[i]) <= tol * mag[i] + 1e-30))
                             fail_msg("%s attention G=%d D=%d n=%d bs=%d %s%s: out[%d] = %.9g, "
@@ -654,6 +655,14 @@ static void test_attention(void **state) {
                                      tables[t]->isa, G, D, n, bs, f16 ? "F16" : "F32",
                                      round ? " rounded weights" : "", i, (double)got[i], want[i],
                                      tol * mag[i]);
+                    // The same bits as the scalar table (tables[0]), which ran first.
+                    if (t == 0)
+                        memcpy(round ? first_r : first, got, sizeof(float) * (size_t)G * (size_t)D);
+                    else if (memcmp(got, round ? first_r : first,
+                                    sizeof(float) * (size_t)G * (size_t)D))
+                        fail_msg("%s attention G=%d D=%d n=%d bs=%d %s%s: differs from scalar",
+                                 tables[t]->isa, G, D, n, bs, f16 ? "F16" : "F32",
+                                 round ? " rounded weights" : "");
                     // Each head alone gives the same bits as in its group (the heads of a group
                     // share loads, never arithmetic).
                     float one[128];
@@ -682,6 +691,8 @@ static void test_attention(void **state) {
                     }
                 }
             free(tile);
+            free(first);
+            free(first_r);
             free(got);
             free(w);
             free(mag);
@@ -692,6 +703,205 @@ static void test_attention(void **state) {
             free(kt);
             free(v);
         }
+}
+
+/* n random values, normal with a standard deviation of scale. */
+static void fill_randn(float *x, size_t n, float scale, uint64_t *rng) {
+    for (size_t i = 0; i < n; i++)
+        x[i] = scale * sp_test_randn(rng);
+}
+
+static void expect_same_bits(const char *isa, const char *what, const float *got, const float *want,
+                             size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (f32_bits(got[i]) != f32_bits(want[i]))
+            fail_msg("%s %s [%zu]: %a, scalar table %a", isa, what, i, (double)got[i],
+                     (double)want[i]);
+}
+
+/* Each attention step of every table equals the scalar table's bit for bit (kernels.h defines
+ * them down to the order of the fmas), on the same inputs: scores of n positions of a block
+ * (partly filled vectors of 8 and 16, ld_k > n), head sizes on and off the vector widths, GQA
+ * groups of 1..9 heads, F16 and F32 caches of full-precision values; softmax rows of 1..300
+ * scores spread over a wide range (weights down to 0), with and without F16 rounding; values
+ * over n positions into accumulators that already hold values. */
+static void test_attn_steps_bitwise(void **state) {
+    (void)state;
+    static const struct {
+        int32_t G, D, n;
+    } cases[] = {{1, 1, 1},   {1, 8, 9},   {3, 13, 7}, {2, 24, 17},  {4, 40, 31},  {8, 64, 16},
+                 {5, 72, 33}, {9, 80, 40}, {1, 96, 3}, {6, 128, 47}, {2, 131, 25}, {7, 16, 64}};
+    uint64_t rng = 5151;
+    for (size_t c = 0; c < SP_ARRAY_LEN(cases); c++)
+        for (int f16 = 0; f16 < 2; f16++) {
+            const int32_t G = cases[c].G, D = cases[c].D, n = cases[c].n, ld_k = n + 3;
+            const int64_t ld_s = n + 5;
+            const size_t es = f16 ? 2 : 4, cells = (size_t)D * (size_t)ld_k;
+            float *q = xmalloc(sizeof(float) * (size_t)G * (size_t)D);
+            uint8_t *kt = xmalloc(cells * es), *v = xmalloc((size_t)n * (size_t)D * es);
+            fill_randn(q, (size_t)G * (size_t)D, 2.0f, &rng);
+            for (size_t i = 0; i < cells; i++) {
+                const float x = sp_test_randn(&rng);
+                if (f16)
+                    ((sp_f16 *)kt)[i] = sp_f32_to_f16(x);
+                else
+                    ((float *)kt)[i] = x;
+            }
+            for (size_t i = 0; i < (size_t)n * (size_t)D; i++) {
+                const float x = sp_test_randn(&rng);
+                if (f16)
+                    ((sp_f16 *)v)[i] = sp_f32_to_f16(x);
+                else
+                    ((float *)v)[i] = x;
+            }
+            const size_t n_s = (size_t)G * (size_t)ld_s, n_acc = (size_t)G * (size_t)D;
+            float *w = xmalloc(sizeof(float) * n_s), *acc0 = xmalloc(sizeof(float) * n_acc);
+            for (size_t i = 0; i < n_s; i++)
+                w[i] = fabsf(sp_test_randn(&rng)) / (float)n;
+            fill_randn(acc0, n_acc, 0.5f, &rng);
+            float *s_ref = xmalloc(sizeof(float) * n_s), *s_got = xmalloc(sizeof(float) * n_s);
+            float *a_ref = xmalloc(sizeof(float) * n_acc), *a_got = xmalloc(sizeof(float) * n_acc);
+            const float scale = 1.0f / sqrtf((float)D);
+            for (size_t t = 0; t < n_tables; t++) {
+                const sp_kernels *k = tables[t];
+                float *sc = t ? s_got : s_ref, *ac = t ? a_got : a_ref;
+                memset(sc, 0, sizeof(float) * n_s);
+                k->attn_scores(q, G, D, scale, kt, ld_k, n, f16, sc, ld_s);
+                memcpy(ac, acc0, sizeof(float) * n_acc);
+                k->attn_values(w, ld_s, G, D, v, n, f16, ac);
+                if (t == 0)
+                    continue;
+                char what[96];
+                snprintf(what, sizeof what, "G=%d D=%d n=%d %s scores", G, D, n,
+                         f16 ? "F16" : "F32");
+                expect_same_bits(k->isa, what, s_got, s_ref, n_s);
+                snprintf(what, sizeof what, "G=%d D=%d n=%d %s values", G, D, n,
+                         f16 ? "F16" : "F32");
+                expect_same_bits(k->isa, what, a_got, a_ref, n_acc);
+            }
+            free(q);
+            free(kt);
+            free(v);
+            free(w);
+            free(acc0);
+            free(s_ref);
+            free(s_got);
+            free(a_ref);
+            free(a_got);
+        }
+    // The exponential over its whole range, subnormal results included: rows of a 0 and 300
+    // scores spread evenly over [-110, 0], so that each weight is e^s / (1 + a little).
+    for (int trial = 0; trial < 100; trial++) {
+        float row[301], ref[301], got[301];
+        row[0] = 0.0f;
+        for (int j = 1; j < 301; j++)
+            row[j] = -110.0f * (float)(sp_test_rand(&rng) % 1000001) / 1e6f;
+        for (size_t t = 0; t < n_tables; t++) {
+            float *out = t ? got : ref;
+            memcpy(out, row, sizeof row);
+            tables[t]->attn_softmax(out, 301, false);
+            if (t)
+                expect_same_bits(tables[t]->isa, "softmax of [-110, 0]", got, ref, 301);
+        }
+    }
+    // Softmax rows: lengths around the vector widths, scores from N(0, 1) to N(0, 300) (so
+    // that weights underflow to 0), a row of ties and one of a single large outlier.
+    float row[300], ref[300], got[300];
+    for (int32_t n = 1; n <= 300; n += n < 40 ? 1 : 37)
+        for (int kind = 0; kind < 4; kind++)
+            for (int round = 0; round < 2; round++) {
+                static const float spread[] = {1.0f, 30.0f, 300.0f, 0.0f};
+                fill_randn(row, (size_t)n, spread[kind], &rng);
+                if (kind == 3)
+                    row[n / 2] = 1e4f;
+                for (size_t t = 0; t < n_tables; t++) {
+                    float *out = t ? got : ref;
+                    memcpy(out, row, sizeof(float) * (size_t)n);
+                    tables[t]->attn_softmax(out, n, round);
+                    if (t == 0)
+                        continue;
+                    char what[64];
+                    snprintf(what, sizeof what, "softmax n=%d spread %d%s", n, kind,
+                             round ? " rounded" : "");
+                    expect_same_bits(tables[t]->isa, what, got, ref, (size_t)n);
+                }
+            }
+}
+
+/* sp__exp, the exponential of every table (exp.h), within 0.9 ulp of e^x (in double) over about
+ * a million floats spread evenly by bit pattern over its range [-104, 88.72], and 1 ulp of
+ * expf; its ends exactly. */
+static void test_exp(void **state) {
+    (void)state;
+    static const float ranges[][2] = {{-104.0f, -0.0f}, {0.0f, 88.72f}};
+    double worst = 0.0, worst_libm = 0.0;
+    for (size_t k = 0; k < SP_ARRAY_LEN(ranges); k++) {
+        const uint32_t a = f32_bits(ranges[k][0]), b = f32_bits(ranges[k][1]);
+        const uint32_t lo = a < b ? a : b, hi = a < b ? b : a;
+        for (uint32_t u = lo; u <= hi && u >= lo; u += 1 + (hi - lo) / 500000) {
+            const float x = f32_from_bits(u), got = sp__exp(x);
+            const double e = exp((double)x);
+            int ex;
+            frexp(e, &ex);
+            const double ulp = fmax(ldexp(1.0, ex - 24), 0x1p-149);
+            worst = fmax(worst, fabs((double)got - e) / ulp);
+            worst_libm = fmax(worst_libm, fabs((double)got - (double)expf(x)) / ulp);
+            if (!(fabs((double)got - e) <= 0.9 * ulp))
+                fail_msg("sp__exp(%a) = %a, e^x = %a", (double)x, (double)got, e);
+        }
+    }
+    print_message("[ info     ] sp__exp: at most %.3f ulp from e^x, %.3f from expf\n", worst,
+                  worst_libm);
+    assert_true(worst_libm <= 1.0);
+    assert_true(sp__exp(0.0f) == 1.0f && sp__exp(-0.0f) == 1.0f);
+    assert_true(sp__exp(-INFINITY) == 0.0f && sp__exp(-104.0f) == 0.0f);
+    assert_true(sp__exp(-200.0f) == 0.0f && sp__exp(-103.9f) == 0x1p-149f);
+    assert_true(sp__exp(INFINITY) == INFINITY && sp__exp(88.73f) == INFINITY);
+    assert_true(sp__exp(1e30f) == INFINITY && isnan(sp__exp(NAN)));
+    assert_true(isfinite(sp__exp(88.72f)));
+}
+
+/* swiglu of every table equals the scalar table's bit for bit (both NaN where it is NaN): gates
+ * from N(0, 8), finite floats of every magnitude, subnormal gates, and the edges of the
+ * exponential's range and beyond (+-88.7, +-104, +-1e30, infinities); up values that make subnormal
+ * results; lengths with every tail. */
+static void test_swiglu_bitwise(void **state) {
+    (void)state;
+    static const float edges[] = {0.0f,   -0.0f,    1e-40f,    -1e-40f, 0x1p-149f, 88.7f,
+                                  -88.7f, 88.73f,   -88.73f,   104.0f,  -104.0f,   1e30f,
+                                  -1e30f, INFINITY, -INFINITY, NAN,     -80.0f,    -87.0f};
+    uint64_t rng = 6262;
+    const int64_t max_n = 300;
+    float *g = xmalloc(sizeof(float) * (size_t)max_n), *u = xmalloc(sizeof(float) * (size_t)max_n);
+    float *ref = xmalloc(sizeof(float) * (size_t)max_n),
+          *got = xmalloc(sizeof(float) * (size_t)max_n);
+    for (int trial = 0; trial < 300; trial++) {
+        const int64_t n = trial < 40 ? trial + 1 : 1 + (int64_t)(sp_test_rand(&rng) % max_n);
+        for (int64_t i = 0; i < n; i++) {
+            const uint64_t pick = sp_test_rand(&rng) % 4;
+            if (pick == 0)
+                g[i] = edges[sp_test_rand(&rng) % SP_ARRAY_LEN(edges)];
+            else if (pick == 1) // a finite float of any sign and magnitude (even exponents)
+                g[i] = f32_from_bits(((uint32_t)sp_test_rand(&rng) & 0xff7fffffu));
+            else
+                g[i] = 8.0f * sp_test_randn(&rng);
+            u[i] = sp_test_rand(&rng) % 3 ? sp_test_randn(&rng) : 1e-5f * sp_test_randn(&rng);
+        }
+        for (size_t t = 0; t < n_tables; t++) {
+            float *out = t ? got : ref;
+            memcpy(out, g, sizeof(float) * (size_t)n);
+            tables[t]->swiglu(out, u, n);
+            for (int64_t i = 0; t && i < n; i++)
+                if (isnan(ref[i]) ? !isnan(got[i]) : f32_bits(got[i]) != f32_bits(ref[i]))
+                    fail_msg("%s swiglu n=%lld [%lld] of g=%a up=%a: %a, scalar table %a",
+                             tables[t]->isa, (long long)n, (long long)i, (double)g[i], (double)u[i],
+                             (double)got[i], (double)ref[i]);
+        }
+    }
+    free(g);
+    free(u);
+    free(ref);
+    free(got);
 }
 
 /* Softmax rows sum to 1 and keep their order; the largest score gets the largest weight. */
@@ -940,11 +1150,15 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_vs_ref_plain),
         cmocka_unit_test(test_vs_ref_q8_0_q4_0),
         cmocka_unit_test(test_vs_ref_k_quants),
-        cmocka_unit_test(test_q8_0_q4_0_match_llama_x86),
         cmocka_unit_test(test_packed_block_sums),
+        cmocka_unit_test(test_unpacked_block_sums),
+        cmocka_unit_test(test_float_lanes),
+        cmocka_unit_test(test_exp),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attn_steps_bitwise),
         cmocka_unit_test(test_attn_softmax),
         cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_swiglu_bitwise),
         cmocka_unit_test(test_invariance),
         cmocka_unit_test(test_quantize_act_bit_identical),
         cmocka_unit_test(test_round_f16),
