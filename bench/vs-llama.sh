@@ -3,7 +3,7 @@
 #
 #   bench/vs-llama.sh [MODEL_DIR] [ROUNDS]
 #
-# For each model (1.1B Q8_0, 1.1B Q4_0, 125M Q8_0; generated into MODEL_DIR, default
+# For each model (1.1B Q8_0, 1.1B Q4_0, 1.1B Q4_K_M, 125M Q8_0; generated into MODEL_DIR, default
 # build/bench-models, when absent) and each instruction set (Spindle's best table against the
 # peer build that matches this CPU; on an AMX CPU also SPINDLE_ISA=avx512 against the peer's
 # avx512 build, standing in for an AVX-512 CPU without AMX; then SPINDLE_ISA=avx2 against the
@@ -70,7 +70,7 @@ echo "CPU: $cpu; $threads threads; peer builds: $best_peer and avx2; $rounds alt
 echo
 echo "| model | table / peer build | measure | llama.cpp | Spindle | Spindle / llama.cpp |"
 echo "| --- | --- | --- | ---: | ---: | ---: |"
-IFS=',' read -r -a specs <<<"${MODELS:-1.1b q8_0,1.1b q4_0,125m q8_0}"
+IFS=',' read -r -a specs <<<"${MODELS:-1.1b q8_0,1.1b q4_0,1.1b q4_k_m,125m q8_0}"
 for spec in "${specs[@]}"; do
     read -r preset type <<<"$spec"
     model=$dir/$preset-$type.gguf
