@@ -9,8 +9,8 @@
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
  * "avxvnni" is the avx2 table with the Q8_0/Q4_0 and K-quant integer dots on AVX-VNNI (same
  * results).
- * "avx512" and "amx" extend avx2 with AVX-512 kernels, and amx runs the packed products of 3 or
- * more rows on the AMX tile unit.
+ * "avx512" and "amx" extend avx2 with AVX-512 kernels, and amx runs the packed Q8_0/Q4_0
+ * products of 3 or more rows on the AMX tile unit (its K-quant products are avx512's).
  *
  * Numerics of the x86 tables (each tested against sp_vec_dot_ref, within error budgets or exactly):
  *  - Q8_0, Q4_0 weights (Q8_0 activations) are packed at load (packed.h) and multiplied with the
