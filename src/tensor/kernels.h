@@ -9,8 +9,8 @@
  * lacks: a warning and the best). The scalar table forwards to the reference code of quant.h.
  * "avxvnni" is the avx2 table with the Q8_0/Q4_0 and K-quant integer dots on AVX-VNNI (same
  * results).
- * "avx512" and "amx" extend avx2 with AVX-512 kernels, and amx runs the packed products of 3 or
- * more rows on the AMX tile unit.
+ * "avx512" and "amx" extend avx2 with AVX-512 kernels, and amx runs the packed Q8_0/Q4_0
+ * products of 3 or more rows on the AMX tile unit (its K-quant products are avx512's).
  *
  * Numerics: one for every table. Each step below is defined down to the order of its float
  * operations (fma: one rounding; every operation rounds to nearest even), and every table

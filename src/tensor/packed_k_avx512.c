@@ -81,7 +81,7 @@ SP_PKK_INLINE void rows_vnni(const int kind, const int MR, const uint8_t *w, int
             for (size_t l = 0; l < rec_bytes / 8; l += 64)
                 _mm_prefetch(next + l, _MM_HINT_T0);
             // One sub-block per chunk (Q4_K, Q5_K) or two, rows 0-3 and 4-7 (Q6_K).
-            const int n_sub = kind == SP_PKK_Q6 ? 2 : 1;
+            const int n_sub = kind == SP_PKK_Q6 ? 2 : 1, rows = 8 / n_sub;
 #pragma GCC unroll 2
             for (int s = 0; s < n_sub; s++) {
                 __m512i dot[MAX_MR];
@@ -89,8 +89,8 @@ SP_PKK_INLINE void rows_vnni(const int kind, const int MR, const uint8_t *w, int
                 for (int m = 0; m < MR; m++)
                     dot[m] = _mm512_setzero_si512();
 #pragma GCC unroll 8
-                for (int rr = 0; rr < 8 / n_sub; rr++) {
-                    const int r = 8 / n_sub * s + rr; // the packed row
+                for (int rr = 0; rr < rows; rr++) {
+                    const int r = rows * s + rr; // the packed row
                     const __m512i q = weight_row(kind, rec, c, r);
 #pragma GCC unroll 8
                     for (int m = 0; m < MR; m++)
