@@ -132,8 +132,8 @@ static void finish(sp_engine *e, trace *t) {
 }
 
 /* Eight streams decode; then three 400-token prompts arrive. With the default budget, and with
- * a fixed one of 20 ms, every stream gets a token in every step, the prompts are split across
- * steps, and every step with more prefill than the floor was predicted within its budget. With
+ * a fixed one of 20 ms, every stream gets a token in every step and every step with more prefill
+ * than the floor was predicted within its budget; the default one splits the prompts. With
  * the budget off, a prompt goes in one chunk of the token budget. The logits are bitwise the same
  * in all three. */
 static void test_decodes_never_wait(void **state) {
@@ -158,9 +158,10 @@ static void test_decodes_never_wait(void **state) {
     for (int run = 0; run < 2; run++) {
         assert_int_equal(t[run]->gaps, 0);
         assert_int_equal(t[run]->over_budget, 0);
-        assert_true(t[run]->max_prefill < 400); // split across steps
     }
-    assert_true(t[1]->prefill_steps > 0);  // the 20 ms budget took more than the floor
+    assert_true(t[0]->max_prefill < 400); // split across steps (a 20 ms budget may hold 400
+                                          // tokens of this model on a fast machine)
+    assert_true(t[1]->prefill_steps > 0); // the 20 ms budget took more than the floor
     assert_true(t[2]->max_prefill >= 400); // whole prompts: streams waited on them
     for (int run = 0; run < 2; run++) {
         assert_int_equal(t[run]->n_tokens, t[2]->n_tokens);
