@@ -54,7 +54,7 @@ enum {
     SP_PK_GROUP_CHUNK = 8,     // groups whose weights stay in cache across row slices
     SP_PK_PREFETCH_AHEAD = 4,  // blocks ahead that the weights are prefetched
     SP_PK_ACT_BLOCK_BYTES = SP_QK8_0 + 2 * 4, // an activation block: 32 int8, F32 scale, sum
-    SP_PK_Q8_BIAS_SHIFT = 7, // S = U - (sum(x) << shift): the offset of the unsigned weights,
+    SP_PK_Q8_BIAS_SHIFT = 7, // S = U - sum(x) 2^shift: the offset of the unsigned weights,
     SP_PK_Q4_BIAS_SHIFT = 3, // 128 for Q8_0, 8 for Q4_0
 };
 
@@ -65,9 +65,9 @@ SP_PK_INLINE size_t sp__pk_block_bytes(int q4) {
 
 /* The 16 rows (at most) of one activation slice. */
 typedef struct sp__pk_slice {
-    const int8_t *ints;   // block b, row m at ints + (b rows + m) 32
-    const float *scales;  // block b, row m at scales[b rows + m]
-    const int32_t *sums;  // block b, row m at sums[b rows + m]
+    const int8_t *ints;  // block b, row m at ints + (b rows + m) 32
+    const float *scales; // block b, row m at scales[b rows + m]
+    const int32_t *sums; // block b, row m at sums[b rows + m]
     int rows;
 } sp__pk_slice;
 

@@ -13,7 +13,7 @@
  *    into int32. That is the exact S itself, with no offset to take off.
  *  - With AVX-VNNI (the avxvnni table, whose Q8_0 weights are stored unsigned, w + 128), one
  *    vpdpbusd does 4 products of either type's unsigned weights, into U.
- * S = U - (sum(x) << shift) where a U was made, then the float step of packed.h. Two activation
+ * S = U - sum(x) 2^shift where a U was made, then the float step of packed.h. Two activation
  * rows share each weight load. */
 #include <immintrin.h>
 #include <stdint.h>
@@ -118,7 +118,7 @@ SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, c
                 if (Q4 && !VNNI)
                     si = _mm256_madd_epi16(si, ones);
                 if (offset)
-                    si = _mm256_sub_epi32(si, _mm256_set1_epi32(xs.sums[at + m] << shift));
+                    si = _mm256_sub_epi32(si, _mm256_set1_epi32(xs.sums[at + m] * (1 << shift)));
                 acc[m][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si),
                                             _mm256_mul_ps(dw, _mm256_set1_ps(xs.scales[at + m])),
                                             acc[m][h]);

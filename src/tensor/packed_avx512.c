@@ -6,7 +6,7 @@
  * one or two rows, stores them signed and they are flipped once per load), so vpdpbusd with a
  * row's 4 activations broadcast (signed) gives each output's products: no horizontal sum
  * anywhere, and one instruction per row and 4 inputs. The offset of the unsigned weights comes
- * off once per block, S = U - (sum(x) << shift), from the sums the activations carry. Up to 8
+ * off once per block, S = U - sum(x) 2^shift, from the sums the activations carry. Up to 8
  * rows share each weight load (8 accumulators and 8 sums in registers). */
 #include <stdint.h>
 #include <string.h>
@@ -72,10 +72,10 @@ SP_PK_INLINE void rows_vnni(const int kind, const int MR, const uint8_t *ints, c
         const size_t at = (size_t)b * (size_t)xs.rows + (size_t)m0;
 #pragma GCC unroll 8
         for (int m = 0; m < MR; m++) {
-            const __m512i off = _mm512_set1_epi32(xs.sums[at + m] << shift);
+            const __m512i off = _mm512_set1_epi32(xs.sums[at + m] * (1 << shift));
             const __m512 sf = _mm512_cvtepi32_ps(_mm512_sub_epi32(s[m], off));
-            acc[m] = _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(xs.scales[at + m])),
-                                     acc[m]);
+            acc[m] =
+                _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(xs.scales[at + m])), acc[m]);
         }
     }
 #pragma GCC unroll 8
@@ -85,7 +85,7 @@ SP_PK_INLINE void rows_vnni(const int kind, const int MR, const uint8_t *ints, c
 
 #define ROWS_CASE(MR)                                                                              \
     case MR:                                                                                       \
-        rows_vnni(kind, MR, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);                      \
+        rows_vnni(kind, MR, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);                    \
         break;
 
 SP_PK_INLINE void group_vnni(const int kind, const uint8_t *ints, const sp_f16 *scales,
@@ -118,8 +118,8 @@ SP_PK_INLINE void pk_slice(const sp__pk_slice *xs, int *state) {
     (void)xs, (void)state;
 }
 
-SP_PK_INLINE void pk_group(const int kind, const uint8_t *ints, const sp_f16 *scales, sp__pk_slice xs,
-                           int64_t nb, float *y, int64_t ldy, uint32_t keep) {
+SP_PK_INLINE void pk_group(const int kind, const uint8_t *ints, const sp_f16 *scales,
+                           sp__pk_slice xs, int64_t nb, float *y, int64_t ldy, uint32_t keep) {
     group_vnni(kind, ints, scales, xs, nb, y, ldy, (__mmask16)keep);
 }
 
