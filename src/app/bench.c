@@ -27,6 +27,7 @@ typedef struct bench_opts {
     int64_t kv_bytes;
     int32_t n_threads;
     uint64_t seed;
+    bool latency; // --prefer latency: stall-free steps as in serve
 } bench_opts;
 
 typedef struct step_acc {
@@ -40,7 +41,7 @@ static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: spindle bench -m MODEL.gguf [--requests N] [--prompt-len L] [--gen-len G]\n"
             "                     [--concurrency C ...] [--max-batch-tokens N] [--kv-memory SIZE]\n"
-            "                     [--seed S] [-t N]\n\n"
+            "                     [--prefer throughput|latency] [--seed S] [-t N]\n\n"
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
             "tokens/s (steps with only prompt tokens), aggregate decode tokens/s (steps with only\n"
@@ -52,6 +53,9 @@ static void bench_usage(FILE *f) {
             "  --max-batch-tokens N  token budget per step (default 512)\n"
             "  --kv-memory SIZE      KV pool size, e.g. 512M or 2G (default: enough for C full\n"
             "                        requests)\n"
+            "  --prefer WHAT         throughput (default: prompts in whole chunks, as an offline\n"
+            "                        job runs them) or latency (the stall-free steps of serve:\n"
+            "                        prompts arriving among decodes are split to a time budget)\n"
             "  -t, --threads N       compute threads (default: all cores)\n"
             "  --seed S              prompt seed (default 1)\n");
 }
@@ -85,6 +89,7 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
     if (!o->kv_bytes)
         eo.kv_tokens = conc * (o->prompt_len + o->gen_len + 32);
     eo.prefix_cache = false; // random prompts: nothing to share; measure the compute
+    eo.prefer_throughput = !o->latency;
     eo.on_step = on_step;
     eo.hook_ctx = &acc;
     sp_engine *e;
@@ -203,6 +208,10 @@ int sp_cmd_bench(int argc, char **argv) {
             ok = num_ok && ((o.seed = (uint64_t)n), true);
         else if (!strcmp(a, "--kv-memory"))
             ok = sp_parse_size(v, &o.kv_bytes);
+        else if (!strcmp(a, "--prefer")) {
+            ok = !strcmp(v, "throughput") || !strcmp(v, "latency");
+            o.latency = !strcmp(v, "latency");
+        }
         else if (!strcmp(a, "--concurrency")) {
             i--;
             while (i + 1 < argc && argv[i + 1][0] != '-') {
