@@ -1,7 +1,8 @@
-/* The step-time model (steptime.h): a ridge-regularized, Huber-weighted least-squares fit over a
- * window of measured steps. The features are scaled by the prior's coefficients, so the prior is
- * the point (1, ..., 1) and the ridge pulls every scaled coefficient toward 1 with the weight of
- * SP_STEPTIME_PRIOR_WEIGHT steps of that feature's typical size. */
+/* The step-time model (steptime.h): a ridge-regularized, Huber-weighted least-squares fit of
+ * relative errors over a window of measured steps. The features are scaled by the prior's
+ * coefficients, so the prior is the point (1, ..., 1) and the ridge pulls every scaled
+ * coefficient toward 1 with the weight of SP_STEPTIME_PRIOR_WEIGHT steps of that feature's
+ * typical size. */
 #include "sched/steptime.h"
 
 #include <math.h>
@@ -93,18 +94,21 @@ static int solve(double a[SP_STEPTIME_NF][SP_STEPTIME_NF], double b[SP_STEPTIME_
     return 0;
 }
 
-/* One weighted ridge fit of the scaled coefficients theta (prior = 1) over the window. */
+/* One weighted ridge fit of the scaled coefficients theta (prior = 1) over the window, in
+ * relative terms: each step's equation is divided by its measured time, so that the fit
+ * minimizes relative errors (a 20 ms decode step and a 2 s prefill step count alike, and a
+ * step slowed a thousandfold pulls with a residual of at most 1). */
 static int fit(const sp_steptime *m, const double *w, const double *lambda,
                double theta[SP_STEPTIME_NF]) {
     double a[SP_STEPTIME_NF][SP_STEPTIME_NF] = {{0}}, b[SP_STEPTIME_NF] = {0};
     for (int i = 0; i < m->n; i++) {
         double z[SP_STEPTIME_NF];
         for (int j = 0; j < SP_STEPTIME_NF; j++)
-            z[j] = m->x[i][j] * m->prior[j];
+            z[j] = m->x[i][j] * m->prior[j] / m->y[i];
         for (int j = 0; j < SP_STEPTIME_NF; j++) {
             for (int k = 0; k < SP_STEPTIME_NF; k++)
                 a[j][k] += w[i] * z[j] * z[k];
-            b[j] += w[i] * z[j] * m->y[i];
+            b[j] += w[i] * z[j];
         }
     }
     for (int j = 0; j < SP_STEPTIME_NF; j++) {
@@ -115,41 +119,39 @@ static int fit(const sp_steptime *m, const double *w, const double *lambda,
 }
 
 /* Huber weights of the window's steps under the scaled coefficients theta: 1 within k = 1.345
- * robust scales (1.4826 MAD of the residuals, at least 1% of the median time), k / |r| beyond. */
-static void huber_weights(const sp_steptime *m, const double *theta, double typical_y, double *w) {
+ * robust scales of the relative residuals (1.4826 MAD, at least 1%), k / |r| beyond. */
+static void huber_weights(const sp_steptime *m, const double *theta, double *w) {
     double r[SP_STEPTIME_WINDOW], abs_r[SP_STEPTIME_WINDOW];
     for (int i = 0; i < m->n; i++) {
         double z = 0;
         for (int j = 0; j < SP_STEPTIME_NF; j++)
             z += theta[j] * m->prior[j] * m->x[i][j];
-        r[i] = abs_r[i] = fabs(m->y[i] - z);
+        r[i] = abs_r[i] = fabs(m->y[i] - z) / m->y[i];
     }
-    const double k = 1.345 * fmax(1.4826 * median(abs_r, m->n), 0.01 * typical_y);
+    const double k = 1.345 * fmax(1.4826 * median(abs_r, m->n), 0.01);
     for (int i = 0; i < m->n; i++)
         w[i] = r[i] <= k ? 1 : k / r[i];
 }
 
 static void refit(sp_steptime *m) {
-    // The ridge: PRIOR_WEIGHT steps of each feature at its RMS size over the window (with a
-    // floor, so that a feature that is always 0 keeps its prior).
-    double lambda[SP_STEPTIME_NF], ys[SP_STEPTIME_WINDOW];
-    memcpy(ys, m->y, sizeof(double) * (size_t)m->n);
-    const double typical_y = median(ys, m->n);
+    // The ridge: PRIOR_WEIGHT steps of each feature at its RMS size (relative to the steps'
+    // times) over the window, with a floor, so that a feature that is always 0 keeps its prior.
+    double lambda[SP_STEPTIME_NF];
     for (int j = 0; j < SP_STEPTIME_NF; j++) {
         double ms = 0;
         for (int i = 0; i < m->n; i++) {
-            const double z = m->x[i][j] * m->prior[j];
+            const double z = m->x[i][j] * m->prior[j] / m->y[i];
             ms += z * z / m->n;
         }
-        lambda[j] = SP_STEPTIME_PRIOR_WEIGHT * (ms + 1e-4 * typical_y * typical_y) + 1e-12;
+        lambda[j] = SP_STEPTIME_PRIOR_WEIGHT * (ms + 1e-4) + 1e-12;
     }
-    // Reweighting passes start from the residuals of the previous fit, so that one enormous new
-    // step meets a robust scale at once rather than first dragging a plain least-squares fit.
+    // A plain (relative) fit, then reweighting passes.
     double w[SP_STEPTIME_WINDOW], theta[SP_STEPTIME_NF];
-    for (int j = 0; j < SP_STEPTIME_NF; j++)
-        theta[j] = m->prior[j] > 0 ? m->coef[j] / m->prior[j] : 0;
-    for (int pass = 0; pass < IRLS_PASSES; pass++) {
-        huber_weights(m, theta, typical_y, w);
+    for (int i = 0; i < m->n; i++)
+        w[i] = 1;
+    for (int pass = 0; pass <= IRLS_PASSES; pass++) {
+        if (pass)
+            huber_weights(m, theta, w);
         if (fit(m, w, lambda, theta))
             return; // keep the previous coefficients
     }

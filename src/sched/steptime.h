@@ -14,7 +14,8 @@
  *   c[4]  one KV position attended by one token (n_attn sums, over the step's tokens, the
  *         positions each attends to).
  *
- * The coefficients are fitted by weighted least squares over the last SP_STEPTIME_WINDOW measured
+ * The coefficients are fitted by weighted least squares of the relative errors (each step's
+ * error divided by its measured time) over the last SP_STEPTIME_WINDOW measured
  * steps, pulled toward a prior (from the model's size and nominal machine figures) by a ridge
  * term worth a hundredth of a step (SP_STEPTIME_PRIOR_WEIGHT): the first prediction is the
  * prior's, the first steps measured scale it, and a direction the window does not vary
