@@ -38,16 +38,6 @@ static void store32(uint8_t *p, uint32_t v) {
 
 enum { NIB = 0x0f0f0f0fu };
 
-static void k_scale_min(const uint8_t s[SP_K_SCALE_SIZE], int j, int *sc, int *m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 static void unpack_block(const int kind, const uint8_t *p, kblock *u) {
     if (kind == SP_PKK_Q6) {
         const uint8_t *ql = p + offsetof(sp_block_q6_k, ql), *qh = p + offsetof(sp_block_q6_k, qh);
@@ -84,7 +74,7 @@ static void unpack_block(const int kind, const uint8_t *p, kblock *u) {
             store32(u->q + 32 * j + l, q);
         }
     for (int j = 0; j < 8; j++)
-        k_scale_min(p + offsetof(sp_block_q4_k, scales), j, &u->sc[j], &u->mn[j]);
+        sp_k_scale_min(p + offsetof(sp_block_q4_k, scales), j, &u->sc[j], &u->mn[j]);
     memset(u->sc + 8, 0, 8 * sizeof u->sc[0]);
     memcpy(&u->d, p + offsetof(sp_block_q4_k, d), sizeof u->d);
     memcpy(&u->dmin, p + offsetof(sp_block_q4_k, dmin), sizeof u->dmin);

@@ -35,17 +35,6 @@ static int64_t n_blocks(int64_t n, int64_t block) {
     return n / block;
 }
 
-/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K block. */
-static void q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 // ---------------------------------------------------------------- dequantization
 
 static void dequant_q8_0(const sp_block_q8_0 *x, float *y, int64_t nb) {
@@ -75,10 +64,10 @@ static void dequant_q4_k(const sp_block_q4_k *x, float *y, int64_t nb) {
         const float min = sp_f16_to_f32(x[i].dmin);
         // Each 32-byte group of qs holds sub-block is in its low nibbles, is+1 in its high ones.
         for (int is = 0; is < 8; is += 2) {
-            uint8_t sc, m;
-            q4k_scale_min(is, x[i].scales, &sc, &m);
+            int sc, m;
+            sp_k_scale_min(x[i].scales, is, &sc, &m);
             const float d1 = d * (float)sc, m1 = min * (float)m;
-            q4k_scale_min(is + 1, x[i].scales, &sc, &m);
+            sp_k_scale_min(x[i].scales, is + 1, &sc, &m);
             const float d2 = d * (float)sc, m2 = min * (float)m;
             for (int l = 0; l < 32; l++)
                 *y++ = d1 * (float)(q[l] & 0xf) - m1;
@@ -97,10 +86,10 @@ static void dequant_q5_k(const sp_block_q5_k *x, float *y, int64_t nb) {
         const float d = sp_f16_to_f32(x[i].d);
         const float min = sp_f16_to_f32(x[i].dmin);
         for (int is = 0; is < 8; is += 2) {
-            uint8_t sc, m;
-            q4k_scale_min(is, x[i].scales, &sc, &m);
+            int sc, m;
+            sp_k_scale_min(x[i].scales, is, &sc, &m);
             const float d1 = d * (float)sc, m1 = min * (float)m;
-            q4k_scale_min(is + 1, x[i].scales, &sc, &m);
+            sp_k_scale_min(x[i].scales, is + 1, &sc, &m);
             const float d2 = d * (float)sc, m2 = min * (float)m;
             const int lo_bit = 1 << is, hi_bit = 2 << is;
             for (int l = 0; l < 32; l++)
@@ -345,8 +334,8 @@ static void fit_k_block(const float *x, int nmax, float rmin, int nstep, uint8_t
 
     // Requantize against the scales as stored.
     for (int j = 0; j < SP_QK_K / 32; j++) {
-        uint8_t sc, m;
-        q4k_scale_min(j, s, &sc, &m);
+        int sc, m;
+        sp_k_scale_min(s, j, &sc, &m);
         const float d = sp_f16_to_f32(*d_out) * (float)sc;
         if (d == 0.0f)
             continue;

@@ -140,4 +140,16 @@ void sp_matmul_ref(sp_dtype wtype, const void *w, int64_t n_in, int64_t n_out, c
  * llama.cpp's outputs token for token. */
 void sp_quantize_act_row(sp_dtype vt, const float *src, void *dst, int64_t n);
 
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K or Q5_K super-block's 12 scale
+ * bytes. */
+static inline void sp_k_scale_min(const uint8_t s[SP_K_SCALE_SIZE], int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
 #endif

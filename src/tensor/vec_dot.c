@@ -99,17 +99,6 @@ static float dot_q4_0_q8_0(const sp_block_q4_0 *x, const sp_block_q8_0 *y, int64
  * summins, then acc = fmaf((float)sumi, d_w * d_x, acc) and acc = fmaf(-(float)summins,
  * dmin_w * d_x, acc). Every kernel table computes exactly this. */
 
-/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K or Q5_K super-block. */
-static void k_scale_min(const uint8_t s[SP_K_SCALE_SIZE], int j, int *sc, int *m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 /* The Q4_K/Q5_K float steps of one super-block. */
 static float k_step(float acc, int32_t sumi, int32_t summins, sp_f16 d, sp_f16 dmin, float dx) {
     acc = fmaf((float)sumi, sp_f16_to_f32(d) * dx, acc);
@@ -121,49 +110,44 @@ static int32_t k_summins(const uint8_t s[SP_K_SCALE_SIZE], const sp_block_q8_k *
     int32_t summins = 0;
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        k_scale_min(s, j, &sc, &m);
+        sp_k_scale_min(s, j, &sc, &m);
         summins += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
     }
     return summins;
 }
 
+/* One Q4_K or Q5_K super-block (qh: Q5_K's 5th bits, NULL for Q4_K): sumi, then the float
+ * steps. Sub-block j sits in the low nibbles of qs[32(j/2)..] for even j, the high ones for odd
+ * j; Q5_K adds bit j of qh[l] as the 5th bit of value 32j + l. */
+static float k45_step(float acc, const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
+                      sp_f16 d, sp_f16 dmin, const sp_block_q8_k *y) {
+    int32_t sumi = 0;
+    for (int j = 0; j < 8; j++) {
+        int sc, m, dot = 0;
+        sp_k_scale_min(scales, j, &sc, &m);
+        for (int l = 0; l < 32; l++) {
+            const uint8_t byte = qs[32 * (j / 2) + l];
+            int q = (j & 1) ? byte >> 4 : byte & 0xf;
+            if (qh)
+                q |= ((qh[l] >> j) & 1) << 4;
+            dot += q * y->qs[32 * j + l];
+        }
+        sumi += sc * dot;
+    }
+    return k_step(acc, sumi, k_summins(scales, y), d, dmin, y->d);
+}
+
 static float dot_q4_k_q8_k(const sp_block_q4_k *x, const sp_block_q8_k *y, int64_t nb) {
     float acc = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < 8; j++) {
-            // Sub-block j sits in the low nibbles of qs[32(j/2)..] for even j, the high ones
-            // for odd j.
-            int sc, m, dot = 0;
-            k_scale_min(x[i].scales, j, &sc, &m);
-            for (int l = 0; l < 32; l++) {
-                const uint8_t byte = x[i].qs[32 * (j / 2) + l];
-                dot += ((j & 1) ? byte >> 4 : byte & 0xf) * y[i].qs[32 * j + l];
-            }
-            sumi += sc * dot;
-        }
-        acc = k_step(acc, sumi, k_summins(x[i].scales, &y[i]), x[i].d, x[i].dmin, y[i].d);
-    }
+    for (int64_t i = 0; i < nb; i++)
+        acc = k45_step(acc, x[i].scales, x[i].qs, NULL, x[i].d, x[i].dmin, &y[i]);
     return acc;
 }
 
 static float dot_q5_k_q8_k(const sp_block_q5_k *x, const sp_block_q8_k *y, int64_t nb) {
     float acc = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < 8; j++) {
-            // Q4_K's nibbles plus the 5th bit: bit j of qh[l] for value 32j + l.
-            int sc, m, dot = 0;
-            k_scale_min(x[i].scales, j, &sc, &m);
-            for (int l = 0; l < 32; l++) {
-                const uint8_t byte = x[i].qs[32 * (j / 2) + l];
-                const int q = ((j & 1) ? byte >> 4 : byte & 0xf) | (((x[i].qh[l] >> j) & 1) << 4);
-                dot += q * y[i].qs[32 * j + l];
-            }
-            sumi += sc * dot;
-        }
-        acc = k_step(acc, sumi, k_summins(x[i].scales, &y[i]), x[i].d, x[i].dmin, y[i].d);
-    }
+    for (int64_t i = 0; i < nb; i++)
+        acc = k45_step(acc, x[i].scales, x[i].qs, x[i].qh, x[i].d, x[i].dmin, &y[i]);
     return acc;
 }
 
