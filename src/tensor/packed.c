@@ -116,6 +116,7 @@ void sp__pk_act_pack(sp_dtype t, const void *xq, int64_t n_in, int64_t r, int64_
         for (int k = 0; k < SP_QK8_0; k++)
             sum += blk[b].qs[k];
         ((float *)s.scales)[b * s.rows + m] = sp_f16_to_f32(blk[b].d);
-        ((int32_t *)s.sums)[b * s.rows + m] = sum;
+        ((int32_t *)s.off[0])[b * s.rows + m] = -sum * SP_PK_Q8_BIAS;
+        ((int32_t *)s.off[1])[b * s.rows + m] = -sum * SP_PK_Q4_BIAS;
     }
 }

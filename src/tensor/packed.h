@@ -21,10 +21,13 @@
  * Activations, as act_pack lays them out: the rows in slices of 16 (the last slice holds the
  * remaining rows_s = min(16, n_rows - 16 s)); slice s starts at byte 16 s nb ACT_BLOCK_BYTES and
  * holds, per block b, its rows' 32 values (rows_s x 32 bytes, a tile that loads with stride 32),
- * then per block its rows' scales as F32, then per block its rows' sums of the 32 values (int32):
+ * then per block its rows' scales as F32, then per block the offsets that the products of
+ * unsigned weights start from, -8 sum(x) for Q4_0 and -128 sum(x) for Q8_0 (int32 each, so that
+ * a kernel broadcasts them straight from memory):
  *
  *   slice s: [ block 0: rows_s x 32 int8 | block 1 | ... ][ block 0: rows_s F32 | block 1 | ... ]
- *            [ block 0: rows_s int32 sums | block 1 | ... ]
+ *            [ block 0: rows_s int32 Q4_0 offsets | ... ][ block 0: rows_s int32 Q8_0 offsets | ...
+ * ]
  *
  * Numerics, the same on every table: per block the exact int32 dot S of every (activation row,
  * output) pair (where a kernel multiplies unsigned weights, their dot U less the offset times the
@@ -53,9 +56,9 @@ enum {
     SP_PK_Q4_TILE_BYTES = 256, // the packed nibbles of one Q4_0 block of a group
     SP_PK_GROUP_CHUNK = 8,     // groups whose weights stay in cache across row slices
     SP_PK_PREFETCH_AHEAD = 4,  // blocks ahead that the weights are prefetched
-    SP_PK_ACT_BLOCK_BYTES = SP_QK8_0 + 2 * 4, // an activation block: 32 int8, F32 scale, sum
-    SP_PK_Q8_BIAS_SHIFT = 7, // S = U - sum(x) 2^shift: the offset of the unsigned weights,
-    SP_PK_Q4_BIAS_SHIFT = 3, // 128 for Q8_0, 8 for Q4_0
+    SP_PK_ACT_BLOCK_BYTES = SP_QK8_0 + 3 * 4, // an activation block: 32 int8, F32 scale, offsets
+    SP_PK_Q8_BIAS = 128, // S = U - sum(x) bias: the offset of the unsigned weights
+    SP_PK_Q4_BIAS = 8,
 };
 
 /* Packed bytes per block of a group: the weights; the group's scales follow its blocks. */
@@ -65,9 +68,9 @@ SP_PK_INLINE size_t sp__pk_block_bytes(int q4) {
 
 /* The 16 rows (at most) of one activation slice. */
 typedef struct sp__pk_slice {
-    const int8_t *ints;  // block b, row m at ints + (b rows + m) 32
-    const float *scales; // block b, row m at scales[b rows + m]
-    const int32_t *sums; // block b, row m at sums[b rows + m]
+    const int8_t *ints;    // block b, row m at ints + (b rows + m) 32
+    const float *scales;   // block b, row m at scales[b rows + m]
+    const int32_t *off[2]; // block b, row m at off[q4][b rows + m]: -sum(x) 128 or 8 (Q4_0)
     int rows;
 } sp__pk_slice;
 
@@ -76,7 +79,8 @@ SP_PK_INLINE sp__pk_slice sp__pk_slice_of(const void *x, int64_t nb, int64_t n_r
     const int8_t *base = (const int8_t *)x + (size_t)m0 * (size_t)nb * SP_PK_ACT_BLOCK_BYTES;
     const size_t n = (size_t)nb * (size_t)rows;
     const float *scales = (const float *)(base + n * SP_QK8_0);
-    return (sp__pk_slice){base, scales, (const int32_t *)(scales + n), rows};
+    const int32_t *off4 = (const int32_t *)(scales + n);
+    return (sp__pk_slice){base, scales, {off4 + n, off4}, rows};
 }
 
 /* The layouts (packed.c), as the kernel table entries pack_bytes, pack, act_pack_bytes and

@@ -13,8 +13,8 @@
  *    into int32. That is the exact S itself, with no offset to take off.
  *  - With AVX-VNNI (the avxvnni table, whose Q8_0 weights are stored unsigned, w + 128), one
  *    vpdpbusd does 4 products of either type's unsigned weights, into U.
- * S = U - sum(x) 2^shift where a U was made, then the float step of packed.h. Two activation
- * rows share each weight load. */
+ * S = U - sum(x) bias where a U was made (the offsets of packed.h), then the float step of
+ * packed.h. Two activation rows share each weight load. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -59,7 +59,6 @@ SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, c
                             sp__pk_slice xs, int m0, int64_t nb, float *y, int64_t ldy,
                             uint32_t keep) {
     const int Q4 = kind & K_Q4, VNNI = kind & K_VNNI, offset = Q4 || VNNI;
-    const int shift = Q4 ? SP_PK_Q4_BIAS_SHIFT : SP_PK_Q8_BIAS_SHIFT;
     const size_t BB = sp__pk_block_bytes(Q4);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[MAX_MR][2];
@@ -118,7 +117,7 @@ SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, c
                 if (Q4 && !VNNI)
                     si = _mm256_madd_epi16(si, ones);
                 if (offset)
-                    si = _mm256_sub_epi32(si, _mm256_set1_epi32(xs.sums[at + m] * (1 << shift)));
+                    si = _mm256_add_epi32(si, _mm256_set1_epi32(xs.off[Q4 != 0][at + m]));
                 acc[m][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si),
                                             _mm256_mul_ps(dw, _mm256_set1_ps(xs.scales[at + m])),
                                             acc[m][h]);

@@ -10,6 +10,12 @@
  *                         set in keep;
  *   pk_done(state)        after the call's last group;
  *
+ * and, where it defines SP_PK_GROUP_PAIRS (and SP_PK_PAIR_ROWS, the fewest rows worth it),
+ *
+ *   pk_group_pair(kind, ints, scales, gs, xs, nb, y, ldy, keep0, keep1)
+ *                         the same for two adjacent groups (the second gs bytes after the
+ *                         first), taken wherever a chunk has two groups left;
+ *
  * and then puts sp__pk_matmul_q8_0 and sp__pk_matmul_q4_0 in its table, or entries of kinds of its
  * own made with SP_PK_MATMUL_ENTRY (kind: bit 0 set for Q4_0, higher bits the file's variants).
  * Groups of outputs are taken SP_PK_GROUP_CHUNK at a time so their weights stay in cache while
@@ -21,6 +27,13 @@
 #include "base/err.h"
 #include "base/util.h"
 #include "tensor/packed.h"
+
+/* The outputs of group g in [o0, o1), as bits. */
+SP_PK_INLINE uint32_t sp__pk_keep(int64_t o0, int64_t o1, int64_t g) {
+    const int64_t lo = SP_MAX(o0, g * SP_PK_GROUP) - g * SP_PK_GROUP;
+    const int64_t hi = SP_MIN(o1, g * SP_PK_GROUP + SP_PK_GROUP) - g * SP_PK_GROUP;
+    return ((1u << hi) - 1) & ~((1u << lo) - 1);
+}
 
 SP_PK_INLINE void sp__pk_matmul(const int kind, const void *w, const void *x, int64_t n_in,
                                 int64_t n_rows, float *y, int64_t ldy, int64_t o0, int64_t o1,
@@ -37,13 +50,20 @@ SP_PK_INLINE void sp__pk_matmul(const int kind, const void *w, const void *x, in
         for (int64_t m0 = 0; m0 < n_rows; m0 += 16) {
             const sp__pk_slice xs = sp__pk_slice_of(x, nb, n_rows, m0);
             pk_slice(&xs, state);
-            for (int64_t g = gc; g < gce; g++) {
+            for (int64_t g = gc; g < gce;) {
                 const uint8_t *ints = (const uint8_t *)w + (size_t)g * group_bytes;
                 const sp_f16 *scales = (const sp_f16 *)(ints + ints_bytes);
-                const int64_t lo = SP_MAX(o0, g * SP_PK_GROUP) - g * SP_PK_GROUP;
-                const int64_t hi = SP_MIN(o1, g * SP_PK_GROUP + SP_PK_GROUP) - g * SP_PK_GROUP;
-                const uint32_t keep = ((1u << hi) - 1) & ~((1u << lo) - 1);
-                pk_group(kind, ints, scales, xs, nb, y + m0 * ldy + g * SP_PK_GROUP, ldy, keep);
+                float *yg = y + m0 * ldy + g * SP_PK_GROUP;
+#ifdef SP_PK_GROUP_PAIRS
+                if (g + 1 < gce && xs.rows >= SP_PK_PAIR_ROWS) {
+                    pk_group_pair(kind, ints, scales, group_bytes, xs, nb, yg, ldy,
+                                  sp__pk_keep(o0, o1, g), sp__pk_keep(o0, o1, g + 1));
+                    g += 2;
+                    continue;
+                }
+#endif
+                pk_group(kind, ints, scales, xs, nb, yg, ldy, sp__pk_keep(o0, o1, g));
+                g++;
             }
         }
     }
