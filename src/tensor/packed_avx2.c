@@ -24,9 +24,10 @@
 #include "tensor/packed.h"
 
 enum {
-    MAX_MR = 2, // rows per register block
-    K_Q4 = 1,   // kind bits: Q4_0 weights (else Q8_0)
-    K_VNNI = 2, //            AVX-VNNI products
+    MAX_MR = 4,     // rows per register block
+    MAX_REG_MR = 2, // rows whose float accumulators stay in registers
+    K_Q4 = 1,       // kind bits: Q4_0 weights (else Q8_0)
+    K_VNNI = 2,     //            AVX-VNNI products
 };
 
 /* acc + the 8 sums of 4 products of unsigned bytes u by signed bytes s (vpdpbusd in its VEX
@@ -37,15 +38,6 @@ SP_PK_INLINE __m256i dpbusd_vex(__m256i acc, __m256i u, __m256i s) {
     return acc;
 }
 
-/* Tile row k4 (0..7), half h (outputs 8 h .. 8 h + 7) of a packed block: the weights as stored
- * (Q4_0: the 4-bit values q). */
-SP_PK_INLINE __m256i weights(const int Q4, const uint8_t *t, int k4, int h) {
-    if (!Q4)
-        return _mm256_loadu_si256((const __m256i *)(t + 64 * k4 + 32 * h));
-    const __m256i v = _mm256_loadu_si256((const __m256i *)(t + 64 * (k4 % 4) + 32 * h));
-    return _mm256_and_si256(k4 < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
-}
-
 /* Lanes i of half h with bit 8 h + i of keep set. */
 SP_PK_INLINE __m256i lanes_of(uint32_t keep, int h) {
     const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -54,17 +46,27 @@ SP_PK_INLINE __m256i lanes_of(uint32_t keep, int h) {
 }
 
 /* Rows [m0, m0 + MR) of slice xs times one packed group over nb blocks; y: row m0 at the group's
- * first output. */
+ * first output. Up to 2 rows keep their float accumulators in registers; more (up to 4, the sums
+ * and weights taking the registers) keep them in a buffer in L1, which costs loads and stores
+ * but no vector instruction, while each weight load and Q4_0 unpacking serves twice the rows. */
 SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, const sp_f16 *scales,
                             sp__pk_slice xs, int m0, int64_t nb, float *y, int64_t ldy,
                             uint32_t keep) {
     const int Q4 = kind & K_Q4, VNNI = kind & K_VNNI, offset = Q4 || VNNI;
+    const int IN_L1 = MR > MAX_REG_MR;
     const size_t BB = sp__pk_block_bytes(Q4);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[MAX_MR][2];
-#pragma GCC unroll 2
-    for (int m = 0; m < MR; m++)
-        acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    __m256 acc[MAX_REG_MR][2];
+    _Alignas(32) float acc_l1[MAX_MR][SP_PK_GROUP];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; m++) {
+        if (IN_L1) {
+            _mm256_store_ps(acc_l1[m], _mm256_setzero_ps());
+            _mm256_store_ps(acc_l1[m] + 8, _mm256_setzero_ps());
+        } else {
+            acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+        }
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *t = ints + (size_t)b * BB;
         const size_t at = (size_t)b * (size_t)xs.rows + (size_t)m0;
@@ -74,35 +76,47 @@ SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, c
             _mm_prefetch((const char *)t + SP_PK_PREFETCH_AHEAD * BB + 64 * l, _MM_HINT_T0);
         // s: int32 sums (Q8_0 on AVX2, or VNNI), or int16 pair sums (Q4_0 on AVX2).
         __m256i s[MAX_MR][2];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int m = 0; m < MR; m++)
             s[m][0] = s[m][1] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-        for (int k4 = 0; k4 < SP_QK8_0 / 4; k4++) {
-            __m256i xb[MAX_MR];
-#pragma GCC unroll 2
-            for (int m = 0; m < MR; m++) {
-                int32_t x4;
-                memcpy(&x4, a + m * SP_QK8_0 + 4 * k4, 4);
-                xb[m] = _mm256_set1_epi32(x4);
-            }
+            // Tile rows k4 and k4 + 4 at a time (for Q4_0 the low and high nibbles of one load),
+            // the loop not unrolled further, so that the sums keep their registers.
+#pragma GCC unroll 1
+        for (int k4 = 0; k4 < SP_QK8_0 / 8; k4++) {
+            __m256i w[2][2], aw[2][2];
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
-                const __m256i w = weights(Q4, t, k4, h);
-                if (VNNI) {
-#pragma GCC unroll 2
-                    for (int m = 0; m < MR; m++)
-                        s[m][h] = dpbusd_vex(s[m][h], w, xb[m]);
-                } else if (Q4) {
-#pragma GCC unroll 2
-                    for (int m = 0; m < MR; m++)
-                        s[m][h] = _mm256_add_epi16(s[m][h], _mm256_maddubs_epi16(w, xb[m]));
+                if (Q4) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(t + 64 * k4 + 32 * h));
+                    w[0][h] = _mm256_and_si256(v, _mm256_set1_epi8(15));
+                    w[1][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
                 } else {
-                    const __m256i aw = _mm256_abs_epi8(w);
 #pragma GCC unroll 2
-                    for (int m = 0; m < MR; m++) {
-                        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xb[m], w));
-                        s[m][h] = _mm256_add_epi32(s[m][h], _mm256_madd_epi16(p, ones));
+                    for (int j = 0; j < 2; j++)
+                        w[j][h] =
+                            _mm256_loadu_si256((const __m256i *)(t + 64 * (k4 + 4 * j) + 32 * h));
+                }
+            }
+#pragma GCC unroll 4
+            for (int m = 0; m < MR; m++) {
+#pragma GCC unroll 2
+                for (int j = 0; j < 2; j++) {
+                    int32_t x4;
+                    memcpy(&x4, a + m * SP_QK8_0 + 4 * (k4 + 4 * j), 4);
+                    const __m256i xb = _mm256_set1_epi32(x4);
+#pragma GCC unroll 2
+                    for (int h = 0; h < 2; h++) {
+                        if (VNNI) {
+                            s[m][h] = dpbusd_vex(s[m][h], w[j][h], xb);
+                        } else if (Q4) {
+                            s[m][h] = _mm256_add_epi16(s[m][h], _mm256_maddubs_epi16(w[j][h], xb));
+                        } else {
+                            if (m == 0)
+                                aw[j][h] = _mm256_abs_epi8(w[j][h]);
+                            const __m256i p =
+                                _mm256_maddubs_epi16(aw[j][h], _mm256_sign_epi8(xb, w[j][h]));
+                            s[m][h] = _mm256_add_epi32(s[m][h], _mm256_madd_epi16(p, ones));
+                        }
                     }
                 }
             }
@@ -111,35 +125,50 @@ SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, c
         for (int h = 0; h < 2; h++) {
             const __m256 dw = _mm256_cvtph_ps(
                 _mm_loadu_si128((const __m128i *)(scales + b * SP_PK_GROUP + 8 * h)));
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (int m = 0; m < MR; m++) {
                 __m256i si = s[m][h];
                 if (Q4 && !VNNI)
                     si = _mm256_madd_epi16(si, ones);
                 if (offset)
                     si = _mm256_add_epi32(si, _mm256_set1_epi32(xs.off[Q4 != 0][at + m]));
-                acc[m][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si),
-                                            _mm256_mul_ps(dw, _mm256_set1_ps(xs.scales[at + m])),
-                                            acc[m][h]);
+                const __m256 sf = _mm256_cvtepi32_ps(si);
+                const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs.scales[at + m]));
+                if (IN_L1)
+                    _mm256_store_ps(acc_l1[m] + 8 * h,
+                                    _mm256_fmadd_ps(sf, d, _mm256_load_ps(acc_l1[m] + 8 * h)));
+                else
+                    acc[m][h] = _mm256_fmadd_ps(sf, d, acc[m][h]);
             }
         }
     }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         const __m256i lanes = lanes_of(keep, h);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int m = 0; m < MR; m++)
-            _mm256_maskstore_ps(y + m * ldy + 8 * h, lanes, acc[m][h]);
+            _mm256_maskstore_ps(y + m * ldy + 8 * h, lanes,
+                                IN_L1 ? _mm256_load_ps(acc_l1[m] + 8 * h) : acc[m][h]);
     }
 }
 
 SP_PK_INLINE void group_avx2(const int kind, const uint8_t *ints, const sp_f16 *scales,
                              sp__pk_slice xs, int64_t nb, float *y, int64_t ldy, uint32_t keep) {
-    int m0 = 0;
-    for (; m0 + 2 <= xs.rows; m0 += 2)
-        rows_avx2(kind, 2, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
-    if (m0 < xs.rows)
-        rows_avx2(kind, 1, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
+    for (int m0 = 0; m0 < xs.rows; m0 += MAX_MR) {
+        switch (SP_MIN(xs.rows - m0, MAX_MR)) {
+        case 1:
+            rows_avx2(kind, 1, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
+            break;
+        case 2:
+            rows_avx2(kind, 2, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
+            break;
+        case 3:
+            rows_avx2(kind, 3, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
+            break;
+        default:
+            rows_avx2(kind, 4, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
+        }
+    }
 }
 
 SP_PK_INLINE void pk_slice(const sp__pk_slice *xs, int *state) {
