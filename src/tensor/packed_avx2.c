@@ -24,7 +24,7 @@
 #include "tensor/packed.h"
 
 enum {
-    MAX_MR = 4,     // rows per register block
+    MAX_MR = 8,     // rows per register block
     MAX_REG_MR = 2, // rows whose float accumulators stay in registers
     K_Q4 = 1,       // kind bits: Q4_0 weights (else Q8_0)
     K_VNNI = 2,     //            AVX-VNNI products
@@ -46,19 +46,20 @@ SP_PK_INLINE __m256i lanes_of(uint32_t keep, int h) {
 }
 
 /* Rows [m0, m0 + MR) of slice xs times one packed group over nb blocks; y: row m0 at the group's
- * first output. Up to 2 rows keep their float accumulators in registers; more (up to 4, the sums
- * and weights taking the registers) keep them in a buffer in L1, which costs loads and stores
- * but no vector instruction, while each weight load and Q4_0 unpacking serves twice the rows. */
+ * first output. Up to 2 rows keep their float accumulators in registers; more keep them in a
+ * buffer in L1, which costs loads and stores but no vector instruction, while each weight load
+ * and Q4_0 unpacking serves more rows: up to 4 rows take both halves of the group at once, up to
+ * 8 one half at a time (the sums and the weights fill the 16 registers either way). */
 SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, const sp_f16 *scales,
                             sp__pk_slice xs, int m0, int64_t nb, float *y, int64_t ldy,
                             uint32_t keep) {
     const int Q4 = kind & K_Q4, VNNI = kind & K_VNNI, offset = Q4 || VNNI;
-    const int IN_L1 = MR > MAX_REG_MR;
+    const int IN_L1 = MR > MAX_REG_MR, NH = MR > 4 ? 1 : 2; // halves per pass
     const size_t BB = sp__pk_block_bytes(Q4);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[MAX_REG_MR][2];
     _Alignas(32) float acc_l1[MAX_MR][SP_PK_GROUP];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int m = 0; m < MR; m++) {
         if (IN_L1) {
             _mm256_store_ps(acc_l1[m], _mm256_setzero_ps());
@@ -74,99 +75,110 @@ SP_PK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *ints, c
 #pragma GCC unroll 8
         for (size_t l = 0; l < BB / 64; l++)
             _mm_prefetch((const char *)t + SP_PK_PREFETCH_AHEAD * BB + 64 * l, _MM_HINT_T0);
-        // s: int32 sums (Q8_0 on AVX2, or VNNI), or int16 pair sums (Q4_0 on AVX2).
-        __m256i s[MAX_MR][2];
-#pragma GCC unroll 4
-        for (int m = 0; m < MR; m++)
-            s[m][0] = s[m][1] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h0 = 0; h0 < 2; h0 += NH) {
+            // s: int32 sums (Q8_0 on AVX2, or VNNI), or int16 pair sums (Q4_0 on AVX2), of the
+            // pass's halves h0 + i.
+            __m256i s[MAX_MR][2];
+#pragma GCC unroll 8
+            for (int m = 0; m < MR; m++) {
+                s[m][0] = s[m][1] = _mm256_setzero_si256();
+            }
             // Tile rows k4 and k4 + 4 at a time (for Q4_0 the low and high nibbles of one load),
             // the loop not unrolled further, so that the sums keep their registers.
 #pragma GCC unroll 1
-        for (int k4 = 0; k4 < SP_QK8_0 / 8; k4++) {
-            __m256i w[2][2], aw[2][2];
+            for (int k4 = 0; k4 < SP_QK8_0 / 8; k4++) {
+                __m256i w[2][2], aw[2][2];
 #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                if (Q4) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(t + 64 * k4 + 32 * h));
-                    w[0][h] = _mm256_and_si256(v, _mm256_set1_epi8(15));
-                    w[1][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
-                } else {
+                for (int i = 0; i < NH; i++) {
+                    const uint8_t *row = t + 64 * k4 + 32 * (h0 + i);
+                    if (Q4) {
+                        const __m256i v = _mm256_loadu_si256((const __m256i *)row);
+                        w[0][i] = _mm256_and_si256(v, _mm256_set1_epi8(15));
+                        w[1][i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
+                    } else {
 #pragma GCC unroll 2
-                    for (int j = 0; j < 2; j++)
-                        w[j][h] =
-                            _mm256_loadu_si256((const __m256i *)(t + 64 * (k4 + 4 * j) + 32 * h));
+                        for (int j = 0; j < 2; j++)
+                            w[j][i] = _mm256_loadu_si256((const __m256i *)(row + 256 * j));
+                    }
                 }
-            }
-#pragma GCC unroll 4
-            for (int m = 0; m < MR; m++) {
+#pragma GCC unroll 8
+                for (int m = 0; m < MR; m++) {
 #pragma GCC unroll 2
-                for (int j = 0; j < 2; j++) {
-                    int32_t x4;
-                    memcpy(&x4, a + m * SP_QK8_0 + 4 * (k4 + 4 * j), 4);
-                    const __m256i xb = _mm256_set1_epi32(x4);
+                    for (int j = 0; j < 2; j++) {
+                        int32_t x4;
+                        memcpy(&x4, a + m * SP_QK8_0 + 4 * (k4 + 4 * j), 4);
+                        const __m256i xb = _mm256_set1_epi32(x4);
 #pragma GCC unroll 2
-                    for (int h = 0; h < 2; h++) {
-                        if (VNNI) {
-                            s[m][h] = dpbusd_vex(s[m][h], w[j][h], xb);
-                        } else if (Q4) {
-                            s[m][h] = _mm256_add_epi16(s[m][h], _mm256_maddubs_epi16(w[j][h], xb));
-                        } else {
-                            if (m == 0)
-                                aw[j][h] = _mm256_abs_epi8(w[j][h]);
-                            const __m256i p =
-                                _mm256_maddubs_epi16(aw[j][h], _mm256_sign_epi8(xb, w[j][h]));
-                            s[m][h] = _mm256_add_epi32(s[m][h], _mm256_madd_epi16(p, ones));
+                        for (int i = 0; i < NH; i++) {
+                            if (VNNI) {
+                                s[m][i] = dpbusd_vex(s[m][i], w[j][i], xb);
+                            } else if (Q4) {
+                                s[m][i] =
+                                    _mm256_add_epi16(s[m][i], _mm256_maddubs_epi16(w[j][i], xb));
+                            } else {
+                                if (m == 0)
+                                    aw[j][i] = _mm256_abs_epi8(w[j][i]);
+                                const __m256i p =
+                                    _mm256_maddubs_epi16(aw[j][i], _mm256_sign_epi8(xb, w[j][i]));
+                                s[m][i] = _mm256_add_epi32(s[m][i], _mm256_madd_epi16(p, ones));
+                            }
                         }
                     }
                 }
             }
-        }
 #pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            const __m256 dw = _mm256_cvtph_ps(
-                _mm_loadu_si128((const __m128i *)(scales + b * SP_PK_GROUP + 8 * h)));
-#pragma GCC unroll 4
-            for (int m = 0; m < MR; m++) {
-                __m256i si = s[m][h];
-                if (Q4 && !VNNI)
-                    si = _mm256_madd_epi16(si, ones);
-                if (offset)
-                    si = _mm256_add_epi32(si, _mm256_set1_epi32(xs.off[Q4 != 0][at + m]));
-                const __m256 sf = _mm256_cvtepi32_ps(si);
-                const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs.scales[at + m]));
-                if (IN_L1)
-                    _mm256_store_ps(acc_l1[m] + 8 * h,
-                                    _mm256_fmadd_ps(sf, d, _mm256_load_ps(acc_l1[m] + 8 * h)));
-                else
-                    acc[m][h] = _mm256_fmadd_ps(sf, d, acc[m][h]);
+            for (int i = 0; i < NH; i++) {
+                const int h = h0 + i;
+                const __m256 dw = _mm256_cvtph_ps(
+                    _mm_loadu_si128((const __m128i *)(scales + b * SP_PK_GROUP + 8 * h)));
+#pragma GCC unroll 8
+                for (int m = 0; m < MR; m++) {
+                    __m256i si = s[m][i];
+                    if (Q4 && !VNNI)
+                        si = _mm256_madd_epi16(si, ones);
+                    if (offset)
+                        si = _mm256_add_epi32(si, _mm256_set1_epi32(xs.off[Q4 != 0][at + m]));
+                    const __m256 sf = _mm256_cvtepi32_ps(si);
+                    const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs.scales[at + m]));
+                    if (IN_L1)
+                        _mm256_store_ps(acc_l1[m] + 8 * h,
+                                        _mm256_fmadd_ps(sf, d, _mm256_load_ps(acc_l1[m] + 8 * h)));
+                    else
+                        acc[m][h] = _mm256_fmadd_ps(sf, d, acc[m][h]);
+                }
             }
         }
     }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         const __m256i lanes = lanes_of(keep, h);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int m = 0; m < MR; m++)
             _mm256_maskstore_ps(y + m * ldy + 8 * h, lanes,
                                 IN_L1 ? _mm256_load_ps(acc_l1[m] + 8 * h) : acc[m][h]);
     }
 }
 
+#define ROWS_CASE(MR)                                                                              \
+    case MR:                                                                                       \
+        rows_avx2(kind, MR, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);                    \
+        break;
+
 SP_PK_INLINE void group_avx2(const int kind, const uint8_t *ints, const sp_f16 *scales,
                              sp__pk_slice xs, int64_t nb, float *y, int64_t ldy, uint32_t keep) {
     for (int m0 = 0; m0 < xs.rows; m0 += MAX_MR) {
         switch (SP_MIN(xs.rows - m0, MAX_MR)) {
-        case 1:
-            rows_avx2(kind, 1, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
-            break;
-        case 2:
-            rows_avx2(kind, 2, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
-            break;
-        case 3:
-            rows_avx2(kind, 3, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
-            break;
+            ROWS_CASE(1)
+            ROWS_CASE(2)
+            ROWS_CASE(3)
+            ROWS_CASE(4)
+            ROWS_CASE(5)
+            ROWS_CASE(6)
+            ROWS_CASE(7)
+            ROWS_CASE(8)
         default:
-            rows_avx2(kind, 4, ints, scales, xs, m0, nb, y + m0 * ldy, ldy, keep);
+            SP_ASSERT(!"row count");
         }
     }
 }
