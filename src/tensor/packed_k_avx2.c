@@ -137,6 +137,58 @@ SP_PKK_INLINE void sub_blocks(const int kind, const int MR, const uint8_t *rec, 
     }
 }
 
+/* Q4_K on AVX2, both halves at once: the int32 sumi of rows m0.. over one record into
+ * sumi[m][h] (a buffer in L1, so that the registers hold the int16 sums of 4 rows and both
+ * halves). Rows k4 and k4 + 4 of a chunk are the low and high nibbles of one load, taken in a
+ * loop kept rolled so that the sums keep their registers; a chunk is one sub-block, its int16
+ * sums multiplied by the scales once (vpmaddwd) and added. */
+SP_PKK_INLINE void sub_blocks_q4(const int MR, const uint8_t *rec, const int8_t *const *qs,
+                                 int32_t (*sumi)[2][8]) {
+    const uint8_t *pairs = rec + sp__pkk_sc_at(SP_PKK_Q4);
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; m++)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+            _mm256_store_si256((__m256i *)sumi[m][h], _mm256_setzero_si256());
+#pragma GCC unroll 1
+    for (int c = 0; c < 8; c++) {
+        __m256i p16[MAX_MR][2];
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; m++)
+            p16[m][0] = p16[m][1] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int k4 = 0; k4 < 4; k4++) {
+            __m256i q[2][2];
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m256i v =
+                    _mm256_loadu_si256((const __m256i *)(rec + 256 * c + 64 * k4 + 32 * h));
+                q[0][h] = _mm256_and_si256(v, _mm256_set1_epi8(15));
+                q[1][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
+            }
+#pragma GCC unroll 4
+            for (int m = 0; m < MR; m++)
+#pragma GCC unroll 2
+                for (int j = 0; j < 2; j++) {
+                    const __m256i xb =
+                        _mm256_set1_epi32(sp__pkk_load4(qs[m] + 32 * c + 4 * (k4 + 4 * j)));
+#pragma GCC unroll 2
+                    for (int h = 0; h < 2; h++)
+                        p16[m][h] = _mm256_add_epi16(p16[m][h], _mm256_maddubs_epi16(q[j][h], xb));
+                }
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i sc = scale16(pair16(SP_PKK_Q4, pairs + 32 * (c / 2), h), c % 2);
+#pragma GCC unroll 4
+            for (int m = 0; m < MR; m++)
+                _mm256_store_si256((__m256i *)sumi[m][h],
+                                   _mm256_add_epi32(_mm256_load_si256((const __m256i *)sumi[m][h]),
+                                                    _mm256_madd_epi16(p16[m][h], sc)));
+        }
+    }
+}
+
 /* Rows [m0, m0 + MR) of slice xs times one packed group over nb super-blocks; y: row m0 at the
  * group's first output. */
 SP_PKK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *w, int64_t nb,
@@ -162,10 +214,20 @@ SP_PKK_INLINE void rows_avx2(const int kind, const int MR, const uint8_t *w, int
         for (size_t l = 0; l < rec_bytes; l += 64)
             _mm_prefetch((const char *)rec + rec_bytes + l, _MM_HINT_T0);
         const sp_f16 *dd = (const sp_f16 *)(trailer + (size_t)b * sp__pkk_dd_bytes(t));
+        const int q4_avx2 = t == SP_PKK_Q4 && !(kind & K_VNNI);
+        _Alignas(32) int32_t sumi_q4[MAX_MR][2][8];
+        if (q4_avx2)
+            sub_blocks_q4(MR, rec, qs, sumi_q4);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             __m256i sumi[MAX_MR], sums[MAX_MR];
-            sub_blocks(kind, MR, rec, h, qs, sumi);
+            if (q4_avx2) {
+#pragma GCC unroll 8
+                for (int m = 0; m < MR; m++)
+                    sumi[m] = _mm256_load_si256((const __m256i *)sumi_q4[m][h]);
+            } else {
+                sub_blocks(kind, MR, rec, h, qs, sumi);
+            }
             // Q4_K, Q5_K: summins; Q6_K: the offset sum_j sc_j bsums_j, 32 times which comes off.
 #pragma GCC unroll 8
             for (int m = 0; m < MR; m++)
