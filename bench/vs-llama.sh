@@ -12,6 +12,8 @@
 # of both programs. Prints one markdown table: both programs' figures (tok/s, each round) and the
 # ratio of the medians. At 32 streams the peer's figure is its best aggregate at any batch size
 # (llama-batched-bench at 8, 16 and 32 sequences: the highest S_TG). Peer builds: ../shared/peers/llama.cpp/{amx,avx512,avx2} (its README).
+# Then, per model, Spindle's one-stream figures against the memory-bandwidth bound of
+# `spindle roofline` run right after (weights and KV read per step over the triad bandwidth).
 # MODELS (comma-separated "preset type" pairs) and THREADS override the defaults. Progress goes
 # to stderr. Record the output in bench/RESULTS.md with the date and commit.
 set -euo pipefail
@@ -70,6 +72,7 @@ echo "CPU: $cpu; $threads threads; peer builds: $best_peer and avx2; $rounds alt
 echo
 echo "| model | table / peer build | measure | llama.cpp | Spindle | Spindle / llama.cpp |"
 echo "| --- | --- | --- | ---: | ---: | ---: |"
+bounds=""
 IFS=',' read -r -a specs <<<"${MODELS:-1.1b q8_0,1.1b q4_0,1.1b q4_k_m,125m q8_0}"
 for spec in "${specs[@]}"; do
     read -r preset type <<<"$spec"
@@ -91,6 +94,20 @@ for spec in "${specs[@]}"; do
             ratio=$(awk -v s="$sm" -v p="$pm" 'BEGIN {printf (p > 0 ? "%.2fx" : "-"), s / p}')
             label=$([[ $isa == auto ]] && echo "best / $peer" || echo "$isa / $peer")
             echo "| $preset $type | $label | $what | ${p_all# } | ${s_all# } | $ratio |"
+            [[ $what == b1 ]] && b1s="${b1s:-} $isa=$sm"
         done
     done
+    # The batch-1 bound at the bench's mean context (32-token prompts, 32 generated).
+    echo "[$preset $type, roofline]" >&2
+    roof=$("$bin" roofline -m "$model" -t "$threads" --ctx 48)
+    bw=$(sed -n 's/^memory bandwidth[^:]*: *\([0-9.]*\).*/\1/p' <<<"$roof")
+    bound=$(awk '$1 == "1" && NF == 6 {print $4}' <<<"$roof")
+    for b in ${b1s:-}; do
+        bounds+="| $preset $type | ${b%%=*} | $bw | $bound | ${b#*=} | $(awk -v s="${b#*=}" -v b="$bound" 'BEGIN {printf "%.2f", s / b}') |"$'\n'
+    done
+    b1s=""
 done
+echo
+echo "| model | table | triad GB/s | bandwidth bound, 1 stream (tok/s) | Spindle, 1 stream | fraction |"
+echo "| --- | --- | ---: | ---: | ---: | ---: |"
+printf '%s' "$bounds"
