@@ -47,12 +47,17 @@ void sp_engine_options_usage(FILE *f) {
             "  --max-step-ms MS        time budget of a step that has decodes running: prompt\n"
             "                          chunks fill it next to the decodes, sized by a model of\n"
             "                          the step time learned from every step; 'auto' (default)\n"
-            "                          is 1.5x the time of a step decoding every request served,\n"
+            "                          is 2x the time of a step decoding every request served,\n"
             "                          'off' lets a prompt take the whole token budget\n"
             "                          (streams then pause while it is computed)\n"
             "  --prefer WHAT           latency (default: stall-free steps as above) or\n"
             "                          throughput (no time budget: whole chunks, for offline\n"
             "                          jobs)\n"
+            "  --step-log FILE         append one JSON line per engine step to FILE: its\n"
+            "                          decode and prompt tokens, logits rows, attended KV\n"
+            "                          positions, the step-time model's prediction, the\n"
+            "                          measured time and the budget (microseconds), the\n"
+            "                          model's coefficients\n"
             "  --max-seqs N            requests running at once (default 64)\n"
             "  -c, --ctx N             context length per request (default: the model's, at\n"
             "                          most 4096)\n"
@@ -76,7 +81,7 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     }
     static const char *const with_value[] = {
         "--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
-        "--max-batch-tokens", "--max-step-ms", "--prefer", "--max-seqs", "-c", "--ctx", "-t",
+        "--max-batch-tokens", "--max-step-ms", "--prefer", "--step-log", "--max-seqs", "-c", "--ctx", "-t",
         "--threads"};
     bool known = false;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
@@ -122,6 +127,8 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     } else if (!strcmp(a, "--prefer")) {
         ok = !strcmp(v, "latency") || !strcmp(v, "throughput");
         o->prefer_throughput = !strcmp(v, "throughput");
+    } else if (!strcmp(a, "--step-log")) {
+        o->step_log = v;
     } else if (!strcmp(a, "--max-batch-tokens"))
         ok = num && ((o->max_batch_tokens = (int32_t)n), true);
     else if (!strcmp(a, "--max-seqs"))

@@ -1,5 +1,6 @@
 #include "sched/engine.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -158,6 +159,11 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     }
     if (e->efd < 0) {
         err = sp_diag_set(diag, SP_ERR_IO, UINT64_MAX, "eventfd failed");
+        goto fail;
+    }
+    if (o.step_log && !(e->step_log = fopen(o.step_log, "a"))) {
+        err = sp_diag_set(diag, SP_ERR_IO, UINT64_MAX, "cannot open the step log %s: %s",
+                          o.step_log, strerror(errno));
         goto fail;
     }
     init_steptime(e);
@@ -435,7 +441,7 @@ enum {
     AGING_TOKENS_PER_S = 64, // a prompt's remaining tokens count this many fewer per second
                              // since its submission when prefill chunks are ordered
 };
-#define AUTO_BUDGET_FACTOR 1.5 // the default time budget: this times the decodes' own time
+#define AUTO_BUDGET_FACTOR 2.0 // the default time budget: this times the decodes' own time
 
 /* The time budget of the step being built, its decodes already in: none for a step without
  * decodes (nobody waits on it for a token) or when turned off. By default AUTO_BUDGET_FACTOR
@@ -597,6 +603,8 @@ bool sp_engine_step(sp_engine *e) {
                   .n_out = n_out,
                   .out_rows = e->b_rows};
     const double predicted = sp_steptime_predict(&e->steptime, e->shape);
+    double coef[SP_STEPTIME_NF]; // the coefficients it was made with, for the step log
+    memcpy(coef, e->steptime.coef, sizeof coef);
     const int64_t t_fw = sp_time_us();
     sp_err err = sp_forward_eval(e->fw, &e->kv, &b, e->logits);
     if (err) {
@@ -623,6 +631,17 @@ bool sp_engine_step(sp_engine *e) {
     }
     const double measured = (double)(sp_time_us() - t_fw);
     learn_step_time(e, predicted, measured, time_budget);
+    if (e->step_log) {
+        fprintf(e->step_log,
+                "{\"step\":%llu,\"t_us\":%lld,\"n_decode\":%d,\"n_prefill\":%d,\"n_out\":%d,"
+                "\"n_attn\":%lld,\"n_seqs\":%d,\"predicted_us\":%.0f,\"measured_us\":%.0f,"
+                "\"budget_us\":%.0f,\"coef\":[%.6g,%.6g,%.6g,%.6g,%.6g]}\n",
+                (unsigned long long)e->step_no, (long long)t_fw, e->shape.n_decode,
+                e->shape.n_prefill, e->shape.n_out, (long long)e->shape.n_attn, n_seq, predicted,
+                measured, isinf(time_budget) ? 0 : time_budget, coef[0], coef[1], coef[2],
+                coef[3], coef[4]);
+        fflush(e->step_log);
+    }
 
     publish_stats(e, true, prompt_tokens);
     if (e->o.on_step) {
@@ -777,6 +796,8 @@ void sp_engine_destroy(sp_engine *e) {
     }
     if (e->o.policy.destroy)
         e->o.policy.destroy(e->o.policy.ctx);
+    if (e->step_log)
+        fclose(e->step_log);
     if (e->sessions)
         sp_sessions_destroy(e->sessions, e->pool);
     sp_forward_destroy(e->fw);

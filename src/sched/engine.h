@@ -11,7 +11,7 @@
  *
  * Stall-free steps: when a step has decodes, its prefill chunks are sized so that the step's
  * predicted time (sched/steptime.h, a model fitted to every measured step) stays within a time
- * budget (max_step_ms, by default 1.5x the predicted time of a pure decode step of every running
+ * budget (max_step_ms, by default 2x the predicted time of a pure decode step of every running
  * and waiting request), with a floor of prefill tokens per step so that prompts always
  * progress: a stream's next token never waits for a long prompt's prefill.
  * When a decode cannot get a KV block, the newest running request is preempted by recompute:
@@ -66,7 +66,7 @@ typedef struct sp_engine_opts {
     int32_t max_seqs;         // running requests at most (default 64)
     int32_t max_chunk;        // prefill tokens per request per step (default: the budget)
     int32_t max_step_ms;      // time budget of a step that has decodes (stall-free steps, see
-                              // below): 0 (default) chooses it, 1.5x the predicted time of the
+                              // below): 0 (default) chooses it, 2x the predicted time of the
                               // step's decodes alone; -1: none (the token budget only)
     bool prefer_throughput;   // no time budget at all: whole chunks (offline jobs)
     int32_t n_threads;        // compute threads, the engine thread included (0: all cores)
@@ -93,6 +93,9 @@ typedef struct sp_engine_opts {
                                 // the engine creates that policy (sized for max_seqs)
     sp_admission_policy policy; // a policy of the caller's, used when admission is empty (the
                                 // engine then destroys it); with neither, aggressive
+    const char *step_log; // append one JSON line per step to this file (its tokens by kind,
+                          // attended positions, predicted and measured time, budget); NULL:
+                          // none
     /* Hooks for tests and tracing, called on the engine thread; each may be NULL. on_step after
      * each step; on_logits with a request's logits row just before its token is sampled;
      * on_preempt when a request is preempted. They share one context pointer. */

@@ -4,6 +4,7 @@
 #define SP_SCHED_ENGINE_INT_H
 
 #include <pthread.h>
+#include <stdio.h>
 
 #include "kv/pool.h"
 #include "model/forward.h"
@@ -38,6 +39,7 @@ struct sp_engine {
     uint64_t step_no;         // steps started (numbering starts at 1)
     sp_steptime steptime;     // predicts step times, learns from every step
     sp_step_shape shape;      // what the step being built holds so far
+    FILE *step_log;           // opts.step_log, open for appending (NULL: none)
     double us_per_token;      // predicted cost of one prompt token in full chunks
     int32_t *b_tok;           // (max_batch_tokens) batch token ids
     int32_t *b_pos;           // (max_batch_tokens) positions

@@ -6,6 +6,7 @@
 #include "sched/steptime.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,25 +98,46 @@ static int solve(double a[SP_STEPTIME_NF][SP_STEPTIME_NF], double b[SP_STEPTIME_
 /* One weighted ridge fit of the scaled coefficients theta (prior = 1) over the window, in
  * relative terms: each step's equation is divided by its measured time, so that the fit
  * minimizes relative errors (a 20 ms decode step and a 2 s prefill step count alike, and a
- * step slowed a thousandfold pulls with a residual of at most 1). */
+ * step slowed a thousandfold pulls with a residual of at most 1). No coefficient is negative (a
+ * step cannot get faster for holding more): a feature whose fitted coefficient would be is held
+ * at 0 and the others are fitted again without it (an active-set solution of the non-negative
+ * problem, at most SP_STEPTIME_NF solves). */
 static int fit(const sp_steptime *m, const double *w, const double *lambda,
                double theta[SP_STEPTIME_NF]) {
-    double a[SP_STEPTIME_NF][SP_STEPTIME_NF] = {{0}}, b[SP_STEPTIME_NF] = {0};
+    double a0[SP_STEPTIME_NF][SP_STEPTIME_NF] = {{0}}, b0[SP_STEPTIME_NF] = {0};
     for (int i = 0; i < m->n; i++) {
         double z[SP_STEPTIME_NF];
         for (int j = 0; j < SP_STEPTIME_NF; j++)
             z[j] = m->x[i][j] * m->prior[j] / m->y[i];
         for (int j = 0; j < SP_STEPTIME_NF; j++) {
             for (int k = 0; k < SP_STEPTIME_NF; k++)
-                a[j][k] += w[i] * z[j] * z[k];
-            b[j] += w[i] * z[j];
+                a0[j][k] += w[i] * z[j] * z[k];
+            b0[j] += w[i] * z[j];
         }
     }
     for (int j = 0; j < SP_STEPTIME_NF; j++) {
-        a[j][j] += lambda[j];
-        b[j] += lambda[j];
+        a0[j][j] += lambda[j];
+        b0[j] += lambda[j];
     }
-    return solve(a, b, theta);
+    bool held[SP_STEPTIME_NF] = {false};
+    for (int round = 0; round < SP_STEPTIME_NF; round++) {
+        // The system with the held features' rows and columns replaced by theta_j = 0.
+        double a[SP_STEPTIME_NF][SP_STEPTIME_NF], b[SP_STEPTIME_NF];
+        for (int j = 0; j < SP_STEPTIME_NF; j++) {
+            for (int k = 0; k < SP_STEPTIME_NF; k++)
+                a[j][k] = held[j] || held[k] ? (double)(j == k) : a0[j][k];
+            b[j] = held[j] ? 0 : b0[j];
+        }
+        if (solve(a, b, theta))
+            return -1;
+        bool negative = false;
+        for (int j = 0; j < SP_STEPTIME_NF; j++)
+            if (!held[j] && theta[j] < 0)
+                held[j] = negative = true;
+        if (!negative)
+            return 0;
+    }
+    return 0;
 }
 
 /* Huber weights of the window's steps under the scaled coefficients theta: 1 within k = 1.345
