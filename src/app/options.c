@@ -47,8 +47,8 @@ void sp_engine_options_usage(FILE *f) {
             "  --max-step-ms MS        time budget of a step that has decodes running: prompt\n"
             "                          chunks fill it next to the decodes, sized by a model of\n"
             "                          the step time learned from every step; 'auto' (default)\n"
-            "                          is 2x the time of a step decoding every request served,\n"
-            "                          'off' lets a prompt take the whole token budget\n"
+            "                          is 2.25x the time of a step decoding every request\n"
+            "                          served, 'off' lets a prompt take the whole token budget\n"
             "                          (streams then pause while it is computed)\n"
             "  --prefer WHAT           latency (default: stall-free steps as above) or\n"
             "                          throughput (no time budget: whole chunks, for offline\n"
@@ -81,7 +81,8 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     }
     static const char *const with_value[] = {
         "--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
-        "--max-batch-tokens", "--max-step-ms", "--prefer", "--step-log", "--max-seqs", "-c", "--ctx", "-t",
+        "--max-batch-tokens", "--max-step-ms", "--prefer", "--step-log", "--max-seqs", "-c",
+        "--ctx", "-t",
         "--threads"};
     bool known = false;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)

@@ -43,9 +43,10 @@ static double prefill_us(const sp_engine *e, int32_t n) {
     double t = 0;
     for (int32_t done = 0; done < n;) {
         const int32_t k = SP_MIN(C, n - done);
-        t += sp_steptime_predict(&e->steptime, (sp_step_shape){.n_prefill = k,
-                                                              .n_out = done + k == n,
-                                                              .n_attn = sp_steptime_chunk_attn(done, k)});
+        const sp_step_shape s = {.n_prefill = k,
+                                 .n_out = done + k == n,
+                                 .n_attn = sp_steptime_chunk_attn(done, k)};
+        t += sp_steptime_predict(&e->steptime, s);
         done += k;
     }
     return t;
@@ -441,7 +442,11 @@ enum {
     AGING_TOKENS_PER_S = 64, // a prompt's remaining tokens count this many fewer per second
                              // since its submission when prefill chunks are ordered
 };
-#define AUTO_BUDGET_FACTOR 2.0 // the default time budget: this times the decodes' own time
+/* The default time budget: this times the decodes' own time. Larger budgets move prompts on
+ * sooner (TTFT) and make the steps with prompt chunks longer (inter-token gaps): measured with
+ * bench/stallfree.sh, 1.5 gave an ITL p99 of 1.5x the median TPOT and a TTFT p99 of 4.2 s, 2.5
+ * 1.9x and 3.3 s; 2.25 keeps the streams' p99 gap well within 2x the median TPOT. */
+#define AUTO_BUDGET_FACTOR 2.25
 
 /* The time budget of the step being built, its decodes already in: none for a step without
  * decodes (nobody waits on it for a token) or when turned off. By default AUTO_BUDGET_FACTOR
@@ -512,7 +517,8 @@ static int32_t prefill_candidates(sp_engine *e) {
             r->scheduled_step == e->step_no)
             continue;
         const double waited_s = (double)(now - r->stats.t_submit_us) * 1e-6;
-        e->b_cand[n++] = (sp__prefill_cand){.key = remaining - AGING_TOKENS_PER_S * waited_s, .r = r};
+        e->b_cand[n++] =
+            (sp__prefill_cand){.key = remaining - AGING_TOKENS_PER_S * waited_s, .r = r};
     }
     qsort(e->b_cand, (size_t)n, sizeof *e->b_cand, cmp_cand);
     return n;

@@ -11,8 +11,8 @@
  *
  * Stall-free steps: when a step has decodes, its prefill chunks are sized so that the step's
  * predicted time (sched/steptime.h, a model fitted to every measured step) stays within a time
- * budget (max_step_ms, by default 2x the predicted time of a pure decode step of every running
- * and waiting request), with a floor of prefill tokens per step so that prompts always
+ * budget (max_step_ms, by default 2.25x the predicted time of a pure decode step of every
+ * running and waiting request), with a floor of prefill tokens per step so that prompts always
  * progress: a stream's next token never waits for a long prompt's prefill.
  * When a decode cannot get a KV block, the newest running request is preempted by recompute:
  * it releases its blocks and returns to the head of the waiting queue, keeping its generated
@@ -66,7 +66,7 @@ typedef struct sp_engine_opts {
     int32_t max_seqs;         // running requests at most (default 64)
     int32_t max_chunk;        // prefill tokens per request per step (default: the budget)
     int32_t max_step_ms;      // time budget of a step that has decodes (stall-free steps, see
-                              // below): 0 (default) chooses it, 2x the predicted time of the
+                              // below): 0 (default) chooses it, 2.25x the predicted time of the
                               // step's decodes alone; -1: none (the token budget only)
     bool prefer_throughput;   // no time budget at all: whole chunks (offline jobs)
     int32_t n_threads;        // compute threads, the engine thread included (0: all cores)

@@ -156,6 +156,23 @@ static void huber_weights(const sp_steptime *m, const double *theta, double *w) 
 }
 
 static void refit(sp_steptime *m) {
+    // Too few steps to tell the features apart: the prior, scaled by the median ratio of the
+    // measured times to its predictions.
+    if (m->n < SP_STEPTIME_MIN_FIT) {
+        double ratio[SP_STEPTIME_WINDOW];
+        int k = 0;
+        for (int i = 0; i < m->n; i++) {
+            const double p = dot(m->prior, m->x[i]);
+            if (p > 0)
+                ratio[k++] = m->y[i] / p;
+        }
+        if (k > 0) {
+            const double scale = median(ratio, k);
+            for (int j = 0; j < SP_STEPTIME_NF; j++)
+                m->coef[j] = m->prior[j] * scale;
+        }
+        return;
+    }
     // The ridge: PRIOR_WEIGHT steps of each feature at its RMS size (relative to the steps'
     // times) over the window, with a floor, so that a feature that is always 0 keeps its prior.
     double lambda[SP_STEPTIME_NF];

@@ -15,12 +15,13 @@
  *         positions each attends to).
  *
  * The coefficients are fitted by weighted least squares of the relative errors (each step's
- * error divided by its measured time) over the last SP_STEPTIME_WINDOW measured
- * steps, pulled toward a prior (from the model's size and nominal machine figures) by a ridge
- * term worth a hundredth of a step (SP_STEPTIME_PRIOR_WEIGHT): the first prediction is the
- * prior's, the first steps measured scale it, and a direction the window does not vary
- * (decode-only traffic has n_out = n_tokens) keeps the prior's split, while the directions the
- * data do determine are not biased by it. Huber weights, refined over a few reweighting passes, bound the pull of outliers (a
+ * error divided by its measured time) over the last SP_STEPTIME_WINDOW measured steps, with no
+ * coefficient negative, pulled toward a prior (from the model's size and nominal machine
+ * figures) by a ridge term worth a hundredth of a step (SP_STEPTIME_PRIOR_WEIGHT). The first
+ * prediction is the prior's; until SP_STEPTIME_MIN_FIT steps are measured the prior is only
+ * scaled by them; a direction the window does not vary (decode-only traffic has n_out =
+ * n_tokens) keeps the prior's split, while the directions the data do determine are not biased
+ * by it. Huber weights, refined over a few reweighting passes, bound the pull of outliers (a
  * step slowed by another process on the machine). All in microseconds. Not thread safe: the
  * engine thread owns it. */
 #ifndef SP_SCHED_STEPTIME_H
@@ -31,6 +32,8 @@
 enum {
     SP_STEPTIME_NF = 5,       // features
     SP_STEPTIME_WINDOW = 128, // steps the fit looks at
+    SP_STEPTIME_MIN_FIT = 8,  // steps before the features are fitted (until then the prior is
+                              // scaled as a whole)
 };
 #define SP_STEPTIME_PRIOR_WEIGHT 0.01 // steps' worth of each feature the prior counts for
 
