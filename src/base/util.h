@@ -10,6 +10,12 @@
 #define SP_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define SP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* X(1) X(2) ... X(n): the cases of a switch over a small count that a kernel turns into a
+ * compile-time constant (each case its own unrolled code). */
+#define SP_EACH_4(X) X(1) X(2) X(3) X(4)
+#define SP_EACH_8(X) SP_EACH_4(X) X(5) X(6) X(7) X(8)
+#define SP_EACH_16(X) SP_EACH_8(X) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
+
 /* Overflow-checked arithmetic: return false (and leave *out unspecified) on overflow. */
 static inline bool sp_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);

@@ -169,14 +169,7 @@ SP_PK_INLINE void group_avx2(const int kind, const uint8_t *ints, const sp_f16 *
                              sp__pk_slice xs, int64_t nb, float *y, int64_t ldy, uint32_t keep) {
     for (int m0 = 0; m0 < xs.rows; m0 += MAX_MR) {
         switch (SP_MIN(xs.rows - m0, MAX_MR)) {
-            ROWS_CASE(1)
-            ROWS_CASE(2)
-            ROWS_CASE(3)
-            ROWS_CASE(4)
-            ROWS_CASE(5)
-            ROWS_CASE(6)
-            ROWS_CASE(7)
-            ROWS_CASE(8)
+            SP_EACH_8(ROWS_CASE)
         default:
             SP_ASSERT(!"row count");
         }

@@ -111,6 +111,8 @@ SP_PK_INLINE void rows_vnni(const int kind, const int NG, const int MR, const ui
     case MR:                                                                                       \
         rows_vnni(kind, NG, MR, ints, scales, gs, xs, m0, nb, y + m0 * ldy, ldy, keep);            \
         break;
+#define ROWS_CASE_1(MR) ROWS_CASE(1, MR)
+#define ROWS_CASE_2(MR) ROWS_CASE(2, MR)
 
 /* Every row of slice xs times NG groups (rows_vnni), in blocks of up to 16 rows of one group or
  * 8 rows of two. */
@@ -121,35 +123,13 @@ SP_PK_INLINE void groups_vnni(const int kind, const int NG, const uint8_t *ints,
     for (int m0 = 0; m0 < xs.rows; m0 += most) {
         if (NG == 1) {
             switch (SP_MIN(xs.rows - m0, most)) {
-                ROWS_CASE(1, 1)
-                ROWS_CASE(1, 2)
-                ROWS_CASE(1, 3)
-                ROWS_CASE(1, 4)
-                ROWS_CASE(1, 5)
-                ROWS_CASE(1, 6)
-                ROWS_CASE(1, 7)
-                ROWS_CASE(1, 8)
-                ROWS_CASE(1, 9)
-                ROWS_CASE(1, 10)
-                ROWS_CASE(1, 11)
-                ROWS_CASE(1, 12)
-                ROWS_CASE(1, 13)
-                ROWS_CASE(1, 14)
-                ROWS_CASE(1, 15)
-                ROWS_CASE(1, 16)
+                SP_EACH_16(ROWS_CASE_1)
             default:
                 SP_ASSERT(!"row count");
             }
         } else {
             switch (SP_MIN(xs.rows - m0, most)) {
-                ROWS_CASE(2, 1)
-                ROWS_CASE(2, 2)
-                ROWS_CASE(2, 3)
-                ROWS_CASE(2, 4)
-                ROWS_CASE(2, 5)
-                ROWS_CASE(2, 6)
-                ROWS_CASE(2, 7)
-                ROWS_CASE(2, 8)
+                SP_EACH_8(ROWS_CASE_2)
             default:
                 SP_ASSERT(!"row count");
             }

@@ -286,10 +286,7 @@ SP_PKK_INLINE void pkk_group(const int kind, const uint8_t *w, int64_t nb, sp__p
                              float *y, int64_t ldy, uint32_t keep) {
     for (int m0 = 0; m0 < xs.rows; m0 += MAX_MR) {
         switch (SP_MIN(xs.rows - m0, MAX_MR)) {
-            ROWS_CASE(1)
-            ROWS_CASE(2)
-            ROWS_CASE(3)
-            ROWS_CASE(4)
+            SP_EACH_4(ROWS_CASE)
         default:
             SP_ASSERT(!"row count");
         }
