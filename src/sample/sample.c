@@ -573,6 +573,35 @@ int32_t sp_sampler_sample(sp_sampler *s, const float *logits) {
     return s->cand[last].id; // rounding left u at or past the last partial sum
 }
 
+int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft) {
+    SP_ASSERT(s && logits);
+    double sum;
+    const size_t n = build_distribution(s, logits, &sum);
+    if (s->p.temperature <= 0.0f)
+        return s->cand[0].id;
+    double w_draft = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (s->cand[i].id == draft)
+            w_draft = s->w[i];
+    if (sp_rng_uniform(&s->rng) * sum < w_draft)
+        return draft;
+    // Rejected: a draw from the other candidates (their weights sum to sum - w_draft > 0, since
+    // the draft, had it held all the weight, would have been accepted).
+    const double u = sp_rng_uniform(&s->rng) * (sum - w_draft);
+    double acc = 0.0;
+    size_t last = n;
+    for (size_t i = 0; i < n; i++) {
+        if (s->cand[i].id == draft || !(s->w[i] > 0.0))
+            continue;
+        acc += s->w[i];
+        last = i;
+        if (u < acc)
+            return s->cand[i].id;
+    }
+    SP_ASSERT(last < n);
+    return s->cand[last].id; // rounding left u at or past the last partial sum
+}
+
 int32_t sp_sampler_distribution(sp_sampler *s, const float *logits, int32_t cap, int32_t *ids,
                                 float *probs) {
     SP_ASSERT(s && logits && cap >= 0 && (cap == 0 || (ids && probs)));

@@ -92,6 +92,16 @@ void sp_sampler_destroy(sp_sampler *s);
  * the penalty history: call sp_sampler_accept for that. */
 int32_t sp_sampler_sample(sp_sampler *s, const float *logits);
 
+/* Speculative decoding's check of a drafted token: the token to emit at a position where a
+ * drafter that proposes a single token (prompt lookup, a predicted output: a point mass) proposed
+ * `draft`. Greedy: the argmax, as sp_sampler_sample (the draft is accepted when they are equal).
+ * Otherwise rejection sampling: with p the distribution sp_sampler_distribution gives, the draft
+ * with probability p(draft); else a token drawn from p without the draft, renormalized. The
+ * result is distributed exactly as sp_sampler_sample's token (p), and equals draft if and only if
+ * the draft is accepted. Consumes one RNG draw, two when the draft is rejected (greedy: none).
+ * The token is not added to the penalty history. Does not allocate. */
+int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft);
+
 /* Adds a token (0 <= token < n_vocab, asserted) to the penalty history; the oldest token leaves
  * the window once it holds repeat_last_n tokens. Prompt tokens may be accepted too, as
  * llama.cpp does, so that the repeat penalty sees them. Does not allocate. A no-op when

@@ -202,6 +202,57 @@ static void test_chi_square_detects_wrong_temperature(void **state) {
     sp_sampler_destroy(s);
 }
 
+/* Speculative decoding's check of a point-mass draft: whatever the draft (a likely token, an
+ * unlikely one, one top_k has cut), the tokens follow the sampler's distribution (chi-square,
+ * 7 degrees of freedom, p = 1e-4), the draft comes back exactly when accepted, at a rate of
+ * its probability (within 5 standard deviations); greedy gives the argmax. */
+static void test_verify_follows_distribution(void **state) {
+    (void)state;
+    const float l[8] = {1.0f, 2.0f, 0.5f, -1.0f, 1.5f, 0.0f, 2.2f, -0.3f};
+    const int draws = 100000;
+    const int32_t drafts[] = {6, 3, 0};
+    for (int top_k = 0; top_k <= 4; top_k += 4) {
+        for (size_t d = 0; d < SP_ARRAY_LEN(drafts); d++) {
+            sp_sample_params p = plain(0.8f, 77 + d);
+            p.top_k = top_k;
+            sp_sampler *s = make(&p, 8);
+            int32_t ids[8];
+            float probs[8];
+            const int32_t n = sp_sampler_distribution(s, l, 8, ids, probs);
+            double ref[8] = {0};
+            for (int32_t i = 0; i < n; i++)
+                ref[ids[i]] = probs[i];
+            int counts[8] = {0}, accepted = 0;
+            for (int i = 0; i < draws; i++) {
+                const int32_t tok = sp_sampler_verify(s, l, drafts[d]);
+                assert_true(tok >= 0 && tok < 8);
+                assert_true(ref[tok] > 0); // never a token the sampler would not draw
+                counts[tok]++;
+                accepted += tok == drafts[d];
+            }
+            double chi = 0;
+            int df = -1;
+            for (int i = 0; i < 8; i++) {
+                if (ref[i] > 0) {
+                    const double e = ref[i] * draws;
+                    chi += (counts[i] - e) * (counts[i] - e) / e;
+                    df++;
+                }
+            }
+            if (chi >= (df == 7 ? 29.88 : 21.11)) // p = 1e-4 for 7 or 3 degrees of freedom
+                fail_msg("top_k %d draft %d: chi-square %g", top_k, drafts[d], chi);
+            const double q = ref[drafts[d]], sd = sqrt(draws * q * (1 - q));
+            assert_true(fabs(accepted - draws * q) <= 5 * sd + 1e-9);
+            sp_sampler_destroy(s);
+        }
+    }
+    sp_sample_params g = plain(0.0f, 1);
+    sp_sampler *s = make(&g, 8);
+    assert_int_equal(sp_sampler_verify(s, l, 3), 6);
+    assert_int_equal(sp_sampler_verify(s, l, 6), 6);
+    sp_sampler_destroy(s);
+}
+
 /* Extreme temperatures: tiny T behaves like greedy, without overflow; -inf logits never win. */
 static void test_temperature_extremes(void **state) {
     (void)state;
@@ -714,6 +765,7 @@ int main(void) {
         cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_frequencies_match_softmax),
         cmocka_unit_test(test_chi_square_detects_wrong_temperature),
+        cmocka_unit_test(test_verify_follows_distribution),
         cmocka_unit_test(test_temperature_extremes),
         cmocka_unit_test(test_chain_matches_reference),
         cmocka_unit_test(test_top_k_ties),
