@@ -37,6 +37,21 @@ bool sp_parse_size(const char *s, int64_t *out) {
     return true;
 }
 
+bool sp_parse_spec(const char *s, int32_t *k) {
+    if (!strcmp(s, "off")) {
+        *k = 0;
+        return true;
+    }
+    if (strncmp(s, "fixed:", 6) || !s[6])
+        return false;
+    char *end;
+    const long n = strtol(s + 6, &end, 10);
+    if (*end || n < 1 || n > SP_ENGINE_MAX_SPEC)
+        return false;
+    *k = (int32_t)n;
+    return true;
+}
+
 void sp_engine_options_usage(FILE *f) {
     fprintf(f,
             "  --kv-memory SIZE        KV cache size, e.g. 512M or 2G (default: room for every\n"
@@ -53,6 +68,12 @@ void sp_engine_options_usage(FILE *f) {
             "  --prefer WHAT           latency (default: stall-free steps as above) or\n"
             "                          throughput (no time budget: whole chunks, for offline\n"
             "                          jobs)\n"
+            "  --spec MODE             speculative decoding: off (default) or fixed:K (1-16):\n"
+            "                          each decode carries up to K draft tokens found by\n"
+            "                          prompt lookup (what followed the latest earlier\n"
+            "                          occurrence of its last tokens in the prompt and\n"
+            "                          output), checked in the same step; greedy output is\n"
+            "                          unchanged, sampled output keeps its distribution\n"
             "  --step-log FILE         append one JSON line per engine step to FILE: its\n"
             "                          decode and prompt tokens, logits rows, attended KV\n"
             "                          positions, the step-time model's prediction, the\n"
@@ -81,9 +102,8 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     }
     static const char *const with_value[] = {
         "--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
-        "--max-batch-tokens", "--max-step-ms", "--prefer", "--step-log", "--max-seqs", "-c",
-        "--ctx", "-t",
-        "--threads"};
+        "--max-batch-tokens", "--max-step-ms", "--prefer", "--spec", "--step-log", "--max-seqs",
+        "-c", "--ctx", "-t", "--threads"};
     bool known = false;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
         known |= !strcmp(a, with_value[i]);
@@ -128,6 +148,8 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     } else if (!strcmp(a, "--prefer")) {
         ok = !strcmp(v, "latency") || !strcmp(v, "throughput");
         o->prefer_throughput = !strcmp(v, "throughput");
+    } else if (!strcmp(a, "--spec")) {
+        ok = sp_parse_spec(v, &o->spec_k);
     } else if (!strcmp(a, "--step-log")) {
         o->step_log = v;
     } else if (!strcmp(a, "--max-batch-tokens"))

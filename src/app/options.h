@@ -16,6 +16,10 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv);
 /* Prints the engine options' help lines. */
 void sp_engine_options_usage(FILE *f);
 
+/* Parses a speculative decoding mode: "off" (0) or "fixed:K" with 1 <= K <= SP_ENGINE_MAX_SPEC
+ * (K). */
+bool sp_parse_spec(const char *s, int32_t *k);
+
 /* Parses a size with an optional K/M/G suffix (powers of 1024), e.g. "512M", "2G". */
 bool sp_parse_size(const char *s, int64_t *out);
 

@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "kv/table.h"
 #include "sched/engine_int.h"
+#include "spec/lookup.h"
 
 sp_engine_opts sp_engine_opts_default(void) {
     return (sp_engine_opts){.max_batch_tokens = 512,
@@ -73,7 +74,7 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
         o.policy = sp_policy_aggressive();
     if (o.max_batch_tokens < 1 || o.max_seqs < 1 || o.block_size < 1 || o.max_chunk < 0 ||
         o.n_threads < 0 || o.n_threads > SP_THREADPOOL_MAX_THREADS || o.n_ctx < 0 ||
-        o.kv_bytes < 0 || o.kv_tokens < 0 ||
+        o.kv_bytes < 0 || o.kv_tokens < 0 || o.spec_k < 0 || o.spec_k > SP_ENGINE_MAX_SPEC ||
         (o.kv_type != SP_DTYPE_F16 && o.kv_type != SP_DTYPE_F32))
         return sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX, "invalid engine options");
     if (o.max_chunk == 0 || o.max_chunk > o.max_batch_tokens)
@@ -139,22 +140,26 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
                                   &e->sessions)) ||
         (err = sp_forward_set_pool(e->fw, e->threads)))
         goto fail;
-    const size_t T = (size_t)o.max_batch_tokens, S = (size_t)o.max_seqs;
+    const size_t T = (size_t)o.max_batch_tokens, S = (size_t)o.max_seqs,
+                 R = S * (1 + (size_t)o.spec_k); // logits rows at most
     e->b_tok = malloc(T * sizeof *e->b_tok);
     e->b_pos = malloc(T * sizeof *e->b_pos);
     e->b_seq = malloc(T * sizeof *e->b_seq);
-    e->b_rows = malloc(S * sizeof *e->b_rows);
+    e->b_rows = malloc(R * sizeof *e->b_rows);
     e->b_tables = malloc(S * sizeof *e->b_tables);
     e->b_nblocks = malloc(S * sizeof *e->b_nblocks);
     e->b_reqs = malloc(S * sizeof *e->b_reqs);
     e->b_chunk = malloc(S * sizeof *e->b_chunk);
-    e->b_out_seq = malloc(S * sizeof *e->b_out_seq);
+    e->b_out_seq = malloc(R * sizeof *e->b_out_seq);
+    e->b_draft = malloc(S * (size_t)SP_MAX(o.spec_k, 1) * sizeof *e->b_draft);
+    e->b_ndraft = calloc(S, sizeof *e->b_ndraft);
     e->views = malloc(S * sizeof *e->views);
     e->b_cand = malloc(S * sizeof *e->b_cand);
-    e->logits = malloc(S * (size_t)m->hp.n_vocab * sizeof *e->logits);
+    e->logits = malloc(R * (size_t)m->hp.n_vocab * sizeof *e->logits);
     e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_rows || !e->b_tables || !e->b_nblocks ||
-        !e->b_reqs || !e->b_chunk || !e->b_out_seq || !e->views || !e->b_cand || !e->logits) {
+        !e->b_reqs || !e->b_chunk || !e->b_out_seq || !e->b_draft || !e->b_ndraft || !e->views ||
+        !e->b_cand || !e->logits) {
         err = SP_ERR_NOMEM;
         goto fail;
     }
@@ -300,12 +305,19 @@ void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, con
     sp_request_release(r); // the engine's reference
 }
 
-/* Samples the next token of r from its logits row and publishes it. */
-static void sample_token(sp_engine *e, sp_request *r, const float *logits) {
+/* Samples the next token of r from its logits row and publishes it; where a drafter proposed a
+ * token for this position (draft >= 0), the token is the sampler's check of it
+ * (sp_sampler_verify: distributed as a plain sample, equal to draft when accepted). The token
+ * goes to *out. Returns whether r is still running: when it finishes here the engine's
+ * reference to it is gone. */
+static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
+                         int32_t *out_tok) {
     const int32_t V = e->m->hp.n_vocab;
     if (e->o.on_logits)
         e->o.on_logits(e->o.hook_ctx, r, logits, V);
-    int32_t tok = sp_sampler_sample(r->sampler, logits);
+    int32_t tok = draft >= 0 ? sp_sampler_verify(r->sampler, logits, draft)
+                             : sp_sampler_sample(r->sampler, logits);
+    *out_tok = tok;
     sp_sampler_accept(r->sampler, tok);
     sp_req_token out = {.id = tok, .logprob = 0.0f};
     if (r->params.n_logprobs >= 0 &&
@@ -336,8 +348,11 @@ static void sample_token(sp_engine *e, sp_request *r, const float *logits) {
         sp__engine_finish(e, r, SP_FINISH_STOP, SP_OK, NULL);
     else if (r->n_generated >= r->params.max_tokens || r->n_tokens >= e->max_len)
         sp__engine_finish(e, r, SP_FINISH_LENGTH, SP_OK, NULL);
-    else
+    else {
         notify(e, r);
+        return true;
+    }
+    return false;
 }
 
 static void drain_inbox(sp_engine *e) {
@@ -379,33 +394,57 @@ static void drain_inbox(sp_engine *e) {
     }
 }
 
-/* Adds a sequence's chunk to the batch. */
-static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, int32_t *n_tok, int32_t *n_seq,
-                      int32_t *n_out) {
+/* Adds a sequence's chunk to the batch: chunk tokens of r from n_computed on, then the n_draft
+ * draft tokens (a decode with speculation: chunk is 1), each of which needs its logits too. */
+static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, const int32_t *draft,
+                      int32_t n_draft, int32_t *n_tok, int32_t *n_seq, int32_t *n_out) {
     int32_t s = (*n_seq)++;
     if (chunk == 1)
         e->shape.n_decode++;
     else
         e->shape.n_prefill += chunk;
-    e->shape.n_out += r->n_computed + chunk == r->n_tokens;
-    e->shape.n_attn += sp_steptime_chunk_attn(r->n_computed, chunk);
+    e->shape.n_prefill += n_draft;
+    const bool last = r->n_computed + chunk == r->n_tokens;
+    e->shape.n_out += last + n_draft;
+    e->shape.n_attn += sp_steptime_chunk_attn(r->n_computed, chunk + n_draft);
     r->scheduled_step = e->step_no;
     e->b_reqs[s] = r;
     e->b_chunk[s] = chunk;
+    e->b_ndraft[s] = n_draft;
+    if (n_draft)
+        memcpy(e->b_draft + (size_t)s * (size_t)e->o.spec_k, draft, sizeof *draft * (size_t)n_draft);
     e->b_tables[s] = r->seq.blocks;
     e->b_nblocks[s] = r->seq.n_blocks;
-    for (int32_t i = 0; i < chunk; i++) {
+    for (int32_t i = 0; i < chunk + n_draft; i++) {
         int32_t p = r->n_computed + i;
-        e->b_tok[*n_tok] = r->tokens[p];
+        e->b_tok[*n_tok] = i < chunk ? r->tokens[p] : draft[i - chunk];
         e->b_pos[*n_tok] = p;
         e->b_seq[*n_tok] = s;
         (*n_tok)++;
+        if (last && i >= chunk - 1) {
+            e->b_rows[*n_out] = *n_tok - 1;
+            e->b_out_seq[*n_out] = s;
+            (*n_out)++;
+        }
     }
-    if (r->n_computed + chunk == r->n_tokens) {
-        e->b_rows[*n_out] = *n_tok - 1;
-        e->b_out_seq[*n_out] = s;
-        (*n_out)++;
-    }
+}
+
+/* The draft tokens for r's next decode, at most max (prompt lookup: what followed the latest
+ * earlier occurrence of the longest suffix, up to 3 tokens, of its prompt and output), into
+ * draft; their count. Positions for them are claimed in r's KV table here, without preempting
+ * anyone: with no free block there is no draft. */
+static int32_t draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draft) {
+    max = SP_MIN(max, SP_MIN(r->params.max_tokens - r->n_generated - 1,
+                             e->max_len - r->n_tokens - 1));
+    if (r->params.stop_after > 0)
+        max = SP_MIN(max, r->params.stop_after - r->n_generated - 1);
+    if (max <= 0)
+        return 0;
+    int32_t k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 1, 3, max, draft);
+    const int32_t need = r->n_tokens + k - r->seq.n_tokens;
+    if (k > 0 && need > 0 && sp_kv_seq_reserve(e->pool, &r->seq, need) != SP_OK)
+        k = 0;
+    return k;
 }
 
 /* Publishes the counters after a step (ran: a forward pass ran, computing prompt_tokens). */
@@ -558,8 +597,12 @@ bool sp_engine_step(sp_engine *e) {
             int32_t need = r->n_tokens - r->seq.n_tokens;
             bool ok = need <= 0 || sp__sched_reserve(e, r, need, &n_preempted);
             if (ok) {
-                add_chunk(e, r, 1, &n_tok, &n_seq, &n_out);
-                budget--;
+                int32_t draft[SP_ENGINE_MAX_SPEC];
+                const int32_t k = e->o.spec_k ? draft_for(e, r, SP_MIN(e->o.spec_k, budget - 1),
+                                                          draft)
+                                              : 0;
+                add_chunk(e, r, 1, draft, k, &n_tok, &n_seq, &n_out);
+                budget -= 1 + k;
                 n_decode++;
             }
             // The list may have lost its tail to preemption; r itself may be gone.
@@ -590,7 +633,7 @@ bool sp_engine_step(sp_engine *e) {
         int32_t chunk = chunk_within(e, r, max_k, MIN_PREFILL - n_prefill, time_budget);
         if (chunk == 0)
             break;
-        add_chunk(e, r, chunk, &n_tok, &n_seq, &n_out);
+        add_chunk(e, r, chunk, NULL, 0, &n_tok, &n_seq, &n_out);
         budget -= chunk;
         n_prefill += chunk;
     }
@@ -619,21 +662,52 @@ bool sp_engine_step(sp_engine *e) {
             sp__engine_finish(e, e->b_reqs[s], SP_FINISH_ERROR, err, "the forward pass failed");
         return true;
     }
-    uint64_t prompt_tokens = (uint64_t)(n_tok - n_decode);
+    int32_t n_drafted = 0, n_spec = 0;
     for (int32_t s = 0; s < n_seq; s++) {
         sp_request *r = e->b_reqs[s];
+        n_drafted += e->b_ndraft[s];
+        n_spec += e->b_ndraft[s] > 0;
         r->n_computed += e->b_chunk[s];
         sp_kv_seq_commit(e->pool, &r->seq, r->tokens, r->n_computed);
         if (r->n_computed == r->n_tokens)
             r->guard = false;
     }
+    const uint64_t prompt_tokens = (uint64_t)(n_tok - n_decode - n_drafted);
+    // Each output row in order; a decode with a draft has one row per position: the tokens are
+    // sampled (checking the draft) until one differs from the draft, and the accepted draft
+    // tokens' KV, written in this step, becomes part of the sequence.
     const int32_t V = e->m->hp.n_vocab;
-    for (int32_t i = 0; i < n_out; i++) {
-        sp_request *r = e->b_reqs[e->b_out_seq[i]];
-        if (atomic_load(&r->cancel))
+    int32_t n_accepted = 0;
+    for (int32_t i = 0; i < n_out;) {
+        const int32_t s = e->b_out_seq[i], nd = e->b_ndraft[s];
+        const int32_t *draft = e->b_draft + (size_t)s * (size_t)e->o.spec_k;
+        sp_request *r = e->b_reqs[s];
+        if (atomic_load(&r->cancel)) {
             sp__engine_finish(e, r, SP_FINISH_CANCELLED, SP_OK, NULL);
-        else
-            sample_token(e, r, e->logits + (size_t)i * (size_t)V);
+        } else {
+            int32_t acc = 0, tok;
+            bool running = true;
+            for (int32_t j = 0; j <= nd && running; j++) {
+                const int32_t d = j < nd ? draft[j] : -1;
+                running = sample_token(e, r, e->logits + (size_t)(i + j) * (size_t)V, d, &tok);
+                if (tok != d)
+                    break;
+                acc++;
+                if (running)
+                    r->n_computed++;
+            }
+            n_accepted += acc;
+            if (running && acc > 0)
+                sp_kv_seq_commit(e->pool, &r->seq, r->tokens, r->n_computed);
+        }
+        i += 1 + nd;
+    }
+    if (n_spec) {
+        pthread_mutex_lock(&e->smu);
+        e->stats.spec_drafts += (uint64_t)n_spec;
+        e->stats.spec_draft_tokens += (uint64_t)n_drafted;
+        e->stats.spec_accepted_tokens += (uint64_t)n_accepted;
+        pthread_mutex_unlock(&e->smu);
     }
     const double measured = (double)(sp_time_us() - t_fw);
     learn_step_time(e, predicted, measured, time_budget);
@@ -653,6 +727,8 @@ bool sp_engine_step(sp_engine *e) {
     if (e->o.on_step) {
         sp_engine_step_info info = {.n_tokens = n_tok,
                                     .n_decode = n_decode,
+                                    .n_draft = n_drafted,
+                                    .n_accepted = n_accepted,
                                     .n_seqs = n_seq,
                                     .n_preempted = n_preempted,
                                     .predicted_us = predicted,
@@ -819,6 +895,8 @@ void sp_engine_destroy(sp_engine *e) {
     free(e->b_reqs);
     free(e->b_chunk);
     free(e->b_out_seq);
+    free(e->b_draft);
+    free(e->b_ndraft);
     free(e->views);
     free(e->b_cand);
     free(e->logits);

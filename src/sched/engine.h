@@ -51,9 +51,13 @@
 #include "sched/request.h"
 #include "tok/tok.h"
 
+#define SP_ENGINE_MAX_SPEC 16 // most draft tokens per decode (spec_k)
+
 typedef struct sp_engine_step_info {
     int32_t n_tokens;  // tokens in the step's batch
     int32_t n_decode;  // of which decode tokens
+    int32_t n_draft;   // and speculative draft tokens after them
+    int32_t n_accepted; // drafts accepted: the decodes produced n_decode + n_accepted tokens
     int32_t n_seqs;    // sequences in the batch
     int32_t n_preempted;
     double predicted_us; // the step-time model's prediction for the step, before it ran
@@ -93,6 +97,9 @@ typedef struct sp_engine_opts {
                                 // the engine creates that policy (sized for max_seqs)
     sp_admission_policy policy; // a policy of the caller's, used when admission is empty (the
                                 // engine then destroys it); with neither, aggressive
+    int32_t spec_k;       // speculative decoding: up to this many draft tokens per decode and
+                          // step, drafted by prompt lookup over the request's prompt and output
+                          // and checked in the same batched step (0, the default: off)
     const char *step_log; // append one JSON line per step to this file (its tokens by kind,
                           // attended positions, predicted and measured time, budget); NULL:
                           // none
@@ -120,6 +127,9 @@ typedef struct sp_engine_stats {
     uint64_t session_pins_reclaimed; // pins given up for memory
     int32_t n_blocks_pinned;    // blocks held by session pins
     uint64_t generated_tokens;
+    uint64_t spec_drafts;          // decodes that carried draft tokens
+    uint64_t spec_draft_tokens;    // draft tokens checked
+    uint64_t spec_accepted_tokens; // of which accepted
     uint64_t preemptions;
     uint64_t preemptions_priority; // of which to admit a more urgent request
     uint64_t admissions;        // admission decisions that admitted a request

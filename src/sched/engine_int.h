@@ -44,13 +44,15 @@ struct sp_engine {
     int32_t *b_tok;           // (max_batch_tokens) batch token ids
     int32_t *b_pos;           // (max_batch_tokens) positions
     int32_t *b_seq;           // (max_batch_tokens) sequence index within the batch
-    int32_t *b_rows;          // (max_seqs) rows whose logits are wanted
+    int32_t *b_rows;          // (max_seqs (1 + spec_k)) rows whose logits are wanted
     const int32_t **b_tables; // (max_seqs) block tables
     int32_t *b_nblocks;       // (max_seqs) their lengths
     sp_request **b_reqs;      // (max_seqs) request of each batch sequence
     int32_t *b_chunk;         // (max_seqs) tokens each sequence contributes
-    int32_t *b_out_seq;       // (max_seqs) batch sequence of each output row
-    float *logits;            // (max_seqs, n_vocab)
+    int32_t *b_out_seq;       // (max_seqs (1 + spec_k)) batch sequence of each output row
+    int32_t *b_draft;         // (max_seqs, spec_k) each sequence's draft tokens
+    int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
+    float *logits;            // (max_seqs (1 + spec_k), n_vocab)
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy
     sp__prefill_cand *b_cand; // (max_seqs) prefill candidates of a step
     int32_t top_ids[SP_REQ_MAX_TOP_LOGPROBS];

@@ -144,6 +144,12 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                (double)m->http_requests);
     put_scalar(&b, "counter", "spindle_http_errors_total", "HTTP requests answered with an error.",
                (double)m->http_errors);
+    put_scalar(&b, "counter", "spindle_spec_decode_num_drafts_total",
+               "Decodes that carried speculative draft tokens.", (double)es->spec_drafts);
+    put_scalar(&b, "counter", "spindle_spec_decode_num_draft_tokens_total",
+               "Draft tokens checked by the target model.", (double)es->spec_draft_tokens);
+    put_scalar(&b, "counter", "spindle_spec_decode_num_accepted_tokens_total",
+               "Draft tokens accepted.", (double)es->spec_accepted_tokens);
     put_scalar(&b, "counter", "spindle_num_preemptions_total",
                "Requests preempted to free KV memory (recomputed later).",
                (double)es->preemptions);

@@ -1,0 +1,127 @@
+/* Speculative decoding changes no greedy token: every prompt of golden-greedy.json, run together
+ * through the engine with prompt-lookup drafts of up to K tokens per step (K = 1, 3, 8), gives
+ * llama.cpp's greedy tokens exactly, as without drafts (the forward pass is batch-invariant, so
+ * a drafted position's logits are those of a plain decode); and drafts were accepted, so the
+ * check is not vacuous. A small KV pool forces preemption in the middle for one of the runs. */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "sched/engine.h"
+#include "sched/request.h"
+#include "tok/tok.h"
+
+enum { MAX_PROMPTS = 16, MAX_GEN = 128 };
+
+static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
+    char *gpath = sp_test_shared("models/golden-greedy.json"), rel[256];
+    json_t *root = sp_test_load_json(gpath);
+    json_t *entries = json_object_get(json_object_get(root, "models"), file);
+    assert_non_null(entries);
+    snprintf(rel, sizeof rel, "models/%s", file);
+    char *path = sp_test_shared(rel);
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_model *m;
+    sp_vocab *v;
+    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
+    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    o.spec_k = spec_k;
+    o.kv_tokens = kv_tokens;
+    if (kv_tokens) // admit while the prompt fits: decodes then run out of blocks
+        snprintf(o.admission, sizeof o.admission, "aggressive");
+    o.n_ctx = 256;
+    sp_engine *e;
+    assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
+    sp_request *reqs[MAX_PROMPTS];
+    const size_t n = json_array_size(entries);
+    assert_true(n > 0 && n <= MAX_PROMPTS);
+    for (size_t i = 0; i < n; i++) {
+        json_t *want_prompt = json_object_get(json_array_get(entries, i), "prompt_tokens");
+        int32_t prompt[256];
+        const int32_t n_prompt = (int32_t)json_array_size(want_prompt);
+        assert_true(n_prompt <= 256);
+        for (int32_t k = 0; k < n_prompt; k++)
+            prompt[k] = (int32_t)json_integer_value(json_array_get(want_prompt, (size_t)k));
+        sp_req_params p = sp_req_params_default();
+        p.max_tokens =
+            (int32_t)json_array_size(json_object_get(json_array_get(entries, i), "greedy_tokens"));
+        p.sample.temperature = 0;
+        assert_int_equal(sp_request_create(v, prompt, n_prompt, &p, &reqs[i], &d), SP_OK);
+        assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
+    }
+    for (int steps = 0; sp_engine_busy(e); steps++) {
+        sp_engine_step(e);
+        assert_true(steps < 100000);
+    }
+    for (sp_request *r = sp_engine_take_ready(e); r;) {
+        sp_request *next = sp_request_next_ready(r);
+        sp_request_release(r);
+        r = next;
+    }
+    sp_engine_stats st;
+    sp_engine_stats_get(e, &st);
+    for (size_t i = 0; i < n; i++) {
+        json_t *want = json_object_get(json_array_get(entries, i), "greedy_tokens");
+        sp_req_cursor cur = {0};
+        sp_req_token toks[MAX_GEN];
+        sp_req_read rd;
+        assert_int_equal(
+            sp_request_read(reqs[i], &cur, toks, MAX_GEN, NULL, NULL, NULL, NULL, NULL, &rd),
+            SP_OK);
+        int match = 0;
+        while (match < rd.n_new_tokens && match < (int)json_array_size(want) &&
+               toks[match].id == json_integer_value(json_array_get(want, (size_t)match)))
+            match++;
+        if (match != (int)json_array_size(want) || rd.n_new_tokens != match)
+            fail_msg("%s, K=%d, prompt %zu: %d of %zu greedy tokens match (got %d)", file, spec_k,
+                     i, match, json_array_size(want), rd.n_new_tokens);
+        sp_request_release(reqs[i]);
+    }
+    assert_true(st.spec_drafts > 0);
+    assert_true(st.spec_accepted_tokens > 0 && st.spec_accepted_tokens <= st.spec_draft_tokens);
+    if (kv_tokens)
+        assert_true(st.preemptions > 0);
+    sp_engine_destroy(e);
+    sp_vocab_destroy(v);
+    sp_model_destroy(m);
+    json_decref(root);
+    free(path);
+    free(gpath);
+}
+
+static void test_stories260k(void **s) {
+    (void)s;
+    for (int32_t k = 1; k <= 8; k += k < 3 ? 2 : 5)
+        check_model("stories260K.gguf", k, 0);
+}
+
+static void test_656k_f32(void **s) {
+    (void)s;
+    check_model("TinyStories-656K-F32.gguf", 3, 0);
+}
+
+static void test_656k_q8_0(void **s) {
+    (void)s;
+    check_model("TinyStories-656K-Q8_0.gguf", 4, 0);
+}
+
+static void test_preemption_in_the_middle(void **s) {
+    (void)s;
+    check_model("stories260K.gguf", 4, 160);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stories260k),
+        cmocka_unit_test(test_656k_f32),
+        cmocka_unit_test(test_656k_q8_0),
+        cmocka_unit_test(test_preemption_in_the_middle),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
