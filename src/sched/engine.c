@@ -140,8 +140,10 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
                                   &e->sessions)) ||
         (err = sp_forward_set_pool(e->fw, e->threads)))
         goto fail;
+    // Logits rows: one per sequence, plus the draft tokens' (up to spec_k per decode; without
+    // --spec, a pool for the requests that bring a predicted output).
     const size_t T = (size_t)o.max_batch_tokens, S = (size_t)o.max_seqs,
-                 R = S * (1 + (size_t)o.spec_k); // logits rows at most
+                 R = S + (o.spec_k ? S * (size_t)o.spec_k : SP_ENGINE_PRED_ROWS);
     e->b_tok = malloc(T * sizeof *e->b_tok);
     e->b_pos = malloc(T * sizeof *e->b_pos);
     e->b_seq = malloc(T * sizeof *e->b_seq);
@@ -151,7 +153,8 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     e->b_reqs = malloc(S * sizeof *e->b_reqs);
     e->b_chunk = malloc(S * sizeof *e->b_chunk);
     e->b_out_seq = malloc(R * sizeof *e->b_out_seq);
-    e->b_draft = malloc(S * (size_t)SP_MAX(o.spec_k, 1) * sizeof *e->b_draft);
+    e->spare_rows = (int32_t)(R - S);
+    e->b_draft = malloc(S * SP_ENGINE_MAX_SPEC * sizeof *e->b_draft);
     e->b_ndraft = calloc(S, sizeof *e->b_ndraft);
     e->views = malloc(S * sizeof *e->views);
     e->b_cand = malloc(S * sizeof *e->b_cand);
@@ -311,13 +314,21 @@ void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, con
  * goes to *out. Returns whether r is still running: when it finishes here the engine's
  * reference to it is gone. */
 static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
-                         int32_t *out_tok) {
+                         int32_t n_left, int32_t *out_tok) {
     const int32_t V = e->m->hp.n_vocab;
     if (e->o.on_logits)
         e->o.on_logits(e->o.hook_ctx, r, logits, V);
     int32_t tok = draft >= 0 ? sp_sampler_verify(r->sampler, logits, draft)
                              : sp_sampler_sample(r->sampler, logits);
     *out_tok = tok;
+    if (draft >= 0) { // this draft accepted, or it and the n_left - 1 after it rejected
+        pthread_mutex_lock(&r->mu);
+        if (tok == draft)
+            r->stats.n_draft_accepted++;
+        else
+            r->stats.n_draft_rejected += n_left;
+        pthread_mutex_unlock(&r->mu);
+    }
     sp_sampler_accept(r->sampler, tok);
     sp_req_token out = {.id = tok, .logprob = 0.0f};
     if (r->params.n_logprobs >= 0 &&
@@ -412,7 +423,7 @@ static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, const int32_t 
     e->b_chunk[s] = chunk;
     e->b_ndraft[s] = n_draft;
     if (n_draft)
-        memcpy(e->b_draft + (size_t)s * (size_t)e->o.spec_k, draft, sizeof *draft * (size_t)n_draft);
+        memcpy(e->b_draft + (size_t)s * SP_ENGINE_MAX_SPEC, draft, sizeof *draft * (size_t)n_draft);
     e->b_tables[s] = r->seq.blocks;
     e->b_nblocks[s] = r->seq.n_blocks;
     for (int32_t i = 0; i < chunk + n_draft; i++) {
@@ -429,10 +440,13 @@ static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, const int32_t 
     }
 }
 
-/* The draft tokens for r's next decode, at most max (prompt lookup: what followed the latest
- * earlier occurrence of the longest suffix, up to 3 tokens, of its prompt and output), into
- * draft; their count. Positions for them are claimed in r's KV table here, without preempting
- * anyone: with no free block there is no draft. */
+/* The draft tokens for r's next decode, at most max, into draft; their count. A request with a
+ * predicted output follows it (where the last output tokens are the prediction's at the same
+ * place, the prediction's next ones; else the tokens after the latest place in the prediction
+ * where the last 1-4 output tokens occur); otherwise
+ * prompt lookup (what followed the latest earlier occurrence of the longest suffix, up to 3
+ * tokens, of its prompt and output). Positions for them are claimed in r's KV table here,
+ * without preempting anyone: with no free block there is no draft. */
 static int32_t draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draft) {
     max = SP_MIN(max, SP_MIN(r->params.max_tokens - r->n_generated - 1,
                              e->max_len - r->n_tokens - 1));
@@ -440,7 +454,21 @@ static int32_t draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draf
         max = SP_MIN(max, r->params.stop_after - r->n_generated - 1);
     if (max <= 0)
         return 0;
-    int32_t k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 1, 3, max, draft);
+    int32_t k;
+    if (r->params.n_prediction) {
+        // Where the output still follows the prediction token for token, the prediction's next
+        // tokens; where it has left it, a lookup of its last tokens in the prediction.
+        const int32_t *pred = r->params.prediction, *out = r->tokens + r->n_prompt;
+        const int32_t n = r->n_generated, m = SP_MIN(n, 4);
+        if (n < r->params.n_prediction &&
+            !memcmp(pred + n - m, out + n - m, sizeof *out * (size_t)m)) {
+            k = SP_MIN(max, r->params.n_prediction - n);
+            memcpy(draft, pred + n, sizeof *draft * (size_t)k);
+        } else {
+            k = sp_spec_lookup(pred, r->params.n_prediction, out, n, 1, 4, max, draft);
+        }
+    } else
+        k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 1, 3, max, draft);
     const int32_t need = r->n_tokens + k - r->seq.n_tokens;
     if (k > 0 && need > 0 && sp_kv_seq_reserve(e->pool, &r->seq, need) != SP_OK)
         k = 0;
@@ -587,7 +615,7 @@ bool sp_engine_step(sp_engine *e) {
     drain_inbox(e);
     sp__sched_displace_for_priority(e);
     int32_t n_tok = 0, n_seq = 0, n_out = 0, n_decode = 0, n_preempted = 0;
-    int32_t budget = e->o.max_batch_tokens;
+    int32_t budget = e->o.max_batch_tokens, spare = e->spare_rows;
     e->shape = (sp_step_shape){0};
 
     // 1. One decode token for every running request whose prompt is done, oldest first.
@@ -597,10 +625,15 @@ bool sp_engine_step(sp_engine *e) {
             int32_t need = r->n_tokens - r->seq.n_tokens;
             bool ok = need <= 0 || sp__sched_reserve(e, r, need, &n_preempted);
             if (ok) {
-                int32_t draft[SP_ENGINE_MAX_SPEC];
-                const int32_t k = e->o.spec_k ? draft_for(e, r, SP_MIN(e->o.spec_k, budget - 1),
-                                                          draft)
-                                              : 0;
+                // Drafts with --spec, or for a request with a predicted output (up to
+                // SP_ENGINE_PRED_K then), within the token budget and the spare logits rows.
+                int32_t draft[SP_ENGINE_MAX_SPEC], k = 0;
+                const int32_t want = e->o.spec_k         ? e->o.spec_k
+                                     : r->params.n_prediction ? SP_ENGINE_PRED_K
+                                                              : 0;
+                if (want)
+                    k = draft_for(e, r, SP_MIN(want, SP_MIN(budget - 1, spare)), draft);
+                spare -= k;
                 add_chunk(e, r, 1, draft, k, &n_tok, &n_seq, &n_out);
                 budget -= 1 + k;
                 n_decode++;
@@ -680,7 +713,7 @@ bool sp_engine_step(sp_engine *e) {
     int32_t n_accepted = 0;
     for (int32_t i = 0; i < n_out;) {
         const int32_t s = e->b_out_seq[i], nd = e->b_ndraft[s];
-        const int32_t *draft = e->b_draft + (size_t)s * (size_t)e->o.spec_k;
+        const int32_t *draft = e->b_draft + (size_t)s * SP_ENGINE_MAX_SPEC;
         sp_request *r = e->b_reqs[s];
         if (atomic_load(&r->cancel)) {
             sp__engine_finish(e, r, SP_FINISH_CANCELLED, SP_OK, NULL);
@@ -689,7 +722,8 @@ bool sp_engine_step(sp_engine *e) {
             bool running = true;
             for (int32_t j = 0; j <= nd && running; j++) {
                 const int32_t d = j < nd ? draft[j] : -1;
-                running = sample_token(e, r, e->logits + (size_t)(i + j) * (size_t)V, d, &tok);
+                running =
+                    sample_token(e, r, e->logits + (size_t)(i + j) * (size_t)V, d, nd - j, &tok);
                 if (tok != d)
                     break;
                 acc++;

@@ -51,7 +51,9 @@
 #include "sched/request.h"
 #include "tok/tok.h"
 
-#define SP_ENGINE_MAX_SPEC 16 // most draft tokens per decode (spec_k)
+#define SP_ENGINE_MAX_SPEC 16  // most draft tokens per decode (spec_k)
+#define SP_ENGINE_PRED_K 8     // draft tokens per decode from a predicted output without spec_k
+#define SP_ENGINE_PRED_ROWS 64 // logits rows for those drafts per step (without spec_k)
 
 typedef struct sp_engine_step_info {
     int32_t n_tokens;  // tokens in the step's batch

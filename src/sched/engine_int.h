@@ -50,7 +50,8 @@ struct sp_engine {
     sp_request **b_reqs;      // (max_seqs) request of each batch sequence
     int32_t *b_chunk;         // (max_seqs) tokens each sequence contributes
     int32_t *b_out_seq;       // (max_seqs (1 + spec_k)) batch sequence of each output row
-    int32_t *b_draft;         // (max_seqs, spec_k) each sequence's draft tokens
+    int32_t *b_draft;         // (max_seqs, SP_ENGINE_MAX_SPEC) each sequence's draft tokens
+    int32_t spare_rows;       // logits rows beyond one per sequence, for draft tokens
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
     float *logits;            // (max_seqs (1 + spec_k), n_vocab)
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy

@@ -34,6 +34,7 @@ static void request_free(sp_request *r) {
     if (r->seq_ready)
         sp_kv_seq_deinit(&r->seq);
     free(r->tokens);
+    free((void *)r->params.prediction);
     free(r->pending);
     free(r->out_tokens);
     free(r->out_top_ids);
@@ -57,6 +58,20 @@ sp_err sp_request_create(const sp_vocab *v, const int32_t *prompt, int32_t n_pro
             if (d)
                 snprintf(d->param, sizeof d->param, "prompt");
             return SP_ERR_INVALID;
+        }
+    if (params->n_prediction < 0 || params->n_prediction > (1 << 24) ||
+        (params->n_prediction > 0 && !params->prediction)) {
+        if (d)
+            snprintf(d->param, sizeof d->param, "prediction");
+        return sp_diag_set(d, SP_ERR_INVALID, UINT64_MAX, "the prediction is invalid");
+    }
+    for (int32_t i = 0; i < params->n_prediction; i++)
+        if (params->prediction[i] < 0 || params->prediction[i] >= n_vocab) {
+            if (d)
+                snprintf(d->param, sizeof d->param, "prediction");
+            return sp_diag_set(d, SP_ERR_INVALID, (uint64_t)i,
+                               "prediction token %d at index %d is not in the vocabulary",
+                               params->prediction[i], i);
         }
     if (params->max_tokens < 1 || params->max_tokens > (1 << 24)) {
         sp_diag_set(d, SP_ERR_INVALID, UINT64_MAX, "max_tokens must be between 1 and %d",
@@ -87,6 +102,8 @@ sp_err sp_request_create(const sp_vocab *v, const int32_t *prompt, int32_t n_pro
     r->params = *params;
     r->params.stop = NULL;
     r->params.n_stop = 0;
+    r->params.prediction = NULL;
+    r->params.n_prediction = 0;
     r->n_prompt = n_prompt;
     r->cap_tokens = n_prompt + params->max_tokens;
     r->n_tokens = n_prompt;
@@ -97,6 +114,14 @@ sp_err sp_request_create(const sp_vocab *v, const int32_t *prompt, int32_t n_pro
     if (!r->tokens || !r->out_tokens)
         goto nomem;
     memcpy(r->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
+    if (params->n_prediction > 0) {
+        int32_t *pred = malloc((size_t)params->n_prediction * sizeof *pred);
+        if (!pred)
+            goto nomem;
+        memcpy(pred, params->prediction, (size_t)params->n_prediction * sizeof *pred);
+        r->params.prediction = pred;
+        r->params.n_prediction = params->n_prediction;
+    }
     if (params->n_logprobs > 0) {
         r->out_top_ids = malloc(mt * (size_t)params->n_logprobs * sizeof *r->out_top_ids);
         r->out_top_lps = malloc(mt * (size_t)params->n_logprobs * sizeof *r->out_top_lps);

@@ -56,6 +56,8 @@ typedef struct sp_req_params {
     int32_t deadline_ms;  // opt-in: the first token is wanted within this many ms of submission;
                           // a request that cannot make it is rejected early (finish "error",
                           // error SP_ERR_LIMIT) instead of being served late (0: none)
+    const int32_t *prediction; // the expected output (the API's predicted outputs; copied),
+    int32_t n_prediction;      // n_prediction tokens: drafts for speculative decoding
     int32_t stop_after;   // finish with reason "stop" after this many tokens, as an
                           // end-of-generation token would (0: off). Admission policies do not
                           // see it: benchmarks use it to give requests output lengths that
@@ -75,6 +77,8 @@ typedef struct sp_req_stats {
     int32_t n_cached;         // prompt tokens taken from the prefix cache at first admission
     int32_t n_generated;
     int32_t n_preemptions;
+    int32_t n_draft_accepted; // speculative draft tokens accepted (predicted outputs: the
+    int32_t n_draft_rejected; // accepted and rejected prediction tokens)
 } sp_req_stats;
 
 /* One generated token as published to the client. */

@@ -458,6 +458,29 @@ static sp_err chat_tokens(sp_api *a, const sp_oai_req *q, json_t *body, sp_token
     return err;
 }
 
+/* The tokens of a predicted output (oai.h's prediction: a string or text parts, validated),
+ * without a BOS token or special tokens, into *out (initialized, empty). */
+static sp_err prediction_tokens(const sp_api *a, json_t *content, sp_tokens *out, sp_diag *d) {
+    if (json_is_string(content))
+        return sp_tok_encode(a->v, json_string_value(content), json_string_length(content), false,
+                             false, out, d);
+    size_t i, len = 0;
+    json_t *part;
+    json_array_foreach(content, i, part) len += json_string_length(json_object_get(part, "text"));
+    char *text = malloc(len + 1);
+    if (!text)
+        return SP_ERR_NOMEM;
+    len = 0;
+    json_array_foreach(content, i, part) {
+        json_t *t = json_object_get(part, "text");
+        memcpy(text + len, json_string_value(t), json_string_length(t));
+        len += json_string_length(t);
+    }
+    sp_err err = sp_tok_encode(a->v, text, len, false, false, out, d);
+    free(text);
+    return err;
+}
+
 /* Creates the engine requests of one prompt's n choices. On failure answers the client and
  * returns false. */
 static bool add_choices(api_op *op, sp_http_conn *c, const sp_oai_req *q, size_t pi,
@@ -501,6 +524,21 @@ static bool add_choices(api_op *op, sp_http_conn *c, const sp_oai_req *q, size_t
     size_t echo_len = 0;
     sp_diag d;
     sp_diag_clear(&d);
+    sp_tokens pred; // the predicted output's tokens (sp_request_create copies them)
+    sp_tokens_init(&pred);
+    if (q->prediction) {
+        sp_err err = prediction_tokens(a, q->prediction, &pred, &d);
+        if (err == SP_ERR_NOMEM)
+            goto nomem;
+        if (err) {
+            sp__api_send_error(a, c, 400, "invalid_request_error", "prediction", NULL, NULL, path,
+                               "%s", d.msg);
+            sp_tokens_deinit(&pred);
+            return false;
+        }
+        p.prediction = pred.ids;
+        p.n_prediction = (int32_t)SP_MIN(pred.n, (size_t)1 << 24);
+    }
     if (q->echo && op->kind == SP_OAI_COMPLETION &&
         sp_tok_decode(a->v, toks->ids, toks->n, SP_DECODE_REMOVE_SPECIAL, &echo, &echo_len, &d) ==
             SP_ERR_NOMEM)
@@ -529,6 +567,7 @@ static bool add_choices(api_op *op, sp_http_conn *c, const sp_oai_req *q, size_t
             sp__api_send_error(a, c, 400, "invalid_request_error", d.param, NULL, NULL, path, "%s",
                                d.msg);
             free(echo);
+            sp_tokens_deinit(&pred);
             return false;
         }
         op->n_choices++;
@@ -543,9 +582,11 @@ static bool add_choices(api_op *op, sp_http_conn *c, const sp_oai_req *q, size_t
         }
     }
     free(echo);
+    sp_tokens_deinit(&pred);
     return true;
 nomem:
     free(echo);
+    sp_tokens_deinit(&pred);
     sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, path, "out of memory");
     return false;
 }

@@ -351,6 +351,29 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
     if (tool && !json_is_null(tool) && !json_is_string(tool))
         return bad(d, "tool", "'tool' must be a string (the tool the turn ends waiting on)");
     r.tool = json_is_string(tool) && json_string_length(tool) ? json_string_value(tool) : NULL;
+    json_t *pred = json_object_get(body, "prediction");
+    if (pred && !json_is_null(pred)) {
+        json_t *type = json_object_get(pred, "type"), *content = json_object_get(pred, "content");
+        if (!json_is_object(pred) || !json_is_string(type) ||
+            strcmp(json_string_value(type), "content"))
+            return bad(d, "prediction",
+                       "'prediction' must be an object {\"type\": \"content\", \"content\": ...}");
+        bool ok = json_is_string(content) || json_is_array(content);
+        size_t i;
+        json_t *part;
+        if (json_is_array(content))
+            json_array_foreach(content, i, part) {
+                json_t *pt = json_object_get(part, "type");
+                ok = ok && json_is_object(part) && json_is_string(pt) &&
+                     !strcmp(json_string_value(pt), "text") &&
+                     json_is_string(json_object_get(part, "text"));
+            }
+        if (!ok)
+            return bad(d, "prediction",
+                       "'prediction.content' must be a string or an array of "
+                       "{\"type\": \"text\", \"text\": string} parts");
+        r.prediction = content;
+    }
     json_t *sess = json_object_get(body, "session_id");
     if (sess && !json_is_null(sess) && !json_is_string(sess))
         return bad(d, "session_id", "'session_id' must be a string");

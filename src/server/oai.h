@@ -37,6 +37,8 @@ typedef struct sp_oai_req {
     const char *user;
     const char *session;   // "session_id" (extension), else "user": a multi-turn session
     const char *tool;      // "tool" (extension): the tool the turn ends waiting on
+    json_t *prediction;    // "prediction.content": the expected output, a string or an array of
+                           // text parts (validated), or NULL
 } sp_oai_req;
 
 /* Validates body (a JSON object, borrowed; the result points into it) for an endpoint. On

@@ -132,21 +132,26 @@ const char *sp__api_finish_reason(sp_finish f) {
 }
 
 json_t *sp__api_usage(const api_op *op) {
-    int64_t prompt = 0, gen = 0, cached = 0;
+    int64_t prompt = 0, gen = 0, cached = 0, accepted = 0, rejected = 0;
     for (int i = 0; i < op->n_choices; i++) {
         const api_choice *ch = &op->choices[i];
         sp_req_stats st;
         sp_request_stats(ch->req, &st);
         gen += st.n_generated;
+        accepted += st.n_draft_accepted;
+        rejected += st.n_draft_rejected;
         if (ch->first_of_prompt) {
             prompt += ch->n_prompt;
             cached += st.n_cached;
         }
     }
-    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)prompt,
-                     "completion_tokens", (json_int_t)gen, "total_tokens",
+    // The draft tokens checked (predicted outputs, or --spec's drafts) under OpenAI's names.
+    return json_pack("{s:I, s:I, s:I, s:{s:I}, s:{s:I, s:I, s:I}}", "prompt_tokens",
+                     (json_int_t)prompt, "completion_tokens", (json_int_t)gen, "total_tokens",
                      (json_int_t)(prompt + gen), "prompt_tokens_details", "cached_tokens",
-                     (json_int_t)cached);
+                     (json_int_t)cached, "completion_tokens_details", "reasoning_tokens",
+                     (json_int_t)0, "accepted_prediction_tokens", (json_int_t)accepted,
+                     "rejected_prediction_tokens", (json_int_t)rejected);
 }
 
 json_t *sp__api_logprobs(const api_op *op, const api_choice *ch, int32_t from, int32_t to) {

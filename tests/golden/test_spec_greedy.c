@@ -2,7 +2,10 @@
  * through the engine with prompt-lookup drafts of up to K tokens per step (K = 1, 3, 8), gives
  * llama.cpp's greedy tokens exactly, as without drafts (the forward pass is batch-invariant, so
  * a drafted position's logits are those of a plain decode); and drafts were accepted, so the
- * check is not vacuous. A small KV pool forces preemption in the middle for one of the runs. */
+ * check is not vacuous. A small KV pool forces preemption in the middle for one of the runs.
+ * Predicted outputs (drafts from the client's expected text, without --spec): the exact output
+ * is accepted nearly whole, a wrong one costs nothing but rejected drafts, and the output is the
+ * same either way. */
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -15,7 +18,9 @@
 
 enum { MAX_PROMPTS = 16, MAX_GEN = 128 };
 
-static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
+typedef enum { PRED_NONE, PRED_EXACT, PRED_WRONG } pred_mode;
+
+static void check_model_pred(const char *file, int32_t spec_k, int32_t kv_tokens, pred_mode pm) {
     char *gpath = sp_test_shared("models/golden-greedy.json"), rel[256];
     json_t *root = sp_test_load_json(gpath);
     json_t *entries = json_object_get(json_object_get(root, "models"), file);
@@ -52,6 +57,15 @@ static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
         p.max_tokens =
             (int32_t)json_array_size(json_object_get(json_array_get(entries, i), "greedy_tokens"));
         p.sample.temperature = 0;
+        int32_t pred[MAX_GEN];
+        if (pm != PRED_NONE) {
+            json_t *want = json_object_get(json_array_get(entries, i), "greedy_tokens");
+            p.n_prediction = (int32_t)json_array_size(want);
+            for (int32_t k = 0; k < p.n_prediction; k++) // wrong: the output backwards
+                pred[k] = (int32_t)json_integer_value(
+                    json_array_get(want, (size_t)(pm == PRED_EXACT ? k : p.n_prediction - 1 - k)));
+            p.prediction = pred;
+        }
         assert_int_equal(sp_request_create(v, prompt, n_prompt, &p, &reqs[i], &d), SP_OK);
         assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
     }
@@ -81,10 +95,23 @@ static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
         if (match != (int)json_array_size(want) || rd.n_new_tokens != match)
             fail_msg("%s, K=%d, prompt %zu: %d of %zu greedy tokens match (got %d)", file, spec_k,
                      i, match, json_array_size(want), rd.n_new_tokens);
+        sp_req_stats rs;
+        sp_request_stats(reqs[i], &rs);
+        // Every token after the first (which the prompt's step makes) was a draft when the
+        // prediction was the output: all accepted but the ones a step's last row produced.
+        if (pm == PRED_EXACT)
+            assert_true(rs.n_draft_accepted >= (rd.n_new_tokens - 1) * 8 / 9 - 1 &&
+                        rs.n_draft_rejected == 0);
+        if (pm == PRED_WRONG)
+            assert_true(rs.n_draft_rejected > 0);
         sp_request_release(reqs[i]);
     }
     assert_true(st.spec_drafts > 0);
-    assert_true(st.spec_accepted_tokens > 0 && st.spec_accepted_tokens <= st.spec_draft_tokens);
+    if (pm == PRED_EXACT)
+        assert_int_equal(st.spec_accepted_tokens, st.spec_draft_tokens);
+    assert_true(st.spec_accepted_tokens <= st.spec_draft_tokens);
+    if (pm != PRED_WRONG) // a backwards prediction may be rejected throughout
+        assert_true(st.spec_accepted_tokens > 0);
     if (kv_tokens)
         assert_true(st.preemptions > 0);
     sp_engine_destroy(e);
@@ -93,6 +120,17 @@ static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
     json_decref(root);
     free(path);
     free(gpath);
+}
+
+static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
+    check_model_pred(file, spec_k, kv_tokens, PRED_NONE);
+}
+
+static void test_predicted_outputs(void **s) {
+    (void)s;
+    check_model_pred("stories260K.gguf", 0, 0, PRED_EXACT);
+    check_model_pred("stories260K.gguf", 0, 0, PRED_WRONG);
+    check_model_pred("TinyStories-656K-Q8_0.gguf", 0, 0, PRED_EXACT);
 }
 
 static void test_stories260k(void **s) {
@@ -118,10 +156,9 @@ static void test_preemption_in_the_middle(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stories260k),
-        cmocka_unit_test(test_656k_f32),
-        cmocka_unit_test(test_656k_q8_0),
-        cmocka_unit_test(test_preemption_in_the_middle),
+        cmocka_unit_test(test_stories260k),       cmocka_unit_test(test_656k_f32),
+        cmocka_unit_test(test_656k_q8_0),         cmocka_unit_test(test_preemption_in_the_middle),
+        cmocka_unit_test(test_predicted_outputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

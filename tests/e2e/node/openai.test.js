@@ -163,6 +163,31 @@ test('seed: same seed, same text; another seed, another text', async () => {
   assert.notEqual(a.choices[0].text, c.choices[0].text);
 });
 
+test('predicted outputs: the same text, the prediction tokens accepted; a wrong one only rejected', async () => {
+  const ask = (prediction) => client.chat.completions.create({
+    model: 'x', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 48,
+    temperature: 0, ...(prediction === undefined ? {} : { prediction }),
+  });
+  const plain = await ask();
+  const text = plain.choices[0].message.content;
+  assert.equal(plain.usage.completion_tokens_details.accepted_prediction_tokens, 0);
+  const right = await ask({ type: 'content', content: text });
+  assert.equal(right.choices[0].message.content, text);
+  const d = right.usage.completion_tokens_details;
+  assert.ok(d.accepted_prediction_tokens >= right.usage.completion_tokens / 2, JSON.stringify(d));
+  const parts = await ask({ type: 'content', content: [{ type: 'text', text: 'The dog ran. ' },
+    { type: 'text', text: 'The end.' }] });
+  assert.equal(parts.choices[0].message.content, text);
+  await assert.rejects(
+    ask({ type: 'content', content: 42 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'prediction',
+  );
+  await assert.rejects(
+    ask({ type: 'text', content: 'x' }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'prediction',
+  );
+});
+
 test('errors arrive as the SDK error classes with OpenAI shapes', async () => {
   await assert.rejects(
     client.completions.create({ model: 'x', prompt: 'Hi', temperature: 5 }),
