@@ -28,7 +28,7 @@ typedef struct bench_opts {
     int32_t n_threads;
     uint64_t seed;
     bool latency; // --prefer latency: stall-free steps as in serve
-    int32_t spec_k; // --spec fixed:K
+    sp_engine_opts spec; // --spec: its spec_k and spec_auto
 } bench_opts;
 
 typedef struct step_acc {
@@ -42,7 +42,8 @@ static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: spindle bench -m MODEL.gguf [--requests N] [--prompt-len L] [--gen-len G]\n"
             "                     [--concurrency C ...] [--max-batch-tokens N] [--kv-memory SIZE]\n"
-            "                     [--prefer throughput|latency] [--spec off|fixed:K] [--seed S]\n"
+            "                     [--prefer throughput|latency] [--spec off|auto|fixed:K]\n"
+            "                     [--seed S]\n"
             "                     [-t N]\n\n"
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
@@ -58,7 +59,7 @@ static void bench_usage(FILE *f) {
             "  --prefer WHAT         throughput (default: prompts in whole chunks, as an offline\n"
             "                        job runs them) or latency (the stall-free steps of serve:\n"
             "                        prompts arriving among decodes are split to a time budget)\n"
-            "  --spec MODE           speculative decoding, as in serve: off (default) or\n"
+            "  --spec MODE           speculative decoding, as in serve: off (default), auto, or\n"
             "                        fixed:K (prompt-lookup drafts of up to K tokens)\n"
             "  -t, --threads N       compute threads (default: all cores)\n"
             "  --seed S              prompt seed (default 1)\n");
@@ -94,7 +95,8 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
         eo.kv_tokens = conc * (o->prompt_len + o->gen_len + 32);
     eo.prefix_cache = false; // random prompts: nothing to share; measure the compute
     eo.prefer_throughput = !o->latency;
-    eo.spec_k = o->spec_k;
+    eo.spec_k = o->spec.spec_k;
+    eo.spec_auto = o->spec.spec_auto;
     eo.on_step = on_step;
     eo.hook_ctx = &acc;
     sp_engine *e;
@@ -214,7 +216,7 @@ int sp_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--kv-memory"))
             ok = sp_parse_size(v, &o.kv_bytes);
         else if (!strcmp(a, "--spec"))
-            ok = sp_parse_spec(v, &o.spec_k);
+            ok = sp_parse_spec(v, &o.spec);
         else if (!strcmp(a, "--prefer")) {
             ok = !strcmp(v, "throughput") || !strcmp(v, "latency");
             o.latency = !strcmp(v, "latency");

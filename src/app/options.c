@@ -37,9 +37,10 @@ bool sp_parse_size(const char *s, int64_t *out) {
     return true;
 }
 
-bool sp_parse_spec(const char *s, int32_t *k) {
-    if (!strcmp(s, "off")) {
-        *k = 0;
+bool sp_parse_spec(const char *s, sp_engine_opts *o) {
+    if (!strcmp(s, "off") || !strcmp(s, "auto")) {
+        o->spec_auto = !strcmp(s, "auto");
+        o->spec_k = o->spec_auto ? (o->spec_k ? o->spec_k : SP_SPEC_AUTO_MAX) : 0;
         return true;
     }
     if (strncmp(s, "fixed:", 6) || !s[6])
@@ -48,7 +49,8 @@ bool sp_parse_spec(const char *s, int32_t *k) {
     const long n = strtol(s + 6, &end, 10);
     if (*end || n < 1 || n > SP_ENGINE_MAX_SPEC)
         return false;
-    *k = (int32_t)n;
+    o->spec_k = (int32_t)n;
+    o->spec_auto = false;
     return true;
 }
 
@@ -68,12 +70,16 @@ void sp_engine_options_usage(FILE *f) {
             "  --prefer WHAT           latency (default: stall-free steps as above) or\n"
             "                          throughput (no time budget: whole chunks, for offline\n"
             "                          jobs)\n"
-            "  --spec MODE             speculative decoding: off (default) or fixed:K (1-16):\n"
-            "                          each decode carries up to K draft tokens found by\n"
+            "  --spec MODE             speculative decoding: off (default), fixed:K (1-16) or\n"
+            "                          auto: each decode carries up to K draft tokens found by\n"
             "                          prompt lookup (what followed the latest earlier\n"
             "                          occurrence of its last tokens in the prompt and\n"
             "                          output), checked in the same step; greedy output is\n"
-            "                          unchanged, sampled output keeps its distribution\n"
+            "                          unchanged, sampled output keeps its distribution. auto\n"
+            "                          sizes each request's draft every step (0 to\n"
+            "                          --spec-max) for the most tokens per second of step\n"
+            "                          time, from its acceptance so far\n"
+            "  --spec-max K            longest draft of --spec auto (default 8)\n"
             "  --step-log FILE         append one JSON line per engine step to FILE: its\n"
             "                          decode and prompt tokens, logits rows, attended KV\n"
             "                          positions, the step-time model's prediction, the\n"
@@ -102,7 +108,7 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     }
     static const char *const with_value[] = {
         "--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
-        "--max-batch-tokens", "--max-step-ms", "--prefer", "--spec", "--step-log", "--max-seqs",
+        "--max-batch-tokens", "--max-step-ms", "--prefer", "--spec", "--spec-max", "--step-log", "--max-seqs",
         "-c", "--ctx", "-t", "--threads"};
     bool known = false;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
@@ -149,7 +155,9 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
         ok = !strcmp(v, "latency") || !strcmp(v, "throughput");
         o->prefer_throughput = !strcmp(v, "throughput");
     } else if (!strcmp(a, "--spec")) {
-        ok = sp_parse_spec(v, &o->spec_k);
+        ok = sp_parse_spec(v, o);
+    } else if (!strcmp(a, "--spec-max")) {
+        ok = num && n <= SP_ENGINE_MAX_SPEC && ((o->spec_k = (int32_t)n), true);
     } else if (!strcmp(a, "--step-log")) {
         o->step_log = v;
     } else if (!strcmp(a, "--max-batch-tokens"))

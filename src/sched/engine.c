@@ -156,12 +156,17 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     e->spare_rows = (int32_t)(R - S);
     e->b_draft = malloc(S * SP_ENGINE_MAX_SPEC * sizeof *e->b_draft);
     e->b_ndraft = calloc(S, sizeof *e->b_ndraft);
+    e->d_reqs = malloc(S * sizeof *e->d_reqs);
+    e->d_tokens = malloc(S * SP_ENGINE_MAX_SPEC * sizeof *e->d_tokens);
+    e->d_len = malloc(S * sizeof *e->d_len);
+    e->d_avail = malloc(S * sizeof *e->d_avail);
     e->views = malloc(S * sizeof *e->views);
     e->b_cand = malloc(S * sizeof *e->b_cand);
     e->logits = malloc(R * (size_t)m->hp.n_vocab * sizeof *e->logits);
     e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_rows || !e->b_tables || !e->b_nblocks ||
-        !e->b_reqs || !e->b_chunk || !e->b_out_seq || !e->b_draft || !e->b_ndraft || !e->views ||
+        !e->b_reqs || !e->b_chunk || !e->b_out_seq || !e->b_draft || !e->b_ndraft || !e->d_reqs ||
+        !e->d_tokens || !e->d_len || !e->d_avail || !e->views ||
         !e->b_cand || !e->logits) {
         err = SP_ERR_NOMEM;
         goto fail;
@@ -591,6 +596,50 @@ static int32_t prefill_candidates(sp_engine *e) {
     return n;
 }
 
+/* --spec auto: chooses each collected decode's draft length d_len[i] (at most the drafted
+ * tokens it has) for the most expected tokens per second of step time (SmartSpec's goodput).
+ * A request's draft tokens are each accepted with probability a, its acceptance estimate
+ * ((accepted + 1) / (accepted + cut short + 2), decayed counts), so its j-th draft token adds
+ * a^j expected tokens; each costs the step-time model's price of one more token (its logits
+ * row, and its attended positions). Starting from no drafts (one token per decode), the draft
+ * token with the best gain per microsecond is added while that ratio beats the step's
+ * expected tokens per microsecond so far. A request that got no draft for 8 decodes gets one
+ * token anyway, so that its estimate can recover. */
+static void size_drafts(sp_engine *e, int32_t n) {
+    const double *c = e->steptime.coef;
+    sp_step_shape base = {.n_decode = n, .n_out = n};
+    for (int32_t i = 0; i < n; i++)
+        base.n_attn += e->d_reqs[i]->n_tokens;
+    double t = sp_steptime_predict(&e->steptime, base), tokens = n;
+    for (int32_t i = 0; i < n; i++) {
+        e->d_avail[i] = e->d_len[i];
+        e->d_len[i] = 0;
+    }
+    for (;;) {
+        int32_t best = -1;
+        double best_gain = 0, best_cost = 1;
+        for (int32_t i = 0; i < n; i++) {
+            const sp_request *r = e->d_reqs[i];
+            if (e->d_len[i] >= e->d_avail[i])
+                continue;
+            const double a = (r->spec_acc + 1) / (r->spec_acc + r->spec_rej + 2);
+            const double gain = pow(a, e->d_len[i] + 1);
+            const double cost =
+                c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1) + 1e-3;
+            if (best < 0 || gain * best_cost > best_gain * cost)
+                best = i, best_gain = gain, best_cost = cost;
+        }
+        if (best < 0 || best_gain * t <= tokens * best_cost)
+            break;
+        e->d_len[best]++;
+        tokens += best_gain;
+        t += best_cost;
+    }
+    for (int32_t i = 0; i < n; i++)
+        if (e->d_len[i] == 0 && e->d_avail[i] > 0 && e->d_reqs[i]->spec_idle >= 8)
+            e->d_len[i] = 1;
+}
+
 /* Feeds a measured step to the step-time model and publishes how well it predicted. */
 static void learn_step_time(sp_engine *e, double predicted, double measured, double budget) {
     sp_steptime_observe(&e->steptime, e->shape, measured);
@@ -618,31 +667,43 @@ bool sp_engine_step(sp_engine *e) {
     int32_t budget = e->o.max_batch_tokens, spare = e->spare_rows;
     e->shape = (sp_step_shape){0};
 
-    // 1. One decode token for every running request whose prompt is done, oldest first.
-    for (sp_request *r = e->running.head; r && budget > 0 && n_seq < e->o.max_seqs;) {
+    // 1. One decode token for every running request whose prompt is done, oldest first, each
+    // with its draft tokens: with --spec, or for a request with a predicted output (up to
+    // SP_ENGINE_PRED_K then), within the token budget and the spare logits rows. The decodes
+    // are collected first, so that --spec auto can size every draft knowing them all.
+    int32_t n_dec = 0;
+    for (sp_request *r = e->running.head; r && budget > 0 && n_dec < e->o.max_seqs;) {
         sp_request *next = r->next;
         if (r->n_tokens - r->n_computed == 1 && r->n_generated > 0) {
             int32_t need = r->n_tokens - r->seq.n_tokens;
             bool ok = need <= 0 || sp__sched_reserve(e, r, need, &n_preempted);
             if (ok) {
-                // Drafts with --spec, or for a request with a predicted output (up to
-                // SP_ENGINE_PRED_K then), within the token budget and the spare logits rows.
-                int32_t draft[SP_ENGINE_MAX_SPEC], k = 0;
-                const int32_t want = e->o.spec_k         ? e->o.spec_k
+                const int32_t want = e->o.spec_k           ? e->o.spec_k
                                      : r->params.n_prediction ? SP_ENGINE_PRED_K
                                                               : 0;
+                int32_t *draft = e->d_tokens + (size_t)n_dec * SP_ENGINE_MAX_SPEC, k = 0;
                 if (want)
                     k = draft_for(e, r, SP_MIN(want, SP_MIN(budget - 1, spare)), draft);
                 spare -= k;
-                add_chunk(e, r, 1, draft, k, &n_tok, &n_seq, &n_out);
                 budget -= 1 + k;
-                n_decode++;
+                e->d_reqs[n_dec] = r;
+                e->d_len[n_dec++] = k;
             }
             // The list may have lost its tail to preemption; r itself may be gone.
             next = r->state == SP__REQ_RUNNING ? r->next : NULL;
         }
         r = next;
     }
+    if (e->o.spec_auto)
+        size_drafts(e, n_dec);
+    for (int32_t i = 0; i < n_dec; i++) {
+        sp_request *r = e->d_reqs[i];
+        r->spec_idle = e->d_len[i] ? 0 : r->spec_idle + 1;
+        add_chunk(e, r, 1, e->d_tokens + (size_t)i * SP_ENGINE_MAX_SPEC, e->d_len[i], &n_tok,
+                  &n_seq, &n_out);
+        n_decode++;
+    }
+    budget = e->o.max_batch_tokens - n_tok;
     // 2. New requests from the waiting queue, in order, while they are admitted and the prompts
     // admitted but not yet computed fit in one step's token budget, each counting for at most a
     // quarter of it (admission reserves their blocks: no more of them than can start soon; but a
@@ -731,6 +792,10 @@ bool sp_engine_step(sp_engine *e) {
                     r->n_computed++;
             }
             n_accepted += acc;
+            if (running && nd > 0) {
+                r->spec_acc = 0.9 * r->spec_acc + acc;
+                r->spec_rej = 0.9 * r->spec_rej + (acc < nd);
+            }
             if (running && acc > 0)
                 sp_kv_seq_commit(e->pool, &r->seq, r->tokens, r->n_computed);
         }
@@ -931,6 +996,10 @@ void sp_engine_destroy(sp_engine *e) {
     free(e->b_out_seq);
     free(e->b_draft);
     free(e->b_ndraft);
+    free(e->d_reqs);
+    free(e->d_tokens);
+    free(e->d_len);
+    free(e->d_avail);
     free(e->views);
     free(e->b_cand);
     free(e->logits);

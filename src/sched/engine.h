@@ -102,6 +102,9 @@ typedef struct sp_engine_opts {
     int32_t spec_k;       // speculative decoding: up to this many draft tokens per decode and
                           // step, drafted by prompt lookup over the request's prompt and output
                           // and checked in the same batched step (0, the default: off)
+    bool spec_auto;       // with spec_k: each step, each request's draft length (0..spec_k)
+                          // chosen for the most expected tokens per second of step time, from
+                          // its acceptance so far and the step-time model
     const char *step_log; // append one JSON line per step to this file (its tokens by kind,
                           // attended positions, predicted and measured time, budget); NULL:
                           // none

@@ -52,6 +52,10 @@ struct sp_engine {
     int32_t *b_out_seq;       // (max_seqs (1 + spec_k)) batch sequence of each output row
     int32_t *b_draft;         // (max_seqs, SP_ENGINE_MAX_SPEC) each sequence's draft tokens
     int32_t spare_rows;       // logits rows beyond one per sequence, for draft tokens
+    sp_request **d_reqs;      // (max_seqs) the step's decodes, collected before they are added
+    int32_t *d_tokens;        // (max_seqs, SP_ENGINE_MAX_SPEC) their drafts
+    int32_t *d_len;           // (max_seqs) the draft tokens each carries
+    int32_t *d_avail;         // (max_seqs) the draft tokens each has (--spec auto)
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
     float *logits;            // (max_seqs (1 + spec_k), n_vocab)
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy

@@ -29,6 +29,9 @@ struct sp_request {
     int32_t n_computed;     // tokens whose keys and values are in the cache
     int32_t n_generated;
     bool guard;             // resumed after preemption: not preemptible until prefilled
+    double spec_acc, spec_rej; // decayed counts of accepted draft tokens and of drafts cut
+                               // short by a rejection: the acceptance estimate of --spec auto
+    int32_t spec_idle;         // decodes since this request last carried a draft
     uint64_t session;       // session of this turn (params.session_id, or matched by history)
     uint64_t scheduled_step; // the last engine step whose batch includes this request
     bool seq_ready;         // seq is initialized

@@ -20,7 +20,8 @@ enum { MAX_PROMPTS = 16, MAX_GEN = 128 };
 
 typedef enum { PRED_NONE, PRED_EXACT, PRED_WRONG } pred_mode;
 
-static void check_model_pred(const char *file, int32_t spec_k, int32_t kv_tokens, pred_mode pm) {
+static uint64_t check_model_pred(const char *file, int32_t spec_k, bool spec_auto,
+                                 int32_t kv_tokens, pred_mode pm) {
     char *gpath = sp_test_shared("models/golden-greedy.json"), rel[256];
     json_t *root = sp_test_load_json(gpath);
     json_t *entries = json_object_get(json_object_get(root, "models"), file);
@@ -37,6 +38,7 @@ static void check_model_pred(const char *file, int32_t spec_k, int32_t kv_tokens
     sp_engine_opts o = sp_engine_opts_default();
     o.n_threads = 1;
     o.spec_k = spec_k;
+    o.spec_auto = spec_auto;
     o.kv_tokens = kv_tokens;
     if (kv_tokens) // admit while the prompt fits: decodes then run out of blocks
         snprintf(o.admission, sizeof o.admission, "aggressive");
@@ -120,17 +122,32 @@ static void check_model_pred(const char *file, int32_t spec_k, int32_t kv_tokens
     json_decref(root);
     free(path);
     free(gpath);
+    return st.spec_draft_tokens;
 }
 
 static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
-    check_model_pred(file, spec_k, kv_tokens, PRED_NONE);
+    (void)check_model_pred(file, spec_k, false, kv_tokens, PRED_NONE);
 }
 
 static void test_predicted_outputs(void **s) {
     (void)s;
-    check_model_pred("stories260K.gguf", 0, 0, PRED_EXACT);
-    check_model_pred("stories260K.gguf", 0, 0, PRED_WRONG);
-    check_model_pred("TinyStories-656K-Q8_0.gguf", 0, 0, PRED_EXACT);
+    (void)check_model_pred("stories260K.gguf", 0, false, 0, PRED_EXACT);
+    (void)check_model_pred("stories260K.gguf", 0, false, 0, PRED_WRONG);
+    (void)check_model_pred("TinyStories-656K-Q8_0.gguf", 0, false, 0, PRED_EXACT);
+}
+
+/* --spec auto: draft lengths chosen per request and step; the tokens are still the goldens. A
+ * drafter that is always wrong (a backwards prediction) soon gets few draft tokens checked: a
+ * small fraction of what fixed:8 spends on it. */
+static void test_auto(void **s) {
+    (void)s;
+    (void)check_model_pred("stories260K.gguf", 8, true, 0, PRED_NONE);
+    (void)check_model_pred("TinyStories-656K-F32.gguf", 4, true, 0, PRED_NONE);
+    const uint64_t fixed = check_model_pred("stories260K.gguf", 8, false, 0, PRED_WRONG);
+    const uint64_t autok = check_model_pred("stories260K.gguf", 8, true, 0, PRED_WRONG);
+    if (!(autok * 4 < fixed))
+        fail_msg("draft tokens checked for a wrong drafter: auto %llu, fixed:8 %llu",
+                 (unsigned long long)autok, (unsigned long long)fixed);
 }
 
 static void test_stories260k(void **s) {
@@ -158,7 +175,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories260k),       cmocka_unit_test(test_656k_f32),
         cmocka_unit_test(test_656k_q8_0),         cmocka_unit_test(test_preemption_in_the_middle),
-        cmocka_unit_test(test_predicted_outputs),
+        cmocka_unit_test(test_predicted_outputs), cmocka_unit_test(test_auto),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
