@@ -596,6 +596,8 @@ static int32_t prefill_candidates(sp_engine *e) {
     return n;
 }
 
+enum { SPEC_PROBE_EVERY = 32 }; // decodes without a draft before --spec auto tries one token
+
 /* --spec auto: chooses each collected decode's draft length d_len[i] (at most the drafted
  * tokens it has) for the most expected tokens per second of step time (SmartSpec's goodput).
  * A request's draft tokens are each accepted with probability a, its acceptance estimate
@@ -603,8 +605,8 @@ static int32_t prefill_candidates(sp_engine *e) {
  * a^j expected tokens; each costs the step-time model's price of one more token (its logits
  * row, and its attended positions). Starting from no drafts (one token per decode), the draft
  * token with the best gain per microsecond is added while that ratio beats the step's
- * expected tokens per microsecond so far. A request that got no draft for 8 decodes gets one
- * token anyway, so that its estimate can recover. */
+ * expected tokens per microsecond so far. A request that got no draft for SPEC_PROBE_EVERY
+ * decodes gets one token anyway, so that its estimate can recover. */
 static void size_drafts(sp_engine *e, int32_t n) {
     const double *c = e->steptime.coef;
     sp_step_shape base = {.n_decode = n, .n_out = n};
@@ -636,7 +638,8 @@ static void size_drafts(sp_engine *e, int32_t n) {
         t += best_cost;
     }
     for (int32_t i = 0; i < n; i++)
-        if (e->d_len[i] == 0 && e->d_avail[i] > 0 && e->d_reqs[i]->spec_idle >= 8)
+        if (e->d_len[i] == 0 && e->d_avail[i] > 0 &&
+            e->d_reqs[i]->spec_idle >= SPEC_PROBE_EVERY)
             e->d_len[i] = 1;
 }
 

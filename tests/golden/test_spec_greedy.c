@@ -108,11 +108,12 @@ static uint64_t check_model_pred(const char *file, int32_t spec_k, bool spec_aut
             assert_true(rs.n_draft_rejected > 0);
         sp_request_release(reqs[i]);
     }
-    assert_true(st.spec_drafts > 0);
+    // auto may find drafting not worth its cost on a model this small; the others draft.
+    assert_true(spec_auto || st.spec_drafts > 0);
     if (pm == PRED_EXACT)
         assert_int_equal(st.spec_accepted_tokens, st.spec_draft_tokens);
     assert_true(st.spec_accepted_tokens <= st.spec_draft_tokens);
-    if (pm != PRED_WRONG) // a backwards prediction may be rejected throughout
+    if (pm != PRED_WRONG && !spec_auto) // a backwards prediction may be rejected throughout
         assert_true(st.spec_accepted_tokens > 0);
     if (kv_tokens)
         assert_true(st.preemptions > 0);
@@ -143,6 +144,9 @@ static void test_auto(void **s) {
     (void)s;
     (void)check_model_pred("stories260K.gguf", 8, true, 0, PRED_NONE);
     (void)check_model_pred("TinyStories-656K-F32.gguf", 4, true, 0, PRED_NONE);
+    // A perfect drafter (the exact output as the prediction) is used: auto drafts and every
+    // draft is accepted.
+    assert_true(check_model_pred("TinyStories-656K-F32.gguf", 8, true, 0, PRED_EXACT) > 0);
     const uint64_t fixed = check_model_pred("stories260K.gguf", 8, false, 0, PRED_WRONG);
     const uint64_t autok = check_model_pred("stories260K.gguf", 8, true, 0, PRED_WRONG);
     if (!(autok * 4 < fixed))
