@@ -29,6 +29,7 @@ typedef struct bench_opts {
     uint64_t seed;
     bool latency; // --prefer latency: stall-free steps as in serve
     sp_engine_opts spec; // --spec: its spec_k and spec_auto
+    double predict;      // --predict P (0: none)
 } bench_opts;
 
 typedef struct step_acc {
@@ -43,8 +44,7 @@ static void bench_usage(FILE *f) {
             "usage: spindle bench -m MODEL.gguf [--requests N] [--prompt-len L] [--gen-len G]\n"
             "                     [--concurrency C ...] [--max-batch-tokens N] [--kv-memory SIZE]\n"
             "                     [--prefer throughput|latency] [--spec off|auto|fixed:K]\n"
-            "                     [--seed S]\n"
-            "                     [-t N]\n\n"
+            "                     [--predict P] [--seed S] [-t N]\n\n"
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
             "tokens/s (steps with only prompt tokens), aggregate decode tokens/s (steps with only\n"
@@ -61,6 +61,10 @@ static void bench_usage(FILE *f) {
             "                        prompts arriving among decodes are split to a time budget)\n"
             "  --spec MODE           speculative decoding, as in serve: off (default), auto, or\n"
             "                        fixed:K (prompt-lookup drafts of up to K tokens)\n"
+            "  --predict P           each request sends a predicted output (the API's\n"
+            "                        prediction): its own greedy output, found by an untimed\n"
+            "                        first pass, each token kept with probability P (0-1]\n"
+            "                        and otherwise a random one\n"
             "  -t, --threads N       compute threads (default: all cores)\n"
             "  --seed S              prompt seed (default 1)\n");
 }
@@ -81,6 +85,88 @@ static void on_step(void *ctx, const sp_engine_step_info *info) {
         a->mixed_us += dt;
         a->mixed_tokens += (uint64_t)info->n_tokens;
     }
+}
+
+/* Runs the n_requests prompts (prompts[i], prompt_len tokens each) through e, conc at a time;
+ * with preds, request i gets the predicted output preds[i] (gen_len tokens); with outs, its
+ * output tokens go to outs[i] (gen_len). The wall time to *wall_s. Returns 0, or 1 after a
+ * message. */
+static int run_pass(sp_engine *e, const bench_opts *o, const sp_vocab *v, int32_t conc,
+                    const int32_t *prompts, const int32_t *preds, int32_t *outs, step_acc *acc,
+                    double *wall_s) {
+    sp_request **reqs = calloc((size_t)o->n_requests, sizeof *reqs);
+    if (!reqs)
+        return 1;
+    int32_t submitted = 0, finished = 0, in_flight = 0;
+    int rc = 0;
+    sp_diag d;
+    sp_diag_clear(&d);
+    int64_t t0 = sp_time_us();
+    acc->t_last = t0;
+    while (finished < o->n_requests) {
+        while (in_flight < conc && submitted < o->n_requests) {
+            sp_req_params p = sp_req_params_default();
+            p.max_tokens = o->gen_len;
+            p.ignore_eos = true;
+            p.sample.temperature = 0.0f;
+            if (preds) {
+                p.prediction = preds + (size_t)submitted * (size_t)o->gen_len;
+                p.n_prediction = o->gen_len;
+            }
+            sp_request *r;
+            sp_err err;
+            if ((err = sp_request_create(v, prompts + (size_t)submitted * (size_t)o->prompt_len,
+                                         o->prompt_len, &p, &r, &d)) ||
+                (err = sp_engine_submit(e, r, &d))) {
+                fprintf(stderr, "spindle bench: cannot submit: %s\n", d.msg);
+                rc = 1;
+                goto done;
+            }
+            reqs[submitted++] = r;
+            in_flight++;
+        }
+        acc->t_last = sp_time_us();
+        sp_engine_step(e);
+        sp_engine_stats st;
+        sp_engine_stats_get(e, &st);
+        acc->max_blocks = SP_MAX(acc->max_blocks, st.n_blocks_used);
+        for (sp_request *r = sp_engine_take_ready(e); r;) {
+            sp_request *next = sp_request_next_ready(r);
+            sp_req_stats rst;
+            sp_request_stats(r, &rst);
+            if (rst.t_end_us) {
+                finished++;
+                in_flight--;
+            }
+            sp_request_release(r);
+            r = next;
+        }
+        if (isatty(2))
+            fprintf(stderr, "\rconcurrency %3d: %d/%d requests done", conc, finished,
+                    o->n_requests);
+    }
+    *wall_s = (double)(sp_time_us() - t0) / 1e6;
+    for (int32_t i = 0; outs && i < submitted; i++) {
+        sp_req_cursor cur = {0};
+        sp_req_token toks[1024];
+        sp_req_read rd;
+        int32_t n = 0;
+        do {
+            if (sp_request_read(reqs[i], &cur, toks, 1024, NULL, NULL, NULL, NULL, NULL, &rd)) {
+                rc = 1;
+                goto done;
+            }
+            for (int32_t k = 0; k < rd.n_new_tokens && n < o->gen_len; k++)
+                outs[(size_t)i * (size_t)o->gen_len + (size_t)n++] = toks[k].id;
+        } while (rd.n_new_tokens > 0);
+        for (; n < o->gen_len; n++) // (an output cut short: the prediction ends in token 0s)
+            outs[(size_t)i * (size_t)o->gen_len + (size_t)n] = 0;
+    }
+done:
+    for (int32_t i = 0; i < submitted; i++)
+        sp_request_release(reqs[i]);
+    free(reqs);
+    return rc;
 }
 
 static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, int32_t conc) {
@@ -107,61 +193,37 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
         fprintf(stderr, "spindle bench: %s: %s\n", sp_err_str(err), d.msg);
         return 1;
     }
-    int32_t *prompt = malloc((size_t)o->prompt_len * sizeof *prompt);
-    sp_request **reqs = calloc((size_t)o->n_requests, sizeof *reqs);
-    if (!prompt || !reqs) {
-        free(prompt);
-        free(reqs);
-        sp_engine_destroy(e);
-        return 1;
-    }
+    const size_t n_req = (size_t)o->n_requests, G = (size_t)o->gen_len;
+    int32_t *prompts = malloc(n_req * (size_t)o->prompt_len * sizeof *prompts);
+    int32_t *preds = o->predict > 0 ? malloc(n_req * G * sizeof *preds) : NULL;
+    int rc = 1;
+    if (!prompts || (o->predict > 0 && !preds))
+        goto done;
     uint64_t rs = o->seed * 7919 + (uint64_t)conc;
     const int32_t V = (int32_t)sp_vocab_n_tokens(v);
-    int32_t submitted = 0, finished = 0, in_flight = 0;
-    int rc = 0;
-    int64_t t0 = sp_time_us();
-    acc.t_last = t0;
-    while (finished < o->n_requests) {
-        while (in_flight < conc && submitted < o->n_requests) {
-            for (int32_t i = 0; i < o->prompt_len; i++) {
-                rs = rs * 6364136223846793005ull + 1442695040888963407ull;
-                prompt[i] = (int32_t)((rs >> 33) % (uint64_t)V);
-            }
-            sp_req_params p = sp_req_params_default();
-            p.max_tokens = o->gen_len;
-            p.ignore_eos = true;
-            p.sample.temperature = 0.0f;
-            sp_request *r;
-            if ((err = sp_request_create(v, prompt, o->prompt_len, &p, &r, &d)) ||
-                (err = sp_engine_submit(e, r, &d))) {
-                fprintf(stderr, "spindle bench: cannot submit: %s\n", d.msg);
-                rc = 1;
-                goto done;
-            }
-            reqs[submitted++] = r;
-            in_flight++;
-        }
-        acc.t_last = sp_time_us();
-        sp_engine_step(e);
-        sp_engine_stats st;
-        sp_engine_stats_get(e, &st);
-        acc.max_blocks = SP_MAX(acc.max_blocks, st.n_blocks_used);
-        for (sp_request *r = sp_engine_take_ready(e); r;) {
-            sp_request *next = sp_request_next_ready(r);
-            sp_req_stats rst;
-            sp_request_stats(r, &rst);
-            if (rst.t_end_us) {
-                finished++;
-                in_flight--;
-            }
-            sp_request_release(r);
-            r = next;
-        }
-        if (isatty(2))
-            fprintf(stderr, "\rconcurrency %3d: %d/%d requests done", conc, finished,
-                    o->n_requests);
+    for (size_t i = 0; i < n_req * (size_t)o->prompt_len; i++) {
+        rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+        prompts[i] = (int32_t)((rs >> 33) % (uint64_t)V);
     }
-    double wall = (double)(sp_time_us() - t0) / 1e6;
+    // --predict P: a first, untimed pass finds each request's (greedy) output; the timed pass
+    // then sends it as the prediction, each token kept with probability P, else replaced by a
+    // random token.
+    double wall = 0;
+    if (preds) {
+        if (run_pass(e, o, v, conc, prompts, NULL, preds, &acc, &wall))
+            goto done;
+        for (size_t i = 0; i < n_req * G; i++) {
+            rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+            if ((double)(rs >> 11) / 9007199254740992.0 >= o->predict) {
+                rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+                preds[i] = (int32_t)((rs >> 33) % (uint64_t)V);
+            }
+        }
+        acc = (step_acc){0};
+    }
+    if (run_pass(e, o, v, conc, prompts, preds, NULL, &acc, &wall))
+        goto done;
+    rc = 0;
     if (isatty(2))
         fprintf(stderr, "\r%60s\r", "");
     uint64_t total_steps = acc.steps;
@@ -173,11 +235,9 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
            (double)o->n_requests * o->gen_len / wall);
     fflush(stdout);
 done:
-    for (int32_t i = 0; i < submitted; i++)
-        sp_request_release(reqs[i]);
     sp_engine_destroy(e);
-    free(reqs);
-    free(prompt);
+    free(prompts);
+    free(preds);
     return rc;
 }
 
@@ -217,6 +277,10 @@ int sp_cmd_bench(int argc, char **argv) {
             ok = sp_parse_size(v, &o.kv_bytes);
         else if (!strcmp(a, "--spec"))
             ok = sp_parse_spec(v, &o.spec);
+        else if (!strcmp(a, "--predict")) {
+            o.predict = strtod(v, &end);
+            ok = *v && !*end && o.predict > 0 && o.predict <= 1;
+        }
         else if (!strcmp(a, "--prefer")) {
             ok = !strcmp(v, "throughput") || !strcmp(v, "latency");
             o.latency = !strcmp(v, "latency");

@@ -446,9 +446,9 @@ static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, const int32_t 
 }
 
 /* The draft tokens for r's next decode, at most max, into draft; their count. A request with a
- * predicted output follows it (where the last output tokens are the prediction's at the same
- * place, the prediction's next ones; else the tokens after the latest place in the prediction
- * where the last 1-4 output tokens occur); otherwise
+ * predicted output follows it (where the output is at the same place in it, the prediction's
+ * next tokens; else the tokens after the latest place in the prediction where the last 1-4
+ * output tokens occur); otherwise
  * prompt lookup (what followed the latest earlier occurrence of the longest suffix, up to 3
  * tokens, of its prompt and output). Positions for them are claimed in r's KV table here,
  * without preempting anyone: with no free block there is no draft. */
@@ -461,12 +461,13 @@ static int32_t draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draf
         return 0;
     int32_t k;
     if (r->params.n_prediction) {
-        // Where the output still follows the prediction token for token, the prediction's next
-        // tokens; where it has left it, a lookup of its last tokens in the prediction.
+        // Where the output still follows the prediction at the same place (its last token is
+        // the prediction's, or the one before is: a token the prediction got wrong), the
+        // prediction's next tokens; where it has left it, a lookup of its last tokens in it.
         const int32_t *pred = r->params.prediction, *out = r->tokens + r->n_prompt;
-        const int32_t n = r->n_generated, m = SP_MIN(n, 4);
+        const int32_t n = r->n_generated;
         if (n < r->params.n_prediction &&
-            !memcmp(pred + n - m, out + n - m, sizeof *out * (size_t)m)) {
+            (out[n - 1] == pred[n - 1] || (n >= 2 && out[n - 2] == pred[n - 2]))) {
             k = SP_MIN(max, r->params.n_prediction - n);
             memcpy(draft, pred + n, sizeof *draft * (size_t)k);
         } else {
