@@ -602,7 +602,8 @@ enum { SPEC_PROBE_EVERY = 32 }; // decodes without a draft before --spec auto tr
 /* --spec auto: chooses each collected decode's draft length d_len[i] (at most the drafted
  * tokens it has) for the most expected tokens per second of step time (SmartSpec's goodput).
  * A request's draft tokens are each accepted with probability a, its acceptance estimate
- * ((accepted + 1) / (accepted + cut short + 2), decayed counts), so its j-th draft token adds
+ * ((accepted + 2 g) / (accepted + cut short + 2), decayed counts, g the engine-wide estimate
+ * for its kind of drafter), so its j-th draft token adds
  * a^j expected tokens; each costs the step-time model's price of one more token (its logits
  * row, and its attended positions). Starting from no drafts (one token per decode), the draft
  * token with the best gain per microsecond is added while that ratio beats the step's
@@ -625,7 +626,11 @@ static void size_drafts(sp_engine *e, int32_t n) {
             const sp_request *r = e->d_reqs[i];
             if (e->d_len[i] >= e->d_avail[i])
                 continue;
-            const double a = (r->spec_acc + 1) / (r->spec_acc + r->spec_rej + 2);
+            // Its own counts, after two drafts' worth of the engine-wide estimate for its kind
+            // of drafter (so that a short request starts from what others have seen).
+            const bool pred = r->params.n_prediction > 0;
+            const double g = (e->spec_acc[pred] + 1) / (e->spec_acc[pred] + e->spec_rej[pred] + 2);
+            const double a = (r->spec_acc + 2 * g) / (r->spec_acc + r->spec_rej + 2);
             const double gain = pow(a, e->d_len[i] + 1);
             const double cost =
                 c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1) + 1e-3;
@@ -797,8 +802,11 @@ bool sp_engine_step(sp_engine *e) {
             }
             n_accepted += acc;
             if (running && nd > 0) {
+                const bool pred = r->params.n_prediction > 0;
                 r->spec_acc = 0.9 * r->spec_acc + acc;
                 r->spec_rej = 0.9 * r->spec_rej + (acc < nd);
+                e->spec_acc[pred] = 0.99 * e->spec_acc[pred] + acc;
+                e->spec_rej[pred] = 0.99 * e->spec_rej[pred] + (acc < nd);
             }
             if (running && acc > 0)
                 sp_kv_seq_commit(e->pool, &r->seq, r->tokens, r->n_computed);

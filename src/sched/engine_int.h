@@ -56,6 +56,8 @@ struct sp_engine {
     int32_t *d_tokens;        // (max_seqs, SP_ENGINE_MAX_SPEC) their drafts
     int32_t *d_len;           // (max_seqs) the draft tokens each carries
     int32_t *d_avail;         // (max_seqs) the draft tokens each has (--spec auto)
+    double spec_acc[2], spec_rej[2]; // engine-wide decayed draft counts, prompt lookup [0] and
+                                     // predicted outputs [1]: --spec auto's starting estimate
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
     float *logits;            // (max_seqs (1 + spec_k), n_vocab)
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy
