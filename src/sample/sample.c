@@ -574,7 +574,40 @@ int32_t sp_sampler_sample(sp_sampler *s, const float *logits) {
 }
 
 int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft) {
-    SP_ASSERT(s && logits);
+    return sp_sampler_verify_q(s, logits, draft, NULL);
+}
+
+int32_t sp_sampler_propose(sp_sampler *s, const float *draft_logits, float *q) {
+    SP_ASSERT(s && draft_logits && q);
+    double sum;
+    const size_t n = build_distribution(s, draft_logits, &sum);
+    if (s->p.temperature <= 0.0f)
+        return s->cand[0].id;
+    memset(q, 0, sizeof *q * (size_t)s->n_vocab);
+    for (size_t i = 0; i < n; i++)
+        q[s->cand[i].id] = (float)(s->w[i] / sum);
+    // Drawn from q as stored (floats), so that the check divides by the probability it was
+    // drawn with.
+    double total = 0.0;
+    for (size_t i = 0; i < n; i++)
+        total += q[s->cand[i].id];
+    const double u = sp_rng_uniform(&s->rng) * total;
+    double acc = 0.0;
+    size_t last = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float qi = q[s->cand[i].id];
+        if (qi > 0.0f) {
+            acc += qi;
+            last = i;
+            if (u < acc)
+                return s->cand[i].id;
+        }
+    }
+    return s->cand[last].id; // rounding left u at or past the last partial sum
+}
+
+int32_t sp_sampler_verify_q(sp_sampler *s, const float *logits, int32_t draft, const float *q) {
+    SP_ASSERT(s && logits && draft >= 0 && draft < s->n_vocab);
     double sum;
     const size_t n = build_distribution(s, logits, &sum);
     if (s->p.temperature <= 0.0f)
@@ -583,15 +616,28 @@ int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft) {
     for (size_t i = 0; i < n; i++)
         if (s->cand[i].id == draft)
             w_draft = s->w[i];
-    if (sp_rng_uniform(&s->rng) * sum < w_draft)
+    // Accepted with probability min(1, p(draft) / q(draft)); q(draft) is 1 for a point mass.
+    const double q_draft = q ? (double)q[draft] : 1.0;
+    if (q_draft > 0.0 ? sp_rng_uniform(&s->rng) * sum * q_draft < w_draft
+                      : (sp_rng_uniform(&s->rng), false))
         return draft;
-    // Rejected: a draw from the other candidates (their weights sum to sum - w_draft > 0, since
-    // the draft, had it held all the weight, would have been accepted).
-    const double u = sp_rng_uniform(&s->rng) * (sum - w_draft);
+    // Rejected: a draw from the residual max(0, p - q). For a point mass that is p without the
+    // draft (weights summing to sum - w_draft > 0, since a draft holding all the weight is
+    // accepted).
+    double rsum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const int32_t id = s->cand[i].id;
+        const double qi = q ? (double)q[id] * sum : (id == draft ? sum : 0.0);
+        s->w[i] = s->w[i] > qi ? s->w[i] - qi : 0.0;
+        rsum += s->w[i];
+    }
+    if (!(rsum > 0.0)) // p and q equal up to rounding: the draft would always be accepted
+        return draft;
+    const double u = sp_rng_uniform(&s->rng) * rsum;
     double acc = 0.0;
     size_t last = n;
     for (size_t i = 0; i < n; i++) {
-        if (s->cand[i].id == draft || !(s->w[i] > 0.0))
+        if (!(s->w[i] > 0.0))
             continue;
         acc += s->w[i];
         last = i;

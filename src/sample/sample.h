@@ -102,6 +102,22 @@ int32_t sp_sampler_sample(sp_sampler *s, const float *logits);
  * The token is not added to the penalty history. Does not allocate. */
 int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft);
 
+/* A draft model's proposal for this request's next position: greedy samplers take the argmax
+ * of draft_logits[n_vocab] (q untouched); others draw from q, the distribution
+ * sp_sampler_distribution gives for draft_logits (this request's penalties, top_k, top_p,
+ * min_p and temperature, applied to the draft model's logits), written densely to q[n_vocab]
+ * (0 outside its candidates). One RNG draw (greedy: none). Does not allocate. */
+int32_t sp_sampler_propose(sp_sampler *s, const float *draft_logits, float *q);
+
+/* The check of a draft drawn from a distribution q[n_vocab] (sp_sampler_propose's; NULL: the
+ * point mass on draft, as sp_sampler_verify). Greedy: the argmax. Otherwise the rejection
+ * sampling of Leviathan et al. and Chen et al.: with p this sampler's distribution for logits,
+ * the draft with probability min(1, p(draft) / q(draft)); else a token drawn from the residual
+ * max(0, p - q), renormalized. Over the draw of the draft from q and this check, the result is
+ * distributed exactly as p, and equals draft if and only if the draft is accepted. One RNG draw,
+ * two on rejection (greedy: none). Does not allocate. */
+int32_t sp_sampler_verify_q(sp_sampler *s, const float *logits, int32_t draft, const float *q);
+
 /* Adds a token (0 <= token < n_vocab, asserted) to the penalty history; the oldest token leaves
  * the window once it holds repeat_last_n tokens. Prompt tokens may be accepted too, as
  * llama.cpp does, so that the repeat penalty sees them. Does not allocate. A no-op when

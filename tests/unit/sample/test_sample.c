@@ -253,6 +253,69 @@ static void test_verify_follows_distribution(void **state) {
     sp_sampler_destroy(s);
 }
 
+/* The check of drafts drawn from another distribution (a draft model's, q): the tokens follow
+ * the sampler's own distribution p (chi-square, p = 1e-4), whether q is close to p, far from
+ * it, or cut by top_k differently; drafts are accepted at the rate sum_i min(p_i, q_i) (within
+ * 5 standard deviations). Greedy proposals are the draft logits' argmax. */
+static void test_verify_q_follows_distribution(void **state) {
+    (void)state;
+    const float l[8] = {1.0f, 2.0f, 0.5f, -1.0f, 1.5f, 0.0f, 2.2f, -0.3f};
+    const float drafts[2][8] = {{1.1f, 1.8f, 0.4f, -1.0f, 1.6f, 0.1f, 2.0f, -0.2f},
+                                {-1.0f, 0.0f, 3.0f, 2.5f, -2.0f, 1.0f, -1.0f, 0.5f}};
+    const int draws = 100000;
+    for (int top_k = 0; top_k <= 4; top_k += 4) {
+        for (int d = 0; d < 2; d++) {
+            sp_sample_params p = plain(0.8f, 91 + (uint64_t)d);
+            p.top_k = top_k;
+            sp_sampler *s = make(&p, 8);
+            int32_t ids[8];
+            float probs[8];
+            double ref[8] = {0}, qref[8] = {0};
+            int32_t n = sp_sampler_distribution(s, l, 8, ids, probs);
+            for (int32_t i = 0; i < n; i++)
+                ref[ids[i]] = probs[i];
+            n = sp_sampler_distribution(s, drafts[d], 8, ids, probs);
+            for (int32_t i = 0; i < n; i++)
+                qref[ids[i]] = probs[i];
+            double overlap = 0;
+            for (int i = 0; i < 8; i++)
+                overlap += fmin(ref[i], qref[i]);
+            int counts[8] = {0}, accepted = 0;
+            float q[8];
+            for (int i = 0; i < draws; i++) {
+                const int32_t draft = sp_sampler_propose(s, drafts[d], q);
+                assert_true(qref[draft] > 0 && fabs(q[draft] - qref[draft]) < 1e-6);
+                const int32_t tok = sp_sampler_verify_q(s, l, draft, q);
+                assert_true(tok >= 0 && tok < 8 && ref[tok] > 0);
+                counts[tok]++;
+                accepted += tok == draft;
+            }
+            double chi = 0;
+            int df = -1;
+            for (int i = 0; i < 8; i++) {
+                if (ref[i] > 0) {
+                    const double e = ref[i] * draws;
+                    chi += (counts[i] - e) * (counts[i] - e) / e;
+                    df++;
+                }
+            }
+            if (chi >= (df == 7 ? 29.88 : 21.11))
+                fail_msg("top_k %d draft %d: chi-square %g", top_k, d, chi);
+            const double sd = sqrt(draws * overlap * (1 - overlap));
+            if (fabs(accepted - draws * overlap) > 5 * sd + 1e-9)
+                fail_msg("top_k %d draft %d: %d accepted, expected %g", top_k, d, accepted,
+                         draws * overlap);
+            sp_sampler_destroy(s);
+        }
+    }
+    sp_sample_params g = plain(0.0f, 1);
+    sp_sampler *s = make(&g, 8);
+    float q[8];
+    assert_int_equal(sp_sampler_propose(s, drafts[1], q), 2);
+    assert_int_equal(sp_sampler_verify_q(s, l, 2, NULL), 6);
+    sp_sampler_destroy(s);
+}
+
 /* Extreme temperatures: tiny T behaves like greedy, without overflow; -inf logits never win. */
 static void test_temperature_extremes(void **state) {
     (void)state;
@@ -766,6 +829,7 @@ int main(void) {
         cmocka_unit_test(test_frequencies_match_softmax),
         cmocka_unit_test(test_chi_square_detects_wrong_temperature),
         cmocka_unit_test(test_verify_follows_distribution),
+        cmocka_unit_test(test_verify_q_follows_distribution),
         cmocka_unit_test(test_temperature_extremes),
         cmocka_unit_test(test_chain_matches_reference),
         cmocka_unit_test(test_top_k_ties),
