@@ -28,7 +28,7 @@ typedef struct bench_opts {
     int32_t n_threads;
     uint64_t seed;
     bool latency; // --prefer latency: stall-free steps as in serve
-    sp_engine_opts spec; // --spec: its spec_k and spec_auto
+    sp_engine_opts spec; // --spec, --spec-max, --draft-model
     double predict;      // --predict P (0: none)
 } bench_opts;
 
@@ -44,7 +44,8 @@ static void bench_usage(FILE *f) {
             "usage: spindle bench -m MODEL.gguf [--requests N] [--prompt-len L] [--gen-len G]\n"
             "                     [--concurrency C ...] [--max-batch-tokens N] [--kv-memory SIZE]\n"
             "                     [--prefer throughput|latency] [--spec off|auto|fixed:K]\n"
-            "                     [--predict P] [--seed S] [-t N]\n\n"
+            "                     [--spec-max K] [--draft-model FILE] [--predict P] [--seed S]\n"
+            "                     [-t N]\n\n"
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
             "tokens/s (steps with only prompt tokens), aggregate decode tokens/s (steps with only\n"
@@ -59,8 +60,11 @@ static void bench_usage(FILE *f) {
             "  --prefer WHAT         throughput (default: prompts in whole chunks, as an offline\n"
             "                        job runs them) or latency (the stall-free steps of serve:\n"
             "                        prompts arriving among decodes are split to a time budget)\n"
-            "  --spec MODE           speculative decoding, as in serve: off (default), auto, or\n"
-            "                        fixed:K (prompt-lookup drafts of up to K tokens)\n"
+            "  --spec MODE           speculative decoding, as in serve: off (default without a\n"
+            "                        draft model), auto (default with one), or fixed:K (drafts\n"
+            "                        of up to K tokens, by prompt lookup or the draft model)\n"
+            "  --spec-max K          longest draft of auto (default 8)\n"
+            "  --draft-model FILE    a draft model with the model's vocabulary, as in serve\n"
             "  --predict P           each request sends a predicted output (the API's\n"
             "                        prediction): its own greedy output, found by an untimed\n"
             "                        first pass, each token kept with probability P (0-1]\n"
@@ -169,6 +173,11 @@ done:
     return rc;
 }
 
+static bool speculating(const bench_opts *o) {
+    return o->predict > 0 || (o->spec.spec_k > 0 && !o->spec.spec_off) ||
+           (o->spec.draft_model && !o->spec.spec_off);
+}
+
 static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, int32_t conc) {
     step_acc acc = {0};
     sp_engine_opts eo = sp_engine_opts_default();
@@ -183,6 +192,8 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
     eo.prefer_throughput = !o->latency;
     eo.spec_k = o->spec.spec_k;
     eo.spec_auto = o->spec.spec_auto;
+    eo.spec_off = o->spec.spec_off;
+    eo.draft_model = o->spec.draft_model;
     eo.on_step = on_step;
     eo.hook_ctx = &acc;
     sp_engine *e;
@@ -221,18 +232,27 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
         }
         acc = (step_acc){0};
     }
+    sp_engine_stats st0, st1;
+    sp_engine_stats_get(e, &st0);
     if (run_pass(e, o, v, conc, prompts, preds, NULL, &acc, &wall))
         goto done;
+    sp_engine_stats_get(e, &st1);
     rc = 0;
     if (isatty(2))
         fprintf(stderr, "\r%60s\r", "");
     uint64_t total_steps = acc.steps;
     double total_us = acc.prefill_us + acc.decode_us + acc.mixed_us;
-    printf("%11d  %14.1f  %14.1f  %12.2f  %9d  %13.1f\n", conc,
+    printf("%11d  %14.1f  %14.1f  %12.2f  %9d  %13.1f", conc,
            acc.prefill_us > 0 ? (double)acc.prefill_tokens / (acc.prefill_us / 1e6) : 0.0,
            acc.decode_us > 0 ? (double)acc.decode_tokens / (acc.decode_us / 1e6) : 0.0,
            total_steps ? total_us / (double)total_steps / 1000.0 : 0.0, acc.max_blocks,
            (double)o->n_requests * o->gen_len / wall);
+    const uint64_t drafted = st1.spec_draft_tokens - st0.spec_draft_tokens;
+    if (speculating(o))
+        printf("  %15.1f%%", drafted ? 100.0 * (double)(st1.spec_accepted_tokens -
+                                                       st0.spec_accepted_tokens) / (double)drafted
+                                     : 0.0);
+    printf("\n");
     fflush(stdout);
 done:
     sp_engine_destroy(e);
@@ -275,8 +295,8 @@ int sp_cmd_bench(int argc, char **argv) {
             ok = num_ok && ((o.seed = (uint64_t)n), true);
         else if (!strcmp(a, "--kv-memory"))
             ok = sp_parse_size(v, &o.kv_bytes);
-        else if (!strcmp(a, "--spec"))
-            ok = sp_parse_spec(v, &o.spec);
+        else if (!strcmp(a, "--spec") || !strcmp(a, "--spec-max") || !strcmp(a, "--draft-model"))
+            ok = sp_engine_options_parse(&o.spec, 2, argv + i - 1) == 2;
         else if (!strcmp(a, "--predict")) {
             o.predict = strtod(v, &end);
             ok = *v && !*end && o.predict > 0 && o.predict <= 1;
@@ -332,7 +352,8 @@ int sp_cmd_bench(int argc, char **argv) {
            m->hp.n_layer, m->hp.n_embd, (double)sp_model_weight_bytes(m) / (1 << 20));
     printf("%d requests per level, prompt %d tokens, %d generated tokens each\n", o.n_requests,
            o.prompt_len, o.gen_len);
-    printf("concurrency  prefill tok/s  decode tok/s  step ms mean  peak blocks  output tok/s\n");
+    printf("concurrency  prefill tok/s  decode tok/s  step ms mean  peak blocks  output tok/s%s\n",
+           speculating(&o) ? "  drafts accepted" : "");
     int rc = 0;
     for (int i = 0; i < o.n_levels && !rc; i++)
         rc = run_level(&o, m, v, o.levels[i]);

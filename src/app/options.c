@@ -40,6 +40,7 @@ bool sp_parse_size(const char *s, int64_t *out) {
 bool sp_parse_spec(const char *s, sp_engine_opts *o) {
     if (!strcmp(s, "off") || !strcmp(s, "auto")) {
         o->spec_auto = !strcmp(s, "auto");
+        o->spec_off = !o->spec_auto;
         o->spec_k = o->spec_auto ? (o->spec_k ? o->spec_k : SP_SPEC_AUTO_MAX) : 0;
         return true;
     }
@@ -50,7 +51,7 @@ bool sp_parse_spec(const char *s, sp_engine_opts *o) {
     if (*end || n < 1 || n > SP_ENGINE_MAX_SPEC)
         return false;
     o->spec_k = (int32_t)n;
-    o->spec_auto = false;
+    o->spec_auto = o->spec_off = false;
     return true;
 }
 
@@ -70,16 +71,26 @@ void sp_engine_options_usage(FILE *f) {
             "  --prefer WHAT           latency (default: stall-free steps as above) or\n"
             "                          throughput (no time budget: whole chunks, for offline\n"
             "                          jobs)\n"
-            "  --spec MODE             speculative decoding: off (default), fixed:K (1-16) or\n"
-            "                          auto: each decode carries up to K draft tokens found by\n"
-            "                          prompt lookup (what followed the latest earlier\n"
-            "                          occurrence of its last tokens in the prompt and\n"
-            "                          output), checked in the same step; greedy output is\n"
-            "                          unchanged, sampled output keeps its distribution. auto\n"
-            "                          sizes each request's draft every step (0 to\n"
-            "                          --spec-max) for the most tokens per second of step\n"
-            "                          time, from its acceptance so far\n"
-            "  --spec-max K            longest draft of --spec auto (default 8)\n"
+            "  --spec MODE             speculative decoding: off (the default without a draft\n"
+            "                          model), fixed:K (1-16) or auto (the default with one):\n"
+            "                          each decode carries up to K draft tokens, from the\n"
+            "                          draft model or by prompt lookup (what followed the\n"
+            "                          latest earlier occurrence of its last tokens in the\n"
+            "                          prompt and output), checked in the same step; greedy\n"
+            "                          output is unchanged, sampled output keeps its\n"
+            "                          distribution. auto sizes each request's draft every\n"
+            "                          step (0 to --spec-max) for the most tokens per second\n"
+            "                          of step time, from its acceptance so far. A request's\n"
+            "                          predicted output (the API's \"prediction\") is drafted\n"
+            "                          from whatever the mode\n"
+            "  --spec-max K            longest draft of --spec auto (default 8; implies auto\n"
+            "                          unless --spec says otherwise)\n"
+            "  --draft-model FILE      a GGUF draft model with the model's vocabulary (a\n"
+            "                          smaller model of the same family): drafts for every\n"
+            "                          request, run by the engine beside the model, all\n"
+            "                          sequences in one forward pass per draft position, its\n"
+            "                          KV cache in the same blocks (the pool's memory is\n"
+            "                          shared between the two)\n"
             "  --step-log FILE         append one JSON line per engine step to FILE: its\n"
             "                          decode and prompt tokens, logits rows, attended KV\n"
             "                          positions, the step-time model's prediction, the\n"
@@ -108,7 +119,7 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     }
     static const char *const with_value[] = {
         "--kv-memory", "--kv-tokens", "--kv-type", "--admission", "--session-ttl",
-        "--max-batch-tokens", "--max-step-ms", "--prefer", "--spec", "--spec-max", "--step-log", "--max-seqs",
+        "--max-batch-tokens", "--max-step-ms", "--prefer", "--spec", "--spec-max", "--draft-model", "--step-log", "--max-seqs",
         "-c", "--ctx", "-t", "--threads"};
     bool known = false;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
@@ -157,7 +168,16 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     } else if (!strcmp(a, "--spec")) {
         ok = sp_parse_spec(v, o);
     } else if (!strcmp(a, "--spec-max")) {
-        ok = num && n <= SP_ENGINE_MAX_SPEC && ((o->spec_k = (int32_t)n), true);
+        // The longest draft of auto, which it implies unless --spec chose a fixed length.
+        ok = num && n <= SP_ENGINE_MAX_SPEC;
+        if (ok && (o->spec_auto || o->spec_k == 0)) {
+            o->spec_k = (int32_t)n;
+            o->spec_auto = !o->spec_off;
+            if (o->spec_off)
+                o->spec_k = 0;
+        }
+    } else if (!strcmp(a, "--draft-model")) {
+        o->draft_model = v;
     } else if (!strcmp(a, "--step-log")) {
         o->step_log = v;
     } else if (!strcmp(a, "--max-batch-tokens"))

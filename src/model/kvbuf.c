@@ -49,4 +49,6 @@ void sp_kvbuf_copy_block(sp_kvbuf *kv, int32_t dst, int32_t src) {
     if (dst != src)
         memcpy(kv->data + (size_t)dst * kv->block_bytes, kv->data + (size_t)src * kv->block_bytes,
                kv->block_bytes);
+    if (kv->twin)
+        sp_kvbuf_copy_block(kv->twin, dst, src);
 }

@@ -27,6 +27,8 @@ typedef struct sp_kvbuf {
     size_t head_bytes;   // one head of one block: block_size * head_dim elements
     size_t block_bytes;  // one block, all layers, K and V
     uint8_t *data;       // (n_blocks, n_layer, 2, n_head_kv, head_bytes)
+    struct sp_kvbuf *twin; // another buffer indexed by the same blocks (a draft model's, with
+                           // as many blocks), whose blocks are copied with these; NULL: none
 } sp_kvbuf;
 
 /* Allocates the storage for n_blocks blocks once (zeroed). SP_ERR_NOMEM if it cannot;
@@ -47,7 +49,7 @@ static inline void *sp_kvbuf_head(const sp_kvbuf *kv, int32_t block, int32_t lay
     return kv->data + off;
 }
 
-/* Copies the whole contents of block src to block dst (copy-on-write). */
+/* Copies the whole contents of block src to block dst (copy-on-write), and in the twin. */
 void sp_kvbuf_copy_block(sp_kvbuf *kv, int32_t dst, int32_t src);
 
 #endif

@@ -13,7 +13,6 @@
 #include "base/util.h"
 #include "kv/table.h"
 #include "sched/engine_int.h"
-#include "spec/lookup.h"
 
 sp_engine_opts sp_engine_opts_default(void) {
     return (sp_engine_opts){.max_batch_tokens = 512,
@@ -85,6 +84,17 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
                            sp_vocab_n_tokens(v), m->hp.n_vocab);
     int32_t n_ctx = o.n_ctx ? o.n_ctx : SP_MIN(m->hp.n_ctx_train, 4096);
     size_t block_bytes = sp_kvbuf_block_bytes(&m->hp, o.kv_type, o.block_size);
+    sp_model *dm = NULL; // the draft model: its KV shares the blocks, and their budget
+    if (o.draft_model && !o.spec_off) {
+        sp_err err = sp__spec_load_draft_model(o.draft_model, m, v, &dm, diag);
+        if (err)
+            return err;
+        block_bytes += sp_draft_block_bytes(dm, o.kv_type, o.block_size);
+        if (!o.spec_k) {
+            o.spec_k = SP_ENGINE_SPEC_AUTO_K;
+            o.spec_auto = true;
+        }
+    }
     int64_t n_blocks;
     if (o.kv_bytes)
         n_blocks = o.kv_bytes / (int64_t)block_bytes;
@@ -94,25 +104,31 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
         int64_t want = (int64_t)o.max_seqs * ((n_ctx + o.block_size - 1) / o.block_size);
         n_blocks = SP_MIN(want, ((int64_t)1 << 30) / (int64_t)block_bytes);
     }
-    if (n_blocks < 1 || n_blocks > INT32_MAX / 2)
+    if (n_blocks < 1 || n_blocks > INT32_MAX / 2) {
+        sp_model_destroy(dm);
         return sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX,
                            "the KV pool must hold at least one block of %zu bytes", block_bytes);
+    }
 
     if (o.admission[0]) {
         if (sp_policy_create(o.admission, SP_MAX(o.max_seqs, 1), o.kv_hash_seed ^ 0x5eed,
-                             &o.policy) != SP_OK)
+                             &o.policy) != SP_OK) {
+            sp_model_destroy(dm);
             return sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX,
                                "unknown admission policy '%s' (aggressive, conservative, "
                                "past-future)",
                                o.admission);
+        }
     }
     sp_engine *e = calloc(1, sizeof *e);
     if (!e) {
         if (o.admission[0] && o.policy.destroy)
             o.policy.destroy(o.policy.ctx);
+        sp_model_destroy(dm);
         return SP_ERR_NOMEM;
     }
     e->m = m;
+    e->draft_model = dm;
     e->v = v;
     e->o = o;
     e->n_ctx = n_ctx;
@@ -138,7 +154,8 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
         (err = sp_sessions_create(SP_MAX(o.max_sessions, 1), o.session_ttl_ms,
                                   o.session_ttl_cap_ms > 0 ? o.session_ttl_cap_ms : 60000,
                                   &e->sessions)) ||
-        (err = sp_forward_set_pool(e->fw, e->threads)))
+        (err = sp_forward_set_pool(e->fw, e->threads)) ||
+        (dm && (err = sp__spec_open_drafter(e, (int32_t)n_blocks))))
         goto fail;
     // Logits rows: one per sequence, plus the draft tokens' (up to spec_k per decode; without
     // --spec, a pool for the requests that bring a predicted output).
@@ -319,11 +336,11 @@ void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, con
  * goes to *out. Returns whether r is still running: when it finishes here the engine's
  * reference to it is gone. */
 static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
-                         int32_t n_left, int32_t *out_tok) {
+                         const float *q, int32_t n_left, int32_t *out_tok) {
     const int32_t V = e->m->hp.n_vocab;
     if (e->o.on_logits)
         e->o.on_logits(e->o.hook_ctx, r, logits, V);
-    int32_t tok = draft >= 0 ? sp_sampler_verify(r->sampler, logits, draft)
+    int32_t tok = draft >= 0 ? sp_sampler_verify_q(r->sampler, logits, draft, q)
                              : sp_sampler_sample(r->sampler, logits);
     *out_tok = tok;
     if (draft >= 0) { // this draft accepted, or it and the n_left - 1 after it rejected
@@ -445,42 +462,6 @@ static void add_chunk(sp_engine *e, sp_request *r, int32_t chunk, const int32_t 
     }
 }
 
-/* The draft tokens for r's next decode, at most max, into draft; their count. A request with a
- * predicted output follows it (where the output is at the same place in it, the prediction's
- * next tokens; else the tokens after the latest place in the prediction where the last 1-4
- * output tokens occur); otherwise
- * prompt lookup (what followed the latest earlier occurrence of the longest suffix, up to 3
- * tokens, of its prompt and output). Positions for them are claimed in r's KV table here,
- * without preempting anyone: with no free block there is no draft. */
-static int32_t draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draft) {
-    max = SP_MIN(max, SP_MIN(r->params.max_tokens - r->n_generated - 1,
-                             e->max_len - r->n_tokens - 1));
-    if (r->params.stop_after > 0)
-        max = SP_MIN(max, r->params.stop_after - r->n_generated - 1);
-    if (max <= 0)
-        return 0;
-    int32_t k;
-    if (r->params.n_prediction) {
-        // Where the output still follows the prediction at the same place (its last token is
-        // the prediction's, or the one before is: a token the prediction got wrong), the
-        // prediction's next tokens; where it has left it, a lookup of its last tokens in it.
-        const int32_t *pred = r->params.prediction, *out = r->tokens + r->n_prompt;
-        const int32_t n = r->n_generated;
-        if (n < r->params.n_prediction &&
-            (out[n - 1] == pred[n - 1] || (n >= 2 && out[n - 2] == pred[n - 2]))) {
-            k = SP_MIN(max, r->params.n_prediction - n);
-            memcpy(draft, pred + n, sizeof *draft * (size_t)k);
-        } else {
-            k = sp_spec_lookup(pred, r->params.n_prediction, out, n, 1, 4, max, draft);
-        }
-    } else
-        k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 1, 3, max, draft);
-    const int32_t need = r->n_tokens + k - r->seq.n_tokens;
-    if (k > 0 && need > 0 && sp_kv_seq_reserve(e->pool, &r->seq, need) != SP_OK)
-        k = 0;
-    return k;
-}
-
 /* Publishes the counters after a step (ran: a forward pass ran, computing prompt_tokens). */
 static void publish_stats(sp_engine *e, bool ran, uint64_t prompt_tokens) {
     sp_kv_stats ks;
@@ -597,58 +578,6 @@ static int32_t prefill_candidates(sp_engine *e) {
     return n;
 }
 
-enum { SPEC_PROBE_EVERY = 32 }; // decodes without a draft before --spec auto tries one token
-
-/* --spec auto: chooses each collected decode's draft length d_len[i] (at most the drafted
- * tokens it has) for the most expected tokens per second of step time (SmartSpec's goodput).
- * A request's draft tokens are each accepted with probability a, its acceptance estimate
- * ((accepted + 2 g) / (accepted + cut short + 2), decayed counts, g the engine-wide estimate
- * for its kind of drafter), so its j-th draft token adds
- * a^j expected tokens; each costs the step-time model's price of one more token (its logits
- * row, and its attended positions). Starting from no drafts (one token per decode), the draft
- * token with the best gain per microsecond is added while that ratio beats the step's
- * expected tokens per microsecond so far. A request that got no draft for SPEC_PROBE_EVERY
- * decodes gets one token anyway, so that its estimate can recover. */
-static void size_drafts(sp_engine *e, int32_t n) {
-    const double *c = e->steptime.coef;
-    sp_step_shape base = {.n_decode = n, .n_out = n};
-    for (int32_t i = 0; i < n; i++)
-        base.n_attn += e->d_reqs[i]->n_tokens;
-    double t = sp_steptime_predict(&e->steptime, base), tokens = n;
-    for (int32_t i = 0; i < n; i++) {
-        e->d_avail[i] = e->d_len[i];
-        e->d_len[i] = 0;
-    }
-    for (;;) {
-        int32_t best = -1;
-        double best_gain = 0, best_cost = 1;
-        for (int32_t i = 0; i < n; i++) {
-            const sp_request *r = e->d_reqs[i];
-            if (e->d_len[i] >= e->d_avail[i])
-                continue;
-            // Its own counts, after two drafts' worth of the engine-wide estimate for its kind
-            // of drafter (so that a short request starts from what others have seen).
-            const bool pred = r->params.n_prediction > 0;
-            const double g = (e->spec_acc[pred] + 1) / (e->spec_acc[pred] + e->spec_rej[pred] + 2);
-            const double a = (r->spec_acc + 2 * g) / (r->spec_acc + r->spec_rej + 2);
-            const double gain = pow(a, e->d_len[i] + 1);
-            const double cost =
-                c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1) + 1e-3;
-            if (best < 0 || gain * best_cost > best_gain * cost)
-                best = i, best_gain = gain, best_cost = cost;
-        }
-        if (best < 0 || best_gain * t <= tokens * best_cost)
-            break;
-        e->d_len[best]++;
-        tokens += best_gain;
-        t += best_cost;
-    }
-    for (int32_t i = 0; i < n; i++)
-        if (e->d_len[i] == 0 && e->d_avail[i] > 0 &&
-            e->d_reqs[i]->spec_idle >= SPEC_PROBE_EVERY)
-            e->d_len[i] = 1;
-}
-
 /* Feeds a measured step to the step-time model and publishes how well it predicted. */
 static void learn_step_time(sp_engine *e, double predicted, double measured, double budget) {
     sp_steptime_observe(&e->steptime, e->shape, measured);
@@ -692,7 +621,7 @@ bool sp_engine_step(sp_engine *e) {
                                                               : 0;
                 int32_t *draft = e->d_tokens + (size_t)n_dec * SP_ENGINE_MAX_SPEC, k = 0;
                 if (want)
-                    k = draft_for(e, r, SP_MIN(want, SP_MIN(budget - 1, spare)), draft);
+                    k = sp__spec_draft_for(e, r, SP_MIN(want, SP_MIN(budget - 1, spare)), draft);
                 spare -= k;
                 budget -= 1 + k;
                 e->d_reqs[n_dec] = r;
@@ -704,7 +633,14 @@ bool sp_engine_step(sp_engine *e) {
         r = next;
     }
     if (e->o.spec_auto)
-        size_drafts(e, n_dec);
+        sp__spec_size_drafts(e, n_dec);
+    if (n_dec) {
+        pthread_mutex_lock(&e->smu);
+        for (int32_t i = 0; i < n_dec; i++)
+            if (e->o.spec_k || e->d_reqs[i]->params.n_prediction)
+                e->stats.spec_k_hist[e->d_len[i]]++;
+        pthread_mutex_unlock(&e->smu);
+    }
     for (int32_t i = 0; i < n_dec; i++) {
         sp_request *r = e->d_reqs[i];
         r->spec_idle = e->d_len[i] ? 0 : r->spec_idle + 1;
@@ -745,6 +681,7 @@ bool sp_engine_step(sp_engine *e) {
         publish_stats(e, false, 0);
         return false;
     }
+    sp__spec_run_draft_model(e, n_seq);
     sp_batch b = {.n_tokens = n_tok,
                   .token = e->b_tok,
                   .pos = e->b_pos,
@@ -792,8 +729,8 @@ bool sp_engine_step(sp_engine *e) {
             bool running = true;
             for (int32_t j = 0; j <= nd && running; j++) {
                 const int32_t d = j < nd ? draft[j] : -1;
-                running =
-                    sample_token(e, r, e->logits + (size_t)(i + j) * (size_t)V, d, nd - j, &tok);
+                running = sample_token(e, r, e->logits + (size_t)(i + j) * (size_t)V, d,
+                                       j < nd ? sp__spec_draft_q(e, s, j) : NULL, nd - j, &tok);
                 if (tok != d)
                     break;
                 acc++;
@@ -801,13 +738,8 @@ bool sp_engine_step(sp_engine *e) {
                     r->n_computed++;
             }
             n_accepted += acc;
-            if (running && nd > 0) {
-                const bool pred = r->params.n_prediction > 0;
-                r->spec_acc = 0.9 * r->spec_acc + acc;
-                r->spec_rej = 0.9 * r->spec_rej + (acc < nd);
-                e->spec_acc[pred] = 0.99 * e->spec_acc[pred] + acc;
-                e->spec_rej[pred] = 0.99 * e->spec_rej[pred] + (acc < nd);
-            }
+            if (running)
+                sp__spec_checked(e, s, r, acc);
             if (running && acc > 0)
                 sp_kv_seq_commit(e->pool, &r->seq, r->tokens, r->n_computed);
         }
@@ -994,6 +926,12 @@ void sp_engine_destroy(sp_engine *e) {
     if (e->sessions)
         sp_sessions_destroy(e->sessions, e->pool);
     sp_forward_destroy(e->fw);
+    sp_draft_destroy(e->drafter);
+    sp_model_destroy(e->draft_model);
+    free(e->dq);
+    free(e->dseqs);
+    free(e->b_dk);
+    free(e->b_dq);
     sp_threadpool_destroy(e->threads);
     sp_kv_pool_destroy(e->pool);
     sp_kvbuf_deinit(&e->kv);

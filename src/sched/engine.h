@@ -54,6 +54,7 @@
 #define SP_ENGINE_MAX_SPEC 16  // most draft tokens per decode (spec_k)
 #define SP_ENGINE_PRED_K 8     // draft tokens per decode from a predicted output without spec_k
 #define SP_ENGINE_PRED_ROWS 64 // logits rows for those drafts per step (without spec_k)
+#define SP_ENGINE_SPEC_AUTO_K 8 // longest draft of spec auto by default
 
 typedef struct sp_engine_step_info {
     int32_t n_tokens;  // tokens in the step's batch
@@ -105,6 +106,11 @@ typedef struct sp_engine_opts {
     bool spec_auto;       // with spec_k: each step, each request's draft length (0..spec_k)
                           // chosen for the most expected tokens per second of step time, from
                           // its acceptance so far and the step-time model
+    const char *draft_model; // path of a GGUF draft model with the model's vocabulary: it
+                          // drafts instead of prompt lookup, run by the engine beside the model
+                          // (its own KV in the same blocks); with spec_k 0 and !spec_off, spec
+                          // auto with up to SP_ENGINE_SPEC_AUTO_K tokens. NULL: none
+    bool spec_off;        // speculation turned off explicitly (no draft model is loaded)
     const char *step_log; // append one JSON line per step to this file (its tokens by kind,
                           // attended positions, predicted and measured time, budget); NULL:
                           // none
@@ -135,6 +141,10 @@ typedef struct sp_engine_stats {
     uint64_t spec_drafts;          // decodes that carried draft tokens
     uint64_t spec_draft_tokens;    // draft tokens checked
     uint64_t spec_accepted_tokens; // of which accepted
+    uint64_t spec_accepted_per_pos[SP_ENGINE_MAX_SPEC]; // accepted drafts by position in theirs
+    uint64_t spec_k_hist[SP_ENGINE_MAX_SPEC + 1]; // decodes by their draft's length (with
+                                                  // speculation on, or a predicted output)
+    uint64_t spec_draft_model_us;  // time spent in the draft model
     uint64_t preemptions;
     uint64_t preemptions_priority; // of which to admit a more urgent request
     uint64_t admissions;        // admission decisions that admitted a request

@@ -14,6 +14,15 @@
 #include "sched/reqlist.h"
 #include "sched/session.h"
 #include "sched/steptime.h"
+#include "spec/draft.h"
+
+/* Where a request's drafts come from (one acceptance estimate each). */
+typedef enum sp__draft_kind {
+    SP__DRAFT_LOOKUP,     // prompt lookup
+    SP__DRAFT_PREDICTION, // the request's predicted output
+    SP__DRAFT_MODEL,      // the draft model
+    SP__DRAFT_KINDS
+} sp__draft_kind;
 
 /* A running request with prompt left, and its place in the order prefill chunks are given. */
 typedef struct sp__prefill_cand {
@@ -56,8 +65,17 @@ struct sp_engine {
     int32_t *d_tokens;        // (max_seqs, SP_ENGINE_MAX_SPEC) their drafts
     int32_t *d_len;           // (max_seqs) the draft tokens each carries
     int32_t *d_avail;         // (max_seqs) the draft tokens each has (--spec auto)
-    double spec_acc[2], spec_rej[2]; // engine-wide decayed draft counts, prompt lookup [0] and
-                                     // predicted outputs [1]: --spec auto's starting estimate
+    double spec_acc[SP__DRAFT_KINDS], spec_rej[SP__DRAFT_KINDS]; // engine-wide decayed draft
+                              // counts by kind of drafter: --spec auto's starting estimate
+    sp_model *draft_model;    // --draft-model (owned; NULL: none)
+    sp_draft *drafter;        // its forward passes and KV buffer (the twin of kv)
+    sp_draft_seq *dseqs;      // (max_seqs) a step's call to the drafter
+    float *dq;                // (n_dq_rows, n_vocab) distributions of sampled draft-model drafts
+    int32_t n_dq_rows;
+    int32_t *b_dk;            // (max_seqs) draft-model drafts of each batch sequence
+    float **b_dq;             // (max_seqs) their distributions (rows of dq), or NULL
+    double draft_ratio;       // the draft model's weight bytes / the model's
+    double draft_scale;       // measured / predicted draft model time (decayed)
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
     float *logits;            // (max_seqs (1 + spec_k), n_vocab)
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy
@@ -88,6 +106,37 @@ struct sp_engine {
 /* engine.c: ends a request (releasing its blocks or pinning them for its session), publishes
  * its last output and drops the engine's reference. Engine thread. */
 void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, const char *msg);
+
+/* speculate.c, all on the engine thread. */
+
+/* The kind of drafter r's drafts come from. */
+sp__draft_kind sp__spec_kind(const sp_engine *e, const sp_request *r);
+
+/* Loads the draft model at path and checks that its vocabulary is m's (v); SP_ERR_INVALID with
+ * diag when it is not. */
+sp_err sp__spec_load_draft_model(const char *path, const sp_model *m, const sp_vocab *v,
+                                 sp_model **out, sp_diag *diag);
+
+/* Creates the drafter of e->draft_model (KV buffer of n_blocks, the twin of e->kv), after the
+ * thread pool. */
+sp_err sp__spec_open_drafter(sp_engine *e, int32_t n_blocks);
+
+/* The draft tokens for r's next decode (at most max) into draft, their KV positions reserved;
+ * their count. A draft model's are placeholders until sp__spec_run_draft_model. */
+int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draft);
+
+/* --spec auto: the draft length d_len[i] of each of the n decodes collected in d_reqs. */
+void sp__spec_size_drafts(sp_engine *e, int32_t n);
+
+/* With a draft model: runs it over the batch built (n_seq sequences): every sequence's draft KV
+ * brought up to date, and the draft-model drafts written into the batch. */
+void sp__spec_run_draft_model(sp_engine *e, int32_t n_seq);
+
+/* The distribution draft j of batch sequence s was drawn from (NULL: a point mass). */
+const float *sp__spec_draft_q(const sp_engine *e, int32_t s, int32_t j);
+
+/* After the check of batch sequence s (r, still running): acc of its drafts were accepted. */
+void sp__spec_checked(sp_engine *e, int32_t s, sp_request *r, int32_t acc);
 
 /* schedule.c, all on the engine thread. */
 

@@ -32,6 +32,7 @@ struct sp_request {
     double spec_acc, spec_rej; // decayed counts of accepted draft tokens and of drafts cut
                                // short by a rejection: the acceptance estimate of --spec auto
     int32_t spec_idle;         // decodes since this request last carried a draft
+    int32_t draft_n;           // tokens whose draft-model KV is in the cache (<= n_computed)
     uint64_t session;       // session of this turn (params.session_id, or matched by history)
     uint64_t scheduled_step; // the last engine step whose batch includes this request
     bool seq_ready;         // seq is initialized

@@ -12,7 +12,7 @@
 static void preempt(sp_engine *e, sp_request *r, bool for_priority) {
     sp_kv_seq_release(e->pool, &r->seq);
     list_remove(&e->running, r);
-    r->n_computed = 0;
+    r->n_computed = r->draft_n = 0;
     r->guard = true;
     r->state = SP__REQ_WAITING;
     list_push_front(&e->waiting, r);
@@ -226,7 +226,7 @@ sp_request *sp__sched_admit_next(sp_engine *e) {
     }
     if (r->session)
         sp_sessions_unpin(e->sessions, e->pool, r->session);
-    r->n_computed = got;
+    r->n_computed = r->draft_n = got; // a cached block has the draft model's KV too
     list_remove(&e->waiting, r);
     list_insert_sorted(&e->running, r);
     r->state = SP__REQ_RUNNING;

@@ -150,6 +150,29 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                "Draft tokens checked by the target model.", (double)es->spec_draft_tokens);
     put_scalar(&b, "counter", "spindle_spec_decode_num_accepted_tokens_total",
                "Draft tokens accepted.", (double)es->spec_accepted_tokens);
+    put(&b, "# HELP spindle_spec_decode_num_accepted_tokens_per_pos_total Draft tokens accepted, "
+            "by position in their draft (0: the first).\n"
+            "# TYPE spindle_spec_decode_num_accepted_tokens_per_pos_total counter\n");
+    for (int i = 0; i < SP_ENGINE_MAX_SPEC; i++)
+        put(&b, "spindle_spec_decode_num_accepted_tokens_per_pos_total{position=\"%d\"} %llu\n", i,
+            (unsigned long long)es->spec_accepted_per_pos[i]);
+    put(&b, "# HELP spindle_spec_decode_draft_length Decodes by the length of their draft, as "
+            "chosen (0: none), with speculation on or a predicted output.\n"
+            "# TYPE spindle_spec_decode_draft_length histogram\n");
+    uint64_t k_cum = 0, k_sum = 0;
+    for (int i = 0; i <= SP_ENGINE_MAX_SPEC; i++) {
+        k_cum += es->spec_k_hist[i];
+        k_sum += (uint64_t)i * es->spec_k_hist[i];
+        put(&b, "spindle_spec_decode_draft_length_bucket{le=\"%d\"} %llu\n", i,
+            (unsigned long long)k_cum);
+    }
+    put(&b, "spindle_spec_decode_draft_length_bucket{le=\"+Inf\"} %llu\n"
+            "spindle_spec_decode_draft_length_sum %llu\n"
+            "spindle_spec_decode_draft_length_count %llu\n",
+        (unsigned long long)k_cum, (unsigned long long)k_sum, (unsigned long long)k_cum);
+    put_scalar(&b, "counter", "spindle_spec_decode_draft_model_seconds_total",
+               "Time spent running the draft model (--draft-model).",
+               (double)es->spec_draft_model_us * 1e-6);
     put_scalar(&b, "counter", "spindle_num_preemptions_total",
                "Requests preempted to free KV memory (recomputed later).",
                (double)es->preemptions);

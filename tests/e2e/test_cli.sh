@@ -78,6 +78,24 @@ done
 set -e
 pass=$((pass + 1))
 
+# serve and bench with a draft model: a draft model of another vocabulary is a runtime error
+# that names the problem; one of the same vocabulary drafts (bench prints the accepted share).
+set +e
+"$bin" serve -m "$shared/models/TinyStories-656K-F32.gguf" --port 0 \
+    --draft-model "$shared/models/stories260K.gguf" 2>"$tmp/err"; rc=$?
+set -e
+[[ $rc == 1 ]] && grep -q "another vocabulary" "$tmp/err" || fail "draft vocabulary: rc $rc, $(cat "$tmp/err")"
+"$bin" bench -m "$shared/models/TinyStories-656K-F32.gguf" \
+    --draft-model "$shared/models/TinyStories-656K-Q8_0.gguf" --spec fixed:4 --requests 2 \
+    --concurrency 2 --prompt-len 8 --gen-len 32 -t 1 >"$tmp/bench" 2>/dev/null || fail "bench --draft-model"
+/usr/bin/python3 - "$tmp/bench" <<'PY' || fail "bench --draft-model: $(cat "$tmp/bench")"
+import sys
+rows = [f for f in map(str.split, open(sys.argv[1])) if len(f) == 7 and f[0] == "2"]
+assert len(rows) == 1 and rows[0][-1].endswith("%"), rows
+assert float(rows[0][-1].rstrip("%")) > 50, rows  # the Q8_0 file agrees with the F32 one
+PY
+pass=$((pass + 1))
+
 # roofline with a model: a row per batch (1, 8, 32, 64) and the prefill, each bound the smaller
 # of its bandwidth and arithmetic bounds; decode's bandwidth bound grows with the batch.
 "$bin" roofline -m "$shared/models/stories260K.gguf" --mem-mib 16 >"$tmp/roof" 2>&1 || fail "roofline"

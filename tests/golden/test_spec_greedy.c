@@ -5,14 +5,22 @@
  * check is not vacuous. A small KV pool forces preemption in the middle for one of the runs.
  * Predicted outputs (drafts from the client's expected text, without --spec): the exact output
  * is accepted nearly whole, a wrong one costs nothing but rejected drafts, and the output is the
- * same either way. */
+ * same either way. A draft model (the Q8_0 file of a model drafting for its F32 file; a
+ * random-weight model of the same vocabulary) changes no token either, at any draft length,
+ * with preemption, and with a draft model of another vocabulary the engine does not start.
+ * Sampled requests keep the target model's distribution with a deliberately bad draft model
+ * (chi-square). */
 #include "testutil.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/commands.h"
+#include "base/util.h"
 #include "model/model.h"
+#include "sample/sample.h"
 #include "sched/engine.h"
+#include "sched/internal.h"
 #include "sched/request.h"
 #include "tok/tok.h"
 
@@ -20,8 +28,22 @@ enum { MAX_PROMPTS = 16, MAX_GEN = 128 };
 
 typedef enum { PRED_NONE, PRED_EXACT, PRED_WRONG } pred_mode;
 
-static uint64_t check_model_pred(const char *file, int32_t spec_k, bool spec_auto,
-                                 int32_t kv_tokens, pred_mode pm) {
+/* A random-weight model (mkmodel's tiny shape) with the vocabulary of the shared model file;
+ * its path (to free). */
+static char *random_draft(const char *file) {
+    char rel[256], *out = malloc(512);
+    snprintf(rel, sizeof rel, "models/%s", file);
+    snprintf(out, 512, "%s/draft-%s", sp_test_tmpdir(), file);
+    char *vocab = sp_test_shared(rel);
+    char *argv[] = {"mkmodel", "-o",     out,     "--preset", "tiny", "--vocab-from",
+                    vocab,     "--seed", "7",     NULL};
+    assert_int_equal(sp_cmd_mkmodel(9, argv), 0);
+    free(vocab);
+    return out;
+}
+
+static uint64_t check_model_draft(const char *file, int32_t spec_k, bool spec_auto,
+                                  int32_t kv_tokens, pred_mode pm, const char *draft) {
     char *gpath = sp_test_shared("models/golden-greedy.json"), rel[256];
     json_t *root = sp_test_load_json(gpath);
     json_t *entries = json_object_get(json_object_get(root, "models"), file);
@@ -40,6 +62,7 @@ static uint64_t check_model_pred(const char *file, int32_t spec_k, bool spec_aut
     o.spec_k = spec_k;
     o.spec_auto = spec_auto;
     o.kv_tokens = kv_tokens;
+    o.draft_model = draft;
     if (kv_tokens) // admit while the prompt fits: decodes then run out of blocks
         snprintf(o.admission, sizeof o.admission, "aggressive");
     o.n_ctx = 256;
@@ -95,8 +118,9 @@ static uint64_t check_model_pred(const char *file, int32_t spec_k, bool spec_aut
                toks[match].id == json_integer_value(json_array_get(want, (size_t)match)))
             match++;
         if (match != (int)json_array_size(want) || rd.n_new_tokens != match)
-            fail_msg("%s, K=%d, prompt %zu: %d of %zu greedy tokens match (got %d)", file, spec_k,
-                     i, match, json_array_size(want), rd.n_new_tokens);
+            fail_msg("%s, K=%d, draft %s, prompt %zu: %d of %zu greedy tokens match (got %d)",
+                     file, spec_k, draft ? draft : "none", i, match, json_array_size(want),
+                     rd.n_new_tokens);
         sp_req_stats rs;
         sp_request_stats(reqs[i], &rs);
         // Every token after the first (which the prompt's step makes) was a draft when the
@@ -124,6 +148,11 @@ static uint64_t check_model_pred(const char *file, int32_t spec_k, bool spec_aut
     free(path);
     free(gpath);
     return st.spec_draft_tokens;
+}
+
+static uint64_t check_model_pred(const char *file, int32_t spec_k, bool spec_auto,
+                                 int32_t kv_tokens, pred_mode pm) {
+    return check_model_draft(file, spec_k, spec_auto, kv_tokens, pm, NULL);
 }
 
 static void check_model(const char *file, int32_t spec_k, int32_t kv_tokens) {
@@ -175,11 +204,181 @@ static void test_preemption_in_the_middle(void **s) {
     check_model("stories260K.gguf", 4, 160);
 }
 
+/* The Q8_0 file drafts for the F32 one: the goldens at every draft length and with auto, most
+ * drafts accepted; a random-weight draft model (rarely right) changes nothing either, with
+ * preemption in the middle too. */
+static void test_draft_model(void **s) {
+    (void)s;
+    char *q8 = sp_test_shared("models/TinyStories-656K-Q8_0.gguf");
+    for (int32_t k = 1; k <= 8; k += k < 3 ? 2 : 5) {
+        const uint64_t n = check_model_draft("TinyStories-656K-F32.gguf", k, false, 0, PRED_NONE, q8);
+        assert_true(n > 0);
+    }
+    (void)check_model_draft("TinyStories-656K-F32.gguf", 8, true, 0, PRED_NONE, q8);
+    (void)check_model_draft("TinyStories-656K-F32.gguf", 8, false, 0, PRED_EXACT, q8);
+    char *bad = random_draft("stories260K.gguf");
+    (void)check_model_draft("stories260K.gguf", 4, false, 0, PRED_NONE, bad);
+    (void)check_model_draft("stories260K.gguf", 3, false, 160, PRED_NONE, bad);
+    (void)check_model_draft("stories260K.gguf", 8, true, 0, PRED_NONE, bad);
+    free(bad);
+    free(q8);
+}
+
+/* A draft model of another vocabulary: the engine is not created, and says why. */
+static void test_draft_model_vocabulary(void **s) {
+    (void)s;
+    char *path = sp_test_shared("models/TinyStories-656K-F32.gguf");
+    char *other = sp_test_shared("models/stories260K.gguf");
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_model *m;
+    sp_vocab *v;
+    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
+    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    o.n_ctx = 256;
+    o.draft_model = other;
+    sp_engine *e = NULL;
+    assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_ERR_INVALID);
+    assert_null(e);
+    assert_non_null(strstr(d.msg, "another vocabulary"));
+    o.draft_model = "/nonexistent/draft.gguf";
+    assert_int_not_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
+    sp_vocab_destroy(v);
+    sp_model_destroy(m);
+    free(other);
+    free(path);
+}
+
+enum { SAMPLED = 4096 };
+
+typedef struct hook_ctx {
+    float *logits; // (SAMPLED, n_vocab) the logits each request's second token came from
+    int32_t n_vocab;
+} hook_ctx;
+
+static void grab_logits(void *ctx, sp_request *r, const float *logits, int32_t n_vocab) {
+    hook_ctx *h = ctx;
+    const uint64_t slot = r->params.sample.seed - 1; // the tests' seeds number the requests
+    if (r->n_generated == 1 && slot < SAMPLED)
+        memcpy(h->logits + slot * (size_t)n_vocab, logits, sizeof *logits * (size_t)n_vocab);
+}
+
+/* Rejection sampling keeps the target's distribution with a draft model that is mostly wrong
+ * (random weights): sampled requests (temperature 1, top_k 20) draft their second token and
+ * later ones from the draft model, which the step checks against the target's p (accepted with
+ * min(1, p/q), else redrawn from the residual). The second tokens' randomized probability
+ * integral transforms (u = F(t-) + U p(t) under the target's distribution for the logits the
+ * token was sampled from) are uniform: chi-square over 20 bins, p = 1e-4; and drafts were both
+ * accepted and rejected, so both paths ran. */
+static void test_draft_model_sampling(void **s) {
+    (void)s;
+    char *path = sp_test_shared("models/stories260K.gguf");
+    char *bad = random_draft("stories260K.gguf");
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_model *m;
+    sp_vocab *v;
+    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
+    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    const int32_t V = m->hp.n_vocab;
+    hook_ctx h = {.logits = malloc(sizeof(float) * (size_t)V * SAMPLED), .n_vocab = V};
+    assert_non_null(h.logits);
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    o.n_ctx = 64;
+    o.draft_model = bad;
+    o.spec_k = 2;
+    o.on_logits = grab_logits;
+    o.hook_ctx = &h;
+    sp_engine *e;
+    assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
+    const int32_t prompt[] = {1, 403, 407, 261, 378, 260, 293, 411};
+    sp_sample_params sp = sp_sample_params_default();
+    sp.temperature = 1.0f;
+    sp.top_k = 20;
+    sp.top_p = 1.0f;
+    sp.min_p = 0.0f;
+    sp.repeat_last_n = 0;
+    sp_sampler *ref;
+    assert_int_equal(sp_sampler_create(&sp, V, &ref), SP_OK);
+    int32_t *ids = malloc(sizeof *ids * (size_t)V);
+    float *probs = malloc(sizeof *probs * (size_t)V);
+    double *p_of = malloc(sizeof *p_of * (size_t)V);
+    assert_true(ids && probs && p_of);
+    enum { BINS = 20, BATCH = 64 };
+    int bins[BINS] = {0};
+    uint64_t rng = 12345;
+    for (int batch = 0; batch < SAMPLED / BATCH; batch++) {
+        sp_request *reqs[BATCH];
+        for (int i = 0; i < BATCH; i++) {
+            sp_req_params p = sp_req_params_default();
+            p.sample = sp;
+            p.sample.seed = (uint64_t)(batch * BATCH + i + 1);
+            p.max_tokens = 4;
+            p.ignore_eos = true;
+            assert_int_equal(sp_request_create(v, prompt, 8, &p, &reqs[i], &d), SP_OK);
+            assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
+        }
+        while (sp_engine_busy(e))
+            sp_engine_step(e);
+        for (sp_request *r = sp_engine_take_ready(e); r;) {
+            sp_request *next = sp_request_next_ready(r);
+            sp_request_release(r);
+            r = next;
+        }
+        for (int i = 0; i < BATCH; i++) {
+            sp_req_cursor cur = {0};
+            sp_req_token toks[4];
+            sp_req_read rd;
+            assert_int_equal(
+                sp_request_read(reqs[i], &cur, toks, 4, NULL, NULL, NULL, NULL, NULL, &rd), SP_OK);
+            assert_int_equal(rd.n_new_tokens, 4);
+            const size_t slot = (size_t)(batch * BATCH + i);
+            const int32_t n = sp_sampler_distribution(ref, h.logits + slot * (size_t)V, V, ids,
+                                                      probs);
+            memset(p_of, 0, sizeof *p_of * (size_t)V);
+            for (int32_t c = 0; c < n; c++)
+                p_of[ids[c]] = probs[c];
+            const int32_t t = toks[1].id;
+            assert_true(p_of[t] > 0); // never a token the target's sampler could not draw
+            double below = 0;
+            for (int32_t x = 0; x < t; x++)
+                below += p_of[x];
+            const double u = below + (0.5 * (sp_test_randf(&rng) + 1.0)) * p_of[t];
+            bins[SP_MIN((int)(u * BINS), BINS - 1)]++;
+            sp_request_release(reqs[i]);
+        }
+    }
+    double chi = 0;
+    const double expect = (double)SAMPLED / BINS;
+    for (int b = 0; b < BINS; b++)
+        chi += (bins[b] - expect) * (bins[b] - expect) / expect;
+    if (chi >= 50.80) // p = 1e-4, 19 degrees of freedom
+        fail_msg("second tokens do not follow the target's distribution: chi-square %g", chi);
+    sp_engine_stats st;
+    sp_engine_stats_get(e, &st);
+    assert_true(st.spec_accepted_tokens > 0 && st.spec_accepted_tokens < st.spec_draft_tokens);
+    sp_sampler_destroy(ref);
+    free(ids);
+    free(probs);
+    free(p_of);
+    sp_engine_destroy(e);
+    sp_vocab_destroy(v);
+    sp_model_destroy(m);
+    free(h.logits);
+    free(bad);
+    free(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories260k),       cmocka_unit_test(test_656k_f32),
         cmocka_unit_test(test_656k_q8_0),         cmocka_unit_test(test_preemption_in_the_middle),
         cmocka_unit_test(test_predicted_outputs), cmocka_unit_test(test_auto),
+        cmocka_unit_test(test_draft_model),       cmocka_unit_test(test_draft_model_vocabulary),
+        cmocka_unit_test(test_draft_model_sampling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

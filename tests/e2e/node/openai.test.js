@@ -178,6 +178,19 @@ test('predicted outputs: the same text, the prediction tokens accepted; a wrong 
   const parts = await ask({ type: 'content', content: [{ type: 'text', text: 'The dog ran. ' },
     { type: 'text', text: 'The end.' }] });
   assert.equal(parts.choices[0].message.content, text);
+  // The accepted drafts by position and the draft lengths are on /metrics (vLLM's names).
+  const metrics = await (await fetch(`${process.env.SPINDLE_URL}/metrics`, {
+    headers: { Authorization: `Bearer ${apiKey}` },
+  })).text();
+  const value = (name) => {
+    const line = metrics.split('\n').find((l) => l.startsWith(`${name} `));
+    assert.ok(line, `${name} missing from /metrics`);
+    return Number(line.slice(name.length + 1));
+  };
+  const pos0 = value('spindle_spec_decode_num_accepted_tokens_per_pos_total{position="0"}');
+  assert.ok(pos0 > 0 && pos0 >= value('spindle_spec_decode_num_accepted_tokens_per_pos_total{position="1"}'));
+  assert.ok(value('spindle_spec_decode_draft_length_count') > 0);
+  assert.ok(value('spindle_spec_decode_draft_length_sum') >= value('spindle_spec_decode_num_draft_tokens_total'));
   await assert.rejects(
     ask({ type: 'content', content: 42 }),
     (e) => e instanceof OpenAI.BadRequestError && e.param === 'prediction',

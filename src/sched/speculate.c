@@ -1,0 +1,284 @@
+/* Speculative decoding in the engine: each decode's draft tokens (from a predicted output, by
+ * prompt lookup, or from a draft model), their lengths under --spec auto, and what is learnt
+ * from the tokens the target model accepts. The step itself (engine.c) puts the drafts in its
+ * batch and checks them. Engine thread only. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "kv/table.h"
+#include "sched/engine_int.h"
+#include "spec/lookup.h"
+
+enum {
+    SPEC_PROBE_EVERY = 32, // decodes without a draft before --spec auto tries one token
+    DRAFT_Q_ROWS = 256,    // distributions of sampled draft-model drafts kept per step
+};
+
+sp__draft_kind sp__spec_kind(const sp_engine *e, const sp_request *r) {
+    return r->params.n_prediction > 0 ? SP__DRAFT_PREDICTION
+           : e->drafter               ? SP__DRAFT_MODEL
+                                      : SP__DRAFT_LOOKUP;
+}
+
+/* ---- the draft model ------------------------------------------------------------------------ */
+
+sp_err sp__spec_load_draft_model(const char *path, const sp_model *m, const sp_vocab *v,
+                                 sp_model **out, sp_diag *diag) {
+    sp_model *dm = NULL;
+    sp_vocab *dv = NULL;
+    sp_err err = sp_model_load(path, &dm, diag);
+    if (err)
+        return err;
+    if ((err = sp_vocab_load(dm->gguf, &dv, diag))) {
+        sp_model_destroy(dm);
+        return err;
+    }
+    // The same vocabulary: the same logits width and the same text for every token id.
+    const uint32_t n = sp_vocab_n_tokens(v);
+    int64_t bad = -1;
+    if (dm->hp.n_vocab != m->hp.n_vocab || sp_vocab_n_tokens(dv) != n)
+        bad = INT64_MAX;
+    for (uint32_t i = 0; i < n && bad < 0; i++) {
+        const sp_str a = sp_vocab_token_text(v, (sp_token)i),
+                     b = sp_vocab_token_text(dv, (sp_token)i);
+        if (a.len != b.len || memcmp(a.ptr, b.ptr, a.len) ||
+            sp_vocab_token_attr(v, (sp_token)i) != sp_vocab_token_attr(dv, (sp_token)i))
+            bad = i;
+    }
+    if (bad == INT64_MAX)
+        err = sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX,
+                          "the draft model %s has another vocabulary (%u tokens, %d logits) than "
+                          "the model (%u tokens, %d logits): use a draft model of the same family",
+                          path, sp_vocab_n_tokens(dv), dm->hp.n_vocab, n, m->hp.n_vocab);
+    else if (bad >= 0)
+        err = sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX,
+                          "the draft model %s has another vocabulary than the model (token %lld "
+                          "differs): use a draft model of the same family",
+                          path, (long long)bad);
+    sp_vocab_destroy(dv);
+    if (err) {
+        sp_model_destroy(dm);
+        return err;
+    }
+    *out = dm;
+    return SP_OK;
+}
+
+sp_err sp__spec_open_drafter(sp_engine *e, int32_t n_blocks) {
+    const sp_engine_opts *o = &e->o;
+    const size_t S = (size_t)o->max_seqs, V = (size_t)e->m->hp.n_vocab;
+    sp_err err =
+        sp_draft_create(e->draft_model, o->kv_type, o->block_size, n_blocks, o->max_batch_tokens,
+                        o->max_seqs, SP_MAX(o->spec_k, 1), e->n_ctx, &e->drafter);
+    if (err || (err = sp_draft_set_pool(e->drafter, e->threads)))
+        return err;
+    e->kv.twin = sp_draft_kv(e->drafter);
+    e->n_dq_rows = (int32_t)SP_MIN(S * (size_t)SP_MAX(o->spec_k, 1), (size_t)DRAFT_Q_ROWS);
+    e->dq = malloc((size_t)e->n_dq_rows * V * sizeof *e->dq);
+    e->dseqs = malloc(S * sizeof *e->dseqs);
+    e->b_dk = calloc(S, sizeof *e->b_dk);
+    e->b_dq = malloc(S * sizeof *e->b_dq);
+    if (!e->dq || !e->dseqs || !e->b_dk || !e->b_dq)
+        return SP_ERR_NOMEM;
+    e->draft_ratio =
+        (double)sp_model_weight_bytes(e->draft_model) / (double)sp_model_weight_bytes(e->m);
+    e->draft_scale = 1.0;
+    return SP_OK;
+}
+
+/* The draft model's predicted time for passes forward passes of tokens tokens in all, from the
+ * target's step-time model scaled by the two models' sizes and by what was measured. */
+static double draft_model_us(const sp_engine *e, double passes, double tokens) {
+    const double *c = e->steptime.coef;
+    return e->draft_scale * e->draft_ratio * (passes * c[0] + tokens * (c[1] + c[3]));
+}
+
+void sp__spec_run_draft_model(sp_engine *e, int32_t n_seq) {
+    if (!e->drafter)
+        return;
+    const size_t V = (size_t)e->m->hp.n_vocab;
+    int32_t q_rows = e->n_dq_rows;
+    for (int32_t s = 0; s < n_seq; s++) {
+        sp_request *r = e->b_reqs[s];
+        const int32_t k = sp__spec_kind(e, r) == SP__DRAFT_MODEL ? e->b_ndraft[s] : 0;
+        // A sampled request's drafts are drawn from the draft model's distribution while there
+        // are rows to keep it in, else they are its argmax (a point mass: exact all the same).
+        float *q = NULL;
+        if (k > 0 && r->params.sample.temperature > 0.0f && q_rows >= k) {
+            q_rows -= k;
+            q = e->dq + (size_t)q_rows * V;
+        }
+        e->b_dk[s] = k;
+        e->b_dq[s] = q;
+        e->dseqs[s] = (sp_draft_seq){.tokens = r->tokens,
+                                     .from = SP_MIN(r->draft_n, r->n_computed),
+                                     .to = r->n_computed + e->b_chunk[s],
+                                     .blocks = r->seq.blocks,
+                                     .n_blocks = r->seq.n_blocks,
+                                     .k = k,
+                                     .sampler = r->sampler,
+                                     .out = e->b_draft + (size_t)s * SP_ENGINE_MAX_SPEC,
+                                     .q = q};
+    }
+    sp_err err = sp_draft_run(e->drafter, e->dseqs, n_seq);
+    const sp_draft_timing t = sp_draft_last_timing(e->drafter);
+    if (err)
+        SP_ERROR("the draft model failed: %s", sp_err_str(err));
+    else if (t.n_passes > 0) {
+        const double predicted = draft_model_us(e, t.n_passes, t.n_tokens) / e->draft_scale;
+        if (predicted > 0 && t.total_us > 0)
+            e->draft_scale = 0.9 * e->draft_scale + 0.1 * (t.total_us / predicted);
+    }
+    pthread_mutex_lock(&e->smu);
+    e->stats.spec_draft_model_us += (uint64_t)t.total_us;
+    pthread_mutex_unlock(&e->smu);
+    // The drafts into the batch, after each sequence's own tokens. On failure the drafts are
+    // checked as point masses on token 0: wasted, but the output stays exact.
+    int32_t at = 0;
+    for (int32_t s = 0; s < n_seq; s++) {
+        sp_request *r = e->b_reqs[s];
+        int32_t *draft = e->b_draft + (size_t)s * SP_ENGINE_MAX_SPEC;
+        if (err && e->b_dk[s] > 0) {
+            memset(draft, 0, sizeof *draft * (size_t)e->b_dk[s]);
+            e->b_dq[s] = NULL;
+        }
+        if (e->b_dk[s] > 0)
+            memcpy(e->b_tok + at + e->b_chunk[s], draft, sizeof *draft * (size_t)e->b_dk[s]);
+        if (!err)
+            r->draft_n = e->dseqs[s].to;
+        at += e->b_chunk[s] + e->b_ndraft[s];
+    }
+}
+
+const float *sp__spec_draft_q(const sp_engine *e, int32_t s, int32_t j) {
+    if (!e->drafter || e->b_dk[s] == 0 || !e->b_dq[s])
+        return NULL;
+    return e->b_dq[s] + (size_t)j * (size_t)e->m->hp.n_vocab;
+}
+
+/* ---- drafts and their lengths --------------------------------------------------------------- */
+
+/* The draft tokens for r's next decode, at most max, into draft; their count. A request with a
+ * predicted output follows it (where the output is at the same place in it, the prediction's
+ * next tokens; else the tokens after the latest place in the prediction where the last 1-4
+ * output tokens occur); with a draft model, max placeholders (the model drafts once the step's
+ * batch is known: sp__spec_run_draft_model); otherwise prompt lookup (what followed the latest
+ * earlier occurrence of the longest suffix, up to 3 tokens, of its prompt and output).
+ * Positions for them are claimed in r's KV table here, without preempting anyone: with no free
+ * block there is no draft. */
+int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draft) {
+    max = SP_MIN(max,
+                 SP_MIN(r->params.max_tokens - r->n_generated - 1, e->max_len - r->n_tokens - 1));
+    if (r->params.stop_after > 0)
+        max = SP_MIN(max, r->params.stop_after - r->n_generated - 1);
+    if (max <= 0)
+        return 0;
+    int32_t k;
+    switch (sp__spec_kind(e, r)) {
+    case SP__DRAFT_PREDICTION: {
+        // Where the output still follows the prediction at the same place (its last token is
+        // the prediction's, or the one before is: a token the prediction got wrong), the
+        // prediction's next tokens; where it has left it, a lookup of its last tokens in it.
+        const int32_t *pred = r->params.prediction, *out = r->tokens + r->n_prompt;
+        const int32_t n = r->n_generated;
+        if (n < r->params.n_prediction &&
+            (out[n - 1] == pred[n - 1] || (n >= 2 && out[n - 2] == pred[n - 2]))) {
+            k = SP_MIN(max, r->params.n_prediction - n);
+            memcpy(draft, pred + n, sizeof *draft * (size_t)k);
+        } else {
+            k = sp_spec_lookup(pred, r->params.n_prediction, out, n, 1, 4, max, draft);
+        }
+        break;
+    }
+    case SP__DRAFT_MODEL:
+        k = max;
+        memset(draft, 0, sizeof *draft * (size_t)k);
+        break;
+    default:
+        k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 1, 3, max, draft);
+        break;
+    }
+    const int32_t need = r->n_tokens + k - r->seq.n_tokens;
+    if (k > 0 && need > 0 && sp_kv_seq_reserve(e->pool, &r->seq, need) != SP_OK)
+        k = 0;
+    return k;
+}
+
+/* --spec auto: chooses each collected decode's draft length d_len[i] (at most the drafted
+ * tokens it has) for the most expected tokens per second of step time (SmartSpec's goodput).
+ * A request's draft tokens are each accepted with probability a, its acceptance estimate
+ * ((accepted + 2 g) / (accepted + cut short + 2), decayed counts, g the engine-wide estimate
+ * for its kind of drafter), so its j-th draft token adds a^j expected tokens; each costs the
+ * step-time model's price of one more token (its logits row, and its attended positions), and
+ * a draft model's the draft model's price of a token, and of a forward pass when no other
+ * request has a j-th draft yet. Starting from no drafts (one token per decode), the draft
+ * token with the best gain per microsecond is added while that ratio beats the step's
+ * expected tokens per microsecond so far. A request that got no draft for SPEC_PROBE_EVERY
+ * decodes gets one token anyway, so that its estimate can recover. */
+void sp__spec_size_drafts(sp_engine *e, int32_t n) {
+    const double *c = e->steptime.coef;
+    sp_step_shape base = {.n_decode = n, .n_out = n};
+    for (int32_t i = 0; i < n; i++)
+        base.n_attn += e->d_reqs[i]->n_tokens;
+    double t = sp_steptime_predict(&e->steptime, base), tokens = n;
+    const double draft_tok_us = e->drafter ? draft_model_us(e, 0, 1) : 0;
+    const double draft_pass_us = e->drafter ? draft_model_us(e, 1, 0) : 0;
+    int32_t passes = 1; // draft model passes run (the first always: it keeps the KV up to date)
+    for (int32_t i = 0; i < n; i++) {
+        e->d_avail[i] = e->d_len[i];
+        e->d_len[i] = 0;
+    }
+    for (;;) {
+        int32_t best = -1;
+        double best_gain = 0, best_cost = 1;
+        for (int32_t i = 0; i < n; i++) {
+            const sp_request *r = e->d_reqs[i];
+            if (e->d_len[i] >= e->d_avail[i])
+                continue;
+            // Its own counts, after two drafts' worth of the engine-wide estimate for its kind
+            // of drafter (so that a short request starts from what others have seen).
+            const sp__draft_kind kind = sp__spec_kind(e, r);
+            const double g = (e->spec_acc[kind] + 1) / (e->spec_acc[kind] + e->spec_rej[kind] + 2);
+            const double a = (r->spec_acc + 2 * g) / (r->spec_acc + r->spec_rej + 2);
+            const double gain = pow(a, e->d_len[i] + 1);
+            double cost = c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1) + 1e-3;
+            if (kind == SP__DRAFT_MODEL)
+                cost += draft_tok_us + (e->d_len[i] + 1 > passes ? draft_pass_us : 0);
+            if (best < 0 || gain * best_cost > best_gain * cost)
+                best = i, best_gain = gain, best_cost = cost;
+        }
+        if (best < 0 || best_gain * t <= tokens * best_cost)
+            break;
+        e->d_len[best]++;
+        if (sp__spec_kind(e, e->d_reqs[best]) == SP__DRAFT_MODEL)
+            passes = SP_MAX(passes, e->d_len[best]);
+        tokens += best_gain;
+        t += best_cost;
+    }
+    for (int32_t i = 0; i < n; i++)
+        if (e->d_len[i] == 0 && e->d_avail[i] > 0 && e->d_reqs[i]->spec_idle >= SPEC_PROBE_EVERY)
+            e->d_len[i] = 1;
+}
+
+/* ---- after the check ------------------------------------------------------------------------ */
+
+void sp__spec_checked(sp_engine *e, int32_t s, sp_request *r, int32_t acc) {
+    const int32_t nd = e->b_ndraft[s];
+    if (nd == 0)
+        return;
+    const sp__draft_kind kind = sp__spec_kind(e, r);
+    r->spec_acc = 0.9 * r->spec_acc + acc;
+    r->spec_rej = 0.9 * r->spec_rej + (acc < nd);
+    e->spec_acc[kind] = 0.99 * e->spec_acc[kind] + acc;
+    e->spec_rej[kind] = 0.99 * e->spec_rej[kind] + (acc < nd);
+    // The draft model computed its drafts 1 .. k-1 as inputs: the accepted ones stay in its KV.
+    if (e->drafter && e->b_dk[s] > 0)
+        r->draft_n += SP_MIN(acc, e->b_dk[s] - 1);
+    pthread_mutex_lock(&e->smu);
+    for (int32_t j = 0; j < acc; j++)
+        e->stats.spec_accepted_per_pos[j]++;
+    pthread_mutex_unlock(&e->smu);
+}
