@@ -101,6 +101,15 @@ sp_err sp_kv_seq_reserve(sp_kv_pool *pool, sp_kv_seq *seq, int32_t n) {
     return SP_OK;
 }
 
+void sp_kv_seq_truncate(sp_kv_pool *pool, sp_kv_seq *seq, int32_t n) {
+    const int32_t bs = pool->block_size;
+    SP_ASSERT(n >= 0 && n <= seq->n_tokens && (int64_t)seq->n_hashed * bs <= n);
+    const int32_t keep = (int32_t)(((int64_t)n + bs - 1) / bs);
+    while (seq->n_blocks > keep)
+        sp_kv_pool_release(pool, seq->blocks[--seq->n_blocks]);
+    seq->n_tokens = n;
+}
+
 void sp_kv_seq_commit(sp_kv_pool *pool, sp_kv_seq *seq, const int32_t *tokens, int32_t n_known) {
     SP_ASSERT(n_known >= 0 && n_known <= seq->n_tokens);
     if (!pool->caching)

@@ -69,6 +69,12 @@ int32_t sp_kv_seq_blocks_needed(const sp_kv_pool *pool, const sp_kv_seq *seq, in
  * sequence is forked: fork after the forward pass that wrote the positions. O(new blocks). */
 SP_MUST_USE sp_err sp_kv_seq_reserve(sp_kv_pool *pool, sp_kv_seq *seq, int32_t n);
 
+/* Gives back the claim on positions n .. n_tokens - 1 (n_hashed * block_size <= n <= n_tokens,
+ * asserted): the blocks that hold only such positions leave the table (one reference dropped
+ * each), and n_tokens becomes n. For speculative decoding: the positions of rejected draft
+ * tokens, written but not part of the sequence. No copy; O(blocks dropped). */
+void sp_kv_seq_truncate(sp_kv_pool *pool, sp_kv_seq *seq, int32_t n);
+
 /* Registers in the prefix index every full block of positions below n_known that is not yet
  * hashed. tokens[n_known] are the sequence's tokens from position 0 (borrowed) and the KV of
  * positions 0 .. n_known - 1 must be written already (the forward pass has run);

@@ -742,6 +742,9 @@ bool sp_engine_step(sp_engine *e) {
                 sp__spec_checked(e, s, r, acc);
             if (running && acc > 0)
                 sp_kv_seq_commit(e->pool, &r->seq, r->tokens, r->n_computed);
+            // The rejected drafts' positions leave the block table (their KV is garbage).
+            if (running && acc < nd)
+                sp_kv_seq_truncate(e->pool, &r->seq, r->n_computed);
         }
         i += 1 + nd;
     }

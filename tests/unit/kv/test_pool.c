@@ -202,6 +202,40 @@ static void test_fork_refcounts(void **state) {
     sp_kvbuf_deinit(&kv);
 }
 
+/* Truncation gives back the blocks that hold only dropped positions (rejected drafts), keeps
+ * the partly used last block, and the sequence grows again from there. */
+static void test_truncate(void **state) {
+    (void)state;
+    sp_kvbuf kv;
+    make_kv(&kv, SP_DTYPE_F16, 8);
+    sp_kv_pool *p = make_pool(&kv, true);
+    sp_kv_seq a;
+    assert_int_equal(sp_kv_seq_init(&a, p, 32), SP_OK);
+    assert_int_equal(sp_kv_seq_lookup(p, &a, 1, NULL, 0), 0);
+    assert_int_equal(sp_kv_seq_reserve(p, &a, 2 * BS + 3), SP_OK); // 3 blocks
+    const int32_t first = a.blocks[0], second = a.blocks[1];
+    sp_kv_seq_truncate(p, &a, BS + 1);
+    assert_int_equal(a.n_tokens, BS + 1);
+    assert_int_equal(a.n_blocks, 2);
+    assert_int_equal(stats(p).n_used, 2);
+    assert_int_equal(stats(p).n_free, 6);
+    sp_kv_seq_truncate(p, &a, BS + 1); // nothing to drop
+    assert_int_equal(a.n_blocks, 2);
+    sp_kv_seq_truncate(p, &a, BS);
+    assert_int_equal(a.n_blocks, 1);
+    assert_int_equal(a.blocks[0], first);
+    assert_int_equal(stats(p).n_used, 1);
+    assert_int_equal(sp_kv_seq_reserve(p, &a, 2), SP_OK);
+    assert_int_equal(a.n_blocks, 2);
+    assert_int_equal(a.n_tokens, BS + 2);
+    (void)second;
+    sp_kv_seq_release(p, &a);
+    assert_int_equal(stats(p).n_free, 8);
+    sp_kv_seq_deinit(&a);
+    sp_kv_pool_destroy(p);
+    sp_kvbuf_deinit(&kv);
+}
+
 /* Fills a whole block with bytes that identify (block, tag, offset). */
 static void fill_block(sp_kvbuf *kv, int32_t block, uint8_t tag) {
     uint8_t *d = kv->data + (size_t)block * kv->block_bytes;
@@ -226,8 +260,10 @@ static void write_slot(sp_kvbuf *kv, int32_t block, int32_t slot, float v) {
 
 static void test_copy_on_write(void **state) {
     (void)state;
-    sp_kvbuf kv;
+    sp_kvbuf kv, twin;
     make_kv(&kv, SP_DTYPE_F32, 8);
+    make_kv(&twin, SP_DTYPE_F16, 8); // a draft model's KV, indexed by the same blocks
+    kv.twin = &twin;
     sp_kv_pool *p = make_pool(&kv, true);
     sp_kv_seq a, b;
     assert_int_equal(sp_kv_seq_init(&a, p, 32), SP_OK);
@@ -236,6 +272,8 @@ static void test_copy_on_write(void **state) {
     assert_int_equal(sp_kv_seq_reserve(p, &a, BS + 2), SP_OK);
     fill_block(&kv, a.blocks[0], 1);
     fill_block(&kv, a.blocks[1], 2);
+    for (int32_t i = 0; i < 8; i++)
+        fill_block(&twin, i, (uint8_t)(50 + i));
     uint8_t orig[2][512];
     assert_int_equal(kv.block_bytes, 512); // F32
     memcpy(orig[0], block_bytes(&kv, a.blocks[0]), 512);
@@ -250,6 +288,8 @@ static void test_copy_on_write(void **state) {
     assert_int_equal(b.blocks[0], a.blocks[0]); // full blocks stay shared
     assert_int_not_equal(b.blocks[1], a.blocks[1]);
     assert_memory_equal(block_bytes(&kv, b.blocks[1]), orig[1], 512);
+    assert_memory_equal(block_bytes(&twin, b.blocks[1]), block_bytes(&twin, a.blocks[1]),
+                        twin.block_bytes); // the twin's block is copied with it
     write_slot(&kv, b.blocks[1], 2, 42.0f); // b's position BS + 2
     // a's blocks are untouched.
     assert_memory_equal(block_bytes(&kv, a.blocks[0]), orig[0], 512);
@@ -282,6 +322,7 @@ static void test_copy_on_write(void **state) {
     sp_kv_seq_deinit(&b);
     sp_kv_pool_destroy(p);
     sp_kvbuf_deinit(&kv);
+    sp_kvbuf_deinit(&twin);
 }
 
 /* Starts a sequence on tokens[n], claims and "computes" them, commits, and releases it. */
@@ -486,6 +527,7 @@ int main(void) {
         cmocka_unit_test(test_fork_refcounts), cmocka_unit_test(test_copy_on_write),
         cmocka_unit_test(test_caching_off),    cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_reserve_evicts),
+        cmocka_unit_test(test_truncate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
