@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "kv/table.h"
 #include "sched/engine_int.h"
+#include "spec/lookup.h"
 
 sp_engine_opts sp_engine_opts_default(void) {
     return (sp_engine_opts){.max_batch_tokens = 512,
@@ -30,6 +31,11 @@ sp_engine_opts sp_engine_opts_default(void) {
 }
 
 /* ---- creation ------------------------------------------------------------------------------- */
+
+enum {
+    NGRAM_N = 3,           // tokens of the n-grams of finished requests that prompt lookup finds
+    NGRAM_LOG2_SLOTS = 15, // 32768 of them at most (3.5 MiB)
+};
 
 /* Nominal machine figures for the step-time model's prior, per compute thread: the first steps
  * measured correct them. */
@@ -155,7 +161,9 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
                                   o.session_ttl_cap_ms > 0 ? o.session_ttl_cap_ms : 60000,
                                   &e->sessions)) ||
         (err = sp_forward_set_pool(e->fw, e->threads)) ||
-        (dm && (err = sp__spec_open_drafter(e, (int32_t)n_blocks))))
+        (dm && (err = sp__spec_open_drafter(e, (int32_t)n_blocks))) ||
+        (o.spec_k && !dm &&
+         (err = sp_spec_index_create(NGRAM_N, SP_ENGINE_MAX_SPEC, NGRAM_LOG2_SLOTS, &e->ngrams))))
         goto fail;
     // Logits rows: one per sequence, plus the draft tokens' (up to spec_k per decode; without
     // --spec, a pool for the requests that bring a predicted output).
@@ -297,6 +305,7 @@ void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, con
         list_remove(&e->waiting, r);
     }
     if (f == SP_FINISH_STOP || f == SP_FINISH_LENGTH) {
+        sp__spec_learn(e, r);
         // Release what the stop matcher and the detokenizer still hold.
         bool failed = false;
         sp_str tail = sp_detok_flush(&r->detok);
@@ -930,6 +939,7 @@ void sp_engine_destroy(sp_engine *e) {
         sp_sessions_destroy(e->sessions, e->pool);
     sp_forward_destroy(e->fw);
     sp_draft_destroy(e->drafter);
+    sp_spec_index_destroy(e->ngrams);
     sp_model_destroy(e->draft_model);
     free(e->dq);
     free(e->dseqs);

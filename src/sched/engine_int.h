@@ -67,6 +67,7 @@ struct sp_engine {
     int32_t *d_avail;         // (max_seqs) the draft tokens each has (--spec auto)
     double spec_acc[SP__DRAFT_KINDS], spec_rej[SP__DRAFT_KINDS]; // engine-wide decayed draft
                               // counts by kind of drafter: --spec auto's starting estimate
+    struct sp_spec_index *ngrams; // finished requests' n-grams, for prompt lookup (NULL: none)
     sp_model *draft_model;    // --draft-model (owned; NULL: none)
     sp_draft *drafter;        // its forward passes and KV buffer (the twin of kv)
     sp_draft_seq *dseqs;      // (max_seqs) a step's call to the drafter
@@ -134,6 +135,9 @@ void sp__spec_run_draft_model(sp_engine *e, int32_t n_seq);
 
 /* The distribution draft j of batch sequence s was drawn from (NULL: a point mass). */
 const float *sp__spec_draft_q(const sp_engine *e, int32_t s, int32_t j);
+
+/* Records the text of r, finished naturally, for the prompt lookup of later requests. */
+void sp__spec_learn(sp_engine *e, const sp_request *r);
 
 /* After the check of batch sequence s (r, still running): acc of its drafts were accepted. */
 void sp__spec_checked(sp_engine *e, int32_t s, sp_request *r, int32_t acc);

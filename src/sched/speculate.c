@@ -166,7 +166,8 @@ const float *sp__spec_draft_q(const sp_engine *e, int32_t s, int32_t j) {
  * next tokens; else the tokens after the latest place in the prediction where the last 1-4
  * output tokens occur); with a draft model, max placeholders (the model drafts once the step's
  * batch is known: sp__spec_run_draft_model); otherwise prompt lookup (what followed the latest
- * earlier occurrence of the longest suffix, up to 3 tokens, of its prompt and output).
+ * earlier occurrence of the longest suffix, up to 3 tokens, of its prompt and output), with the
+ * n-gram index of finished requests' text before suffixes of 1-2 tokens.
  * Positions for them are claimed in r's KV table here, without preempting anyone: with no free
  * block there is no draft. */
 int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draft) {
@@ -198,7 +199,15 @@ int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *dr
         memset(draft, 0, sizeof *draft * (size_t)k);
         break;
     default:
-        k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 1, 3, max, draft);
+        // Its own text first where its last 3 tokens occur in it, then the text of earlier
+        // requests (of its cache salt) after its last 3 tokens, then its own after the last
+        // 2 or 1.
+        k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 3, 3, max, draft);
+        if (k == 0 && e->ngrams)
+            k = sp_spec_index_lookup(e->ngrams, r->params.cache_salt, r->tokens, r->n_tokens, max,
+                                     draft);
+        if (k == 0)
+            k = sp_spec_lookup(r->tokens, r->n_tokens, r->tokens, r->n_tokens, 1, 2, max, draft);
         break;
     }
     const int32_t need = r->n_tokens + k - r->seq.n_tokens;
@@ -264,6 +273,11 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
 }
 
 /* ---- after the check ------------------------------------------------------------------------ */
+
+void sp__spec_learn(sp_engine *e, const sp_request *r) {
+    if (e->ngrams)
+        sp_spec_index_add(e->ngrams, r->params.cache_salt, r->tokens, r->n_tokens);
+}
 
 void sp__spec_checked(sp_engine *e, int32_t s, sp_request *r, int32_t acc) {
     const int32_t nd = e->b_ndraft[s];

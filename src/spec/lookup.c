@@ -33,6 +33,7 @@ int32_t sp_spec_lookup(const int32_t *src, int32_t n_src, const int32_t *ctx, in
 enum { MAX_N = 8, MAX_K = 16 };
 
 typedef struct slot {
+    uint64_t salt;
     int32_t gram[MAX_N]; // the n-gram (n_next == 0: empty slot)
     int32_t next[MAX_K]; // the tokens that followed it last
     int32_t n_next;
@@ -67,33 +68,37 @@ void sp_spec_index_destroy(sp_spec_index *x) {
     free(x);
 }
 
-static slot *slot_of(const sp_spec_index *x, const int32_t *gram) {
-    return &x->slots[sp_fnv1a64(gram, sizeof *gram * (size_t)x->n) & x->mask];
+static slot *slot_of(const sp_spec_index *x, uint64_t salt, const int32_t *gram) {
+    const uint64_t h =
+        sp_fnv1a64_add(sp_fnv1a64(&salt, sizeof salt), gram, sizeof *gram * (size_t)x->n);
+    return &x->slots[h & x->mask];
 }
 
-void sp_spec_index_add(sp_spec_index *x, const int32_t *tokens, int32_t n_tokens) {
+void sp_spec_index_add(sp_spec_index *x, uint64_t salt, const int32_t *tokens, int32_t n_tokens) {
     for (int32_t i = 0; i + x->n < n_tokens; i++) {
         const int32_t *gram = tokens + i;
-        slot *s = slot_of(x, gram);
+        slot *s = slot_of(x, salt, gram);
         const int32_t m = SP_MIN(x->k_max, n_tokens - (i + x->n));
         // The same n-gram with a longer continuation already recorded from this very text (a
         // growing output added again) keeps it if the new one is its prefix.
-        if (s->n_next > m && !memcmp(s->gram, gram, sizeof *gram * (size_t)x->n) &&
+        if (s->n_next > m && s->salt == salt &&
+            !memcmp(s->gram, gram, sizeof *gram * (size_t)x->n) &&
             !memcmp(s->next, gram + x->n, sizeof *gram * (size_t)m))
             continue;
+        s->salt = salt;
         memcpy(s->gram, gram, sizeof *gram * (size_t)x->n);
         memcpy(s->next, gram + x->n, sizeof *gram * (size_t)m);
         s->n_next = m;
     }
 }
 
-int32_t sp_spec_index_lookup(const sp_spec_index *x, const int32_t *ctx, int32_t n_ctx, int32_t k,
-                             int32_t *out) {
+int32_t sp_spec_index_lookup(const sp_spec_index *x, uint64_t salt, const int32_t *ctx,
+                             int32_t n_ctx, int32_t k, int32_t *out) {
     if (k <= 0 || n_ctx < x->n)
         return 0;
     const int32_t *gram = ctx + n_ctx - x->n;
-    const slot *s = slot_of(x, gram);
-    if (s->n_next == 0 || memcmp(s->gram, gram, sizeof *gram * (size_t)x->n))
+    const slot *s = slot_of(x, salt, gram);
+    if (s->n_next == 0 || s->salt != salt || memcmp(s->gram, gram, sizeof *gram * (size_t)x->n))
         return 0;
     const int32_t m = SP_MIN(k, s->n_next);
     memcpy(out, s->next, sizeof *out * (size_t)m);

@@ -8,7 +8,9 @@
  *    follows that text wherever the output has got to.
  *  - sp_spec_index: an n-gram index shared across requests: every n tokens seen map to the
  *    tokens that followed them last, in a fixed-size table (older entries are overwritten), so
- *    that text repeated between requests (tool outputs, templates) is drafted too.
+ *    that text repeated between requests (tool outputs, templates) is drafted too. Entries
+ *    carry a salt (the requests' cache salt): text is drafted only for requests of the salt
+ *    it came from, as cached KV is shared only between them.
  *
  * Token ids are plain int32 values; nothing here knows the vocabulary. Not thread safe: the
  * engine thread owns an index. */
@@ -38,16 +40,16 @@ SP_MUST_USE sp_err sp_spec_index_create(int32_t n, int32_t k_max, int32_t log2_s
                                         sp_spec_index **out);
 void sp_spec_index_destroy(sp_spec_index *x);
 
-/* Records every n-gram of tokens[0..n_tokens) with the (up to k_max) tokens after it; an n-gram
- * seen before takes its latest continuation, unless that is a prefix of the one it has (the
- * same text added again, cut shorter). Slots are addressed by a hash of the n-gram and hold the
- * n-gram itself, so a lookup never returns another n-gram's continuation; a collision
- * overwrites. Does not allocate. */
-void sp_spec_index_add(sp_spec_index *x, const int32_t *tokens, int32_t n_tokens);
+/* Records every n-gram of tokens[0..n_tokens) with the (up to k_max) tokens after it, under
+ * salt; an n-gram seen before takes its latest continuation, unless that is a prefix of the
+ * one it has (the same text added again, cut shorter). Slots are addressed by a hash of the
+ * salt and n-gram and hold both, so a lookup never returns another n-gram's (or salt's)
+ * continuation; a collision overwrites. Does not allocate. */
+void sp_spec_index_add(sp_spec_index *x, uint64_t salt, const int32_t *tokens, int32_t n_tokens);
 
-/* The continuation recorded for the last n tokens of ctx: up to k of its tokens into out[k]; the
- * count (0: none recorded, n_ctx < n, or k <= 0). */
-int32_t sp_spec_index_lookup(const sp_spec_index *x, const int32_t *ctx, int32_t n_ctx, int32_t k,
-                             int32_t *out);
+/* The continuation recorded under salt for the last n tokens of ctx: up to k of its tokens into
+ * out[k]; the count (0: none recorded, n_ctx < n, or k <= 0). */
+int32_t sp_spec_index_lookup(const sp_spec_index *x, uint64_t salt, const int32_t *ctx,
+                             int32_t n_ctx, int32_t k, int32_t *out);
 
 #endif

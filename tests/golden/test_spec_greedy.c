@@ -372,13 +372,83 @@ static void test_draft_model_sampling(void **s) {
     free(path);
 }
 
+/* Runs one request to its end on e; returns it (the caller releases it). */
+static sp_request *run_one(sp_engine *e, const sp_vocab *v, const int32_t *prompt, int32_t n,
+                           int32_t max_tokens, uint64_t salt) {
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_req_params p = sp_req_params_default();
+    p.sample.temperature = 0;
+    p.max_tokens = max_tokens;
+    p.cache_salt = salt;
+    sp_request *r;
+    assert_int_equal(sp_request_create(v, prompt, n, &p, &r, &d), SP_OK);
+    assert_int_equal(sp_engine_submit(e, r, &d), SP_OK);
+    while (sp_engine_busy(e))
+        sp_engine_step(e);
+    for (sp_request *q = sp_engine_take_ready(e); q;) {
+        sp_request *next = sp_request_next_ready(q);
+        sp_request_release(q);
+        q = next;
+    }
+    return r;
+}
+
+/* Prompt lookup also drafts from the text of earlier requests (the n-gram index): a request
+ * that repeats an earlier one's output has nearly all of its drafts accepted, far more than the
+ * first, which had only its own prompt and output; a request of another cache salt does not
+ * see that text. The tokens are the same every time. */
+static void test_ngram_index(void **s) {
+    (void)s;
+    char *path = sp_test_shared("models/stories260K.gguf");
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_model *m;
+    sp_vocab *v;
+    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
+    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    o.n_ctx = 256;
+    o.spec_k = 4;
+    o.prefix_cache = false;
+    sp_engine *e;
+    assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
+    const int32_t prompt[] = {1, 403, 407, 261, 378};
+    sp_req_stats st[3];
+    sp_req_token toks[3][128];
+    const uint64_t salts[3] = {0, 0, 9};
+    for (int i = 0; i < 3; i++) {
+        sp_request *r = run_one(e, v, prompt, 5, 120, salts[i]);
+        sp_request_stats(r, &st[i]);
+        sp_req_cursor cur = {0};
+        sp_req_read rd;
+        assert_int_equal(
+            sp_request_read(r, &cur, toks[i], 128, NULL, NULL, NULL, NULL, NULL, &rd), SP_OK);
+        assert_int_equal(rd.n_new_tokens, 120);
+        sp_request_release(r);
+    }
+    print_message("accepted/rejected: first %d/%d, again %d/%d, other salt %d/%d\n",
+                  st[0].n_draft_accepted, st[0].n_draft_rejected, st[1].n_draft_accepted,
+                  st[1].n_draft_rejected, st[2].n_draft_accepted, st[2].n_draft_rejected);
+    for (int i = 0; i < 120; i++)
+        assert_true(toks[1][i].id == toks[0][i].id && toks[2][i].id == toks[0][i].id);
+    assert_true(st[1].n_draft_accepted >= 80 && st[1].n_draft_rejected * 4 < st[1].n_draft_accepted &&
+                st[1].n_draft_accepted > 4 * st[0].n_draft_accepted);
+    assert_int_equal(st[2].n_draft_accepted, st[0].n_draft_accepted);
+    sp_engine_destroy(e);
+    sp_vocab_destroy(v);
+    sp_model_destroy(m);
+    free(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories260k),       cmocka_unit_test(test_656k_f32),
         cmocka_unit_test(test_656k_q8_0),         cmocka_unit_test(test_preemption_in_the_middle),
         cmocka_unit_test(test_predicted_outputs), cmocka_unit_test(test_auto),
         cmocka_unit_test(test_draft_model),       cmocka_unit_test(test_draft_model_vocabulary),
-        cmocka_unit_test(test_draft_model_sampling),
+        cmocka_unit_test(test_draft_model_sampling), cmocka_unit_test(test_ngram_index),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,29 +67,31 @@ static void test_index(void **state) {
     assert_null(x);
     assert_int_equal(sp_spec_index_create(3, 4, 4, &x), SP_OK); // 16 slots: collisions happen
     const int32_t a[] = {1, 2, 3, 4, 5, 6, 7, 8};
-    sp_spec_index_add(x, a, LEN(a));
+    sp_spec_index_add(x, 7, a, LEN(a));
     int32_t out[8];
     const int32_t q[] = {9, 9, 1, 2, 3};
-    assert_int_equal(sp_spec_index_lookup(x, q, LEN(q), 8, out), 4);
+    assert_int_equal(sp_spec_index_lookup(x, 7, q, LEN(q), 8, out), 4);
     assert_int_equal(out[0], 4);
     assert_int_equal(out[3], 7);
-    assert_int_equal(sp_spec_index_lookup(x, q, LEN(q), 2, out), 2);
+    assert_int_equal(sp_spec_index_lookup(x, 7, q, LEN(q), 2, out), 2);
     // The same text again, cut shorter: the longer continuation stays.
-    sp_spec_index_add(x, a, 5);
-    assert_int_equal(sp_spec_index_lookup(x, q, LEN(q), 8, out), 4);
+    sp_spec_index_add(x, 7, a, 5);
+    assert_int_equal(sp_spec_index_lookup(x, 7, q, LEN(q), 8, out), 4);
     // Another text with "1 2 3" followed by something else: the latest wins.
     const int32_t b[] = {1, 2, 3, 40, 41};
-    sp_spec_index_add(x, b, LEN(b));
-    assert_int_equal(sp_spec_index_lookup(x, q, LEN(q), 8, out), 2);
+    sp_spec_index_add(x, 7, b, LEN(b));
+    assert_int_equal(sp_spec_index_lookup(x, 7, q, LEN(q), 8, out), 2);
     assert_int_equal(out[0], 40);
     assert_int_equal(out[1], 41);
     // Never-seen n-grams: nothing, whatever slot they hash to.
     for (int32_t t = 100; t < 300; t++) {
         const int32_t u[] = {t, t + 1, t + 2};
-        assert_int_equal(sp_spec_index_lookup(x, u, LEN(u), 4, out), 0);
+        assert_int_equal(sp_spec_index_lookup(x, 7, u, LEN(u), 4, out), 0);
     }
+    // Another salt: nothing, though the text is there.
+    assert_int_equal(sp_spec_index_lookup(x, 8, q, LEN(q), 8, out), 0);
     // Shorter than n: nothing.
-    assert_int_equal(sp_spec_index_lookup(x, q, 2, 4, out), 0);
+    assert_int_equal(sp_spec_index_lookup(x, 7, q, 2, 4, out), 0);
     sp_spec_index_destroy(x);
     sp_spec_index_destroy(NULL);
 }
