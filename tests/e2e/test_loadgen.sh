@@ -85,6 +85,17 @@ check "multi-turn growing" 'all(r["input_lens"][s*3] < r["input_lens"][s*3+1] < 
 check "multi-turn first turn" 'all(r["input_lens"][s*3] == 11 for s in range(4))' "$j"
 check "multi-turn reuse" 'r["server_metrics"]["prefix_cache_hit_tokens"] > 0' "$j"
 
+# prediction: each request sends its greedy output, 90% right, as a predicted output: the
+# server checks the drafts (some accepted, some not) and the outputs have their full length.
+run --dataset prediction --prediction-accuracy 0.9 --num-prompts 8 --input-len 12 \
+    --output-len 48 --max-concurrency 4 --seed 3 --result-json "$tmp/pred.json"
+j=$tmp/pred.json
+check "prediction completed" 'r["completed"] == 8 and r["failed"] == 0 and r["total_output_tokens"] == 8 * 48' "$j"
+check "prediction drafts" '0 < r["server_metrics"]["spec_accepted_tokens"] < r["server_metrics"]["spec_draft_tokens"]' "$j"
+grep -q 'predictions with 9[0-9.]*% of their tokens right\|predictions with 8[5-9][0-9.]*% of' "$tmp/err.txt" &&
+    grep -q 'Draft acceptance rate' "$tmp/out.txt" && passed=$((passed + 1)) ||
+    { failed=$((failed + 1)); echo "FAIL: prediction report: $(cat "$tmp/err.txt")" >&2; }
+
 # chat endpoint with a concurrency cap and a sweep of two rates (one JSON line each).
 run --endpoint /v1/chat/completions --num-prompts 10 --input-len 12 --output-len 5 \
     --max-concurrency 4 --sweep 50,inf --result-json "$tmp/chat.json" --plot "$tmp/sweep.svg"

@@ -58,7 +58,7 @@ typedef struct req_state {
     bool retried;
     char *body; // the JSON body (kept for a retry)
     char *err;  // the error message from the stream, heap
-    char *text; // generated text so far (multi-turn only)
+    char *text; // generated text so far (multi-turn, keep_text)
     size_t text_len, text_cap;
 } req_state;
 
@@ -417,7 +417,7 @@ static bool on_sse(void *ctx, const char *event, const char *data, size_t len) {
             }
             s->last_ns = r->now;
             res->n_chunks++;
-            if (r->multi_turn && json_is_string(text) &&
+            if ((r->multi_turn || r->o->keep_text) && json_is_string(text) &&
                 !text_append(s, json_string_value(text), json_string_length(text))) {
                 r->fatal = SP_ERR_NOMEM;
                 json_decref(j);
@@ -613,6 +613,10 @@ static void finish_request(run *r, int idx) {
                               : -1;
     free(s->body);
     s->body = NULL;
+    if (r->o->keep_text && !r->multi_turn) {
+        res->text = s->text;
+        s->text = NULL;
+    }
     if (r->multi_turn) {
         res->text = s->text;
         s->text = NULL;

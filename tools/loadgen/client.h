@@ -66,7 +66,7 @@ typedef struct sp_lg_result {
     double *itl_s;    // [n_itl] heap
     int32_t n_itl, cap_itl;
     char *error; // heap message for a failed request, NULL otherwise
-    char *text;  // generated text (kept for multi-turn histories), heap or NULL
+    char *text;  // generated text (multi-turn histories, keep_text), heap or NULL
 } sp_lg_result;
 
 void sp_lg_result_free(sp_lg_result *r);
@@ -83,6 +83,8 @@ typedef struct sp_lg_run_opts {
     double timeout_s;     // per request; 0: none
     bool progress;        // redraw a progress line on stderr
     int n_special;        // special tokens the server adds (for expected prompt lengths)
+    bool keep_text;       // keep every request's generated text in its result (multi-turn
+                          // runs always do)
 } sp_lg_run_opts;
 
 /* Runs the whole workload. results[ds->n] is filled in dataset order (the caller frees each
@@ -91,6 +93,13 @@ typedef struct sp_lg_run_opts {
  * only for SP_ERR_NOMEM, SP_ERR_IO (epoll/timer setup) or SP_ERR_INVALID options. */
 sp_err sp_lg_run(const sp_lg_run_opts *o, const sp_lg_dataset *ds, sp_lg_result *results,
                  double *duration_s, sp_diag *d) SP_MUST_USE;
+
+/* The prediction dataset's predicted outputs: runs ds once (greedy, unmeasured), then gives
+ * every item that got an output the prediction made from it by sp_lg_corrupt_tokens (each
+ * token kept with probability accuracy, else replaced by one of the item's prompt tokens),
+ * through the server's /tokenize and /detokenize. *kept_frac: the share of tokens kept. */
+sp_err sp_lg_make_predictions(const sp_lg_run_opts *o, sp_lg_dataset *ds, double accuracy,
+                              uint64_t seed, double *kept_frac, sp_diag *d) SP_MUST_USE;
 
 /* A trivial OpenAI-style streaming endpoint for measuring the client itself: answers every
  * request (any method and path) at once with a chunked SSE stream of max_tokens (from the

@@ -136,6 +136,7 @@ void sp_lg_dataset_free(sp_lg_dataset *ds) {
     for (size_t i = 0; i < ds->n; i++) {
         free(ds->items[i].prompt);
         free(ds->items[i].system);
+        free(ds->items[i].prediction);
     }
     free(ds->items);
     memset(ds, 0, sizeof *ds);
@@ -415,6 +416,7 @@ sp_err sp_lg_dataset_build(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_data
         ds.items[i] = blank_item();
     switch (o->kind) {
     case SP_LG_DS_RANDOM:
+    case SP_LG_DS_PREDICTION: // the predictions are made once the outputs are known
         err = build_random(o, words, &rng, &ds);
         break;
     case SP_LG_DS_SHARED_PREFIX:
@@ -433,6 +435,22 @@ sp_err sp_lg_dataset_build(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_data
 fail:
     sp_lg_dataset_free(&ds);
     return err;
+}
+
+int32_t sp_lg_corrupt_tokens(const int32_t *ids, int32_t n, double accuracy, const int32_t *alt,
+                             int32_t n_alt, sp_lg_rng *rng, int32_t *out) {
+    int32_t kept = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (n_alt == 0 || sp_lg_rng_uniform(rng) < accuracy) {
+            out[i] = ids[i];
+            kept++;
+            continue;
+        }
+        // Another token than the right one (an alternative equal to it counts as kept).
+        out[i] = alt[sp_lg_rng_range(rng, 0, n_alt - 1)];
+        kept += out[i] == ids[i];
+    }
+    return kept;
 }
 
 /* ---- Multi-turn history and request bodies ------------------------------------------------ */
@@ -536,6 +554,10 @@ sp_err sp_lg_build_body(const sp_lg_body_opts *o, const sp_lg_item *it, const sp
         goto fail;
     if (o->deadline_ms > 0 &&
         json_object_set_new(body, "deadline_ms", json_integer(o->deadline_ms)))
+        goto fail;
+    if (it->prediction &&
+        json_object_set_new(body, "prediction",
+                            json_pack("{s:s, s:s}", "type", "content", "content", it->prediction)))
         goto fail;
     if (it->session >= 0) {
         char user[32];

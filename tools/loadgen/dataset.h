@@ -6,6 +6,10 @@
  *   random         input/output lengths uniform in [L(1-X), L(1+X)] (seeded);
  *   shared-prefix  G groups; each request is its group's P-word system prompt followed by a
  *                  unique suffix of the random length (the prefix-cache workload);
+ *   prediction     as random, and each request sends a predicted output (the OpenAI API's
+ *                  `prediction`): the text the server generated for it greedily (found by an
+ *                  unmeasured first pass) with each token kept with probability A and
+ *                  otherwise replaced (sp_lg_make_prediction); requests are greedy;
  *   multi-turn     sessions of T turns: each turn's prompt holds the previous turns (prompts
  *                  and completions) and a new user message; turns are separated by a think
  *                  time (the client schedules them);
@@ -41,6 +45,7 @@ typedef enum sp_lg_ds_kind {
     SP_LG_DS_SHARED_PREFIX,
     SP_LG_DS_MULTI_TURN,
     SP_LG_DS_FILE,
+    SP_LG_DS_PREDICTION,
 } sp_lg_ds_kind;
 
 typedef struct sp_lg_ds_opts {
@@ -70,6 +75,7 @@ typedef struct sp_lg_item {
     int32_t session;    // multi-turn session, else -1
     int32_t turn;       // multi-turn turn index within its session (0-based), else 0
     int32_t group;      // shared-prefix group, else -1
+    char *prediction;   // the predicted output to send, or NULL
 } sp_lg_item;
 
 typedef struct sp_lg_dataset {
@@ -85,6 +91,12 @@ typedef struct sp_lg_dataset {
 sp_err sp_lg_dataset_build(const sp_lg_ds_opts *o, sp_lg_words words, sp_lg_dataset *out,
                            sp_diag *d) SP_MUST_USE;
 void sp_lg_dataset_free(sp_lg_dataset *ds);
+
+/* The predicted output for a text the server generated: the text's tokens (ids[n], from the
+ * server's /tokenize) each kept with probability accuracy and otherwise replaced by one of
+ * alt[n_alt] (other tokens, e.g. a prompt's), drawn with rng, into out[n]; the count kept. */
+int32_t sp_lg_corrupt_tokens(const int32_t *ids, int32_t n, double accuracy, const int32_t *alt,
+                             int32_t n_alt, sp_lg_rng *rng, int32_t *out);
 
 /* Appends k words drawn from words with rng to a heap string (separated by single spaces; a
  * space is put first when *len > 0). SP_ERR_NOMEM leaves the string as it was. */

@@ -48,6 +48,7 @@ typedef struct opts {
     double pcts[SP_LG_MAX_PCTS];
     int n_pcts;
     double temperature;
+    double prediction_accuracy;
     bool ignore_eos;
     bool progress;
     bool calibrate;
@@ -71,7 +72,11 @@ static void usage(FILE *f) {
         "  --endpoint PATH         /v1/completions (default) or /v1/chat/completions\n"
         "  --model NAME            model name to send (default: the first of /v1/models)\n"
         "Workload:\n"
-        "  --dataset D             random (default), shared-prefix, multi-turn, or FILE.jsonl:\n"
+        "  --dataset D             random (default), shared-prefix, multi-turn, prediction\n"
+        "                          (random prompts, each sent with a predicted output: its\n"
+        "                          greedy output from an unmeasured first pass, each token\n"
+        "                          kept with probability --prediction-accuracy; greedy\n"
+        "                          requests), or FILE.jsonl:\n"
         "                          {timestamp, input_length, output_length, hash_ids} rows\n"
         "                          (Mooncake traces, replayed at their timestamps in ms) or\n"
         "                          {prompt, output_len} rows\n"
@@ -94,6 +99,8 @@ static void usage(FILE *f) {
         "  --think-time S          multi-turn: mean exponential pause between turns (1.0 s)\n"
         "  --seed S                dataset, arrivals and think times (0)\n"
         "  --temperature T         sampling temperature to send (server default)\n"
+        "  --prediction-accuracy A prediction: share of the predicted tokens that are right\n"
+        "                          (0-1, default 0.9)\n"
         "  --no-ignore-eos         let requests stop at end-of-sequence\n"
         "Load:\n"
         "  --request-rate R|inf    arrivals per second (sessions for multi-turn) (inf)\n"
@@ -179,6 +186,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         .pcts = {99},
         .n_pcts = 1,
         .temperature = -1,
+        .prediction_accuracy = 0.9,
         .ignore_eos = true,
         .progress = true,
         .calibrate = true,
@@ -254,6 +262,9 @@ static int parse_args(int argc, char **argv, opts *o) {
             ok = parse_list(v, o->sweep, MAX_SWEEP, &o->n_sweep, true);
         } else if (IS("--metric-percentiles")) {
             ok = parse_list(v, o->pcts, SP_LG_MAX_PCTS, &o->n_pcts, false);
+        } else if (IS("--prediction-accuracy")) {
+            ok = parse_double(v, &o->prediction_accuracy) && o->prediction_accuracy >= 0 &&
+                 o->prediction_accuracy <= 1;
         } else if (IS("--temperature")) {
             ok = parse_double(v, &o->temperature) && o->temperature >= 0;
         } else if (IS("--num-warmups")) {
@@ -514,6 +525,10 @@ int main(int argc, char **argv) {
         dso.kind = SP_LG_DS_SHARED_PREFIX;
     else if (!strcmp(o.dataset, "multi-turn"))
         dso.kind = SP_LG_DS_MULTI_TURN;
+    else if (!strcmp(o.dataset, "prediction")) {
+        dso.kind = SP_LG_DS_PREDICTION;
+        o.temperature = 0; // the predictions are greedy outputs
+    }
     else {
         dso.kind = SP_LG_DS_FILE;
         dso.path = o.dataset;
@@ -602,6 +617,18 @@ int main(int argc, char **argv) {
         if (o.max_concurrency)
             fprintf(stderr, ", at most %d in flight", o.max_concurrency);
         fputc('\n', stderr);
+        if (dso.kind == SP_LG_DS_PREDICTION) {
+            double right = 0;
+            fprintf(stderr, "spindle-bench: predicted outputs: a first, unmeasured pass\n");
+            if (sp_lg_make_predictions(&ro, &ds, o.prediction_accuracy, dso.seed, &right, &d) !=
+                SP_OK) {
+                fprintf(stderr, "spindle-bench: predictions: %s\n",
+                        d.msg[0] ? d.msg : "out of memory");
+                goto done;
+            }
+            fprintf(stderr, "spindle-bench: predictions with %.1f%% of their tokens right\n",
+                    100.0 * right);
+        }
         sp_lg_server_counters before, after, delta;
         read_counters(&target, &before);
         sp_lg_sampler *sampler = NULL;
@@ -626,6 +653,8 @@ int main(int argc, char **argv) {
         delta.engine_steps -= before.engine_steps;
         delta.prompt_tokens -= before.prompt_tokens;
         delta.generation_tokens -= before.generation_tokens;
+        delta.spec_draft_tokens -= before.spec_draft_tokens;
+        delta.spec_accepted_tokens -= before.spec_accepted_tokens;
         run_out *out = &outs[n_runs++];
         if (sp_lg_metrics_compute(res, ds.n, dur, &o.slo, o.pcts, o.n_pcts, &out->m) != SP_OK ||
             !keep_for_plot(out, res, ds.n)) {

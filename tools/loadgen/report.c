@@ -200,6 +200,9 @@ void sp_lg_server_counters_parse(const char *text, sp_lg_server_counters *c) {
     sp_lg_prom_sum(text, "spindle_prompt_tokens_computed_total", &c->prompt_tokens_computed);
     sp_lg_prom_sum(text, "spindle_prompt_tokens_total", &c->prompt_tokens);
     sp_lg_prom_sum(text, "spindle_generation_tokens_total", &c->generation_tokens);
+    sp_lg_prom_sum(text, "spindle_spec_decode_num_draft_tokens_total", &c->spec_draft_tokens);
+    sp_lg_prom_sum(text, "spindle_spec_decode_num_accepted_tokens_total",
+                   &c->spec_accepted_tokens);
 }
 
 /* ---- Report -------------------------------------------------------------------------------- */
@@ -277,6 +280,11 @@ void sp_lg_report_print(FILE *f, const sp_lg_run_info *info, const sp_lg_metrics
         double pt = delta->prompt_tokens;
         if (pt > 0)
             line_f(f, "Prefix-cache hit rate (%):", 100.0 * delta->prefix_hit_tokens / pt);
+        if (delta->spec_draft_tokens > 0) {
+            line_i(f, "Draft tokens checked:", (long long)delta->spec_draft_tokens);
+            line_f(f, "Draft acceptance rate (%):",
+                   100.0 * delta->spec_accepted_tokens / delta->spec_draft_tokens);
+        }
     }
     for (int i = 0; i < 50; i++)
         fputc('=', f);
@@ -363,10 +371,12 @@ json_t *sp_lg_result_json(const sp_lg_run_info *info, const sp_lg_metrics *m,
     }
     if (delta && delta->valid) {
         json_t *sm = json_pack(
-            "{s:f, s:f, s:f, s:f, s:f, s:f}", "num_preemptions", delta->preemptions,
+            "{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "num_preemptions", delta->preemptions,
             "prefix_cache_hit_tokens", delta->prefix_hit_tokens, "prompt_tokens_computed",
             delta->prompt_tokens_computed, "engine_steps", delta->engine_steps, "prompt_tokens",
-            delta->prompt_tokens, "generation_tokens", delta->generation_tokens);
+            delta->prompt_tokens, "generation_tokens", delta->generation_tokens,
+            "spec_draft_tokens", delta->spec_draft_tokens, "spec_accepted_tokens",
+            delta->spec_accepted_tokens);
         bad |= add(o, "server_metrics", sm);
     }
     if (bad) {

@@ -48,7 +48,7 @@ bool sp_lg_prom_sum(const char *text, const char *name, double *out);
 typedef struct sp_lg_server_counters {
     bool valid; // the server exposes spindle_* metrics
     double preemptions, prefix_hit_tokens, prompt_tokens_computed, engine_steps, prompt_tokens,
-        generation_tokens;
+        generation_tokens, spec_draft_tokens, spec_accepted_tokens;
 } sp_lg_server_counters;
 
 /* Reads the counters from a /metrics body. */

@@ -344,6 +344,48 @@ static void test_trace_prompts_and_errors(void **state) {
     assert_int_equal(sp_lg_dataset_build(&o, k_w, &ds, &d), SP_ERR_IO);
 }
 
+/* Predictions: each token kept with the chosen probability (within 5 standard deviations of
+ * 10000 draws), replacements drawn from the alternatives, nothing replaced at accuracy 1 or
+ * without alternatives; a prediction goes into the body as OpenAI's predicted output. */
+static void test_prediction(void **state) {
+    (void)state;
+    enum { N = 10000 };
+    static int32_t ids[N], out[N];
+    for (int i = 0; i < N; i++)
+        ids[i] = i % 50;
+    const int32_t alt[] = {1000, 1001, 1002};
+    sp_lg_rng r;
+    sp_lg_rng_seed(&r, 5);
+    const int32_t kept = sp_lg_corrupt_tokens(ids, N, 0.6, alt, 3, &r, out);
+    assert_true(fabs(kept - 0.6 * N) < 5 * sqrt(N * 0.6 * 0.4));
+    int32_t same = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(out[i] == ids[i] || (out[i] >= 1000 && out[i] <= 1002));
+        same += out[i] == ids[i];
+    }
+    assert_int_equal(same, kept);
+    assert_int_equal(sp_lg_corrupt_tokens(ids, N, 1.0, alt, 3, &r, out), N);
+    assert_int_equal(sp_lg_corrupt_tokens(ids, N, 0.0, alt, 0, &r, out), N);
+
+    sp_lg_ds_opts o = {.kind = SP_LG_DS_PREDICTION, .num_prompts = 2, .input_len = 4,
+                       .output_len = 8, .seed = 1};
+    sp_lg_dataset ds;
+    sp_diag d;
+    assert_int_equal(sp_lg_dataset_build(&o, k_w, &ds, &d), SP_OK);
+    assert_int_equal(ds.n, 2);
+    assert_null(ds.items[0].prediction);
+    ds.items[0].prediction = strdup("the \"end\"");
+    sp_lg_body_opts bo = {.temperature = 0};
+    char *body = NULL;
+    assert_int_equal(sp_lg_build_body(&bo, &ds.items[0], NULL, &body), SP_OK);
+    assert_non_null(strstr(body, "\"prediction\":{\"type\":\"content\",\"content\":\"the \\\"end\\\"\"}"));
+    free(body);
+    assert_int_equal(sp_lg_build_body(&bo, &ds.items[1], NULL, &body), SP_OK);
+    assert_null(strstr(body, "prediction"));
+    free(body);
+    sp_lg_dataset_free(&ds);
+}
+
 static void test_append_words(void **state) {
     (void)state;
     sp_lg_rng r;
@@ -374,6 +416,7 @@ int main(void) {
         cmocka_unit_test(test_trace_mooncake),
         cmocka_unit_test(test_trace_prompts_and_errors),
         cmocka_unit_test(test_append_words),
+        cmocka_unit_test(test_prediction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
