@@ -248,10 +248,19 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
            total_steps ? total_us / (double)total_steps / 1000.0 : 0.0, acc.max_blocks,
            (double)o->n_requests * o->gen_len / wall);
     const uint64_t drafted = st1.spec_draft_tokens - st0.spec_draft_tokens;
-    if (speculating(o))
-        printf("  %15.1f%%", drafted ? 100.0 * (double)(st1.spec_accepted_tokens -
-                                                       st0.spec_accepted_tokens) / (double)drafted
-                                     : 0.0);
+    if (speculating(o)) {
+        uint64_t decodes = 0, k_sum = 0; // draft lengths chosen, the timed pass's decodes
+        for (int k = 0; k <= SP_ENGINE_MAX_SPEC; k++) {
+            const uint64_t c = st1.spec_k_hist[k] - st0.spec_k_hist[k];
+            decodes += c;
+            k_sum += (uint64_t)k * c;
+        }
+        printf("  %15.1f%%  %10.2f",
+               drafted ? 100.0 * (double)(st1.spec_accepted_tokens - st0.spec_accepted_tokens) /
+                             (double)drafted
+                       : 0.0,
+               decodes ? (double)k_sum / (double)decodes : 0.0);
+    }
     printf("\n");
     fflush(stdout);
 done:
@@ -353,7 +362,7 @@ int sp_cmd_bench(int argc, char **argv) {
     printf("%d requests per level, prompt %d tokens, %d generated tokens each\n", o.n_requests,
            o.prompt_len, o.gen_len);
     printf("concurrency  prefill tok/s  decode tok/s  step ms mean  peak blocks  output tok/s%s\n",
-           speculating(&o) ? "  drafts accepted" : "");
+           speculating(&o) ? "  drafts accepted  mean draft" : "");
     int rc = 0;
     for (int i = 0; i < o.n_levels && !rc; i++)
         rc = run_level(&o, m, v, o.levels[i]);
