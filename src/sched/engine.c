@@ -625,7 +625,8 @@ bool sp_engine_step(sp_engine *e) {
             int32_t need = r->n_tokens - r->seq.n_tokens;
             bool ok = need <= 0 || sp__sched_reserve(e, r, need, &n_preempted);
             if (ok) {
-                const int32_t want = e->o.spec_k           ? e->o.spec_k
+                const int32_t want = e->o.spec_off           ? 0
+                                     : e->o.spec_k            ? e->o.spec_k
                                      : r->params.n_prediction ? SP_ENGINE_PRED_K
                                                               : 0;
                 int32_t *draft = e->d_tokens + (size_t)n_dec * SP_ENGINE_MAX_SPEC, k = 0;

@@ -110,7 +110,8 @@ typedef struct sp_engine_opts {
                           // drafts instead of prompt lookup, run by the engine beside the model
                           // (its own KV in the same blocks); with spec_k 0 and !spec_off, spec
                           // auto with up to SP_ENGINE_SPEC_AUTO_K tokens. NULL: none
-    bool spec_off;        // speculation turned off explicitly (no draft model is loaded)
+    bool spec_off;        // speculation turned off explicitly: no drafts at all, not even from
+                          // predicted outputs, and no draft model is loaded
     const char *step_log; // append one JSON line per step to this file (its tokens by kind,
                           // attended positions, predicted and measured time, budget); NULL:
                           // none
