@@ -553,10 +553,8 @@ static size_t build_distribution(sp_sampler *s, const float *logits, double *sum
     return n;
 }
 
-int32_t sp_sampler_sample(sp_sampler *s, const float *logits) {
-    SP_ASSERT(s && logits);
-    double sum;
-    size_t n = build_distribution(s, logits, &sum);
+/* A draw from the candidates built (one RNG draw; greedy: the first, none). */
+static int32_t sample_from(sp_sampler *s, size_t n, double sum) {
     if (s->p.temperature <= 0.0f)
         return s->cand[0].id;
     const double u = sp_rng_uniform(&s->rng) * sum; // one draw per non-greedy token, always
@@ -573,8 +571,18 @@ int32_t sp_sampler_sample(sp_sampler *s, const float *logits) {
     return s->cand[last].id; // rounding left u at or past the last partial sum
 }
 
+int32_t sp_sampler_sample(sp_sampler *s, const float *logits) {
+    SP_ASSERT(s && logits);
+    double sum;
+    const size_t n = build_distribution(s, logits, &sum);
+    return sample_from(s, n, sum);
+}
+
 int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft) {
-    return sp_sampler_verify_q(s, logits, draft, NULL);
+    // For a point mass, rejection sampling accepts the draft with probability p(draft), as a
+    // plain draw equal to it does: the plain draw also keeps the token stream of the seed.
+    (void)draft;
+    return sp_sampler_sample(s, logits);
 }
 
 int32_t sp_sampler_propose(sp_sampler *s, const float *draft_logits, float *q) {
@@ -612,22 +620,22 @@ int32_t sp_sampler_verify_q(sp_sampler *s, const float *logits, int32_t draft, c
     const size_t n = build_distribution(s, logits, &sum);
     if (s->p.temperature <= 0.0f)
         return s->cand[0].id;
+    if (!q) // a point mass: a plain draw (sp_sampler_verify)
+        return sample_from(s, n, sum);
     double w_draft = 0.0;
     for (size_t i = 0; i < n; i++)
         if (s->cand[i].id == draft)
             w_draft = s->w[i];
-    // Accepted with probability min(1, p(draft) / q(draft)); q(draft) is 1 for a point mass.
-    const double q_draft = q ? (double)q[draft] : 1.0;
+    // Accepted with probability min(1, p(draft) / q(draft)).
+    const double q_draft = (double)q[draft];
     if (q_draft > 0.0 ? sp_rng_uniform(&s->rng) * sum * q_draft < w_draft
                       : (sp_rng_uniform(&s->rng), false))
         return draft;
-    // Rejected: a draw from the residual max(0, p - q). For a point mass that is p without the
-    // draft (weights summing to sum - w_draft > 0, since a draft holding all the weight is
-    // accepted).
+    // Rejected: a draw from the residual max(0, p - q).
     double rsum = 0.0;
     for (size_t i = 0; i < n; i++) {
         const int32_t id = s->cand[i].id;
-        const double qi = q ? (double)q[id] * sum : (id == draft ? sum : 0.0);
+        const double qi = (double)q[id] * sum;
         s->w[i] = s->w[i] > qi ? s->w[i] - qi : 0.0;
         rsum += s->w[i];
     }

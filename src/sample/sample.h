@@ -94,12 +94,11 @@ int32_t sp_sampler_sample(sp_sampler *s, const float *logits);
 
 /* Speculative decoding's check of a drafted token: the token to emit at a position where a
  * drafter that proposes a single token (prompt lookup, a predicted output: a point mass) proposed
- * `draft`. Greedy: the argmax, as sp_sampler_sample (the draft is accepted when they are equal).
- * Otherwise rejection sampling: with p the distribution sp_sampler_distribution gives, the draft
- * with probability p(draft); else a token drawn from p without the draft, renormalized. The
- * result is distributed exactly as sp_sampler_sample's token (p), and equals draft if and only if
- * the draft is accepted. Consumes one RNG draw, two when the draft is rejected (greedy: none).
- * The token is not added to the penalty history. Does not allocate. */
+ * `draft`; the draft is accepted when they are equal. It is sp_sampler_sample's token: rejection
+ * sampling of a point mass accepts with probability p(draft), as a plain draw does, so the plain
+ * draw loses nothing and keeps the seed's token stream: a request's tokens are the same with
+ * speculation or without, whatever was drafted. The token is not added to the penalty history.
+ * Does not allocate. */
 int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft);
 
 /* A draft model's proposal for this request's next position: greedy samplers take the argmax
@@ -110,7 +109,7 @@ int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft);
 int32_t sp_sampler_propose(sp_sampler *s, const float *draft_logits, float *q);
 
 /* The check of a draft drawn from a distribution q[n_vocab] (sp_sampler_propose's; NULL: the
- * point mass on draft, as sp_sampler_verify). Greedy: the argmax. Otherwise the rejection
+ * point mass on draft: sp_sampler_verify). Greedy: the argmax. Otherwise the rejection
  * sampling of Leviathan et al. and Chen et al.: with p this sampler's distribution for logits,
  * the draft with probability min(1, p(draft) / q(draft)); else a token drawn from the residual
  * max(0, p - q), renormalized. Over the draw of the draft from q and this check, the result is

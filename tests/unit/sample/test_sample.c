@@ -205,7 +205,8 @@ static void test_chi_square_detects_wrong_temperature(void **state) {
 /* Speculative decoding's check of a point-mass draft: whatever the draft (a likely token, an
  * unlikely one, one top_k has cut), the tokens follow the sampler's distribution (chi-square,
  * 7 degrees of freedom, p = 1e-4), the draft comes back exactly when accepted, at a rate of
- * its probability (within 5 standard deviations); greedy gives the argmax. */
+ * its probability (within 5 standard deviations), and the tokens are those plain sampling
+ * draws with the same seed; greedy gives the argmax. */
 static void test_verify_follows_distribution(void **state) {
     (void)state;
     const float l[8] = {1.0f, 2.0f, 0.5f, -1.0f, 1.5f, 0.0f, 2.2f, -0.3f};
@@ -246,6 +247,13 @@ static void test_verify_follows_distribution(void **state) {
             sp_sampler_destroy(s);
         }
     }
+    // The checks draw the same tokens as plain sampling with the same seed, whatever the draft.
+    sp_sample_params p = plain(0.8f, 5);
+    sp_sampler *a = make(&p, 8), *b = make(&p, 8);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(sp_sampler_verify(a, l, i % 8), sp_sampler_sample(b, l));
+    sp_sampler_destroy(a);
+    sp_sampler_destroy(b);
     sp_sample_params g = plain(0.0f, 1);
     sp_sampler *s = make(&g, 8);
     assert_int_equal(sp_sampler_verify(s, l, 3), 6);
