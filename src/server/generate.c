@@ -458,26 +458,13 @@ static sp_err chat_tokens(sp_api *a, const sp_oai_req *q, json_t *body, sp_token
     return err;
 }
 
-/* The tokens of a predicted output's text: the tokens that follow a prompt, so without a BOS
- * token or special tokens, and where the vocabulary puts a space before a text's first word
- * (SentencePiece's space prefix) without a second one: " the cat", the text of the tokens
- * "▁the" "▁cat", gives those tokens again, not "▁" "▁the" "▁cat" (which would leave every
- * draft one place off). */
-static sp_err continuation_tokens(const sp_api *a, const char *text, size_t len, sp_tokens *out,
-                                  sp_diag *d) {
-    if (len > 0 && text[0] == ' ' && sp_vocab_add_space_prefix(a->v)) {
-        text++;
-        len--;
-    }
-    return sp_tok_encode(a->v, text, len, false, false, out, d);
-}
-
-/* The tokens of a predicted output (oai.h's prediction: a string or text parts, validated),
- * as continuation_tokens, into *out (initialized, empty). */
+/* The tokens of a predicted output (oai.h's prediction: a string or text parts, validated): the
+ * tokens that follow a prompt (sp_tok_encode_continuation: no space prefix, which would put
+ * every draft one place off), into *out (initialized, empty). */
 static sp_err prediction_tokens(const sp_api *a, json_t *content, sp_tokens *out, sp_diag *d) {
     if (json_is_string(content))
-        return continuation_tokens(a, json_string_value(content), json_string_length(content), out,
-                                   d);
+        return sp_tok_encode_continuation(a->v, json_string_value(content),
+                                          json_string_length(content), out, d);
     size_t i, len = 0;
     json_t *part;
     json_array_foreach(content, i, part) len += json_string_length(json_object_get(part, "text"));
@@ -490,7 +477,7 @@ static sp_err prediction_tokens(const sp_api *a, json_t *content, sp_tokens *out
         memcpy(text + len, json_string_value(t), json_string_length(t));
         len += json_string_length(t);
     }
-    sp_err err = continuation_tokens(a, text, len, out, d);
+    sp_err err = sp_tok_encode_continuation(a->v, text, len, out, d);
     free(text);
     return err;
 }

@@ -168,8 +168,8 @@ static size_t spm_escape(const char *s, size_t n, bool prefix, char *out) {
     return k;
 }
 
-sp_err sp_tok_encode(const sp_vocab *v, const char *text, size_t len, bool add_special,
-                     bool parse_special, sp_tokens *out, sp_diag *diag) {
+static sp_err encode(const sp_vocab *v, const char *text, size_t len, bool add_special,
+                     bool parse_special, bool space_prefix, sp_tokens *out, sp_diag *diag) {
     if (!v || !out || (!text && len))
         return SP_ERR_INVALID;
     size_t bad = sp__utf8_validate(text, len);
@@ -199,7 +199,7 @@ sp_err sp_tok_encode(const sp_vocab *v, const char *text, size_t len, bool add_s
             e = SP_ERR_NOMEM;
             goto fail;
         }
-        bool prev_special = true; // the text start counts as after a special token
+        bool prev_special = space_prefix; // the text start counts as after a special token
         for (size_t i = 0; i < f.n; i++) {
             if (f.a[i].tok != SP_TOKEN_NULL) {
                 if ((e = sp_tokens_push(out, f.a[i].tok)))
@@ -238,4 +238,14 @@ fail:
     free(tmp.a);
     free(f.a);
     return e;
+}
+
+sp_err sp_tok_encode(const sp_vocab *v, const char *text, size_t len, bool add_special,
+                     bool parse_special, sp_tokens *out, sp_diag *diag) {
+    return encode(v, text, len, add_special, parse_special, true, out, diag);
+}
+
+sp_err sp_tok_encode_continuation(const sp_vocab *v, const char *text, size_t len, sp_tokens *out,
+                                  sp_diag *diag) {
+    return encode(v, text, len, false, false, false, out, diag);
 }

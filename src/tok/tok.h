@@ -138,6 +138,14 @@ sp_err sp_tokens_reserve(sp_tokens *t, size_t n_total) SP_MUST_USE;
 sp_err sp_tok_encode(const sp_vocab *v, const char *text, size_t len, bool add_special,
                      bool parse_special, sp_tokens *out, sp_diag *diag) SP_MUST_USE;
 
+/* Tokenizes text as the continuation of earlier text (a model's output, a predicted output):
+ * as sp_tok_encode without special tokens, and without the space a SentencePiece vocabulary
+ * puts before a text's first word (its space prefix, which belongs to the start of a prompt):
+ * the text of a generated token sequence gives that sequence back when it is the canonical
+ * tokenization. Same errors. */
+sp_err sp_tok_encode_continuation(const sp_vocab *v, const char *text, size_t len, sp_tokens *out,
+                                  sp_diag *diag) SP_MUST_USE;
+
 /* ---- Decoding ------------------------------------------------------------------------------ */
 
 /* The bytes of one token, as llama.cpp's llama_token_to_piece(id, lstrip = 0, special):

@@ -290,6 +290,46 @@ static sp_token tok_id(const sp_vocab *v, const char *text) {
     return t;
 }
 
+/* A continuation's text gives its tokens back: the canonical tokens of a sentence, cut anywhere,
+ * decoded without stripping a space, re-encode as a continuation to the tokens after the cut
+ * (where a prompt's encoding would add SentencePiece's space prefix), on an SPM and a BPE
+ * vocabulary. */
+static void test_continuation(void **state) {
+    (void)state;
+    const char *files[] = {"vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-gpt-2.gguf"};
+    const char *text = "Once upon a time, \"Here?\" said Anna. The dog ran away quickly!";
+    for (size_t f = 0; f < SP_ARRAY_LEN(files); f++) {
+        sp_vocab *v = load_vocab(files[f]);
+        sp_tokens all, cont;
+        sp_tokens_init(&all);
+        sp_tokens_init(&cont);
+        sp_diag d;
+        assert_int_equal(sp_tok_encode(v, text, strlen(text), false, false, &all, &d), SP_OK);
+        char *full = NULL;
+        size_t full_len = 0;
+        assert_int_equal(sp_tok_decode(v, all.ids, all.n, 0, &full, &full_len, &d), SP_OK);
+        for (size_t cut = 1; cut < all.n; cut++) {
+            // The text after the cut: the whole text less the text before it.
+            char *head = NULL;
+            size_t head_len = 0;
+            assert_int_equal(sp_tok_decode(v, all.ids, cut, 0, &head, &head_len, &d), SP_OK);
+            assert_memory_equal(full, head, head_len);
+            const char *tail = full + head_len;
+            const size_t len = full_len - head_len;
+            free(head);
+            cont.n = 0;
+            assert_int_equal(sp_tok_encode_continuation(v, tail, len, &cont, &d), SP_OK);
+            if (cont.n != all.n - cut || memcmp(cont.ids, all.ids + cut, cont.n * sizeof *cont.ids))
+                fail_msg("%s: the continuation '%s' (cut %zu) gives other tokens", files[f], tail,
+                         cut);
+        }
+        free(full);
+        sp_tokens_deinit(&all);
+        sp_tokens_deinit(&cont);
+        sp_vocab_destroy(v);
+    }
+}
+
 /* models/README.md: stories260K's vocabulary, facts about specials and byte tokens. */
 static void test_stories260k_vocab(void **state) {
     (void)state;
@@ -505,7 +545,8 @@ int main(void) {
         cmocka_unit_test(test_deepseek_llm_cases), cmocka_unit_test(test_falcon_cases),
         cmocka_unit_test(test_starcoder_cases),    cmocka_unit_test(test_golden_greedy_prompts),
         cmocka_unit_test(test_random_spm_prompts), cmocka_unit_test(test_random_bpe_prompts),
-        cmocka_unit_test(test_stories260k_vocab),  cmocka_unit_test(test_tinystories_unknown_chars),
+        cmocka_unit_test(test_stories260k_vocab),
+        cmocka_unit_test(test_continuation),  cmocka_unit_test(test_tinystories_unknown_chars),
         cmocka_unit_test(test_gpt2_special),       cmocka_unit_test(test_concurrent_encode),
         cmocka_unit_test(test_invalid_utf8),
     };
