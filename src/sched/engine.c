@@ -140,6 +140,7 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     e->n_ctx = n_ctx;
     e->max_len = (int32_t)SP_MIN((int64_t)n_ctx, n_blocks * o.block_size);
     e->efd = -1;
+    e->spec_cost_scale = 1.0;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pthread_mutex_init(&e->nmu, NULL);
@@ -702,6 +703,7 @@ bool sp_engine_step(sp_engine *e) {
                   .n_out = n_out,
                   .out_rows = e->b_rows};
     const double predicted = sp_steptime_predict(&e->steptime, e->shape);
+    const double draft_us = sp__spec_draft_us(e, n_seq);
     double coef[SP_STEPTIME_NF]; // the coefficients it was made with, for the step log
     memcpy(coef, e->steptime.coef, sizeof coef);
     const int64_t t_fw = sp_time_us();
@@ -766,6 +768,7 @@ bool sp_engine_step(sp_engine *e) {
         pthread_mutex_unlock(&e->smu);
     }
     const double measured = (double)(sp_time_us() - t_fw);
+    sp__spec_observe(e, predicted, draft_us, measured);
     learn_step_time(e, predicted, measured, time_budget);
     if (e->step_log) {
         fprintf(e->step_log,

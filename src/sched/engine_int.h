@@ -75,6 +75,7 @@ struct sp_engine {
     int32_t n_dq_rows;
     int32_t *b_dk;            // (max_seqs) draft-model drafts of each batch sequence
     float **b_dq;             // (max_seqs) their distributions (rows of dq), or NULL
+    double spec_cost_scale;   // measured cost of draft tokens / the step-time model's price
     double draft_ratio;       // the draft model's weight bytes / the model's
     double draft_scale;       // measured / predicted draft model time (decayed)
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
@@ -138,6 +139,12 @@ const float *sp__spec_draft_q(const sp_engine *e, int32_t s, int32_t j);
 
 /* Records the text of r, finished naturally, for the prompt lookup of later requests. */
 void sp__spec_learn(sp_engine *e, const sp_request *r);
+
+/* The step-time model's price of the batch's draft tokens (before the step's forward pass). */
+double sp__spec_draft_us(const sp_engine *e, int32_t n_seq);
+
+/* Learns what draft tokens cost from a measured step with drafts priced draft_us. */
+void sp__spec_observe(sp_engine *e, double predicted_us, double draft_us, double measured_us);
 
 /* After the check of batch sequence s (r, still running): acc of its drafts were accepted. */
 void sp__spec_checked(sp_engine *e, int32_t s, sp_request *r, int32_t acc);

@@ -221,12 +221,16 @@ int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *dr
  * A request's draft tokens are each accepted with probability a, its acceptance estimate
  * ((accepted + 2 g) / (accepted + cut short + 2), decayed counts, g the engine-wide estimate
  * for its kind of drafter), so its j-th draft token adds a^j expected tokens; each costs the
- * step-time model's price of one more token (its logits row, and its attended positions), and
- * a draft model's the draft model's price of a token, and of a forward pass when no other
+ * step-time model's price of one more token (its logits row, and its attended positions)
+ * times what draft tokens were measured to cost against that price (sp__spec_observe: a step
+ * that reads the weights anyway computes a few more tokens for less than the linear model
+ * says), and a draft model's the draft model's price of a token, and of a forward pass when no other
  * request has a j-th draft yet. Starting from no drafts (one token per decode), the draft
  * token with the best gain per microsecond is added while that ratio beats the step's
- * expected tokens per microsecond so far. A request that got no draft for SPEC_PROBE_EVERY
- * decodes gets one token anyway, so that its estimate can recover. */
+ * expected tokens per microsecond so far. A request's first draft, and one after
+ * SPEC_PROBE_EVERY decodes without, has at least one token, so that its estimate (and the
+ * engine-wide one, which starts at 1/2) learns from it: without that first probe a short
+ * request would be served on the starting estimate alone. */
 void sp__spec_size_drafts(sp_engine *e, int32_t n) {
     const double *c = e->steptime.coef;
     sp_step_shape base = {.n_decode = n, .n_out = n};
@@ -253,7 +257,9 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
             const double g = (e->spec_acc[kind] + 1) / (e->spec_acc[kind] + e->spec_rej[kind] + 2);
             const double a = (r->spec_acc + 2 * g) / (r->spec_acc + r->spec_rej + 2);
             const double gain = pow(a, e->d_len[i] + 1);
-            double cost = c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1) + 1e-3;
+            double cost =
+                e->spec_cost_scale * (c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1)) +
+                1e-3;
             if (kind == SP__DRAFT_MODEL)
                 cost += draft_tok_us + (e->d_len[i] + 1 > passes ? draft_pass_us : 0);
             if (best < 0 || gain * best_cost > best_gain * cost)
@@ -268,8 +274,31 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
         t += best_cost;
     }
     for (int32_t i = 0; i < n; i++)
-        if (e->d_len[i] == 0 && e->d_avail[i] > 0 && e->d_reqs[i]->spec_idle >= SPEC_PROBE_EVERY)
+        if (e->d_len[i] == 0 && e->d_avail[i] > 0 &&
+            (e->d_reqs[i]->spec_idle >= SPEC_PROBE_EVERY ||
+             e->d_reqs[i]->spec_acc + e->d_reqs[i]->spec_rej == 0))
             e->d_len[i] = 1;
+}
+
+/* ---- what drafts cost ----------------------------------------------------------------------- */
+
+double sp__spec_draft_us(const sp_engine *e, int32_t n_seq) {
+    const double *c = e->steptime.coef;
+    double us = 0;
+    for (int32_t s = 0; s < n_seq; s++)
+        for (int32_t j = 0; j < e->b_ndraft[s]; j++) // position n_computed + 1 + j
+            us += c[2] + c[3] + c[4] * (double)(e->b_reqs[s]->n_computed + 2 + j);
+    return us;
+}
+
+void sp__spec_observe(sp_engine *e, double predicted_us, double draft_us, double measured_us) {
+    if (!(draft_us > 0) || !(measured_us > 0) || !(predicted_us > draft_us))
+        return;
+    // What the drafts cost: the step less what the model predicts for the rest of it, against
+    // their price; a step whose drafts are a larger share of it tells more.
+    const double ratio = (measured_us - (predicted_us - draft_us)) / draft_us;
+    const double w = 0.2 * SP_MIN(1.0, 4.0 * draft_us / predicted_us);
+    e->spec_cost_scale = (1 - w) * e->spec_cost_scale + w * SP_MIN(SP_MAX(ratio, 0.05), 3.0);
 }
 
 /* ---- after the check ------------------------------------------------------------------------ */
