@@ -14,6 +14,7 @@
 
 enum {
     SPEC_PROBE_EVERY = 32, // decodes without a draft before --spec auto tries one token
+    SPEC_PRIOR = 16,       // weight of the engine-wide estimate in a request's (in draft tokens)
     DRAFT_Q_ROWS = 256,    // distributions of sampled draft-model drafts kept per step
 };
 
@@ -219,13 +220,13 @@ int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *dr
 /* --spec auto: chooses each collected decode's draft length d_len[i] (at most the drafted
  * tokens it has) for the most expected tokens per second of step time (SmartSpec's goodput).
  * A request's draft tokens are each accepted with probability a, its acceptance estimate
- * ((accepted + 2 g) / (accepted + cut short + 2), decayed counts, g the engine-wide estimate
+ * ((accepted + 16 g) / (accepted + cut short + 16), decayed counts, g the engine-wide estimate
  * for its kind of drafter), so its j-th draft token adds a^j expected tokens; each costs the
  * step-time model's price of one more token (its logits row, and its attended positions)
  * times what draft tokens were measured to cost against that price (sp__spec_observe: a step
  * that reads the weights anyway computes a few more tokens for less than the linear model
- * says), and a draft model's the draft model's price of a token, and of a forward pass when no other
- * request has a j-th draft yet. Starting from no drafts (one token per decode), the draft
+ * says), and a draft model's the draft model's price of a token, and of a forward pass when no
+ * other request has a j-th draft yet. Starting from no drafts (one token per decode), the draft
  * token with the best gain per microsecond is added while that ratio beats the step's
  * expected tokens per microsecond so far. A request's first draft, and one after
  * SPEC_PROBE_EVERY decodes without, has at least one token, so that its estimate (and the
@@ -251,15 +252,18 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
             const sp_request *r = e->d_reqs[i];
             if (e->d_len[i] >= e->d_avail[i])
                 continue;
-            // Its own counts, after two drafts' worth of the engine-wide estimate for its kind
-            // of drafter (so that a short request starts from what others have seen).
+            // Its own counts, after SPEC_PRIOR draft tokens' worth of the engine-wide estimate for
+            // its kind of drafter: a short request starts from what others have seen, and the
+            // lengths of requests alike do not scatter with the noise of a few drafts (the
+            // expected tokens are concave in the length: scattered lengths accept fewer).
             const sp__draft_kind kind = sp__spec_kind(e, r);
             const double g = (e->spec_acc[kind] + 1) / (e->spec_acc[kind] + e->spec_rej[kind] + 2);
-            const double a = (r->spec_acc + 2 * g) / (r->spec_acc + r->spec_rej + 2);
+            const double a =
+                (r->spec_acc + SPEC_PRIOR * g) / (r->spec_acc + r->spec_rej + SPEC_PRIOR);
             const double gain = pow(a, e->d_len[i] + 1);
-            double cost =
-                e->spec_cost_scale * (c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1)) +
-                1e-3;
+            double cost = e->spec_cost_scale *
+                              (c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1)) +
+                          1e-3;
             if (kind == SP__DRAFT_MODEL)
                 cost += draft_tok_us + (e->d_len[i] + 1 > passes ? draft_pass_us : 0);
             if (best < 0 || gain * best_cost > best_gain * cost)

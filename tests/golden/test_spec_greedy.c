@@ -372,9 +372,17 @@ static void test_draft_model_sampling(void **s) {
     free(path);
 }
 
-/* The tokens of every golden prompt of stories260K, sampled (temperature 0.8, seeds by prompt),
- * with the engine options o, into toks[MAX_PROMPTS][MAX_GEN]; the accepted drafts. */
-static uint64_t sampled_tokens(sp_engine_opts o, bool predict, int32_t toks[][MAX_GEN]) {
+/* What a request returned: its tokens with their log-probabilities, its text. */
+typedef struct sampled {
+    int32_t n;
+    sp_req_token toks[MAX_GEN];
+    char text[1024];
+} sampled;
+
+/* Every golden prompt of stories260K, sampled (temperature 0.8, seeds by prompt) with
+ * log-probabilities and a stop string, with the engine options o, into out[MAX_PROMPTS]; the
+ * accepted drafts. */
+static uint64_t sampled_tokens(sp_engine_opts o, bool predict, sampled *out) {
     char *gpath = sp_test_shared("models/golden-greedy.json");
     json_t *root = sp_test_load_json(gpath);
     json_t *entries = json_object_get(json_object_get(root, "models"), "stories260K.gguf");
@@ -403,6 +411,10 @@ static uint64_t sampled_tokens(sp_engine_opts o, bool predict, int32_t toks[][MA
         p.ignore_eos = true;
         p.sample.temperature = 0.8f;
         p.sample.seed = 100 + i;
+        p.n_logprobs = 1;
+        const char *stop[] = {". "};
+        p.stop = stop;
+        p.n_stop = 1;
         if (predict) { // the greedy output: often right where sampling follows the top token
             p.n_prediction = (int32_t)SP_MIN(json_array_size(jg), (size_t)MAX_GEN);
             for (int32_t k = 0; k < p.n_prediction; k++)
@@ -419,16 +431,21 @@ static uint64_t sampled_tokens(sp_engine_opts o, bool predict, int32_t toks[][MA
         sp_request_release(r);
         r = next;
     }
+    memset(out, 0, sizeof *out * MAX_PROMPTS);
     for (size_t i = 0; i < n; i++) {
         sp_req_cursor cur = {0};
-        sp_req_token t[MAX_GEN];
         sp_req_read rd;
-        assert_int_equal(sp_request_read(reqs[i], &cur, t, MAX_GEN, NULL, NULL, NULL, NULL, NULL,
-                                         &rd),
+        char *text = NULL;
+        size_t len = 0, cap = 0;
+        int32_t top_ids[MAX_GEN];
+        float top_lps[MAX_GEN];
+        assert_int_equal(sp_request_read(reqs[i], &cur, out[i].toks, MAX_GEN, top_ids, top_lps,
+                                         &text, &len, &cap, &rd),
                          SP_OK);
-        assert_int_equal(rd.n_new_tokens, 64);
-        for (int k = 0; k < 64; k++)
-            toks[i][k] = t[k].id;
+        out[i].n = rd.n_new_tokens;
+        assert_true(len < sizeof out[i].text);
+        memcpy(out[i].text, text, len);
+        free(text);
         sp_request_release(reqs[i]);
     }
     sp_engine_stats st;
@@ -444,10 +461,11 @@ static uint64_t sampled_tokens(sp_engine_opts o, bool predict, int32_t toks[][MA
 
 /* Sampled requests draw the same tokens with speculation as without (point-mass drafts are
  * checked by the plain draw of the seed): prompt lookup at a fixed length and with auto,
- * predicted outputs, all with drafts accepted. */
+ * predicted outputs, all with drafts accepted; their log-probabilities and their text, cut at
+ * a stop string, are the same too. */
 static void test_sampled_same_tokens(void **s) {
     (void)s;
-    static int32_t want[MAX_PROMPTS][MAX_GEN], got[MAX_PROMPTS][MAX_GEN];
+    static sampled want[MAX_PROMPTS], got[MAX_PROMPTS];
     sp_engine_opts o = sp_engine_opts_default();
     o.spec_off = true;
     assert_int_equal(sampled_tokens(o, true, want), 0);
@@ -458,8 +476,19 @@ static void test_sampled_same_tokens(void **s) {
         const uint64_t acc = sampled_tokens(o, mode == 2, got);
         if (mode != 1) // auto may find drafting this model not worth it
             assert_true(acc > 0);
-        assert_memory_equal(want, got, sizeof want);
+        for (int i = 0; i < MAX_PROMPTS; i++) {
+            assert_int_equal(want[i].n, got[i].n);
+            for (int k = 0; k < want[i].n; k++) {
+                assert_int_equal(want[i].toks[k].id, got[i].toks[k].id);
+                assert_true(want[i].toks[k].logprob == got[i].toks[k].logprob);
+            }
+            assert_string_equal(want[i].text, got[i].text);
+        }
     }
+    int stopped = 0; // the stop string was met somewhere, and cut the text there
+    for (int i = 0; i < MAX_PROMPTS; i++)
+        stopped += want[i].n > 0 && want[i].n < 64;
+    assert_true(stopped > 0);
 }
 
 /* Runs one request to its end on e; returns it (the caller releases it). */
