@@ -49,6 +49,7 @@ struct api_op {
     bool stream;
     bool include_usage;
     bool answered; // the client got its answer (an error) before the choices finished
+    bool predicted; // the request brought a predicted output (usage counts its tokens)
     int32_t logprobs;
     int32_t priority;
     char id[48];

@@ -539,6 +539,7 @@ static bool add_choices(api_op *op, sp_http_conn *c, const sp_oai_req *q, size_t
         }
         p.prediction = pred.ids;
         p.n_prediction = (int32_t)SP_MIN(pred.n, (size_t)1 << 24);
+        op->predicted = true;
     }
     if (q->echo && op->kind == SP_OAI_COMPLETION &&
         sp_tok_decode(a->v, toks->ids, toks->n, SP_DECODE_REMOVE_SPECIAL, &echo, &echo_len, &d) ==

@@ -138,14 +138,16 @@ json_t *sp__api_usage(const api_op *op) {
         sp_req_stats st;
         sp_request_stats(ch->req, &st);
         gen += st.n_generated;
-        accepted += st.n_draft_accepted;
-        rejected += st.n_draft_rejected;
+        if (op->predicted) { // the drafts came from the prediction (else: prompt lookup)
+            accepted += st.n_draft_accepted;
+            rejected += st.n_draft_rejected;
+        }
         if (ch->first_of_prompt) {
             prompt += ch->n_prompt;
             cached += st.n_cached;
         }
     }
-    // The draft tokens checked (predicted outputs, or --spec's drafts) under OpenAI's names.
+    // The prediction's tokens checked, under OpenAI's names.
     return json_pack("{s:I, s:I, s:I, s:{s:I}, s:{s:I, s:I, s:I}}", "prompt_tokens",
                      (json_int_t)prompt, "completion_tokens", (json_int_t)gen, "total_tokens",
                      (json_int_t)(prompt + gen), "prompt_tokens_details", "cached_tokens",
