@@ -114,9 +114,14 @@ void sp__spec_run_draft_model(sp_engine *e, int32_t n_seq) {
         }
         e->b_dk[s] = k;
         e->b_dq[s] = q;
+        // A decode without drafts leaves the draft model behind: its tokens are caught up, in
+        // one chunk, when the request drafts again (a prompt's chunks are followed at once, so
+        // that no catch-up is ever a whole prompt).
+        const int32_t from = SP_MIN(r->draft_n, r->n_computed);
+        const bool lag = k == 0 && e->b_chunk[s] == 1 && r->n_generated > 0;
         e->dseqs[s] = (sp_draft_seq){.tokens = r->tokens,
-                                     .from = SP_MIN(r->draft_n, r->n_computed),
-                                     .to = r->n_computed + e->b_chunk[s],
+                                     .from = from,
+                                     .to = lag ? from : r->n_computed + e->b_chunk[s],
                                      .blocks = r->seq.blocks,
                                      .n_blocks = r->seq.n_blocks,
                                      .k = k,
@@ -240,7 +245,7 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
     double t = sp_steptime_predict(&e->steptime, base), tokens = n;
     const double draft_tok_us = e->drafter ? draft_model_us(e, 0, 1) : 0;
     const double draft_pass_us = e->drafter ? draft_model_us(e, 1, 0) : 0;
-    int32_t passes = 1; // draft model passes run (the first always: it keeps the KV up to date)
+    int32_t passes = 1; // draft model passes run (the first: prompt chunks keep it running)
     for (int32_t i = 0; i < n; i++) {
         e->d_avail[i] = e->d_len[i];
         e->d_len[i] = 0;
@@ -264,8 +269,11 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
             double cost = e->spec_cost_scale *
                               (c[2] + c[3] + c[4] * (double)(r->n_tokens + e->d_len[i] + 1)) +
                           1e-3;
-            if (kind == SP__DRAFT_MODEL)
-                cost += draft_tok_us + (e->d_len[i] + 1 > passes ? draft_pass_us : 0);
+            if (kind == SP__DRAFT_MODEL) { // and the first: the tokens the draft model lags by
+                const int32_t lag = r->n_tokens - SP_MIN(r->draft_n, r->n_computed);
+                cost += draft_tok_us * (e->d_len[i] ? 1 : lag) +
+                        (e->d_len[i] + 1 > passes ? draft_pass_us : 0);
+            }
             if (best < 0 || gain * best_cost > best_gain * cost)
                 best = i, best_gain = gain, best_cost = cost;
         }

@@ -168,8 +168,9 @@ sp_err sp_draft_run(sp_draft *d, sp_draft_seq *seqs, int32_t n) {
     for (int32_t i = 0; i < n; i++) {
         const sp_draft_seq *s = &seqs[i];
         const int64_t end = (int64_t)s->to + SP_MAX(s->k - 1, 0); // positions written
-        if (s->k < 0 || s->k > d->max_k || s->to < 1 || s->from < 0 || s->from > s->to ||
-            end > d->max_ctx || end > (int64_t)s->n_blocks * bs || (s->k && !s->out))
+        if (s->k < 0 || s->k > d->max_k || (s->k > 0 && s->to < 1) || s->from < 0 ||
+            s->from > s->to || end > d->max_ctx || end > (int64_t)s->n_blocks * bs ||
+            (s->k && !s->out))
             return SP_ERR_RANGE;
         max_k = SP_MAX(max_k, s->k);
     }

@@ -6,10 +6,10 @@
  * the draft's buffer holds the draft model's keys and values for the positions the target keeps
  * in its block b. The pools, tables, reference counts, prefix sharing and copy-on-write of
  * src/kv/ therefore serve both (the draft buffer is the target buffer's twin, copied with it).
- * The draft model computes every token the target computes, a step at a time, so a block's
- * draft KV is there whenever its target KV is; a draft model's KV that is stale (a position the
- * draft has not computed) only costs acceptance, never correctness, since every draft token is
- * checked by the target.
+ * The caller decides which positions the draft model computes (the engine: every prompt chunk
+ * as the target computes it, and a request's generated tokens when it next drafts, in one
+ * chunk); a draft model's KV that is stale (a position the draft has not computed) only costs
+ * acceptance, never correctness, since every draft token is checked by the target.
  *
  * One call drafts for a whole step: a first forward pass brings every sequence's draft KV up to
  * its last token (prompt chunks of the step, and the tokens accepted since the last step) and
@@ -28,8 +28,8 @@
 
 typedef struct sp_draft sp_draft;
 
-/* One sequence of a drafting call. Positions [from, to) of tokens are computed (to >= 1,
- * 0 <= from <= to); then k drafts follow tokens[to - 1]: out[0] at position to, out[j] at
+/* One sequence of a drafting call. Positions [from, to) of tokens are computed (0 <= from <=
+ * to; to >= 1 when k > 0); then k drafts follow tokens[to - 1]: out[0] at position to, out[j] at
  * to + j, drawn by sampler's sp_sampler_propose (a greedy sampler: the draft model's argmax),
  * with q[j] (n_vocab floats each) the distribution out[j] was drawn from (untouched for a greedy
  * sampler); with q NULL, the draft model's argmax whatever the sampler (a point mass). The draft KV

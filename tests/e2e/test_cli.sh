@@ -115,7 +115,8 @@ PY
 pass=$((pass + 1))
 
 for c in generate mkmodel bench tokenize chat-template serve roofline; do
-    "$bin" "$c" --help | grep -q usage || fail "$c --help"
+    help=$("$bin" "$c" --help) || fail "$c --help exits $?"
+    grep -q usage <<<"$help" || fail "$c --help"
 done
 pass=$((pass + 1))
 echo "cli: $pass passed, 0 failed"
