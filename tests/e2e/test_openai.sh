@@ -11,7 +11,8 @@ if [[ ! -d "$here/node/node_modules/openai" ]]; then
 fi
 log=$(mktemp)
 key=test-key-$$
-"$bin" serve -m "$shared/models/stories260K.gguf" --port 0 --api-key "$key" --ctx 512 2>"$log" &
+"$bin" serve -m "$shared/models/stories260K.gguf" --port 0 --api-key "$key" --ctx 512 \
+    --spec fixed:8 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
 wait_port "$log" "$pid"
