@@ -28,6 +28,31 @@ enum { MAX_PROMPTS = 16, MAX_GEN = 128 };
 
 typedef enum { PRED_NONE, PRED_EXACT, PRED_WRONG } pred_mode;
 
+/* Loads a model of ../shared/models and its vocabulary. */
+static void load(const char *file, sp_model **m, sp_vocab **v) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s", file);
+    char *path = sp_test_shared(rel);
+    sp_diag d;
+    sp_diag_clear(&d);
+    assert_int_equal(sp_model_load(path, m, &d), SP_OK);
+    assert_int_equal(sp_vocab_load((*m)->gguf, v, &d), SP_OK);
+    free(path);
+}
+
+/* Steps e until it is idle, dropping the ready list's references. */
+static void run_all(sp_engine *e) {
+    for (int steps = 0; sp_engine_busy(e); steps++) {
+        sp_engine_step(e);
+        assert_true(steps < 100000);
+    }
+    for (sp_request *r = sp_engine_take_ready(e); r;) {
+        sp_request *next = sp_request_next_ready(r);
+        sp_request_release(r);
+        r = next;
+    }
+}
+
 /* A random-weight model (mkmodel's tiny shape) with the vocabulary of the shared model file;
  * its path (to free). */
 static char *random_draft(const char *file) {
@@ -44,18 +69,15 @@ static char *random_draft(const char *file) {
 
 static uint64_t check_model_draft(const char *file, int32_t spec_k, bool spec_auto,
                                   int32_t kv_tokens, pred_mode pm, const char *draft) {
-    char *gpath = sp_test_shared("models/golden-greedy.json"), rel[256];
+    char *gpath = sp_test_shared("models/golden-greedy.json");
     json_t *root = sp_test_load_json(gpath);
     json_t *entries = json_object_get(json_object_get(root, "models"), file);
     assert_non_null(entries);
-    snprintf(rel, sizeof rel, "models/%s", file);
-    char *path = sp_test_shared(rel);
     sp_diag d;
     sp_diag_clear(&d);
     sp_model *m;
     sp_vocab *v;
-    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
-    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    load(file, &m, &v);
 
     sp_engine_opts o = sp_engine_opts_default();
     o.n_threads = 1;
@@ -94,15 +116,7 @@ static uint64_t check_model_draft(const char *file, int32_t spec_k, bool spec_au
         assert_int_equal(sp_request_create(v, prompt, n_prompt, &p, &reqs[i], &d), SP_OK);
         assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
     }
-    for (int steps = 0; sp_engine_busy(e); steps++) {
-        sp_engine_step(e);
-        assert_true(steps < 100000);
-    }
-    for (sp_request *r = sp_engine_take_ready(e); r;) {
-        sp_request *next = sp_request_next_ready(r);
-        sp_request_release(r);
-        r = next;
-    }
+    run_all(e);
     sp_engine_stats st;
     sp_engine_stats_get(e, &st);
     for (size_t i = 0; i < n; i++) {
@@ -145,7 +159,6 @@ static uint64_t check_model_draft(const char *file, int32_t spec_k, bool spec_au
     sp_vocab_destroy(v);
     sp_model_destroy(m);
     json_decref(root);
-    free(path);
     free(gpath);
     return st.spec_draft_tokens;
 }
@@ -227,14 +240,12 @@ static void test_draft_model(void **s) {
 /* A draft model of another vocabulary: the engine is not created, and says why. */
 static void test_draft_model_vocabulary(void **s) {
     (void)s;
-    char *path = sp_test_shared("models/TinyStories-656K-F32.gguf");
     char *other = sp_test_shared("models/stories260K.gguf");
     sp_diag d;
     sp_diag_clear(&d);
     sp_model *m;
     sp_vocab *v;
-    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
-    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    load("TinyStories-656K-F32.gguf", &m, &v);
     sp_engine_opts o = sp_engine_opts_default();
     o.n_threads = 1;
     o.n_ctx = 256;
@@ -248,7 +259,6 @@ static void test_draft_model_vocabulary(void **s) {
     sp_vocab_destroy(v);
     sp_model_destroy(m);
     free(other);
-    free(path);
 }
 
 enum { SAMPLED = 4096 };
@@ -274,14 +284,12 @@ static void grab_logits(void *ctx, sp_request *r, const float *logits, int32_t n
  * accepted and rejected, so both paths ran. */
 static void test_draft_model_sampling(void **s) {
     (void)s;
-    char *path = sp_test_shared("models/stories260K.gguf");
     char *bad = random_draft("stories260K.gguf");
     sp_diag d;
     sp_diag_clear(&d);
     sp_model *m;
     sp_vocab *v;
-    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
-    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    load("stories260K.gguf", &m, &v);
     const int32_t V = m->hp.n_vocab;
     hook_ctx h = {.logits = malloc(sizeof(float) * (size_t)V * SAMPLED), .n_vocab = V};
     assert_non_null(h.logits);
@@ -321,13 +329,7 @@ static void test_draft_model_sampling(void **s) {
             assert_int_equal(sp_request_create(v, prompt, 8, &p, &reqs[i], &d), SP_OK);
             assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
         }
-        while (sp_engine_busy(e))
-            sp_engine_step(e);
-        for (sp_request *r = sp_engine_take_ready(e); r;) {
-            sp_request *next = sp_request_next_ready(r);
-            sp_request_release(r);
-            r = next;
-        }
+        run_all(e);
         for (int i = 0; i < BATCH; i++) {
             sp_req_cursor cur = {0};
             sp_req_token toks[4];
@@ -369,7 +371,6 @@ static void test_draft_model_sampling(void **s) {
     sp_model_destroy(m);
     free(h.logits);
     free(bad);
-    free(path);
 }
 
 /* What a request returned: its tokens with their log-probabilities, its text. */
@@ -386,13 +387,11 @@ static uint64_t sampled_tokens(sp_engine_opts o, bool predict, sampled *out) {
     char *gpath = sp_test_shared("models/golden-greedy.json");
     json_t *root = sp_test_load_json(gpath);
     json_t *entries = json_object_get(json_object_get(root, "models"), "stories260K.gguf");
-    char *path = sp_test_shared("models/stories260K.gguf");
     sp_diag d;
     sp_diag_clear(&d);
     sp_model *m;
     sp_vocab *v;
-    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
-    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    load("stories260K.gguf", &m, &v);
     o.n_threads = 1;
     o.n_ctx = 256;
     sp_engine *e;
@@ -424,13 +423,7 @@ static uint64_t sampled_tokens(sp_engine_opts o, bool predict, sampled *out) {
         assert_int_equal(sp_request_create(v, prompt, n_prompt, &p, &reqs[i], &d), SP_OK);
         assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
     }
-    while (sp_engine_busy(e))
-        sp_engine_step(e);
-    for (sp_request *r = sp_engine_take_ready(e); r;) {
-        sp_request *next = sp_request_next_ready(r);
-        sp_request_release(r);
-        r = next;
-    }
+    run_all(e);
     memset(out, 0, sizeof *out * MAX_PROMPTS);
     for (size_t i = 0; i < n; i++) {
         sp_req_cursor cur = {0};
@@ -454,7 +447,6 @@ static uint64_t sampled_tokens(sp_engine_opts o, bool predict, sampled *out) {
     sp_vocab_destroy(v);
     sp_model_destroy(m);
     json_decref(root);
-    free(path);
     free(gpath);
     return st.spec_accepted_tokens;
 }
@@ -503,13 +495,7 @@ static sp_request *run_one(sp_engine *e, const sp_vocab *v, const int32_t *promp
     sp_request *r;
     assert_int_equal(sp_request_create(v, prompt, n, &p, &r, &d), SP_OK);
     assert_int_equal(sp_engine_submit(e, r, &d), SP_OK);
-    while (sp_engine_busy(e))
-        sp_engine_step(e);
-    for (sp_request *q = sp_engine_take_ready(e); q;) {
-        sp_request *next = sp_request_next_ready(q);
-        sp_request_release(q);
-        q = next;
-    }
+    run_all(e);
     return r;
 }
 
@@ -519,13 +505,11 @@ static sp_request *run_one(sp_engine *e, const sp_vocab *v, const int32_t *promp
  * see that text. The tokens are the same every time. */
 static void test_ngram_index(void **s) {
     (void)s;
-    char *path = sp_test_shared("models/stories260K.gguf");
     sp_diag d;
     sp_diag_clear(&d);
     sp_model *m;
     sp_vocab *v;
-    assert_int_equal(sp_model_load(path, &m, &d), SP_OK);
-    assert_int_equal(sp_vocab_load(m->gguf, &v, &d), SP_OK);
+    load("stories260K.gguf", &m, &v);
     sp_engine_opts o = sp_engine_opts_default();
     o.n_threads = 1;
     o.n_ctx = 256;
@@ -558,7 +542,6 @@ static void test_ngram_index(void **s) {
     sp_engine_destroy(e);
     sp_vocab_destroy(v);
     sp_model_destroy(m);
-    free(path);
 }
 
 int main(void) {

@@ -7,35 +7,47 @@
 #include "base/util.h"
 #include "loadgen/client.h"
 
-/* The token ids /tokenize gives for text (no special tokens), as a heap array in *ids. */
-static sp_err tokenize(const sp_lg_target *t, const char *text, int32_t **ids, int32_t *n,
-                       sp_diag *d) {
-    json_t *req = json_pack("{s:s, s:b}", "content", text, "add_special", 0);
+/* POSTs req (taken: it is freed) to path; on SP_OK *resp is the parsed JSON of a 200 answer
+ * (caller frees). SP_ERR_FORMAT (message in d) for any other answer. */
+static sp_err post_json(const sp_lg_target *t, const char *path, json_t *req, json_t **resp,
+                        sp_diag *d) {
     char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (!body)
         return SP_ERR_NOMEM;
     int status = 0;
-    char *resp = NULL;
+    char *text = NULL;
     size_t len = 0;
-    sp_err err = sp_lg_fetch(t, "POST", "/tokenize", body, 30000, &status, &resp, &len, d);
+    sp_err err = sp_lg_fetch(t, "POST", path, body, 30000, &status, &text, &len, d);
     free(body);
     if (err)
         return err;
-    json_t *j = status == 200 ? json_loadb(resp, len, 0, NULL) : NULL;
-    json_t *toks = json_object_get(j, "tokens");
-    err = json_is_array(toks) ? SP_OK : SP_ERR_FORMAT;
+    *resp = status == 200 ? json_loadb(text, len, 0, NULL) : NULL;
+    if (!*resp)
+        err =
+            sp_diag_set(d, SP_ERR_FORMAT, UINT64_MAX, "%s answered %d: %.200s", path, status, text);
+    free(text);
+    return err;
+}
+
+/* The token ids /tokenize gives for text (no special tokens), as a heap array in *ids. */
+static sp_err tokenize(const sp_lg_target *t, const char *text, int32_t **ids, int32_t *n,
+                       sp_diag *d) {
+    json_t *j = NULL;
+    sp_err err = post_json(t, "/tokenize",
+                           json_pack("{s:s, s:b}", "content", text, "add_special", 0), &j, d);
     if (err)
-        sp_diag_set(d, err, UINT64_MAX, "/tokenize answered %d: %.200s", status, resp);
+        return err;
+    json_t *toks = json_object_get(j, "tokens");
     const size_t m = json_array_size(toks);
-    *ids = err ? NULL : malloc((m ? m : 1) * sizeof **ids);
-    if (!err && !*ids)
+    if (!json_is_array(toks))
+        err = sp_diag_set(d, SP_ERR_FORMAT, UINT64_MAX, "/tokenize answered no tokens");
+    else if (!(*ids = malloc((m ? m : 1) * sizeof **ids)))
         err = SP_ERR_NOMEM;
     for (size_t i = 0; !err && i < m; i++)
         (*ids)[i] = (int32_t)json_integer_value(json_array_get(toks, i));
     *n = (int32_t)m;
     json_decref(j);
-    free(resp);
     return err;
 }
 
@@ -48,27 +60,16 @@ static sp_err detokenize(const sp_lg_target *t, const int32_t *ids, int32_t n, c
             json_decref(arr);
             arr = NULL;
         }
-    json_t *req = arr ? json_pack("{s:o}", "tokens", arr) : NULL;
-    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
-    if (!body)
-        return SP_ERR_NOMEM;
-    int status = 0;
-    char *resp = NULL;
-    size_t len = 0;
-    sp_err err = sp_lg_fetch(t, "POST", "/detokenize", body, 30000, &status, &resp, &len, d);
-    free(body);
+    json_t *j = NULL;
+    sp_err err = post_json(t, "/detokenize", arr ? json_pack("{s:o}", "tokens", arr) : NULL, &j, d);
     if (err)
         return err;
-    json_t *j = status == 200 ? json_loadb(resp, len, 0, NULL) : NULL;
     json_t *content = json_object_get(j, "content");
     if (!json_is_string(content))
-        err = sp_diag_set(d, SP_ERR_FORMAT, UINT64_MAX, "/detokenize answered %d: %.200s", status,
-                          resp);
+        err = sp_diag_set(d, SP_ERR_FORMAT, UINT64_MAX, "/detokenize answered no content");
     else if (!(*text = strdup(json_string_value(content))))
         err = SP_ERR_NOMEM;
     json_decref(j);
-    free(resp);
     return err;
 }
 
