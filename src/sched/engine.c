@@ -633,8 +633,10 @@ bool sp_engine_step(sp_engine *e) {
                 int32_t *draft = e->d_tokens + (size_t)n_dec * SP_ENGINE_MAX_SPEC, k = 0;
                 if (want)
                     k = sp__spec_draft_for(e, r, SP_MIN(want, SP_MIN(budget - 1, spare)), draft);
+                // --spec auto keeps only some of them (below): they count against the budget
+                // once it has chosen.
                 spare -= k;
-                budget -= 1 + k;
+                budget -= 1 + (e->o.spec_auto ? 0 : k);
                 e->d_reqs[n_dec] = r;
                 e->d_len[n_dec++] = k;
             }
@@ -644,7 +646,7 @@ bool sp_engine_step(sp_engine *e) {
         r = next;
     }
     if (e->o.spec_auto)
-        sp__spec_size_drafts(e, n_dec);
+        sp__spec_size_drafts(e, n_dec, e->o.max_batch_tokens - n_dec);
     if (n_dec) {
         pthread_mutex_lock(&e->smu);
         for (int32_t i = 0; i < n_dec; i++)

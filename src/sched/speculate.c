@@ -237,7 +237,7 @@ int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *dr
  * SPEC_PROBE_EVERY decodes without, has at least one token, so that its estimate (and the
  * engine-wide one, which starts at 1/2) learns from it: without that first probe a short
  * request would be served on the starting estimate alone. */
-void sp__spec_size_drafts(sp_engine *e, int32_t n) {
+void sp__spec_size_drafts(sp_engine *e, int32_t n, int32_t max_total) {
     const double *c = e->steptime.coef;
     sp_step_shape base = {.n_decode = n, .n_out = n};
     for (int32_t i = 0; i < n; i++)
@@ -250,7 +250,8 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
         e->d_avail[i] = e->d_len[i];
         e->d_len[i] = 0;
     }
-    for (;;) {
+    int32_t total = 0;
+    for (; total < max_total; total++) {
         int32_t best = -1;
         double best_gain = 0, best_cost = 1;
         for (int32_t i = 0; i < n; i++) {
@@ -285,11 +286,18 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n) {
         tokens += best_gain;
         t += best_cost;
     }
-    for (int32_t i = 0; i < n; i++)
+    for (int32_t i = 0; i < n && total < max_total; i++)
         if (e->d_len[i] == 0 && e->d_avail[i] > 0 &&
             (e->d_reqs[i]->spec_idle >= SPEC_PROBE_EVERY ||
-             e->d_reqs[i]->spec_acc + e->d_reqs[i]->spec_rej == 0))
+             e->d_reqs[i]->spec_acc + e->d_reqs[i]->spec_rej == 0)) {
             e->d_len[i] = 1;
+            total++;
+        }
+    for (int32_t i = 0; i < n; i++) { // the positions claimed for drafts left out
+        sp_request *r = e->d_reqs[i];
+        if (r->seq.n_tokens > r->n_tokens + e->d_len[i])
+            sp_kv_seq_truncate(e->pool, &r->seq, r->n_tokens + e->d_len[i]);
+    }
 }
 
 /* ---- what drafts cost ----------------------------------------------------------------------- */
