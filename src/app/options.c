@@ -41,7 +41,7 @@ bool sp_parse_spec(const char *s, sp_engine_opts *o) {
     if (!strcmp(s, "off") || !strcmp(s, "auto")) {
         o->spec_auto = !strcmp(s, "auto");
         o->spec_off = !o->spec_auto;
-        o->spec_k = o->spec_auto ? (o->spec_k ? o->spec_k : SP_SPEC_AUTO_MAX) : 0;
+        o->spec_k = o->spec_auto ? (o->spec_k ? o->spec_k : SP_ENGINE_SPEC_AUTO_K) : 0;
         return true;
     }
     if (strncmp(s, "fixed:", 6) || !s[6])

@@ -16,12 +16,11 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv);
 /* Prints the engine options' help lines. */
 void sp_engine_options_usage(FILE *f);
 
-/* Parses a speculative decoding mode into o: "off" (spec_k 0), "fixed:K" with
- * 1 <= K <= SP_ENGINE_MAX_SPEC (spec_k K), "auto" (spec_auto, spec_k SP_SPEC_AUTO_MAX unless a
- * --spec-max came first). */
+/* Parses a speculative decoding mode into o: "off" (spec_k 0, spec_off), "fixed:K" with
+ * 1 <= K <= SP_ENGINE_MAX_SPEC (spec_k K), "auto" (spec_auto, spec_k SP_ENGINE_SPEC_AUTO_K
+ * unless a --spec-max came first). */
 bool sp_parse_spec(const char *s, sp_engine_opts *o);
 
-#define SP_SPEC_AUTO_MAX 8 // --spec auto's longest draft by default
 
 /* Parses a size with an optional K/M/G suffix (powers of 1024), e.g. "512M", "2G". */
 bool sp_parse_size(const char *s, int64_t *out);

@@ -89,7 +89,7 @@ int sp_cmd_serve(int argc, char **argv) {
     sp_engine_opts eo = sp_engine_opts_default();
     // Speculation sized by goodput unless --spec says otherwise: it is never a loss
     // (bench/spec-sweep.sh), and the tokens are the same as without it.
-    eo.spec_k = SP_SPEC_AUTO_MAX;
+    eo.spec_k = SP_ENGINE_SPEC_AUTO_K;
     eo.spec_auto = true;
     int grace_s = 10;
     for (int i = 1; i < argc; i++) {

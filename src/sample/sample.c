@@ -578,13 +578,6 @@ int32_t sp_sampler_sample(sp_sampler *s, const float *logits) {
     return sample_from(s, n, sum);
 }
 
-int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft) {
-    // For a point mass, rejection sampling accepts the draft with probability p(draft), as a
-    // plain draw equal to it does: the plain draw also keeps the token stream of the seed.
-    (void)draft;
-    return sp_sampler_sample(s, logits);
-}
-
 int32_t sp_sampler_propose(sp_sampler *s, const float *draft_logits, float *q) {
     SP_ASSERT(s && draft_logits && q);
     double sum;
@@ -620,7 +613,7 @@ int32_t sp_sampler_verify_q(sp_sampler *s, const float *logits, int32_t draft, c
     const size_t n = build_distribution(s, logits, &sum);
     if (s->p.temperature <= 0.0f)
         return s->cand[0].id;
-    if (!q) // a point mass: a plain draw (sp_sampler_verify)
+    if (!q) // a point mass: a plain draw
         return sample_from(s, n, sum);
     double w_draft = 0.0;
     for (size_t i = 0; i < n; i++)

@@ -92,15 +92,6 @@ void sp_sampler_destroy(sp_sampler *s);
  * the penalty history: call sp_sampler_accept for that. */
 int32_t sp_sampler_sample(sp_sampler *s, const float *logits);
 
-/* Speculative decoding's check of a drafted token: the token to emit at a position where a
- * drafter that proposes a single token (prompt lookup, a predicted output: a point mass) proposed
- * `draft`; the draft is accepted when they are equal. It is sp_sampler_sample's token: rejection
- * sampling of a point mass accepts with probability p(draft), as a plain draw does, so the plain
- * draw loses nothing and keeps the seed's token stream: a request's tokens are the same with
- * speculation or without, whatever was drafted. The token is not added to the penalty history.
- * Does not allocate. */
-int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft);
-
 /* A draft model's proposal for this request's next position: greedy samplers take the argmax
  * of draft_logits[n_vocab] (q untouched); others draw from q, the distribution
  * sp_sampler_distribution gives for draft_logits (this request's penalties, top_k, top_p,
@@ -108,8 +99,16 @@ int32_t sp_sampler_verify(sp_sampler *s, const float *logits, int32_t draft);
  * (0 outside its candidates). One RNG draw (greedy: none). Does not allocate. */
 int32_t sp_sampler_propose(sp_sampler *s, const float *draft_logits, float *q);
 
-/* The check of a draft drawn from a distribution q[n_vocab] (sp_sampler_propose's; NULL: the
- * point mass on draft: sp_sampler_verify). Greedy: the argmax. Otherwise the rejection
+/* Speculative decoding's check of a drafted token: the token to emit where a drafter proposed
+ * `draft`; the draft is accepted when they are equal.
+ *
+ * q NULL: a drafter that proposes a single token (prompt lookup, a predicted output: a point
+ * mass). The token is sp_sampler_sample's: rejection sampling of a point mass accepts with
+ * probability p(draft), as a plain draw does, so the plain draw loses nothing and keeps the
+ * seed's token stream: a request's tokens are the same with speculation or without.
+ *
+ * q not NULL: a draft drawn from q[n_vocab] (sp_sampler_propose's). Greedy: the argmax.
+ * Otherwise the rejection
  * sampling of Leviathan et al. and Chen et al.: with p this sampler's distribution for logits,
  * the draft with probability min(1, p(draft) / q(draft)); else a token drawn from the residual
  * max(0, p - q), renormalized. Over the draw of the draft from q and this check, the result is

@@ -341,9 +341,9 @@ void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, con
 }
 
 /* Samples the next token of r from its logits row and publishes it; where a drafter proposed a
- * token for this position (draft >= 0), the token is the sampler's check of it
- * (sp_sampler_verify: distributed as a plain sample, equal to draft when accepted). The token
- * goes to *out. Returns whether r is still running: when it finishes here the engine's
+ * token for this position (draft >= 0), the token is the sampler's check of it against q, the
+ * distribution the draft was drawn from (NULL: a point mass; sp_sampler_verify_q: distributed
+ * as a plain sample, equal to draft when accepted). The token goes to *out. Returns whether r is still running: when it finishes here the engine's
  * reference to it is gone. */
 static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
                          const float *q, int32_t n_left, int32_t *out_tok) {
