@@ -15,7 +15,7 @@
 #        [POLICIES="off fixed:2 fixed:4 fixed:8 auto"] [OUTPUT_LEN=48] [INPUT_LEN=32]
 #        [THREADS=N] bench/spec-sweep.sh [MODEL.gguf]
 # (default model: a random-weight 1.1B Q8_0 generated into bench/models/ if absent; requests
-# per point: max(4, S))
+# per point: max(8, 2S), so that each point's requests start and finish at every load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -30,7 +30,7 @@ trap 'rm -rf "$out"' EXIT
 for a in $accs; do
     for s in $streams; do
         for p in $policies; do
-            n=$((s < 4 ? 4 : s))
+            n=$((2 * s < 8 ? 8 : 2 * s))
             printf '%-8s accuracy %s, %2d streams ... ' "$p" "$a" "$s" >&2
             "$bin" bench -m "$model" --predict "$a" --spec "$p" --requests "$n" --concurrency "$s" \
                 --prompt-len "${INPUT_LEN:-32}" --gen-len "${OUTPUT_LEN:-48}" -t "$threads" \

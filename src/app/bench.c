@@ -28,7 +28,7 @@ typedef struct bench_opts {
     int32_t n_threads;
     uint64_t seed;
     bool latency; // --prefer latency: stall-free steps as in serve
-    sp_engine_opts spec; // --spec, --spec-max, --draft-model
+    sp_engine_opts spec; // --spec, --spec-max, --draft-model, --step-log
     double predict;      // --predict P (0: none)
 } bench_opts;
 
@@ -45,7 +45,7 @@ static void bench_usage(FILE *f) {
             "                     [--concurrency C ...] [--max-batch-tokens N] [--kv-memory SIZE]\n"
             "                     [--prefer throughput|latency] [--spec off|auto|fixed:K]\n"
             "                     [--spec-max K] [--draft-model FILE] [--predict P] [--seed S]\n"
-            "                     [-t N]\n\n"
+            "                     [--step-log FILE] [-t N]\n\n"
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
             "tokens/s (steps with only prompt tokens), aggregate decode tokens/s (steps with only\n"
@@ -69,6 +69,7 @@ static void bench_usage(FILE *f) {
             "                        prediction): its own greedy output, found by an untimed\n"
             "                        first pass, each token kept with probability P (0-1]\n"
             "                        and otherwise a random one\n"
+            "  --step-log FILE       append one JSON line per engine step to FILE, as in serve\n"
             "  -t, --threads N       compute threads (default: all cores)\n"
             "  --seed S              prompt seed (default 1)\n");
 }
@@ -194,6 +195,7 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
     eo.spec_auto = o->spec.spec_auto;
     eo.spec_off = o->spec.spec_off;
     eo.draft_model = o->spec.draft_model;
+    eo.step_log = o->spec.step_log;
     eo.on_step = on_step;
     eo.hook_ctx = &acc;
     sp_engine *e;
@@ -304,7 +306,8 @@ int sp_cmd_bench(int argc, char **argv) {
             ok = num_ok && ((o.seed = (uint64_t)n), true);
         else if (!strcmp(a, "--kv-memory"))
             ok = sp_parse_size(v, &o.kv_bytes);
-        else if (!strcmp(a, "--spec") || !strcmp(a, "--spec-max") || !strcmp(a, "--draft-model"))
+        else if (!strcmp(a, "--spec") || !strcmp(a, "--spec-max") || !strcmp(a, "--draft-model") ||
+                 !strcmp(a, "--step-log"))
             ok = sp_engine_options_parse(&o.spec, 2, argv + i - 1) == 2;
         else if (!strcmp(a, "--predict")) {
             o.predict = strtod(v, &end);

@@ -776,11 +776,12 @@ bool sp_engine_step(sp_engine *e) {
         fprintf(e->step_log,
                 "{\"step\":%llu,\"t_us\":%lld,\"n_decode\":%d,\"n_prefill\":%d,\"n_out\":%d,"
                 "\"n_attn\":%lld,\"n_seqs\":%d,\"predicted_us\":%.0f,\"measured_us\":%.0f,"
-                "\"budget_us\":%.0f,\"coef\":[%.6g,%.6g,%.6g,%.6g,%.6g]}\n",
+                "\"budget_us\":%.0f,\"coef\":[%.6g,%.6g,%.6g,%.6g,%.6g],\"n_drafted\":%d,"
+                "\"n_accepted\":%d,\"draft_us\":%.0f,\"draft_cost_scale\":%.3g}\n",
                 (unsigned long long)e->step_no, (long long)t_fw, e->shape.n_decode,
                 e->shape.n_prefill, e->shape.n_out, (long long)e->shape.n_attn, n_seq, predicted,
                 measured, isinf(time_budget) ? 0 : time_budget, coef[0], coef[1], coef[2],
-                coef[3], coef[4]);
+                coef[3], coef[4], n_drafted, n_accepted, draft_us, e->spec_cost_scale);
         fflush(e->step_log);
     }
 

@@ -76,6 +76,7 @@ struct sp_engine {
     int32_t *b_dk;            // (max_seqs) draft-model drafts of each batch sequence
     float **b_dq;             // (max_seqs) their distributions (rows of dq), or NULL
     double spec_cost_scale;   // measured cost of draft tokens / the step-time model's price
+    double spec_cost_sxy, spec_cost_sxx; // its decayed least-squares sums (sp__spec_observe)
     double draft_ratio;       // the draft model's weight bytes / the model's
     double draft_scale;       // measured / predicted draft model time (decayed)
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
