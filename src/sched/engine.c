@@ -617,8 +617,9 @@ bool sp_engine_step(sp_engine *e) {
 
     // 1. One decode token for every running request whose prompt is done, oldest first, each
     // with its draft tokens: with --spec, or for a request with a predicted output (up to
-    // SP_ENGINE_PRED_K then), within the token budget and the spare logits rows. The decodes
-    // are collected first, so that --spec auto can size every draft knowing them all.
+    // SP_ENGINE_PRED_K then), within the spare logits rows. The decodes are collected first and
+    // the drafts fitted to the budget they leave (sp__spec_fit_drafts): every decode gets its
+    // token before any draft, and --spec auto sizes every draft knowing them all.
     int32_t n_dec = 0;
     for (sp_request *r = e->running.head; r && budget > 0 && n_dec < e->o.max_seqs;) {
         sp_request *next = r->next;
@@ -632,11 +633,9 @@ bool sp_engine_step(sp_engine *e) {
                                                               : 0;
                 int32_t *draft = e->d_tokens + (size_t)n_dec * SP_ENGINE_MAX_SPEC, k = 0;
                 if (want)
-                    k = sp__spec_draft_for(e, r, SP_MIN(want, SP_MIN(budget - 1, spare)), draft);
-                // --spec auto keeps only some of them (below): they count against the budget
-                // once it has chosen.
+                    k = sp__spec_draft_for(e, r, SP_MIN(want, spare), draft);
                 spare -= k;
-                budget -= 1 + (e->o.spec_auto ? 0 : k);
+                budget--;
                 e->d_reqs[n_dec] = r;
                 e->d_len[n_dec++] = k;
             }
@@ -645,8 +644,7 @@ bool sp_engine_step(sp_engine *e) {
         }
         r = next;
     }
-    if (e->o.spec_auto)
-        sp__spec_size_drafts(e, n_dec, e->o.max_batch_tokens - n_dec);
+    sp__spec_fit_drafts(e, n_dec, e->o.max_batch_tokens - n_dec);
     if (n_dec) {
         pthread_mutex_lock(&e->smu);
         for (int32_t i = 0; i < n_dec; i++)

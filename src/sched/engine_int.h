@@ -128,10 +128,10 @@ sp_err sp__spec_open_drafter(sp_engine *e, int32_t n_blocks);
  * their count. A draft model's are placeholders until sp__spec_run_draft_model. */
 int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *draft);
 
-/* --spec auto: the draft length d_len[i] of each of the n decodes collected in d_reqs (at most
- * the d_len[i] drafted, and max_total in all); the positions of the drafts left out leave their
- * block tables. */
-void sp__spec_size_drafts(sp_engine *e, int32_t n, int32_t max_total);
+/* The draft length d_len[i] of each of the n decodes collected in d_reqs: at most the d_len[i]
+ * drafted, and max_total in all; chosen by --spec auto, else the drafts of the oldest first. The
+ * positions of the drafts left out leave their block tables. */
+void sp__spec_fit_drafts(sp_engine *e, int32_t n, int32_t max_total);
 
 /* With a draft model: runs it over the batch built (n_seq sequences): every sequence's draft KV
  * brought up to date, and the draft-model drafts written into the batch. */

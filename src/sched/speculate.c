@@ -240,7 +240,7 @@ int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *dr
  * SPEC_PROBE_EVERY decodes without, has at least one token, so that its estimate (and the
  * engine-wide one, which starts at 1/2) learns from it: without that first probe a short
  * request would be served on the starting estimate alone. */
-void sp__spec_size_drafts(sp_engine *e, int32_t n, int32_t max_total) {
+static void size_drafts(sp_engine *e, int32_t n, int32_t max_total) {
     const double *c = e->steptime.coef;
     sp_step_shape base = {.n_decode = n, .n_out = n};
     for (int32_t i = 0; i < n; i++)
@@ -296,6 +296,17 @@ void sp__spec_size_drafts(sp_engine *e, int32_t n, int32_t max_total) {
             e->d_len[i] = 1;
             total++;
         }
+}
+
+void sp__spec_fit_drafts(sp_engine *e, int32_t n, int32_t max_total) {
+    if (e->o.spec_auto) {
+        size_drafts(e, n, max_total);
+    } else {
+        for (int32_t i = 0; i < n; i++) {
+            e->d_len[i] = SP_MIN(e->d_len[i], SP_MAX(max_total, 0));
+            max_total -= e->d_len[i];
+        }
+    }
     for (int32_t i = 0; i < n; i++) { // the positions claimed for drafts left out
         sp_request *r = e->d_reqs[i];
         if (r->seq.n_tokens > r->n_tokens + e->d_len[i])

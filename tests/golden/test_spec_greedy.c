@@ -9,7 +9,8 @@
  * random-weight model of the same vocabulary) changes no token either, at any draft length,
  * with preemption, and with a draft model of another vocabulary the engine does not start.
  * Sampled requests keep the target model's distribution with a deliberately bad draft model
- * (chi-square). */
+ * (chi-square). Drafts never take a decode's place under a tight token budget, and a draft
+ * model left behind catches up exactly. */
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -544,6 +545,153 @@ static void test_ngram_index(void **s) {
     sp_model_destroy(m);
 }
 
+enum { TIGHT_COPIES = 5, TIGHT_BUDGET = 24 };
+
+typedef struct tight_ctx {
+    sp_request **reqs;
+    int n;
+    int32_t ready; // requests ready for a decode when the step began
+    int steps;     // steps with decodes checked
+} tight_ctx;
+
+/* Requests that the coming step must give a decode token: running, prompt done. */
+static int32_t decode_ready(const tight_ctx *c) {
+    int32_t n = 0;
+    for (int i = 0; i < c->n; i++) {
+        const sp_request *r = c->reqs[i];
+        n += r->state == SP__REQ_RUNNING && r->n_generated > 0 && r->n_tokens - r->n_computed == 1;
+    }
+    return n;
+}
+
+static void check_decodes(void *ctx, const sp_engine_step_info *info) {
+    tight_ctx *c = ctx;
+    if (info->n_decode != c->ready)
+        fail_msg("a step decoded %d of the %d requests ready (%d draft tokens)", info->n_decode,
+                 c->ready, info->n_draft);
+    c->steps += c->ready > 0;
+    assert_true(info->n_tokens <= TIGHT_BUDGET);
+}
+
+/* The prompts of file, TIGHT_COPIES times each, through an engine whose step takes
+ * TIGHT_BUDGET tokens (fewer than the requests' decodes and drafts): every step gives every
+ * request ready for it its decode token, whatever the drafts would take; the tokens are the
+ * goldens. The engine's statistics to *st. */
+static void run_tight(const char *file, int32_t spec_k, bool spec_auto, pred_mode pm,
+                      const char *draft, sp_engine_stats *st) {
+    char *gpath = sp_test_shared("models/golden-greedy.json");
+    json_t *root = sp_test_load_json(gpath);
+    json_t *entries = json_object_get(json_object_get(root, "models"), file);
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_model *m;
+    sp_vocab *v;
+    load(file, &m, &v);
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    o.n_ctx = 256;
+    o.spec_k = spec_k;
+    o.spec_auto = spec_auto;
+    o.draft_model = draft;
+    o.max_batch_tokens = TIGHT_BUDGET;
+    sp_request *reqs[MAX_PROMPTS];
+    tight_ctx c = {.reqs = reqs};
+    o.on_step = check_decodes;
+    o.hook_ctx = &c;
+    sp_engine *e;
+    assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
+    const int n = (int)json_array_size(entries) * TIGHT_COPIES;
+    assert_true(n <= MAX_PROMPTS && n > TIGHT_BUDGET / 8);
+    for (int i = 0; i < n; i++) {
+        json_t *entry = json_array_get(entries, (size_t)i % json_array_size(entries));
+        json_t *jp = json_object_get(entry, "prompt_tokens");
+        json_t *jg = json_object_get(entry, "greedy_tokens");
+        int32_t prompt[256], pred[MAX_GEN];
+        const int32_t n_prompt = (int32_t)json_array_size(jp);
+        for (int32_t k = 0; k < n_prompt; k++)
+            prompt[k] = (int32_t)json_integer_value(json_array_get(jp, (size_t)k));
+        sp_req_params p = sp_req_params_default();
+        p.max_tokens = (int32_t)json_array_size(jg);
+        p.sample.temperature = 0;
+        if (pm == PRED_EXACT) {
+            p.n_prediction = p.max_tokens;
+            for (int32_t k = 0; k < p.n_prediction; k++)
+                pred[k] = (int32_t)json_integer_value(json_array_get(jg, (size_t)k));
+            p.prediction = pred;
+        }
+        assert_int_equal(sp_request_create(v, prompt, n_prompt, &p, &reqs[i], &d), SP_OK);
+        assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
+        c.n = i + 1;
+    }
+    for (int steps = 0; sp_engine_busy(e); steps++) {
+        c.ready = decode_ready(&c);
+        sp_engine_step(e);
+        assert_true(steps < 100000);
+    }
+    assert_true(c.steps > 0);
+    for (int i = 0; i < n; i++) {
+        json_t *entry = json_array_get(entries, (size_t)i % json_array_size(entries));
+        json_t *want = json_object_get(entry, "greedy_tokens");
+        sp_req_cursor cur = {0};
+        sp_req_token toks[MAX_GEN];
+        sp_req_read rd;
+        assert_int_equal(
+            sp_request_read(reqs[i], &cur, toks, MAX_GEN, NULL, NULL, NULL, NULL, NULL, &rd),
+            SP_OK);
+        assert_int_equal(rd.n_new_tokens, (int)json_array_size(want));
+        for (int k = 0; k < rd.n_new_tokens; k++)
+            assert_int_equal(toks[k].id, json_integer_value(json_array_get(want, (size_t)k)));
+    }
+    sp_engine_stats_get(e, st);
+    for (sp_request *r = sp_engine_take_ready(e); r;) {
+        sp_request *next = sp_request_next_ready(r);
+        sp_request_release(r);
+        r = next;
+    }
+    for (int i = 0; i < n; i++)
+        sp_request_release(reqs[i]);
+    sp_engine_destroy(e);
+    sp_vocab_destroy(v);
+    sp_model_destroy(m);
+    json_decref(root);
+    free(gpath);
+}
+
+/* Drafts never take a decode's place in the step: with a token budget smaller than the
+ * requests' decodes and drafts, every request ready for a decode gets it, under fixed lengths
+ * and auto, with predicted outputs (exact: every draft accepted) and prompt lookup. */
+static void test_decodes_before_drafts(void **s) {
+    (void)s;
+    sp_engine_stats st;
+    run_tight("stories260K.gguf", 8, false, PRED_EXACT, NULL, &st);
+    assert_true(st.spec_draft_tokens > 0 && st.spec_accepted_tokens == st.spec_draft_tokens);
+    run_tight("stories260K.gguf", 8, true, PRED_EXACT, NULL, &st);
+    assert_true(st.spec_accepted_tokens == st.spec_draft_tokens);
+    run_tight("stories260K.gguf", 4, false, PRED_NONE, NULL, &st);
+    assert_true(st.spec_draft_tokens > 0);
+}
+
+/* A draft model that falls behind (the step's budget leaves the younger requests no drafts;
+ * auto drafts now and then) catches up before it drafts again: the model drafting for itself
+ * has every draft accepted (its drafts are the model's own greedy tokens, the forward pass
+ * being batch-invariant), however far behind each request's draft KV was. */
+static void test_draft_model_catch_up(void **s) {
+    (void)s;
+    char *self = sp_test_shared("models/TinyStories-656K-F32.gguf");
+    sp_engine_stats st;
+    run_tight("TinyStories-656K-F32.gguf", 8, false, PRED_NONE, self, &st);
+    print_message("fixed:8: %llu of %llu drafts accepted\n",
+                  (unsigned long long)st.spec_accepted_tokens,
+                  (unsigned long long)st.spec_draft_tokens);
+    assert_true(st.spec_draft_tokens > 0 && st.spec_accepted_tokens == st.spec_draft_tokens);
+    run_tight("TinyStories-656K-F32.gguf", 8, true, PRED_NONE, self, &st);
+    print_message("auto: %llu of %llu drafts accepted\n",
+                  (unsigned long long)st.spec_accepted_tokens,
+                  (unsigned long long)st.spec_draft_tokens);
+    assert_true(st.spec_accepted_tokens == st.spec_draft_tokens);
+    free(self);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories260k),       cmocka_unit_test(test_656k_f32),
@@ -551,7 +699,8 @@ int main(void) {
         cmocka_unit_test(test_predicted_outputs), cmocka_unit_test(test_auto),
         cmocka_unit_test(test_draft_model),       cmocka_unit_test(test_draft_model_vocabulary),
         cmocka_unit_test(test_draft_model_sampling), cmocka_unit_test(test_ngram_index),
-        cmocka_unit_test(test_sampled_same_tokens),
+        cmocka_unit_test(test_sampled_same_tokens), cmocka_unit_test(test_decodes_before_drafts),
+        cmocka_unit_test(test_draft_model_catch_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
