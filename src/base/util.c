@@ -13,6 +13,22 @@ int64_t sp_time_ns(void) {
 
 int64_t sp_time_us(void) { return sp_time_ns() / 1000; }
 
+bool sp_grow(void **p, uint32_t *cap, uint64_t need, size_t size, uint32_t first) {
+    if (need <= *cap)
+        return true;
+    if (need > UINT32_MAX / 2)
+        return false;
+    uint64_t c = *cap ? *cap : (first ? first : 1);
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, (size_t)c * size);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = (uint32_t)c;
+    return true;
+}
+
 int sp_read_file(const char *path, char **out, size_t *out_len) {
     FILE *f = fopen(path, "rb");
     if (!f)

@@ -42,6 +42,11 @@ static inline bool sp_align_up_u64(uint64_t x, uint64_t align, uint64_t *out) {
 int64_t sp_time_us(void);
 int64_t sp_time_ns(void);
 
+/* Grows the heap array *p of *cap elements of `size` bytes to hold at least `need` (doubling,
+ * from `first` when empty), keeping its contents. Returns false, changing nothing, when out of
+ * memory or when the capacity would pass UINT32_MAX / 2. */
+bool sp_grow(void **p, uint32_t *cap, uint64_t need, size_t size, uint32_t first);
+
 /* Reads a whole file into a NUL-terminated heap buffer (*out_len excludes the NUL).
  * Returns 0 on success, -errno on failure. The caller frees *out. */
 int sp_read_file(const char *path, char **out, size_t *out_len);

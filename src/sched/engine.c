@@ -350,8 +350,19 @@ static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32
     const int32_t V = e->m->hp.n_vocab;
     if (e->o.on_logits)
         e->o.on_logits(e->o.hook_ctx, r, logits, V);
-    int32_t tok = draft >= 0 ? sp_sampler_verify_q(r->sampler, logits, draft, q)
-                             : sp_sampler_sample(r->sampler, logits);
+    int32_t tok;
+    if (r->matcher) {
+        const char *msg = "out of memory for the grammar";
+        sp_err err = sp__constrain_sample(e, r, logits, draft, q, &tok, &msg);
+        if (err) {
+            *out_tok = -2; // no token, and never a draft (nor -1, "no draft")
+            sp__engine_finish(e, r, SP_FINISH_ERROR, err, msg);
+            return false;
+        }
+    } else {
+        tok = draft >= 0 ? sp_sampler_verify_q(r->sampler, logits, draft, q)
+                         : sp_sampler_sample(r->sampler, logits);
+    }
     *out_tok = tok;
     if (draft >= 0) { // this draft accepted, or it and the n_left - 1 after it rejected
         pthread_mutex_lock(&r->mu);
@@ -362,6 +373,9 @@ static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32
         pthread_mutex_unlock(&r->mu);
     }
     sp_sampler_accept(r->sampler, tok);
+    // A grammar whose output is complete with nothing more allowed ends the request, as an
+    // end-of-generation token would.
+    const bool grammar_done = r->matcher && sp__constrain_accept(e, r, tok);
     sp_req_token out = {.id = tok, .logprob = 0.0f};
     if (r->params.n_logprobs >= 0 &&
         sp_sample_logprobs(logits, V, tok, r->params.n_logprobs, &out.logprob, e->top_ids,
@@ -387,7 +401,8 @@ static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32
     matched = emit_text(e, r, piece.ptr, piece.len, &out, &failed);
     if (failed)
         sp__engine_finish(e, r, SP_FINISH_ERROR, SP_ERR_NOMEM, "out of memory for the output text");
-    else if (matched || eog || (r->params.stop_after > 0 && r->n_generated >= r->params.stop_after))
+    else if (matched || eog || grammar_done ||
+             (r->params.stop_after > 0 && r->n_generated >= r->params.stop_after))
         sp__engine_finish(e, r, SP_FINISH_STOP, SP_OK, NULL);
     else if (r->n_generated >= r->params.max_tokens || r->n_tokens >= e->max_len)
         sp__engine_finish(e, r, SP_FINISH_LENGTH, SP_OK, NULL);
@@ -971,6 +986,7 @@ void sp_engine_destroy(sp_engine *e) {
     free(e->views);
     free(e->b_cand);
     free(e->logits);
+    sp__constrain_free(e);
     if (e->efd >= 0)
         close(e->efd);
     pthread_mutex_destroy(&e->mu);

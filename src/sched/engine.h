@@ -146,6 +146,10 @@ typedef struct sp_engine_stats {
     uint64_t spec_k_hist[SP_ENGINE_MAX_SPEC + 1]; // decodes by their draft's length (with
                                                   // speculation on, or a predicted output)
     uint64_t spec_draft_model_us;  // time spent in the draft model
+    uint64_t grammar_tokens;       // tokens chosen under a grammar
+    uint64_t grammar_masks;        // of which needed the full mask (the sampler's choice was
+                                   // not allowed)
+    uint64_t grammar_mask_us;      // time computing those masks
     uint64_t preemptions;
     uint64_t preemptions_priority; // of which to admit a more urgent request
     uint64_t admissions;        // admission decisions that admitted a request

@@ -14,6 +14,7 @@
 #include "sched/reqlist.h"
 #include "sched/session.h"
 #include "sched/steptime.h"
+#include "grammar/trie.h"
 #include "spec/draft.h"
 
 /* Where a request's drafts come from (one acceptance estimate each). */
@@ -81,6 +82,11 @@ struct sp_engine {
     double draft_scale;       // measured / predicted draft model time (decayed)
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
     float *logits;            // (max_seqs (1 + spec_k), n_vocab)
+    sp_token_trie *trie;      // the vocabulary's token bytes, for grammar masks (built at the
+                              // first constrained request; NULL before)
+    uint32_t *gmask;          // (n_vocab / 32 rounded up) the allowed tokens of a grammar
+    uint32_t *eog_mask;       // (same) the end-of-generation tokens
+    float *glogits;           // (n_vocab) logits with the grammar's mask applied
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy
     sp__prefill_cand *b_cand; // (max_seqs) prefill candidates of a step
     int32_t top_ids[SP_REQ_MAX_TOP_LOGPROBS];
@@ -109,6 +115,22 @@ struct sp_engine {
 /* engine.c: ends a request (releasing its blocks or pinning them for its session), publishes
  * its last output and drops the engine's reference. Engine thread. */
 void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, const char *msg);
+
+/* constrain.c, on the engine thread: sampling under a grammar (r->matcher). */
+
+/* The token r emits for logits (a decode's row; draft/q as sp_sampler_verify_q's, draft -1 for
+ * none): the sampler's own choice when the grammar allows it, else its choice among the
+ * tokens the grammar allows (end of generation only where the output is complete). Returns
+ * SP_ERR_INVALID (with msg) when no token of the vocabulary can continue the output, or
+ * SP_ERR_NOMEM. */
+sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
+                            const float *q, int32_t *tok, const char **msg);
+
+/* Advances r's matcher past tok (one the grammar allowed); whether the output is then
+ * complete with nothing more allowed (the request is done). */
+bool sp__constrain_accept(sp_engine *e, sp_request *r, int32_t tok);
+
+void sp__constrain_free(sp_engine *e);
 
 /* speculate.c, all on the engine thread. */
 

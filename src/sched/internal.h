@@ -2,6 +2,7 @@
 #ifndef SP_SCHED_INTERNAL_H
 #define SP_SCHED_INTERNAL_H
 
+#include "grammar/matcher.h"
 #include "sched/request.h"
 
 typedef enum sp__req_state {
@@ -38,6 +39,7 @@ struct sp_request {
     bool seq_ready;         // seq is initialized
     sp_kv_seq seq;
     sp_sampler *sampler;
+    sp_matcher *matcher;    // where the output stands in params.grammar (NULL: no grammar)
     sp_stop *stop;
     sp_detok detok;
     char *pending;          // (cap_pending) text fed to the stop matcher, not yet released

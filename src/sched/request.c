@@ -28,6 +28,7 @@ sp_req_params sp_req_params_default(void) {
 
 static void request_free(sp_request *r) {
     sp_sampler_destroy(r->sampler);
+    sp_matcher_destroy(r->matcher);
     sp_stop_destroy(r->stop);
     if (r->detok.v)
         sp_detok_deinit(&r->detok);
@@ -104,6 +105,7 @@ sp_err sp_request_create(const sp_vocab *v, const int32_t *prompt, int32_t n_pro
     r->params.n_stop = 0;
     r->params.prediction = NULL;
     r->params.n_prediction = 0;
+    r->params.grammar = NULL; // the matcher holds it
     r->n_prompt = n_prompt;
     r->cap_tokens = n_prompt + params->max_tokens;
     r->n_tokens = n_prompt;
@@ -131,6 +133,8 @@ sp_err sp_request_create(const sp_vocab *v, const int32_t *prompt, int32_t n_pro
     if ((err = sp_stop_create(params->stop, params->n_stop, &r->stop, d)))
         goto fail;
     if ((err = sp_sampler_create(&params->sample, n_vocab, &r->sampler)))
+        goto fail;
+    if (params->grammar && (err = sp_matcher_create(params->grammar, &r->matcher)))
         goto fail;
     unsigned flags = SP_DETOK_REPLACE_INVALID | (params->special ? SP_DECODE_SPECIAL : 0u);
     if ((err = sp_detok_init(&r->detok, v, flags)))

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "grammar/grammar.h"
 #include "kv/table.h"
 #include "sample/sample.h"
 #include "sample/stop.h"
@@ -58,6 +59,8 @@ typedef struct sp_req_params {
                           // error SP_ERR_LIMIT) instead of being served late (0: none)
     const int32_t *prediction; // the expected output (the API's predicted outputs; copied),
     int32_t n_prediction;      // n_prediction tokens: drafts for speculative decoding
+    sp_grammar *grammar;  // the output must be a sentence of this grammar (NULL: free); the
+                          // request takes its own reference
     int32_t stop_after;   // finish with reason "stop" after this many tokens, as an
                           // end-of-generation token would (0: off). Admission policies do not
                           // see it: benchmarks use it to give requests output lengths that

@@ -21,6 +21,7 @@
 #include "base/hash.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "grammar/grammar.h"
 #include "server/api_int.h"
 
 /* ---- exchanges ------------------------------------------------------------------------------ */
@@ -643,10 +644,24 @@ void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
     api_op *op = NULL;
     sp_tokens toks;
     sp_tokens_init(&toks);
+    sp_grammar *grammar = NULL; // the requests take their own references
     if (sp_oai_parse(body, kind, &q, &d)) {
         sp__api_send_error(a, c, 400, "invalid_request_error", d.param, NULL, NULL, path, "%s",
                            d.msg);
         goto done;
+    }
+    if (q.grammar || q.json_object) {
+        sp_err err = q.grammar ? sp_grammar_from_gbnf(q.grammar, q.grammar_len, &grammar, &d)
+                               : sp_grammar_json_object(&grammar, &d);
+        if (err == SP_ERR_NOMEM)
+            goto nomem;
+        if (err) {
+            sp__api_send_error(a, c, 400, "invalid_request_error",
+                               q.grammar ? "grammar" : "response_format", NULL, NULL, path, "%s",
+                               d.msg);
+            goto done;
+        }
+        q.params.grammar = grammar;
     }
     // Admission: every sequence of the request counts (prompts x n), and the request is taken
     // whole or not at all. Sequences beyond the running ones wait; at most max_waiting may.
@@ -720,6 +735,7 @@ cancel:
         op_free(op);
     }
 done:
+    sp_grammar_release(grammar);
     sp_tokens_deinit(&toks);
     json_decref(body);
 }

@@ -173,6 +173,14 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
     put_scalar(&b, "counter", "spindle_spec_decode_draft_model_seconds_total",
                "Time spent running the draft model (--draft-model).",
                (double)es->spec_draft_model_us * 1e-6);
+    put_scalar(&b, "counter", "spindle_grammar_tokens_total",
+               "Tokens chosen under a grammar (structured output).", (double)es->grammar_tokens);
+    put_scalar(&b, "counter", "spindle_grammar_masks_total",
+               "Of those, the tokens for which the sampler's choice broke the grammar and every "
+               "allowed token was found (a full mask).",
+               (double)es->grammar_masks);
+    put_scalar(&b, "counter", "spindle_grammar_mask_seconds_total",
+               "Time spent computing full grammar masks.", (double)es->grammar_mask_us * 1e-6);
     put_scalar(&b, "counter", "spindle_num_preemptions_total",
                "Requests preempted to free KV memory (recomputed later).",
                (double)es->preemptions);

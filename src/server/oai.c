@@ -374,6 +374,38 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
                        "{\"type\": \"text\", \"text\": string} parts");
         r.prediction = content;
     }
+    json_t *grammar = json_object_get(body, "grammar");
+    if (grammar && !json_is_null(grammar)) {
+        if (!json_is_string(grammar))
+            return bad(d, "grammar", "'grammar' must be a string of GBNF rules");
+        r.grammar = json_string_value(grammar);
+        r.grammar_len = json_string_length(grammar);
+    }
+    json_t *rf = json_object_get(body, "response_format");
+    if (rf && !json_is_null(rf)) {
+        const char *type = json_string_value(json_object_get(rf, "type"));
+        if (!json_is_object(rf) || !type)
+            return bad(d, "response_format",
+                       "'response_format' must be an object with a 'type': \"text\" or "
+                       "\"json_object\"");
+        if (!strcmp(type, "json_object"))
+            r.json_object = true;
+        else if (!strcmp(type, "json_schema"))
+            return bad(d, "response_format",
+                       "response_format type \"json_schema\" is not supported by this server "
+                       "yet: use \"json_object\" or a GBNF 'grammar'");
+        else if (strcmp(type, "text"))
+            return bad(d, "response_format",
+                       "unknown response_format type \"%s\": use \"text\" or \"json_object\"",
+                       type);
+    }
+    json_t *schema = json_object_get(body, "json_schema");
+    if (schema && !json_is_null(schema))
+        return bad(d, "json_schema",
+                   "'json_schema' is not supported by this server yet: use response_format "
+                   "{\"type\": \"json_object\"} or a GBNF 'grammar'");
+    if (r.grammar && r.json_object)
+        return bad(d, "grammar", "give 'grammar' or a JSON response_format, not both");
     json_t *sess = json_object_get(body, "session_id");
     if (sess && !json_is_null(sess) && !json_is_string(sess))
         return bad(d, "session_id", "'session_id' must be a string");

@@ -39,6 +39,9 @@ typedef struct sp_oai_req {
     const char *tool;      // "tool" (extension): the tool the turn ends waiting on
     json_t *prediction;    // "prediction.content": the expected output, a string or an array of
                            // text parts (validated), or NULL
+    const char *grammar;   // "grammar" (GBNF text), or NULL
+    size_t grammar_len;
+    bool json_object;      // response_format {"type": "json_object"}
 } sp_oai_req;
 
 /* Validates body (a JSON object, borrowed; the result points into it) for an endpoint. On

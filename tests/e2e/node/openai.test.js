@@ -204,6 +204,51 @@ test('predicted outputs: the same text, the prediction tokens accepted; a wrong 
   );
 });
 
+test('structured output: JSON mode gives a JSON object, a GBNF grammar one of its sentences, streamed or not', async () => {
+  const chat = (extra) => client.chat.completions.create({
+    model: 'x', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 200,
+    temperature: 0, ...extra,
+  });
+  const json = await chat({ response_format: { type: 'json_object' } });
+  const c = json.choices[0];
+  if (c.finish_reason === 'stop') {
+    const v = JSON.parse(c.message.content);
+    assert.equal(typeof v, 'object');
+    assert.ok(v !== null && !Array.isArray(v));
+  } else {
+    assert.equal(c.finish_reason, 'length');
+  }
+  assert.ok(c.message.content.trimStart().startsWith('{'), c.message.content);
+  // The same request streamed: the same text.
+  const stream = await chat({ response_format: { type: 'json_object' }, stream: true });
+  let streamed = '';
+  for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
+  assert.equal(streamed, c.message.content);
+  // A grammar (llama.cpp's field), on completions, sampled with seeds.
+  const grammar = 'root ::= ("yes" | "no" | "maybe " [0-9]) "."\n';
+  for (const seed of [1, 2, 3, 4]) {
+    const r = await client.completions.create({
+      model: 'x', prompt: 'Once upon a time', max_tokens: 16, temperature: 1, seed, grammar,
+    });
+    assert.match(r.choices[0].text, /^(yes|no|maybe [0-9])\.$/);
+    assert.equal(r.choices[0].finish_reason, 'stop');
+  }
+  // A bad grammar: 400 naming the parameter and where the error is.
+  await assert.rejects(
+    client.completions.create({ model: 'x', prompt: 'Hi', grammar: 'root ::= "a" | foo\n' }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'grammar' &&
+      /'foo' is used but not defined/.test(e.message),
+  );
+  await assert.rejects(
+    client.completions.create({ model: 'x', prompt: 'Hi', grammar: 'root ::= "a\n' }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'grammar' && /at byte 9/.test(e.message),
+  );
+  await assert.rejects(
+    chat({ response_format: { type: 'xml' } }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'response_format',
+  );
+});
+
 test('errors arrive as the SDK error classes with OpenAI shapes', async () => {
   await assert.rejects(
     client.completions.create({ model: 'x', prompt: 'Hi', temperature: 5 }),

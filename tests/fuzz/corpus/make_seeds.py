@@ -18,6 +18,7 @@ Input formats (see the comment at the top of each tests/fuzz/fuzz_*.c):
              choosing the split point of the restart check; then the request bytes
   fuzz_oai   a JSON request body, tried on both endpoints
   fuzz_tok   text (any bytes; invalid UTF-8 must be refused at its first bad byte)
+  fuzz_grammar GBNF text, then a NUL byte and output bytes for a matcher
 """
 import json
 import os
@@ -346,10 +347,43 @@ def tok_seeds():
     return out
 
 
+# ---- grammars ---------------------------------------------------------------------------------
+
+JSON_GBNF = r"""root   ::= ws object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" char* "\"" ws
+char   ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+number ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,4})? ws
+ws     ::= | " " | "\n" [ \t]{0,20}
+"""
+
+
+def grammar_seeds():
+    g = {
+        "json.gbnf": (JSON_GBNF, '{"a": [1, 2.5e3, "x\\u00e9"], "b": {}}'),
+        "yes-no.gbnf": ('root ::= ("yes" | "no") "."\n', "yes."),
+        "repeat.gbnf": ('root ::= "a"{2,5} [0-9]* ("x" | "y")+ "z"?\n', "aaa123xyxz"),
+        "unicode.gbnf": ("root ::= [\\u4e00-\\u9fff\u00e9]+ . [^\\x00-\\x7f]\n",
+                         "\u4e2d\u00e9\u00e9x\U0001F600"),
+        "nested.gbnf": ("# lists\nroot ::= item (\",\" item)*\nitem ::= (\n  \"x\" |\n"
+                        "  \"[\" root \"]\"\n)\n", "[x,[x,x]],x"),
+        "ambiguous.gbnf": ('root ::= "a" root "b" | "a" root | ""\n', "a" * 40 + "b" * 3),
+        "escapes.gbnf": ('root ::= "\\x41\\u00e9\\U0001F600\\n\\t\\"\\\\" [\\]\\[\\-\\^]\n',
+                         "A\u00e9\U0001F600\n\t\"\\]"),
+        "bad-undefined.gbnf": ("root ::= foo\n", ""),
+        "bad-left-recursion.gbnf": ('root ::= root "a" | "b"\n', "b"),
+        "bad-unclosed.gbnf": ('root ::= ("a" | "b"\n', ""),
+    }
+    return {k: t.encode("utf-8") + b"\0" + o.encode("utf-8") for k, (t, o) in g.items()}
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     for target, seeds in [("fuzz_gguf", gguf_seeds()), ("fuzz_http", http_seeds()),
-                          ("fuzz_oai", oai_seeds()), ("fuzz_tok", tok_seeds())]:
+                          ("fuzz_oai", oai_seeds()), ("fuzz_tok", tok_seeds()),
+                          ("fuzz_grammar", grammar_seeds())]:
         d = os.path.join(root, target)
         os.makedirs(d, exist_ok=True)
         for name, data in seeds.items():

@@ -1,0 +1,408 @@
+/* The grammar matcher (matcher.h). */
+#include "grammar/matcher.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/hash.h"
+#include "base/util.h"
+
+#define NONE UINT32_MAX
+
+struct sp_matcher {
+    sp_grammar *g;
+    // The node pool: node i is the stack whose top is element npos[i], under stack npar[i].
+    uint32_t *npos, *npar; // (cap_nodes)
+    uint32_t *seen;        // (cap_nodes) the epoch of the expansion that last reached node i
+    uint32_t n_nodes, cap_nodes;
+    uint32_t *table; // (table_mask + 1) open addressing, node id + 1, 0 empty
+    uint32_t table_mask;
+    uint32_t epoch;
+    // The state: the stacks (each top a byte class), and whether the input is a sentence.
+    uint32_t *cur; // (cap_cur)
+    uint32_t n_cur, cap_cur;
+    bool complete;
+    // Scratch: sets of stacks as a stack of arrays (accept, the trie walk), the work list.
+    uint32_t *sets; // (cap_sets)
+    uint32_t n_sets, cap_sets;
+    uint32_t *work; // (cap_work)
+    uint32_t cap_work;
+    // Rolling back the nodes a trie walk creates: the table slots it filled, in order.
+    uint32_t *log; // (cap_log)
+    uint32_t n_log, cap_log;
+    bool logging, rehashed;
+    sp_err err; // an allocation failure in the middle of an expansion
+};
+
+static bool grow_u32(uint32_t **p, uint32_t *cap, uint64_t need) {
+    return sp_grow((void **)p, cap, need, sizeof **p, 64);
+}
+
+static uint32_t slot_of(const sp_matcher *m, uint32_t pos, uint32_t par) {
+    return (uint32_t)sp_mix64(((uint64_t)pos << 32) | par) & m->table_mask;
+}
+
+/* Fills the table with the nodes [0, n_nodes). */
+static void reinsert(sp_matcher *m) {
+    memset(m->table, 0, ((size_t)m->table_mask + 1) * sizeof *m->table);
+    for (uint32_t i = 0; i < m->n_nodes; i++) {
+        uint32_t s = slot_of(m, m->npos[i], m->npar[i]);
+        while (m->table[s])
+            s = (s + 1) & m->table_mask;
+        m->table[s] = i + 1;
+    }
+}
+
+static bool rehash(sp_matcher *m, uint32_t n_slots) {
+    uint32_t *t = malloc((size_t)n_slots * sizeof *t);
+    if (!t)
+        return false;
+    free(m->table);
+    m->table = t;
+    m->table_mask = n_slots - 1;
+    reinsert(m);
+    return true;
+}
+
+/* The node (pos, par), created if new; NONE (and m->err) when out of memory. */
+static uint32_t node(sp_matcher *m, uint32_t pos, uint32_t par) {
+    uint32_t s = slot_of(m, pos, par);
+    for (uint32_t e; (e = m->table[s]); s = (s + 1) & m->table_mask)
+        if (m->npos[e - 1] == pos && m->npar[e - 1] == par)
+            return e - 1;
+    if (m->n_nodes >= SP_MATCHER_MAX_NODES) {
+        m->err = SP_ERR_LIMIT;
+        return NONE;
+    }
+    if (m->n_nodes == m->cap_nodes) {
+        uint32_t c1 = m->cap_nodes, c2 = m->cap_nodes, c3 = m->cap_nodes;
+        if (!grow_u32(&m->npos, &c1, m->n_nodes + 1ull) ||
+            !grow_u32(&m->npar, &c2, m->n_nodes + 1ull) ||
+            !grow_u32(&m->seen, &c3, m->n_nodes + 1ull)) {
+            m->err = SP_ERR_NOMEM;
+            return NONE;
+        }
+        for (uint32_t i = m->cap_nodes; i < c3; i++)
+            m->seen[i] = 0;
+        m->cap_nodes = c1;
+    }
+    if (m->logging && !grow_u32(&m->log, &m->cap_log, m->n_log + 1ull)) {
+        m->err = SP_ERR_NOMEM;
+        return NONE;
+    }
+    const uint32_t id = m->n_nodes++;
+    m->npos[id] = pos;
+    m->npar[id] = par;
+    m->seen[id] = 0;
+    if (2ull * m->n_nodes > m->table_mask + 1ull) { // at most half full
+        if (!rehash(m, 2 * (m->table_mask + 1))) {
+            m->n_nodes--;
+            m->err = SP_ERR_NOMEM;
+            return NONE;
+        }
+        m->rehashed = true;
+        return id;
+    }
+    m->table[s] = id + 1;
+    if (m->logging)
+        m->log[m->n_log++] = s;
+    return id;
+}
+
+/* Forgets the nodes from `mark` on (created while logging). */
+static void rollback(sp_matcher *m, uint32_t mark) {
+    if (m->rehashed) {
+        m->n_nodes = mark;
+        reinsert(m); // in place: the table only grew since the mark
+    } else {
+        while (m->n_log)
+            m->table[m->log[--m->n_log]] = 0;
+        m->n_nodes = mark;
+    }
+    m->n_log = 0;
+    m->rehashed = false;
+}
+
+static bool push_work(sp_matcher *m, uint32_t *n_work, uint32_t id) {
+    if (id == NONE)
+        return false;
+    if (!grow_u32(&m->work, &m->cap_work, *n_work + 1ull)) {
+        m->err = SP_ERR_NOMEM;
+        return false;
+    }
+    m->work[(*n_work)++] = id;
+    return true;
+}
+
+static bool push_set(sp_matcher *m, uint32_t id) {
+    if (!grow_u32(&m->sets, &m->cap_sets, m->n_sets + 1ull)) {
+        m->err = SP_ERR_NOMEM;
+        return false;
+    }
+    m->sets[m->n_sets++] = id;
+    return true;
+}
+
+static void next_epoch(sp_matcher *m) {
+    if (++m->epoch == 0) {
+        memset(m->seen, 0, (size_t)m->cap_nodes * sizeof *m->seen);
+        m->epoch = 1;
+    }
+}
+
+/* Expands the n_work stacks on the work list until every top is a byte class: those stacks are
+ * appended to m->sets (each once); a stack that empties means the input is a sentence
+ * (*complete). On allocation failure m->err is set. */
+static void expand(sp_matcher *m, uint32_t n_work, bool *complete) {
+    const sp_grammar *g = m->g;
+    const uint32_t start = m->n_sets;
+    while (n_work && !m->err) {
+        const uint32_t id = m->work[--n_work];
+        if (m->seen[id] == m->epoch)
+            continue;
+        m->seen[id] = m->epoch;
+        const uint32_t pos = m->npos[id];
+        const sp_gr_elem e = g->elems[pos];
+        if (e.kind == SP_GR_BYTES) {
+            if (m->n_sets - start >= SP_MATCHER_MAX_STACKS) {
+                m->err = SP_ERR_LIMIT;
+                return;
+            }
+            (void)push_set(m, id);
+        } else if (e.kind == SP_GR_REF) {
+            const sp_gr_kind after = g->elems[pos + 1].kind;
+            const uint32_t cont = after == SP_GR_END || after == SP_GR_ALT
+                                      ? m->npar[id] // a tail call: the caller's continuation
+                                      : node(m, pos + 1, m->npar[id]);
+            if (m->err)
+                return;
+            for (uint32_t a = g->rule_alt[e.arg]; a < g->rule_alt[e.arg + 1]; a++)
+                if (!push_work(m, &n_work, node(m, g->alt_start[a], cont)))
+                    return;
+        } else if (m->npar[id] == NONE) { // the end of an alternative of the start rule
+            *complete = true;
+        } else if (!push_work(m, &n_work, m->npar[id])) {
+            return;
+        }
+    }
+}
+
+/* The stacks of the set at m->sets[in, in + n_in) that take byte b, advanced past it and
+ * expanded, appended to m->sets; their count, and whether the input is then a sentence. */
+static uint32_t advance(sp_matcher *m, uint32_t in, uint32_t n_in, uint8_t b, bool *complete) {
+    const sp_grammar *g = m->g;
+    next_epoch(m);
+    uint32_t n_work = 0;
+    *complete = false;
+    for (uint32_t i = 0; i < n_in; i++) {
+        const uint32_t id = m->sets[in + i], pos = m->npos[id];
+        if (sp_gr_class_has(&g->classes[g->elems[pos].arg], b) &&
+            !push_work(m, &n_work, node(m, pos + 1, m->npar[id])))
+            return 0;
+    }
+    const uint32_t start = m->n_sets;
+    expand(m, n_work, complete);
+    return m->n_sets - start;
+}
+
+void sp_matcher_reset(sp_matcher *m) {
+    m->n_nodes = 0;
+    memset(m->table, 0, ((size_t)m->table_mask + 1) * sizeof *m->table);
+    m->n_log = 0;
+    m->rehashed = false;
+    m->err = SP_OK;
+    m->n_sets = 0;
+    next_epoch(m);
+    uint32_t n_work = 0;
+    const sp_grammar *g = m->g;
+    m->complete = false;
+    for (uint32_t a = g->rule_alt[g->root]; a < g->rule_alt[g->root + 1]; a++)
+        (void)push_work(m, &n_work, node(m, g->alt_start[a], NONE));
+    expand(m, n_work, &m->complete);
+    if (!m->err && grow_u32(&m->cur, &m->cap_cur, m->n_sets)) {
+        memcpy(m->cur, m->sets, (size_t)m->n_sets * sizeof *m->cur);
+        m->n_cur = m->n_sets;
+    } else {
+        m->n_cur = 0; // out of memory: a matcher that allows nothing
+        m->complete = false;
+    }
+}
+
+sp_err sp_matcher_create(sp_grammar *g, sp_matcher **out) {
+    sp_matcher *m = calloc(1, sizeof *m);
+    if (!m)
+        return SP_ERR_NOMEM;
+    m->g = sp_grammar_ref(g);
+    m->table = calloc(256, sizeof *m->table);
+    m->table_mask = 255;
+    if (!m->table) {
+        sp_matcher_destroy(m);
+        return SP_ERR_NOMEM;
+    }
+    sp_matcher_reset(m);
+    if (m->err) {
+        const sp_err err = m->err;
+        sp_matcher_destroy(m);
+        return err;
+    }
+    *out = m;
+    return SP_OK;
+}
+
+void sp_matcher_destroy(sp_matcher *m) {
+    if (!m)
+        return;
+    sp_grammar_release(m->g);
+    free(m->npos);
+    free(m->npar);
+    free(m->seen);
+    free(m->table);
+    free(m->cur);
+    free(m->sets);
+    free(m->work);
+    free(m->log);
+    free(m);
+}
+
+/* Runs bytes[n] from the current state; on success the resulting set is m->sets[0, *n_out).
+ * Whether all were taken. */
+static bool run(sp_matcher *m, const uint8_t *bytes, size_t n, uint32_t *n_out, bool *complete) {
+    m->n_sets = 0;
+    if (!grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
+        m->err = SP_ERR_NOMEM;
+        return false;
+    }
+    memcpy(m->sets, m->cur, (size_t)m->n_cur * sizeof *m->sets);
+    m->n_sets = m->n_cur;
+    uint32_t k = m->n_cur;
+    *complete = m->complete;
+    for (size_t i = 0; i < n; i++) {
+        k = advance(m, 0, k, bytes[i], complete);
+        if (m->err || (k == 0 && !(*complete && i + 1 == n)))
+            return false;
+        // The new set to the front for the next byte.
+        memmove(m->sets, m->sets + m->n_sets - k, (size_t)k * sizeof *m->sets);
+        m->n_sets = k;
+    }
+    *n_out = k;
+    return true;
+}
+
+/* A trial: the nodes created from here on can be rolled back (end_trial). Returns the mark. */
+static uint32_t begin_trial(sp_matcher *m) {
+    m->logging = true;
+    m->n_log = 0;
+    m->rehashed = false;
+    return m->n_nodes;
+}
+
+/* Ends a trial, forgetting its nodes (rollback) or keeping them; the error it met, cleared. */
+static sp_err end_trial(sp_matcher *m, uint32_t mark, bool rollback_nodes) {
+    if (rollback_nodes)
+        rollback(m, mark);
+    m->n_log = 0;
+    m->rehashed = false;
+    m->logging = false;
+    const sp_err err = m->err;
+    m->err = SP_OK;
+    return err;
+}
+
+sp_err sp_matcher_allows(sp_matcher *m, const uint8_t *bytes, size_t n, bool *ok) {
+    const uint32_t mark = begin_trial(m);
+    uint32_t k;
+    bool complete;
+    const bool r = run(m, bytes, n, &k, &complete);
+    const sp_err err = end_trial(m, mark, true);
+    if (!err)
+        *ok = r;
+    return err;
+}
+
+sp_err sp_matcher_accept(sp_matcher *m, const uint8_t *bytes, size_t n, bool *ok) {
+    const uint32_t mark = begin_trial(m);
+    uint32_t k = 0;
+    bool complete = false;
+    const bool r = run(m, bytes, n, &k, &complete);
+    if (r && !m->err && grow_u32(&m->cur, &m->cap_cur, k)) {
+        memcpy(m->cur, m->sets, (size_t)k * sizeof *m->cur);
+        m->n_cur = k;
+        m->complete = complete;
+    } else if (r && !m->err) {
+        m->err = SP_ERR_NOMEM;
+    }
+    // The nodes of an accepted input stay: the new state is made of them.
+    const sp_err err = end_trial(m, mark, !r || m->err);
+    if (!err)
+        *ok = r;
+    return err;
+}
+
+bool sp_matcher_complete(const sp_matcher *m) {
+    return m->complete;
+}
+
+bool sp_matcher_can_continue(const sp_matcher *m) {
+    return m->n_cur > 0;
+}
+
+uint32_t sp_matcher_n_nodes(const sp_matcher *m) {
+    return m->n_nodes;
+}
+
+typedef struct walk_ctx {
+    const sp_token_trie *t;
+    uint32_t *allowed;
+    int32_t count;
+} walk_ctx;
+
+/* The trie below node tn, from the set m->sets[in, in + n_in). */
+static void walk(sp_matcher *m, walk_ctx *w, uint32_t tn, uint32_t in, uint32_t n_in) {
+    const sp_token_trie *t = w->t;
+    const sp_grammar *g = m->g;
+    sp_gr_class any = {{0}}; // the bytes some stack takes: other edges are skipped at once
+    for (uint32_t i = 0; i < n_in; i++) {
+        const sp_gr_class *c = &g->classes[g->elems[m->npos[m->sets[in + i]]].arg];
+        for (int k = 0; k < 4; k++)
+            any.bits[k] |= c->bits[k];
+    }
+    for (uint32_t e = t->edge_start[tn]; e < t->edge_start[tn + 1] && !m->err; e++) {
+        const uint8_t b = t->edge_byte[e];
+        if (!sp_gr_class_has(&any, b))
+            continue;
+        const uint32_t c = t->edge_node[e], save = m->n_sets;
+        bool complete;
+        const uint32_t k = advance(m, in, n_in, b, &complete);
+        if (m->err)
+            return;
+        if (k || complete)
+            for (uint32_t j = t->tok_start[c]; j < t->tok_start[c + 1]; j++) {
+                const int32_t tok = t->toks[j];
+                w->allowed[tok >> 5] |= 1u << (tok & 31);
+                w->count++;
+            }
+        if (k && t->edge_start[c] < t->edge_start[c + 1])
+            walk(m, w, c, save, k);
+        m->n_sets = save;
+    }
+}
+
+sp_err sp_matcher_fill_mask(sp_matcher *m, const sp_token_trie *t, uint32_t *allowed,
+                            int32_t *count) {
+    memset(allowed, 0, (((size_t)t->n_vocab + 31) / 32) * sizeof *allowed);
+    const uint32_t mark = begin_trial(m);
+    m->n_sets = 0;
+    walk_ctx w = {.t = t, .allowed = allowed};
+    if (grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
+        memcpy(m->sets, m->cur, (size_t)m->n_cur * sizeof *m->sets);
+        m->n_sets = m->n_cur;
+        if (t->n_nodes > 0)
+            walk(m, &w, 0, 0, m->n_cur);
+    } else {
+        m->err = SP_ERR_NOMEM;
+    }
+    const sp_err err = end_trial(m, mark, true);
+    if (!err)
+        *count = w.count;
+    return err;
+}

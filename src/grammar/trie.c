@@ -1,0 +1,125 @@
+/* The token trie (trie.h): the tokens sorted by their bytes, then nodes numbered depth first,
+ * each node's edges contiguous. */
+#include "grammar/trie.h"
+
+#include "base/util.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct entry {
+    const uint8_t *bytes;
+    uint32_t len;
+    int32_t id;
+} entry;
+
+typedef struct builder {
+    const entry *tok; // the tokens with bytes, sorted by them
+    sp_token_trie *t;
+    uint32_t n_edges, n_toks;
+    uint32_t cap_es, cap_ts, cap_eb, cap_en; // capacities of edge_start, tok_start, edge_*
+    bool nomem;
+} builder;
+
+static int cmp_entries(const void *a, const void *b) {
+    const entry *x = a, *y = b;
+    const uint32_t n = x->len < y->len ? x->len : y->len;
+    const int c = memcmp(x->bytes, y->bytes, n);
+    if (c)
+        return c;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static bool reserve(void **p, uint32_t *cap, uint32_t need, size_t size) {
+    return sp_grow(p, cap, need, size, 1024);
+}
+
+/* The node for the sorted tokens [lo, hi), which share their first `depth` bytes; its id. */
+static uint32_t build(builder *b, uint32_t lo, uint32_t hi, uint32_t depth) {
+    sp_token_trie *t = b->t;
+    if (!reserve((void **)&t->edge_start, &b->cap_es, t->n_nodes + 2, sizeof(uint32_t)) ||
+        !reserve((void **)&t->tok_start, &b->cap_ts, t->n_nodes + 2, sizeof(uint32_t))) {
+        b->nomem = true;
+        return 0;
+    }
+    const uint32_t id = t->n_nodes++;
+    if (depth > t->max_depth)
+        t->max_depth = depth;
+    // The tokens that end here come first.
+    t->tok_start[id] = b->n_toks;
+    while (lo < hi && b->tok[lo].len == depth)
+        t->toks[b->n_toks++] = b->tok[lo++].id;
+    // One edge per distinct next byte, reserved together, then each child built.
+    uint32_t n_children = 0;
+    for (uint32_t i = lo; i < hi;) {
+        const uint8_t c = b->tok[i].bytes[depth];
+        while (i < hi && b->tok[i].bytes[depth] == c)
+            i++;
+        n_children++;
+    }
+    if (!reserve((void **)&t->edge_byte, &b->cap_eb, b->n_edges + n_children, 1) ||
+        !reserve((void **)&t->edge_node, &b->cap_en, b->n_edges + n_children, sizeof(uint32_t))) {
+        b->nomem = true;
+        return 0;
+    }
+    uint32_t e = b->n_edges;
+    b->n_edges += n_children;
+    t->edge_start[id] = e;
+    for (uint32_t i = lo; i < hi && !b->nomem;) {
+        const uint8_t c = b->tok[i].bytes[depth];
+        uint32_t j = i;
+        while (j < hi && b->tok[j].bytes[depth] == c)
+            j++;
+        t->edge_byte[e] = c;
+        const uint32_t child = build(b, i, j, depth + 1);
+        t->edge_node[e++] = child;
+        i = j;
+    }
+    return id;
+}
+
+sp_err sp_token_trie_create(const uint8_t *const *bytes, const uint32_t *len, int32_t n_vocab,
+                            sp_token_trie **out) {
+    sp_token_trie *t = calloc(1, sizeof *t);
+    entry *tok = malloc((size_t)(n_vocab > 0 ? n_vocab : 1) * sizeof *tok);
+    if (!t || !tok) {
+        free(t);
+        free(tok);
+        return SP_ERR_NOMEM;
+    }
+    uint32_t n = 0;
+    for (int32_t i = 0; i < n_vocab; i++)
+        if (len[i] > 0)
+            tok[n++] = (entry){bytes[i], len[i], i};
+    qsort(tok, n, sizeof *tok, cmp_entries);
+    t->toks = malloc((size_t)(n ? n : 1) * sizeof *t->toks);
+    t->n_vocab = n_vocab;
+    builder b = {.tok = tok, .t = t, .nomem = !t->toks};
+    if (!b.nomem)
+        (void)build(&b, 0, n, 0);
+    free(tok);
+    if (b.nomem) {
+        sp_token_trie_destroy(t);
+        return SP_ERR_NOMEM;
+    }
+    // Each node's edges and tokens were written when it was entered, before its children's:
+    // the end of the last node closes both arrays.
+    t->edge_start[t->n_nodes] = b.n_edges;
+    t->tok_start[t->n_nodes] = b.n_toks;
+    *out = t;
+    return SP_OK;
+}
+
+void sp_token_trie_destroy(sp_token_trie *t) {
+    if (!t)
+        return;
+    free(t->edge_start);
+    free(t->edge_byte);
+    free(t->edge_node);
+    free(t->tok_start);
+    free(t->toks);
+    free(t);
+}

@@ -1,0 +1,125 @@
+/* Sampling under a grammar (engine_int.h): the sampler chooses as usual and the grammar checks
+ * its choice by feeding the token's bytes to the request's matcher, a few microseconds; only
+ * when the grammar rejects it is the full mask of allowed tokens computed (a walk of the token
+ * trie) and the sampler asked again over the allowed tokens alone. The result is distributed
+ * as sampling from the masked distribution directly: a token t the grammar allows comes from
+ * the first draw with probability p(t), and from the second with probability
+ * (1 - P(allowed)) p(t) / P(allowed), p(t) / P(allowed) in all. Greedy requests get the
+ * argmax over the allowed tokens either way. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "base/util.h"
+#include "sched/engine_int.h"
+
+/* The trie of the vocabulary's token bytes and the mask buffers, at first use. */
+static sp_err prepare(sp_engine *e) {
+    if (e->trie)
+        return SP_OK;
+    const int32_t V = e->m->hp.n_vocab, n_tok = (int32_t)sp_vocab_n_tokens(e->v);
+    const size_t words = ((size_t)V + 31) / 32;
+    const uint8_t **bytes = calloc((size_t)V, sizeof *bytes);
+    uint32_t *len = calloc((size_t)V, sizeof *len);
+    e->gmask = calloc(words, sizeof *e->gmask);
+    e->eog_mask = calloc(words, sizeof *e->eog_mask);
+    e->glogits = malloc((size_t)V * sizeof *e->glogits);
+    sp_err err = SP_ERR_NOMEM;
+    if (bytes && len && e->gmask && e->eog_mask && e->glogits) {
+        for (int32_t i = 0; i < V && i < n_tok; i++) {
+            // Control tokens have no bytes: the grammar never allows them.
+            const sp_str piece = sp_tok_piece_ref(e->v, i, false);
+            bytes[i] = (const uint8_t *)piece.ptr;
+            len[i] = (uint32_t)piece.len;
+            if (sp_vocab_is_eog(e->v, i))
+                e->eog_mask[i >> 5] |= 1u << (i & 31);
+        }
+        err = sp_token_trie_create(bytes, len, V, &e->trie);
+    }
+    free(bytes);
+    free(len);
+    return err;
+}
+
+static bool is_eog(const sp_engine *e, int32_t tok) {
+    return sp_vocab_is_eog(e->v, tok);
+}
+
+/* Whether the grammar lets r emit tok now. */
+static sp_err allows(sp_engine *e, sp_request *r, int32_t tok, bool *ok) {
+    if (is_eog(e, tok)) {
+        *ok = sp_matcher_complete(r->matcher);
+        return SP_OK;
+    }
+    const sp_str piece = sp_tok_piece_ref(e->v, tok, false);
+    *ok = false;
+    return piece.len ? sp_matcher_allows(r->matcher, (const uint8_t *)piece.ptr, piece.len, ok)
+                     : SP_OK;
+}
+
+sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
+                            const float *q, int32_t *tok, const char **msg) {
+    const int32_t first = draft >= 0 ? sp_sampler_verify_q(r->sampler, logits, draft, q)
+                                     : sp_sampler_sample(r->sampler, logits);
+    bool ok;
+    sp_err err = allows(e, r, first, &ok);
+    if (err == SP_ERR_LIMIT)
+        *msg = "the grammar is too ambiguous: too many parses in flight";
+    if (err)
+        return err;
+    pthread_mutex_lock(&e->smu);
+    e->stats.grammar_tokens++;
+    e->stats.grammar_masks += !ok;
+    pthread_mutex_unlock(&e->smu);
+    if (ok) {
+        *tok = first;
+        return SP_OK;
+    }
+    const int64_t t0 = sp_time_us();
+    int32_t count = 0;
+    if ((err = prepare(e)) || (err = sp_matcher_fill_mask(r->matcher, e->trie, e->gmask, &count))) {
+        if (err == SP_ERR_LIMIT)
+            *msg = "the grammar is too ambiguous: too many parses in flight";
+        return err;
+    }
+    const bool complete = sp_matcher_complete(r->matcher);
+    const int32_t V = e->m->hp.n_vocab;
+    for (int32_t i = 0; i < V; i++) {
+        const uint32_t bit = 1u << (i & 31);
+        const bool allowed = (e->gmask[i >> 5] & bit) || (complete && (e->eog_mask[i >> 5] & bit));
+        e->glogits[i] = allowed ? logits[i] : -INFINITY;
+    }
+    if (count == 0 && !complete) {
+        *msg = "no token of the vocabulary can continue the output under its grammar";
+        return SP_ERR_INVALID;
+    }
+    bool any = count > 0;
+    for (size_t w = 0; w < ((size_t)V + 31) / 32 && !any; w++)
+        any = e->eog_mask[w] != 0;
+    if (!any) {
+        *msg = "the output is complete under its grammar, and the vocabulary has no end token";
+        return SP_ERR_INVALID;
+    }
+    *tok = sp_sampler_sample(r->sampler, e->glogits);
+    pthread_mutex_lock(&e->smu);
+    e->stats.grammar_mask_us += (uint64_t)(sp_time_us() - t0);
+    pthread_mutex_unlock(&e->smu);
+    return SP_OK;
+}
+
+bool sp__constrain_accept(sp_engine *e, sp_request *r, int32_t tok) {
+    if (is_eog(e, tok))
+        return false;
+    const sp_str piece = sp_tok_piece_ref(e->v, tok, false);
+    bool ok = false;
+    if (piece.len &&
+        sp_matcher_accept(r->matcher, (const uint8_t *)piece.ptr, piece.len, &ok) != SP_OK)
+        ok = false;
+    return ok && sp_matcher_complete(r->matcher) && !sp_matcher_can_continue(r->matcher);
+}
+
+void sp__constrain_free(sp_engine *e) {
+    sp_token_trie_destroy(e->trie);
+    free(e->gmask);
+    free(e->eog_mask);
+    free(e->glogits);
+}
