@@ -13,6 +13,7 @@ static const struct {
     {"bench", sp_cmd_bench, "benchmark the engine offline (prefill and batched decode)"},
     {"chat-template", sp_cmd_chat_template, "render a conversation with a model's chat template"},
     {"generate", sp_cmd_generate, "complete a prompt on the command line"},
+    {"grammar-bench", sp_cmd_grammar_bench, "time grammar checks and masks per token"},
     {"mkmodel", sp_cmd_mkmodel, "write a random-weight Llama GGUF model of a real shape"},
     {"roofline", sp_cmd_roofline, "measure bandwidth and peak arithmetic; bounds for a model"},
     {"serve", sp_cmd_serve, "serve the OpenAI-compatible HTTP API"},
@@ -22,7 +23,7 @@ static const struct {
 static void usage(FILE *f) {
     fprintf(f, "usage: spindle <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-15s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nRun `spindle <command> --help` for a command's options.\n");
 }
 

@@ -13,6 +13,7 @@ struct sp_matcher {
     sp_grammar *g;
     // The node pool: node i is the stack whose top is element npos[i], under stack npar[i].
     uint32_t *npos, *npar; // (cap_nodes)
+    uint64_t *nhash;       // (cap_nodes) a hash of the stack's content (its positions, top down)
     uint32_t *seen;        // (cap_nodes) the epoch of the expansion that last reached node i
     uint32_t n_nodes, cap_nodes;
     uint32_t *table; // (table_mask + 1) open addressing, node id + 1, 0 empty
@@ -75,10 +76,11 @@ static uint32_t node(sp_matcher *m, uint32_t pos, uint32_t par) {
         return NONE;
     }
     if (m->n_nodes == m->cap_nodes) {
-        uint32_t c1 = m->cap_nodes, c2 = m->cap_nodes, c3 = m->cap_nodes;
+        uint32_t c1 = m->cap_nodes, c2 = m->cap_nodes, c3 = m->cap_nodes, c4 = m->cap_nodes;
         if (!grow_u32(&m->npos, &c1, m->n_nodes + 1ull) ||
             !grow_u32(&m->npar, &c2, m->n_nodes + 1ull) ||
-            !grow_u32(&m->seen, &c3, m->n_nodes + 1ull)) {
+            !grow_u32(&m->seen, &c3, m->n_nodes + 1ull) ||
+            !sp_grow((void **)&m->nhash, &c4, m->n_nodes + 1ull, sizeof *m->nhash, 64)) {
             m->err = SP_ERR_NOMEM;
             return NONE;
         }
@@ -94,6 +96,7 @@ static uint32_t node(sp_matcher *m, uint32_t pos, uint32_t par) {
     m->npos[id] = pos;
     m->npar[id] = par;
     m->seen[id] = 0;
+    m->nhash[id] = sp_mix64(((uint64_t)pos << 1 | 1) ^ (par == NONE ? 0 : m->nhash[par]));
     if (2ull * m->n_nodes > m->table_mask + 1ull) { // at most half full
         if (!rehash(m, 2 * (m->table_mask + 1))) {
             m->n_nodes--;
@@ -112,8 +115,14 @@ static uint32_t node(sp_matcher *m, uint32_t pos, uint32_t par) {
 /* Forgets the nodes from `mark` on (created while logging). */
 static void rollback(sp_matcher *m, uint32_t mark) {
     if (m->rehashed) {
+        // The table grew for the trial's nodes: back to a size for the nodes that stay (a mask's
+        // walk may have made it far larger, and a large sparse table slows every later lookup).
         m->n_nodes = mark;
-        reinsert(m); // in place: the table only grew since the mark
+        uint32_t slots = 256;
+        while (slots < 2ull * mark + 2)
+            slots *= 2;
+        if (slots >= m->table_mask + 1 || !rehash(m, slots))
+            reinsert(m); // in place
     } else {
         while (m->n_log)
             m->table[m->log[--m->n_log]] = 0;
@@ -255,6 +264,7 @@ void sp_matcher_destroy(sp_matcher *m) {
     sp_grammar_release(m->g);
     free(m->npos);
     free(m->npar);
+    free(m->nhash);
     free(m->seen);
     free(m->table);
     free(m->cur);
@@ -346,6 +356,18 @@ bool sp_matcher_can_continue(const sp_matcher *m) {
     return m->n_cur > 0;
 }
 
+uint64_t sp_matcher_state_hash(const sp_matcher *m) {
+    // Order-independent over the set; each node's hash covers its whole stack.
+    uint64_t h = m->complete ? 0x5bd1e995u : 0;
+    for (uint32_t i = 0; i < m->n_cur; i++)
+        h += sp_mix64(m->nhash[m->cur[i]] + 0x9e3779b97f4a7c15ull);
+    return sp_mix64(h ^ m->n_cur);
+}
+
+const sp_grammar *sp_matcher_grammar(const sp_matcher *m) {
+    return m->g;
+}
+
 uint32_t sp_matcher_n_nodes(const sp_matcher *m) {
     return m->n_nodes;
 }
@@ -354,35 +376,82 @@ typedef struct walk_ctx {
     const sp_token_trie *t;
     uint32_t *allowed;
     int32_t count;
+    uint32_t n_root;  // the current state's stacks, sorted, at m->sets[0, n_root)
+    sp_gr_class any;  // the bytes some stack of the current state takes
+    sp_gr_class loop; // of those, the ones after which the state is the same set of stacks
 } walk_ctx;
 
-/* The trie below node tn, from the set m->sets[in, in + n_in). */
-static void walk(sp_matcher *m, walk_ctx *w, uint32_t tn, uint32_t in, uint32_t n_in) {
-    const sp_token_trie *t = w->t;
+static int cmp_u32(const void *a, const void *b) {
+    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Whether the k stacks at m->sets[at] are the current state's (sorting them in place). */
+static bool is_root(sp_matcher *m, const walk_ctx *w, uint32_t at, uint32_t k) {
+    if (k != w->n_root)
+        return false;
+    qsort(m->sets + at, k, sizeof *m->sets, cmp_u32);
+    return !memcmp(m->sets + at, m->sets, (size_t)k * sizeof *m->sets);
+}
+
+static void class_union(const sp_matcher *m, uint32_t in, uint32_t n_in, sp_gr_class *any) {
     const sp_grammar *g = m->g;
-    sp_gr_class any = {{0}}; // the bytes some stack takes: other edges are skipped at once
+    memset(any, 0, sizeof *any);
     for (uint32_t i = 0; i < n_in; i++) {
         const sp_gr_class *c = &g->classes[g->elems[m->npos[m->sets[in + i]]].arg];
         for (int k = 0; k < 4; k++)
-            any.bits[k] |= c->bits[k];
+            any->bits[k] |= c->bits[k];
+    }
+}
+
+static void allow_tokens(walk_ctx *w, uint32_t node) {
+    const sp_token_trie *t = w->t;
+    for (uint32_t j = t->tok_start[node]; j < t->tok_start[node + 1]; j++) {
+        const int32_t tok = t->toks[j];
+        w->allowed[tok >> 5] |= 1u << (tok & 31);
+        w->count++;
+    }
+}
+
+/* The trie below node tn, from the set m->sets[in, in + n_in) (root: the current state's).
+ * From the current state, a byte of w->loop leads back to it: that edge needs no matching (in
+ * a JSON string, most of the vocabulary is below such edges only). */
+static void walk(sp_matcher *m, walk_ctx *w, uint32_t tn, uint32_t in, uint32_t n_in, bool root) {
+    const sp_token_trie *t = w->t;
+    sp_gr_class any_here; // the bytes some stack takes: other edges are skipped at once
+    const sp_gr_class *any = &w->any;
+    if (!root) {
+        class_union(m, in, n_in, &any_here);
+        any = &any_here;
     }
     for (uint32_t e = t->edge_start[tn]; e < t->edge_start[tn + 1] && !m->err; e++) {
         const uint8_t b = t->edge_byte[e];
-        if (!sp_gr_class_has(&any, b))
+        if (!sp_gr_class_has(any, b))
             continue;
-        const uint32_t c = t->edge_node[e], save = m->n_sets;
+        const uint32_t c = t->edge_node[e];
+        if (root && sp_gr_class_has(&w->loop, b)) {
+            const uint64_t *below = t->sub_bytes[c];
+            if (!(below[0] & ~w->loop.bits[0]) && !(below[1] & ~w->loop.bits[1]) &&
+                !(below[2] & ~w->loop.bits[2]) && !(below[3] & ~w->loop.bits[3])) {
+                // Every byte below is one more loop: the whole subtree's tokens, unvisited.
+                for (uint32_t j = t->tok_start[c]; j < t->tok_start[t->sub_end[c]]; j++)
+                    w->allowed[t->toks[j] >> 5] |= 1u << (t->toks[j] & 31);
+                w->count += (int32_t)(t->tok_start[t->sub_end[c]] - t->tok_start[c]);
+                continue;
+            }
+            allow_tokens(w, c);
+            walk(m, w, c, in, n_in, true);
+            continue;
+        }
+        const uint32_t save = m->n_sets;
         bool complete;
         const uint32_t k = advance(m, in, n_in, b, &complete);
         if (m->err)
             return;
         if (k || complete)
-            for (uint32_t j = t->tok_start[c]; j < t->tok_start[c + 1]; j++) {
-                const int32_t tok = t->toks[j];
-                w->allowed[tok >> 5] |= 1u << (tok & 31);
-                w->count++;
-            }
+            allow_tokens(w, c);
         if (k && t->edge_start[c] < t->edge_start[c + 1])
-            walk(m, w, c, save, k);
+            walk(m, w, c, save, k, is_root(m, w, save, k));
         m->n_sets = save;
     }
 }
@@ -392,12 +461,23 @@ sp_err sp_matcher_fill_mask(sp_matcher *m, const sp_token_trie *t, uint32_t *all
     memset(allowed, 0, (((size_t)t->n_vocab + 31) / 32) * sizeof *allowed);
     const uint32_t mark = begin_trial(m);
     m->n_sets = 0;
-    walk_ctx w = {.t = t, .allowed = allowed};
+    walk_ctx w = {.t = t, .allowed = allowed, .n_root = m->n_cur};
     if (grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
         memcpy(m->sets, m->cur, (size_t)m->n_cur * sizeof *m->sets);
         m->n_sets = m->n_cur;
-        if (t->n_nodes > 0)
-            walk(m, &w, 0, 0, m->n_cur);
+        qsort(m->sets, m->n_cur, sizeof *m->sets, cmp_u32);
+        class_union(m, 0, m->n_cur, &w.any);
+        for (unsigned b = 0; b < 256 && m->n_cur && !m->err; b++) {
+            if (!sp_gr_class_has(&w.any, b))
+                continue;
+            bool complete;
+            const uint32_t k = advance(m, 0, m->n_cur, (uint8_t)b, &complete);
+            if (is_root(m, &w, m->n_cur, k))
+                w.loop.bits[b >> 6] |= 1ull << (b & 63);
+            m->n_sets = m->n_cur;
+        }
+        if (t->n_nodes > 0 && !m->err)
+            walk(m, &w, 0, 0, m->n_cur, true);
     } else {
         m->err = SP_ERR_NOMEM;
     }

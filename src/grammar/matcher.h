@@ -63,6 +63,16 @@ bool sp_matcher_can_continue(const sp_matcher *m);
 SP_MUST_USE sp_err sp_matcher_fill_mask(sp_matcher *m, const sp_token_trie *t, uint32_t *allowed,
                                         int32_t *count);
 
+/* A hash of the state: the content of its stacks (their grammar positions, not the pool's node
+ * ids) and whether the input is complete. Two matchers of grammars with the same compiled
+ * elements that are in the same state have the same hash, so the allowed tokens of a state
+ * can be cached across requests; different states collide with probability about 2^-64 (a
+ * cache must still check each token it takes from a cached mask). */
+uint64_t sp_matcher_state_hash(const sp_matcher *m);
+
+/* The grammar the matcher follows. */
+const sp_grammar *sp_matcher_grammar(const sp_matcher *m);
+
 /* Pool nodes in use (a measure of the state's memory, for tests). */
 uint32_t sp_matcher_n_nodes(const sp_matcher *m);
 

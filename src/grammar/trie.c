@@ -109,6 +109,25 @@ sp_err sp_token_trie_create(const uint8_t *const *bytes, const uint32_t *len, in
     // the end of the last node closes both arrays.
     t->edge_start[t->n_nodes] = b.n_edges;
     t->tok_start[t->n_nodes] = b.n_toks;
+    // Subtrees, children first (a child's number is above its parent's).
+    t->sub_end = malloc((size_t)t->n_nodes * sizeof *t->sub_end);
+    t->sub_bytes = calloc(t->n_nodes, sizeof *t->sub_bytes);
+    if (!t->sub_end || !t->sub_bytes) {
+        sp_token_trie_destroy(t);
+        return SP_ERR_NOMEM;
+    }
+    for (uint32_t i = t->n_nodes; i-- > 0;) {
+        t->sub_end[i] = i + 1;
+        for (uint32_t e = t->edge_start[i]; e < t->edge_start[i + 1]; e++) {
+            const uint32_t c = t->edge_node[e];
+            const uint8_t by = t->edge_byte[e];
+            t->sub_bytes[i][by >> 6] |= 1ull << (by & 63);
+            for (int k = 0; k < 4; k++)
+                t->sub_bytes[i][k] |= t->sub_bytes[c][k];
+            if (t->sub_end[c] > t->sub_end[i])
+                t->sub_end[i] = t->sub_end[c];
+        }
+    }
     *out = t;
     return SP_OK;
 }
@@ -121,5 +140,7 @@ void sp_token_trie_destroy(sp_token_trie *t) {
     free(t->edge_node);
     free(t->tok_start);
     free(t->toks);
+    free(t->sub_end);
+    free(t->sub_bytes);
     free(t);
 }

@@ -18,8 +18,12 @@ typedef struct sp_token_trie {
     uint32_t *tok_start;  // (n_nodes + 1) the tokens spelled by node i: toks[tok_start[i] ..
                           // tok_start[i + 1])
     int32_t *toks;        // (tokens with bytes)
-    int32_t n_vocab;      // token ids are below this
-    uint32_t max_depth;   // the longest token's bytes
+    // Nodes are numbered depth first, so node i's subtree is the nodes [i, sub_end[i]) and its
+    // tokens toks[tok_start[i] .. tok_start[sub_end[i]]).
+    uint32_t *sub_end;        // (n_nodes)
+    uint64_t (*sub_bytes)[4]; // (n_nodes) the bytes on the edges below node i (a 256-bit set)
+    int32_t n_vocab;          // token ids are below this
+    uint32_t max_depth;       // the longest token's bytes
 } sp_token_trie;
 
 /* Builds the trie of tokens 0 .. n_vocab - 1, token i spelled by bytes[i][len[i]] (borrowed;

@@ -8,13 +8,15 @@
  * argmax over the allowed tokens either way. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/util.h"
 #include "sched/engine_int.h"
 
-/* The trie of the vocabulary's token bytes and the mask buffers, at first use. */
+/* The trie of the vocabulary's token bytes, the mask cache and buffers, at first use (all or
+ * none of them). */
 static sp_err prepare(sp_engine *e) {
-    if (e->trie)
+    if (e->masks)
         return SP_OK;
     const int32_t V = e->m->hp.n_vocab, n_tok = (int32_t)sp_vocab_n_tokens(e->v);
     const size_t words = ((size_t)V + 31) / 32;
@@ -34,10 +36,25 @@ static sp_err prepare(sp_engine *e) {
                 e->eog_mask[i >> 5] |= 1u << (i & 31);
         }
         err = sp_token_trie_create(bytes, len, V, &e->trie);
+        if (!err)
+            err = sp_mask_cache_create(e->trie, SP__MASK_CACHE_BYTES, &e->masks);
     }
     free(bytes);
     free(len);
+    if (err)
+        sp__constrain_free(e);
     return err;
+}
+
+/* e->glogits: the logits where the mask (and, when complete, end of generation) allows. */
+static void apply_mask(sp_engine *e, const float *logits, bool complete) {
+    const int32_t V = e->m->hp.n_vocab;
+    for (int32_t w = 0; w < (V + 31) / 32; w++) {
+        const uint32_t bits = e->gmask[w] | (complete ? e->eog_mask[w] : 0);
+        const int32_t n = SP_MIN(32, V - 32 * w);
+        for (int32_t k = 0; k < n; k++)
+            e->glogits[32 * w + k] = (bits >> k) & 1 ? logits[32 * w + k] : -INFINITY;
+    }
 }
 
 static bool is_eog(const sp_engine *e, int32_t tok) {
@@ -75,32 +92,39 @@ sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, in
         return SP_OK;
     }
     const int64_t t0 = sp_time_us();
-    int32_t count = 0;
-    if ((err = prepare(e)) || (err = sp_matcher_fill_mask(r->matcher, e->trie, e->gmask, &count))) {
+    if ((err = prepare(e)))
+        return err;
+    bool hit;
+    int32_t count;
+    if ((err = sp_mask_cache_get(e->masks, r->matcher, true, e->gmask, &count, &hit))) {
         if (err == SP_ERR_LIMIT)
             *msg = "the grammar is too ambiguous: too many parses in flight";
         return err;
     }
     const bool complete = sp_matcher_complete(r->matcher);
-    const int32_t V = e->m->hp.n_vocab;
-    for (int32_t i = 0; i < V; i++) {
-        const uint32_t bit = 1u << (i & 31);
-        const bool allowed = (e->gmask[i >> 5] & bit) || (complete && (e->eog_mask[i >> 5] & bit));
-        e->glogits[i] = allowed ? logits[i] : -INFINITY;
-    }
     if (count == 0 && !complete) {
         *msg = "no token of the vocabulary can continue the output under its grammar";
         return SP_ERR_INVALID;
     }
     bool any = count > 0;
-    for (size_t w = 0; w < ((size_t)V + 31) / 32 && !any; w++)
+    for (size_t w = 0; w < ((size_t)e->m->hp.n_vocab + 31) / 32 && !any; w++)
         any = e->eog_mask[w] != 0;
     if (!any) {
         *msg = "the output is complete under its grammar, and the vocabulary has no end token";
         return SP_ERR_INVALID;
     }
+    apply_mask(e, logits, complete);
     *tok = sp_sampler_sample(r->sampler, e->glogits);
+    if (hit && ((err = allows(e, r, *tok, &ok)) || !ok)) {
+        // A cached mask allowed a token the grammar does not (two states' hashes collided):
+        // the exact mask, and the choice again.
+        if (err || (err = sp_mask_cache_get(e->masks, r->matcher, false, e->gmask, &count, &hit)))
+            return err;
+        apply_mask(e, logits, complete);
+        *tok = sp_sampler_sample(r->sampler, e->glogits);
+    }
     pthread_mutex_lock(&e->smu);
+    e->stats.grammar_mask_hits += hit;
     e->stats.grammar_mask_us += (uint64_t)(sp_time_us() - t0);
     pthread_mutex_unlock(&e->smu);
     return SP_OK;
@@ -118,8 +142,13 @@ bool sp__constrain_accept(sp_engine *e, sp_request *r, int32_t tok) {
 }
 
 void sp__constrain_free(sp_engine *e) {
+    sp_mask_cache_destroy(e->masks);
     sp_token_trie_destroy(e->trie);
     free(e->gmask);
     free(e->eog_mask);
     free(e->glogits);
+    e->masks = NULL;
+    e->trie = NULL;
+    e->gmask = e->eog_mask = NULL;
+    e->glogits = NULL;
 }

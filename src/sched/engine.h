@@ -149,7 +149,8 @@ typedef struct sp_engine_stats {
     uint64_t grammar_tokens;       // tokens chosen under a grammar
     uint64_t grammar_masks;        // of which needed the full mask (the sampler's choice was
                                    // not allowed)
-    uint64_t grammar_mask_us;      // time computing those masks
+    uint64_t grammar_mask_hits;    // of those, masks found in the cache of grammar states
+    uint64_t grammar_mask_us;      // time spent on full masks (cached or computed)
     uint64_t preemptions;
     uint64_t preemptions_priority; // of which to admit a more urgent request
     uint64_t admissions;        // admission decisions that admitted a request

@@ -14,6 +14,7 @@
 #include "sched/reqlist.h"
 #include "sched/session.h"
 #include "sched/steptime.h"
+#include "grammar/maskcache.h"
 #include "grammar/trie.h"
 #include "spec/draft.h"
 
@@ -87,6 +88,7 @@ struct sp_engine {
     uint32_t *gmask;          // (n_vocab / 32 rounded up) the allowed tokens of a grammar
     uint32_t *eog_mask;       // (same) the end-of-generation tokens
     float *glogits;           // (n_vocab) logits with the grammar's mask applied
+    sp_mask_cache *masks;     // allowed tokens of recent grammar states
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy
     sp__prefill_cand *b_cand; // (max_seqs) prefill candidates of a step
     int32_t top_ids[SP_REQ_MAX_TOP_LOGPROBS];
@@ -117,6 +119,8 @@ struct sp_engine {
 void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, const char *msg);
 
 /* constrain.c, on the engine thread: sampling under a grammar (r->matcher). */
+
+#define SP__MASK_CACHE_BYTES ((size_t)16 << 20) // memory for masks of recent grammar states
 
 /* The token r emits for logits (a decode's row; draft/q as sp_sampler_verify_q's, draft -1 for
  * none): the sampler's own choice when the grammar allows it, else its choice among the

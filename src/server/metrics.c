@@ -179,8 +179,12 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                "Of those, the tokens for which the sampler's choice broke the grammar and every "
                "allowed token was found (a full mask).",
                (double)es->grammar_masks);
+    put_scalar(&b, "counter", "spindle_grammar_mask_cache_hits_total",
+               "Of those masks, the ones found in the cache of grammar states.",
+               (double)es->grammar_mask_hits);
     put_scalar(&b, "counter", "spindle_grammar_mask_seconds_total",
-               "Time spent computing full grammar masks.", (double)es->grammar_mask_us * 1e-6);
+               "Time spent on full grammar masks (cached or computed).",
+               (double)es->grammar_mask_us * 1e-6);
     put_scalar(&b, "counter", "spindle_num_preemptions_total",
                "Requests preempted to free KV memory (recomputed later).",
                (double)es->preemptions);

@@ -127,7 +127,8 @@ static void test_mask_matches_tokens(void **st) {
     free_vocab(&v);
 }
 
-/* The trie holds every token with bytes once, under the path of its bytes. */
+/* The trie holds every token with bytes once, under the path of its bytes; its subtrees are
+ * contiguous ranges of nodes, with the bytes below them. */
 static void test_trie(void **st) {
     (void)st;
     uint64_t rs = 7;
@@ -155,6 +156,25 @@ static void test_trie(void **st) {
             found |= t->toks[j] == i;
         assert_true(found);
     }
+    // Each node's subtree: the nodes [i, sub_end[i]), the bytes of their edges, their tokens.
+    uint32_t *stack = malloc(t->n_nodes * sizeof *stack);
+    for (uint32_t i = 0; i < t->n_nodes; i += 1 + i % 7) {
+        uint64_t bytes[4] = {0};
+        uint32_t end = i + 1, n = 0;
+        stack[n++] = i;
+        while (n) {
+            const uint32_t x = stack[--n];
+            for (uint32_t e = t->edge_start[x]; e < t->edge_start[x + 1]; e++) {
+                bytes[t->edge_byte[e] >> 6] |= 1ull << (t->edge_byte[e] & 63);
+                assert_true(t->edge_node[e] > i && t->edge_node[e] < t->sub_end[i]);
+                end = t->edge_node[e] + 1 > end ? t->edge_node[e] + 1 : end;
+                stack[n++] = t->edge_node[e];
+            }
+        }
+        assert_true(end <= t->sub_end[i]);
+        assert_memory_equal(bytes, t->sub_bytes[i], sizeof bytes);
+    }
+    free(stack);
     free(seen);
     sp_token_trie_destroy(t);
     free_vocab(&v);
