@@ -14,6 +14,8 @@
 
 enum {
     SPEC_PROBE_EVERY = 32, // decodes without a draft before --spec auto tries one token
+    SPEC_INFORMED = 64,    // draft outcomes (decayed) of a kind of drafter after which a new
+                           // request trusts the engine-wide estimate without a first probe
     SPEC_PRIOR = 16,       // weight of the engine-wide estimate in a request's (in draft tokens)
     DRAFT_Q_ROWS = 256,    // distributions of sampled draft-model drafts kept per step
 };
@@ -236,10 +238,11 @@ int32_t sp__spec_draft_for(sp_engine *e, sp_request *r, int32_t max, int32_t *dr
  * says), and a draft model's the draft model's price of a token, and of a forward pass when no
  * other request has a j-th draft yet. Starting from no drafts (one token per decode), the draft
  * token with the best gain per microsecond is added while that ratio beats the step's
- * expected tokens per microsecond so far. A request's first draft, and one after
+ * expected tokens per microsecond so far. A request's first draft (while the engine-wide
+ * estimate of its drafter has seen fewer than SPEC_INFORMED outcomes), and one after
  * SPEC_PROBE_EVERY decodes without, has at least one token, so that its estimate (and the
- * engine-wide one, which starts at 1/2) learns from it: without that first probe a short
- * request would be served on the starting estimate alone. */
+ * engine-wide one, which starts at 1/2) learns from it: without those first probes, short
+ * requests would be served on the starting estimate alone. */
 static void size_drafts(sp_engine *e, int32_t n, int32_t max_total) {
     const double *c = e->steptime.coef;
     sp_step_shape base = {.n_decode = n, .n_out = n};
@@ -289,13 +292,20 @@ static void size_drafts(sp_engine *e, int32_t n, int32_t max_total) {
         tokens += best_gain;
         t += best_cost;
     }
-    for (int32_t i = 0; i < n && total < max_total; i++)
+    for (int32_t i = 0; i < n && total < max_total; i++) {
+        const sp_request *r = e->d_reqs[i];
+        const sp__draft_kind kind = sp__spec_kind(e, r);
+        // A first probe only while the engine-wide estimate knows little: once it does, a new
+        // request starts from it (probes at high load add a few rows to nearly every step,
+        // and a few rows past a full batch cost more than their share).
+        const bool informed = e->spec_acc[kind] + e->spec_rej[kind] >= SPEC_INFORMED;
         if (e->d_len[i] == 0 && e->d_avail[i] > 0 &&
-            (e->d_reqs[i]->spec_idle >= SPEC_PROBE_EVERY ||
-             e->d_reqs[i]->spec_acc + e->d_reqs[i]->spec_rej == 0)) {
+            (r->spec_idle >= SPEC_PROBE_EVERY ||
+             (!informed && r->spec_acc + r->spec_rej == 0))) {
             e->d_len[i] = 1;
             total++;
         }
+    }
 }
 
 void sp__spec_fit_drafts(sp_engine *e, int32_t n, int32_t max_total) {
