@@ -11,6 +11,7 @@ packages=(
     libjansson-dev             # JSON
     libpcre2-dev               # pre-tokenizer regular expressions
     python3 python3-prometheus-client  # /metrics parsing in tests
+    python3-jsonschema         # structured outputs checked against their schemas in tests
     nodejs npm                 # end-to-end tests with the official OpenAI SDK
     curl
 )

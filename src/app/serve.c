@@ -180,6 +180,7 @@ int sp_cmd_serve(int argc, char **argv) {
         ts = (sp_str){0};
         SP_INFO("the model has no chat template: chat uses ChatML");
     }
+    ao.tool_format = sp_tools_detect(ts.ptr, ts.len);
     if (ts.ptr && (err = sp_tmpl_compile(ts.ptr, ts.len, &t, &d))) {
         fprintf(stderr, "spindle serve: the chat template does not compile: %s\n", d.msg);
         goto done;

@@ -130,5 +130,6 @@ void sp_api_destroy(sp_api *a) {
     if (!a)
         return;
     sp__api_free_all(a);
+    sp_grammars_clear(&a->grammars);
     free(a);
 }

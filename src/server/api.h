@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "sched/engine.h"
 #include "server/http.h"
+#include "server/tools.h"
 #include "tmpl/tmpl.h"
 #include "tok/tok.h"
 
@@ -27,6 +28,8 @@ typedef struct sp_api_opts {
     int64_t stall_us;       // /health fails when the engine is busy without finishing a step
                             // for this long (default 30 s)
     bool log_requests;      // one log line per request (default true)
+    sp_tool_format tool_format; // how the model writes tool calls (from its chat template:
+                                // sp_tools_detect; default hermes)
 } sp_api_opts;
 
 sp_api_opts sp_api_opts_default(void);

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "server/api.h"
+#include "server/grammars.h"
 #include "server/metrics.h"
 #include "server/oai.h"
 
@@ -50,6 +51,8 @@ struct api_op {
     bool include_usage;
     bool answered; // the client got its answer (an error) before the choices finished
     bool predicted; // the request brought a predicted output (usage counts its tokens)
+    bool tool_calls; // chat with tools: the output is parsed for tool calls (and streamed
+                     // whole at the end)
     int32_t logprobs;
     int32_t priority;
     char id[48];
@@ -73,6 +76,7 @@ struct sp_api {
     int32_t n_live_seqs; // sequences submitted to the engine and not finished
     uint64_t next_id;
     uint64_t seed_state;
+    sp_grammars grammars; // compiled grammars of recent requests
 };
 
 /* ---- render.c ---- */

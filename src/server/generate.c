@@ -23,6 +23,7 @@
 #include "base/util.h"
 #include "grammar/grammar.h"
 #include "server/api_int.h"
+#include "server/tools.h"
 
 /* ---- exchanges ------------------------------------------------------------------------------ */
 
@@ -192,6 +193,39 @@ static bool stream_choice(api_op *op, api_choice *ch, int32_t tok_from, bool fin
     return sse_send(op, root);
 }
 
+/* The last chunk of a chat choice whose output may hold tool calls (streamed whole): its tool
+ * calls as OpenAI's tool_calls deltas and finish_reason "tool_calls", or its text as content. */
+static bool stream_tool_calls(api_op *op, api_choice *ch) {
+    char *content = NULL;
+    json_t *calls = sp_tools_parse(op->api->o.tool_format, ch->text, ch->text_len,
+                                   &op->api->seed_state, &content);
+    json_t *root = sp__api_chunk_base(op);
+    json_t *delta = json_object();
+    if (calls) {
+        size_t i;
+        json_t *call;
+        json_array_foreach(calls, i, call) {
+            json_object_set_new(call, "index", json_integer((json_int_t)i));
+        }
+        if (content)
+            json_object_set_new(delta, "content", json_string(content));
+        json_object_set_new(delta, "tool_calls", calls);
+    } else if (ch->text_len) {
+        json_object_set_new(delta, "content", sp__api_json_bytes(ch->text, ch->text_len));
+    }
+    free(content);
+    json_t *c = json_pack("{s:i, s:o}", "index", ch->index, "delta", delta);
+    json_object_set_new(c, "logprobs",
+                        op->logprobs >= 0 && ch->n_toks ? sp__api_logprobs(op, ch, 0, ch->n_toks)
+                                                        : json_null());
+    json_object_set_new(c, "finish_reason",
+                        json_string(calls ? "tool_calls" : sp__api_finish_reason(ch->finish)));
+    json_object_set_new(root, "choices", json_pack("[o]", c));
+    if (op->include_usage)
+        json_object_set_new(root, "usage", json_null());
+    return sse_send(op, root);
+}
+
 /* The first events of a stream: the assistant role (chat, as OpenAI's first chunk), or the
  * echoed prompt (completions with echo). */
 static bool stream_start(api_op *op) {
@@ -331,7 +365,10 @@ static void pump_choice(api_choice *ch) {
     if (op->stream && op->conn) {
         bool final = ch->done && ch->finish != SP_FINISH_ERROR && ch->finish != SP_FINISH_CANCELLED;
         bool has_new = ch->text_len > text_from || ch->n_toks > tok_from;
-        if (has_new || final) {
+        if (op->tool_calls) { // the whole output at the end, once its tool calls are known
+            if (final && !stream_tool_calls(op, ch))
+                stream_abort(op);
+        } else if (has_new || final) {
             // Stream only the delta: shift it to the front of the buffer.
             memmove(ch->text, ch->text + text_from, ch->text_len - text_from);
             ch->text_len -= text_from;
@@ -650,19 +687,38 @@ void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
                            d.msg);
         goto done;
     }
-    if (q.grammar || q.json_object) {
-        sp_err err = q.grammar ? sp_grammar_from_gbnf(q.grammar, q.grammar_len, &grammar, &d)
-                               : sp_grammar_json_object(&grammar, &d);
+    if (q.grammar || q.json_object || q.json_schema) {
+        sp_err err =
+            sp_grammars_get(&a->grammars, q.grammar, q.grammar_len, q.json_schema, &grammar, &d);
         if (err == SP_ERR_NOMEM)
             goto nomem;
         if (err) {
             sp__api_send_error(a, c, 400, "invalid_request_error",
-                               q.grammar ? "grammar" : "response_format", NULL, NULL, path, "%s",
-                               d.msg);
+                               q.grammar       ? "grammar"
+                               : q.json_schema ? q.schema_param
+                                               : "response_format",
+                               NULL, NULL, path, "%s", d.msg);
             goto done;
         }
         q.params.grammar = grammar;
     }
+    if (q.tool_choice == SP_OAI_TOOLS_REQUIRED || q.tool_choice == SP_OAI_TOOLS_NAMED) {
+        // The call is forced: a grammar of one call, in the model's format.
+        sp_err err = sp_tools_grammar(a->o.tool_format, q.tools,
+                                      q.tool_choice == SP_OAI_TOOLS_NAMED ? q.tool_name : NULL,
+                                      &grammar, &d);
+        if (err == SP_ERR_NOMEM)
+            goto nomem;
+        if (err) {
+            sp__api_send_error(a, c, 400, "invalid_request_error", d.param, NULL, NULL, path,
+                               "%s", d.msg);
+            goto done;
+        }
+        q.params.grammar = grammar;
+    }
+    const bool tool_calls = q.tools && q.tool_choice != SP_OAI_TOOLS_NONE;
+    if (tool_calls && a->o.tool_format == SP_TOOLS_MISTRAL)
+        q.params.special = true; // its [TOOL_CALLS] marker is a control token
     // Admission: every sequence of the request counts (prompts x n), and the request is taken
     // whole or not at all. Sequences beyond the running ones wait; at most max_waiting may.
     const size_t n_prompts = sp_oai_n_prompts(&q);
@@ -685,6 +741,7 @@ void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
     }
     if (!(op = op_create(a, kind, &q, (int)n_seqs)))
         goto nomem;
+    op->tool_calls = tool_calls;
     for (size_t pi = 0; pi < n_prompts; pi++) {
         toks.n = 0;
         sp_err err = kind == SP_OAI_CHAT ? chat_tokens(a, &q, body, &toks, &d)

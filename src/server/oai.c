@@ -1,4 +1,5 @@
 #include "server/oai.h"
+#include "server/tools.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -388,24 +389,71 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
             return bad(d, "response_format",
                        "'response_format' must be an object with a 'type': \"text\" or "
                        "\"json_object\"");
-        if (!strcmp(type, "json_object"))
+        if (!strcmp(type, "json_object")) {
             r.json_object = true;
-        else if (!strcmp(type, "json_schema"))
+        } else if (!strcmp(type, "json_schema")) {
+            json_t *js = json_object_get(rf, "json_schema");
+            json_t *schema = json_object_get(js, "schema");
+            if (!json_is_object(js) || !json_is_string(json_object_get(js, "name")))
+                return bad(d, "response_format",
+                           "response_format json_schema needs a 'json_schema' object with a "
+                           "'name' and a 'schema'");
+            if (schema && !json_is_object(schema) && !json_is_boolean(schema))
+                return bad(d, "response_format", "'json_schema.schema' must be a JSON Schema");
+            if (schema) {
+                r.json_schema = schema;
+                r.schema_param = "response_format";
+            } else {
+                r.json_object = true; // no schema: any JSON object
+            }
+        } else if (strcmp(type, "text")) {
             return bad(d, "response_format",
-                       "response_format type \"json_schema\" is not supported by this server "
-                       "yet: use \"json_object\" or a GBNF 'grammar'");
-        else if (strcmp(type, "text"))
-            return bad(d, "response_format",
-                       "unknown response_format type \"%s\": use \"text\" or \"json_object\"",
+                       "unknown response_format type \"%s\": use \"text\", \"json_object\" "
+                       "or \"json_schema\"",
                        type);
+        }
     }
     json_t *schema = json_object_get(body, "json_schema");
-    if (schema && !json_is_null(schema))
-        return bad(d, "json_schema",
-                   "'json_schema' is not supported by this server yet: use response_format "
-                   "{\"type\": \"json_object\"} or a GBNF 'grammar'");
-    if (r.grammar && r.json_object)
-        return bad(d, "grammar", "give 'grammar' or a JSON response_format, not both");
+    if (schema && !json_is_null(schema)) {
+        if (!json_is_object(schema) && !json_is_boolean(schema))
+            return bad(d, "json_schema", "'json_schema' must be a JSON Schema (an object)");
+        if (r.json_schema || r.json_object)
+            return bad(d, "json_schema", "give 'json_schema' or a JSON response_format, not both");
+        r.json_schema = schema;
+        r.schema_param = "json_schema";
+    }
+    json_t *tools = kind == SP_OAI_CHAT ? json_object_get(body, "tools") : NULL;
+    if (tools && !json_is_null(tools) && json_array_size(tools)) {
+        if ((err = sp_tools_validate(tools, d)))
+            return err;
+        r.tools = tools;
+    }
+    json_t *tc = kind == SP_OAI_CHAT ? json_object_get(body, "tool_choice") : NULL;
+    if (tc && !json_is_null(tc)) {
+        const char *name = json_string_value(
+            json_object_get(json_object_get(tc, "function"), "name"));
+        const char *type = json_string_value(json_object_get(tc, "type"));
+        if (json_is_string(tc) && !strcmp(json_string_value(tc), "none"))
+            r.tool_choice = SP_OAI_TOOLS_NONE;
+        else if (json_is_string(tc) && !strcmp(json_string_value(tc), "auto"))
+            r.tool_choice = SP_OAI_TOOLS_AUTO;
+        else if (json_is_string(tc) && !strcmp(json_string_value(tc), "required"))
+            r.tool_choice = SP_OAI_TOOLS_REQUIRED;
+        else if (json_is_object(tc) && type && !strcmp(type, "function") && name)
+            r.tool_choice = SP_OAI_TOOLS_NAMED, r.tool_name = name;
+        else
+            return bad(d, "tool_choice",
+                       "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                       "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        if (r.tool_choice >= SP_OAI_TOOLS_REQUIRED && !r.tools)
+            return bad(d, "tool_choice", "tool_choice asks for a tool call, but 'tools' is empty");
+        if (r.tool_choice >= SP_OAI_TOOLS_REQUIRED &&
+            (r.grammar || r.json_object || r.json_schema))
+            return bad(d, "tool_choice",
+                       "a forced tool call cannot be combined with a grammar or response_format");
+    }
+    if (r.grammar && (r.json_object || r.json_schema))
+        return bad(d, "grammar", "give 'grammar' or a JSON schema or response_format, not both");
     json_t *sess = json_object_get(body, "session_id");
     if (sess && !json_is_null(sess) && !json_is_string(sess))
         return bad(d, "session_id", "'session_id' must be a string");

@@ -14,6 +14,15 @@
 
 typedef enum sp_oai_kind { SP_OAI_COMPLETION, SP_OAI_CHAT } sp_oai_kind;
 
+/* tool_choice: the model may call a tool (auto, the default), may not (none), must call one
+ * (required), must call the named function. */
+typedef enum sp_oai_tool_choice {
+    SP_OAI_TOOLS_AUTO,
+    SP_OAI_TOOLS_NONE,
+    SP_OAI_TOOLS_REQUIRED,
+    SP_OAI_TOOLS_NAMED
+} sp_oai_tool_choice;
+
 #define SP_OAI_MAX_N 16       // choices per request
 #define SP_OAI_MAX_PROMPTS 16 // prompts in one completions request
 #define SP_OAI_MAX_STOP 16    // stop strings
@@ -42,6 +51,12 @@ typedef struct sp_oai_req {
     const char *grammar;   // "grammar" (GBNF text), or NULL
     size_t grammar_len;
     bool json_object;      // response_format {"type": "json_object"}
+    json_t *json_schema;   // response_format json_schema's "schema", or llama.cpp's
+                           // "json_schema" (borrowed from the body), or NULL
+    const char *schema_param; // the parameter it came from (for errors)
+    json_t *tools;         // chat: "tools" (validated), or NULL
+    sp_oai_tool_choice tool_choice;
+    const char *tool_name; // tool_choice's function (SP_OAI_TOOLS_NAMED)
 } sp_oai_req;
 
 /* Validates body (a JSON object, borrowed; the result points into it) for an endpoint. On

@@ -5,6 +5,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "server/api_int.h"
+#include "server/tools.h"
 
 /* ---- JSON helpers --------------------------------------------------------------------------- */
 
@@ -228,15 +229,29 @@ json_t *sp__api_response(const api_op *op) {
         const api_choice *ch = &op->choices[i];
         json_t *c1 = json_pack("{s:i}", "index", ch->index);
         json_t *text = sp__api_json_bytes(ch->text, ch->text_len);
+        char *content = NULL;
+        json_t *calls = op->tool_calls ? sp_tools_parse(op->api->o.tool_format, ch->text,
+                                                        ch->text_len, &op->api->seed_state,
+                                                        &content)
+                                       : NULL;
+        if (calls) { // the text outside the calls is the content (null if none)
+            json_decref(text);
+            text = content ? json_string(content) : json_null();
+            free(content);
+        }
         if (op->kind == SP_OAI_CHAT)
             json_object_set_new(c1, "message",
                                 json_pack("{s:s, s:o}", "role", "assistant", "content", text));
         else
             json_object_set_new(c1, "text", text);
+        if (calls)
+            json_object_set_new(json_object_get(c1, "message"), "tool_calls", calls);
         json_object_set_new(c1, "logprobs",
                             op->logprobs >= 0 ? sp__api_logprobs(op, ch, 0, ch->n_toks)
                                               : json_null());
-        json_object_set_new(c1, "finish_reason", json_string(sp__api_finish_reason(ch->finish)));
+        json_object_set_new(c1, "finish_reason", json_string(calls ? "tool_calls"
+                                                                   : sp__api_finish_reason(
+                                                                         ch->finish)));
         json_array_append_new(choices, c1);
     }
     json_object_set_new(root, "choices", choices);

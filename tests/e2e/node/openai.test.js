@@ -224,6 +224,30 @@ test('structured output: JSON mode gives a JSON object, a GBNF grammar one of it
   let streamed = '';
   for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
   assert.equal(streamed, c.message.content);
+  // A JSON schema (response_format json_schema, strict): the output parses and has its shape.
+  const schema = {
+    type: 'object',
+    properties: {
+      title: { type: 'string', maxLength: 20 },
+      rating: { type: 'integer', minimum: 1, maximum: 5 },
+      genre: { enum: ['fable', 'tale', 'myth'] },
+    },
+    required: ['title', 'rating', 'genre'],
+    additionalProperties: false,
+  };
+  const structured = await chat({
+    temperature: 1, seed: 7,
+    response_format: { type: 'json_schema', json_schema: { name: 'story', schema, strict: true } },
+  });
+  assert.equal(structured.choices[0].finish_reason, 'stop');
+  const story = JSON.parse(structured.choices[0].message.content);
+  assert.deepEqual(Object.keys(story), ['title', 'rating', 'genre']);
+  assert.ok(story.title.length <= 20 && story.rating >= 1 && story.rating <= 5);
+  assert.ok(['fable', 'tale', 'myth'].includes(story.genre));
+  await assert.rejects(
+    chat({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', not: {} } } } }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'response_format' && /'not'/.test(e.message),
+  );
   // A grammar (llama.cpp's field), on completions, sampled with seeds.
   const grammar = 'root ::= ("yes" | "no" | "maybe " [0-9]) "."\n';
   for (const seed of [1, 2, 3, 4]) {
@@ -246,6 +270,59 @@ test('structured output: JSON mode gives a JSON object, a GBNF grammar one of it
   await assert.rejects(
     chat({ response_format: { type: 'xml' } }),
     (e) => e instanceof OpenAI.BadRequestError && e.param === 'response_format',
+  );
+});
+
+test('tool calls: required and named tool_choice force a call with valid arguments, streamed or not; none gives text', async () => {
+  const tools = [
+    { type: 'function', function: { name: 'get_weather', description: 'Weather in a city',
+      parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 16 },
+        days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'] } } },
+    { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } },
+  ];
+  const ask = (extra) => client.chat.completions.create({
+    model: 'x', messages: [{ role: 'user', content: 'What is the weather in Paris?' }],
+    max_tokens: 200, temperature: 1, seed: 3, tools, ...extra,
+  });
+  const req = await ask({ tool_choice: 'required' });
+  const c = req.choices[0];
+  assert.equal(c.finish_reason, 'tool_calls');
+  assert.equal(c.message.tool_calls.length, 1);
+  const call = c.message.tool_calls[0];
+  assert.equal(call.type, 'function');
+  assert.match(call.id, /^call_/);
+  assert.ok(['get_weather', 'get_time'].includes(call.function.name));
+  const args = JSON.parse(call.function.arguments);
+  if (call.function.name === 'get_weather') {
+    assert.equal(typeof args.city, 'string');
+    assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7);
+  }
+  const named = await ask({ tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+  assert.equal(named.choices[0].message.tool_calls[0].function.name, 'get_weather');
+  // Streamed: the SDK's stream carries the same call as tool_calls deltas.
+  const stream = await ask({ tool_choice: { type: 'function', function: { name: 'get_weather' } }, stream: true });
+  let name = '', argText = '', finish = null;
+  for await (const chunk of stream) {
+    const ch = chunk.choices[0];
+    for (const tc of ch?.delta?.tool_calls ?? []) {
+      name += tc.function?.name ?? '';
+      argText += tc.function?.arguments ?? '';
+    }
+    finish = ch?.finish_reason ?? finish;
+  }
+  assert.equal(name, 'get_weather');
+  assert.equal(finish, 'tool_calls');
+  assert.deepEqual(JSON.parse(argText), JSON.parse(named.choices[0].message.tool_calls[0].function.arguments));
+  const none = await ask({ tool_choice: 'none', temperature: 0 });
+  assert.equal(none.choices[0].message.tool_calls, undefined);
+  assert.notEqual(none.choices[0].finish_reason, 'tool_calls');
+  await assert.rejects(
+    ask({ tool_choice: { type: 'function', function: { name: 'nope' } } }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'tool_choice',
+  );
+  await assert.rejects(
+    ask({ tools: [{ type: 'function', function: {} }] }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'tools',
   );
 });
 
