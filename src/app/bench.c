@@ -10,6 +10,7 @@
 #include "app/commands.h"
 #include "app/options.h"
 #include "base/util.h"
+#include "grammar/grammar.h"
 #include "model/model.h"
 #include "sched/engine.h"
 #include "tok/tok.h"
@@ -30,6 +31,8 @@ typedef struct bench_opts {
     bool latency; // --prefer latency: stall-free steps as in serve
     sp_engine_opts spec; // --spec, --spec-max, --draft-model, --step-log
     double predict;      // --predict P (0: none)
+    const char *grammar_src; // --grammar json|FILE.gbnf (NULL: none)
+    sp_grammar *grammar;     // compiled from it
 } bench_opts;
 
 typedef struct step_acc {
@@ -45,7 +48,7 @@ static void bench_usage(FILE *f) {
             "                     [--concurrency C ...] [--max-batch-tokens N] [--kv-memory SIZE]\n"
             "                     [--prefer throughput|latency] [--spec off|auto|fixed:K]\n"
             "                     [--spec-max K] [--draft-model FILE] [--predict P] [--seed S]\n"
-            "                     [--step-log FILE] [-t N]\n\n"
+            "                     [--grammar json|FILE.gbnf] [--step-log FILE] [-t N]\n\n"
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
             "tokens/s (steps with only prompt tokens), aggregate decode tokens/s (steps with only\n"
@@ -69,6 +72,10 @@ static void bench_usage(FILE *f) {
             "                        prediction): its own greedy output, found by an untimed\n"
             "                        first pass, each token kept with probability P (0-1]\n"
             "                        and otherwise a random one\n"
+            "  --grammar G           every request constrained by a grammar: json (the JSON\n"
+            "                        object grammar of response_format json_object) or a\n"
+            "                        GBNF file; requests end when the grammar allows nothing\n"
+            "                        more\n"
             "  --step-log FILE       append one JSON line per engine step to FILE, as in serve\n"
             "  -t, --threads N       compute threads (default: all cores)\n"
             "  --seed S              prompt seed (default 1)\n");
@@ -114,6 +121,7 @@ static int run_pass(sp_engine *e, const bench_opts *o, const sp_vocab *v, int32_
             p.max_tokens = o->gen_len;
             p.ignore_eos = true;
             p.sample.temperature = 0.0f;
+            p.grammar = o->grammar;
             if (preds) {
                 p.prediction = preds + (size_t)submitted * (size_t)o->gen_len;
                 p.n_prediction = o->gen_len;
@@ -309,6 +317,8 @@ int sp_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--spec") || !strcmp(a, "--spec-max") || !strcmp(a, "--draft-model") ||
                  !strcmp(a, "--step-log"))
             ok = sp_engine_options_parse(&o.spec, 2, argv + i - 1) == 2;
+        else if (!strcmp(a, "--grammar"))
+            o.grammar_src = v;
         else if (!strcmp(a, "--predict")) {
             o.predict = strtod(v, &end);
             ok = *v && !*end && o.predict > 0 && o.predict <= 1;
@@ -360,6 +370,23 @@ int sp_cmd_bench(int argc, char **argv) {
         sp_model_destroy(m);
         return 1;
     }
+    if (o.grammar_src) {
+        char *text = NULL;
+        size_t len = 0;
+        if (!strcmp(o.grammar_src, "json"))
+            err = sp_grammar_json_object(&o.grammar, &d);
+        else if (sp_read_file(o.grammar_src, &text, &len) < 0)
+            err = sp_diag_set(&d, SP_ERR_IO, UINT64_MAX, "cannot read '%s'", o.grammar_src);
+        else
+            err = sp_grammar_from_gbnf(text, len, &o.grammar, &d);
+        free(text);
+        if (err) {
+            fprintf(stderr, "spindle bench: --grammar: %s\n", d.msg);
+            sp_vocab_destroy(v);
+            sp_model_destroy(m);
+            return 1;
+        }
+    }
     printf("model %s: %s, %d layers, n_embd %d, %.1f MiB of weights\n", o.model, m->hp.arch_name,
            m->hp.n_layer, m->hp.n_embd, (double)sp_model_weight_bytes(m) / (1 << 20));
     printf("%d requests per level, prompt %d tokens, %d generated tokens each\n", o.n_requests,
@@ -369,6 +396,7 @@ int sp_cmd_bench(int argc, char **argv) {
     int rc = 0;
     for (int i = 0; i < o.n_levels && !rc; i++)
         rc = run_level(&o, m, v, o.levels[i]);
+    sp_grammar_release(o.grammar);
     sp_vocab_destroy(v);
     sp_model_destroy(m);
     return rc;
