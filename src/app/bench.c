@@ -52,7 +52,8 @@ static void bench_usage(FILE *f) {
             "Runs N requests of L random prompt tokens and G generated tokens through the engine\n"
             "at each concurrency level C (requests in flight) and prints, per level: prefill\n"
             "tokens/s (steps with only prompt tokens), aggregate decode tokens/s (steps with only\n"
-            "decode tokens), mean step time, peak KV blocks used, and end-to-end output tokens/s.\n\n"
+            "decode tokens), mean step time, peak KV blocks used, and end-to-end output tokens/s\n"
+            "(the tokens generated: fewer than N x G when a grammar ends requests early).\n\n"
             "  --requests N          requests per level (default 32)\n"
             "  --prompt-len L        prompt tokens (default 128)\n"
             "  --gen-len G           generated tokens per request (default 64)\n"
@@ -256,7 +257,7 @@ static int run_level(const bench_opts *o, const sp_model *m, const sp_vocab *v, 
            acc.prefill_us > 0 ? (double)acc.prefill_tokens / (acc.prefill_us / 1e6) : 0.0,
            acc.decode_us > 0 ? (double)acc.decode_tokens / (acc.decode_us / 1e6) : 0.0,
            total_steps ? total_us / (double)total_steps / 1000.0 : 0.0, acc.max_blocks,
-           (double)o->n_requests * o->gen_len / wall);
+           (double)(st1.generated_tokens - st0.generated_tokens) / wall);
     const uint64_t drafted = st1.spec_draft_tokens - st0.spec_draft_tokens;
     if (speculating(o)) {
         uint64_t decodes = 0, k_sum = 0; // draft lengths chosen, the timed pass's decodes
