@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include <dirent.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,4 +77,30 @@ float sp_test_randn(uint64_t *s) {
     double u1 = ((sp_test_rand(s) >> 11) + 1) * 0x1p-53;
     double u2 = (sp_test_rand(s) >> 11) * 0x1p-53;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+void sp_test_replay_corpus(const char *target, int (*fn)(const uint8_t *, size_t), int min_files,
+                           int min_crashes) {
+    const char *src = getenv("SP_SOURCE_DIR");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus/%s", src ? src : ".", target);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n_files = 0, n_crashes = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[4352];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        size_t len;
+        char *data = sp_test_read_file(path, &len);
+        assert_int_equal(fn((const uint8_t *)data, len), 0);
+        free(data);
+        n_files++;
+        n_crashes += strncmp(de->d_name, "crash-", 6) == 0;
+    }
+    closedir(d);
+    assert_true(n_files >= min_files);
+    assert_true(n_crashes >= min_crashes);
 }

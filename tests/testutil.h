@@ -21,6 +21,11 @@ const char *sp_test_tmpdir(void);
 json_t *sp_test_load_json(const char *path);
 /* Reads a whole file; fails the test if it cannot. The caller frees the result. */
 char *sp_test_read_file(const char *path, size_t *len);
+/* Runs every file of a fuzzer's seed corpus (tests/fuzz/corpus/TARGET, under SP_SOURCE_DIR)
+ * through its entry point fn, which must return 0; checks there are at least min_files files,
+ * min_crashes of them regression seeds named crash-*. */
+void sp_test_replay_corpus(const char *target, int (*fn)(const uint8_t *, size_t), int min_files,
+                           int min_crashes);
 /* Deterministic pseudo-random numbers for tests (splitmix64). */
 uint64_t sp_test_rand(uint64_t *state);
 float sp_test_randf(uint64_t *state); // uniform in [-1, 1)

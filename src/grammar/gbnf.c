@@ -178,7 +178,8 @@ static sp_err parse_repeat(parser *p, uint32_t rule, uint32_t start) {
     sp_gr_elem *item = malloc((len ? len : 1) * sizeof *item);
     if (!item)
         return sp_diag_set(b->diag, SP_ERR_NOMEM, at, "out of memory compiling the grammar");
-    memcpy(item, seq->v + start, len * sizeof *item);
+    if (len)
+        memcpy(item, seq->v + start, len * sizeof *item);
     seq->n = start;
     b->n_elems -= len;
     sp_err err = SP_OK;

@@ -39,6 +39,12 @@ static bool grow_u32(uint32_t **p, uint32_t *cap, uint64_t need) {
     return sp_grow((void **)p, cap, need, sizeof **p, 64);
 }
 
+/* memcpy / memmove of n ids, any of them possibly NULL when n is 0. */
+static void copy_ids(uint32_t *dst, const uint32_t *src, uint32_t n) {
+    if (n)
+        memmove(dst, src, (size_t)n * sizeof *dst);
+}
+
 static uint32_t slot_of(const sp_matcher *m, uint32_t pos, uint32_t par) {
     return (uint32_t)sp_mix64(((uint64_t)pos << 32) | par) & m->table_mask;
 }
@@ -229,7 +235,7 @@ void sp_matcher_reset(sp_matcher *m) {
         (void)push_work(m, &n_work, node(m, g->alt_start[a], NONE));
     expand(m, n_work, &m->complete);
     if (!m->err && grow_u32(&m->cur, &m->cap_cur, m->n_sets)) {
-        memcpy(m->cur, m->sets, (size_t)m->n_sets * sizeof *m->cur);
+        copy_ids(m->cur, m->sets, m->n_sets);
         m->n_cur = m->n_sets;
     } else {
         m->n_cur = 0; // out of memory: a matcher that allows nothing
@@ -282,7 +288,7 @@ static bool run(sp_matcher *m, const uint8_t *bytes, size_t n, uint32_t *n_out, 
         m->err = SP_ERR_NOMEM;
         return false;
     }
-    memcpy(m->sets, m->cur, (size_t)m->n_cur * sizeof *m->sets);
+    copy_ids(m->sets, m->cur, m->n_cur);
     m->n_sets = m->n_cur;
     uint32_t k = m->n_cur;
     *complete = m->complete;
@@ -291,7 +297,7 @@ static bool run(sp_matcher *m, const uint8_t *bytes, size_t n, uint32_t *n_out, 
         if (m->err || (k == 0 && !(*complete && i + 1 == n)))
             return false;
         // The new set to the front for the next byte.
-        memmove(m->sets, m->sets + m->n_sets - k, (size_t)k * sizeof *m->sets);
+        copy_ids(m->sets, m->sets + m->n_sets - k, k);
         m->n_sets = k;
     }
     *n_out = k;
@@ -335,7 +341,7 @@ sp_err sp_matcher_accept(sp_matcher *m, const uint8_t *bytes, size_t n, bool *ok
     bool complete = false;
     const bool r = run(m, bytes, n, &k, &complete);
     if (r && !m->err && grow_u32(&m->cur, &m->cap_cur, k)) {
-        memcpy(m->cur, m->sets, (size_t)k * sizeof *m->cur);
+        copy_ids(m->cur, m->sets, k);
         m->n_cur = k;
         m->complete = complete;
     } else if (r && !m->err) {
@@ -388,7 +394,7 @@ static int cmp_u32(const void *a, const void *b) {
 
 /* Whether the k stacks at m->sets[at] are the current state's (sorting them in place). */
 static bool is_root(sp_matcher *m, const walk_ctx *w, uint32_t at, uint32_t k) {
-    if (k != w->n_root)
+    if (k != w->n_root || k == 0)
         return false;
     qsort(m->sets + at, k, sizeof *m->sets, cmp_u32);
     return !memcmp(m->sets + at, m->sets, (size_t)k * sizeof *m->sets);
@@ -463,9 +469,10 @@ sp_err sp_matcher_fill_mask(sp_matcher *m, const sp_token_trie *t, uint32_t *all
     m->n_sets = 0;
     walk_ctx w = {.t = t, .allowed = allowed, .n_root = m->n_cur};
     if (grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
-        memcpy(m->sets, m->cur, (size_t)m->n_cur * sizeof *m->sets);
+        copy_ids(m->sets, m->cur, m->n_cur);
         m->n_sets = m->n_cur;
-        qsort(m->sets, m->n_cur, sizeof *m->sets, cmp_u32);
+        if (m->n_cur)
+            qsort(m->sets, m->n_cur, sizeof *m->sets, cmp_u32);
         class_union(m, 0, m->n_cur, &w.any);
         for (unsigned b = 0; b < 256 && m->n_cur && !m->err; b++) {
             if (!sp_gr_class_has(&w.any, b))
