@@ -61,15 +61,16 @@ static bool is_eog(const sp_engine *e, int32_t tok) {
     return sp_vocab_is_eog(e->v, tok);
 }
 
-/* Whether the grammar lets r emit tok now. */
-static sp_err allows(sp_engine *e, sp_request *r, int32_t tok, bool *ok) {
+/* Takes tok into r's matcher if the grammar lets r emit it now (*ok); otherwise the matcher is
+ * unchanged. End of generation is allowed where the output is complete (nothing to take). */
+static sp_err take(sp_engine *e, sp_request *r, int32_t tok, bool *ok) {
     if (is_eog(e, tok)) {
         *ok = sp_matcher_complete(r->matcher);
         return SP_OK;
     }
     const sp_str piece = sp_tok_piece_ref(e->v, tok, false);
     *ok = false;
-    return piece.len ? sp_matcher_allows(r->matcher, (const uint8_t *)piece.ptr, piece.len, ok)
+    return piece.len ? sp_matcher_accept(r->matcher, (const uint8_t *)piece.ptr, piece.len, ok)
                      : SP_OK;
 }
 
@@ -78,7 +79,7 @@ sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, in
     const int32_t first = draft >= 0 ? sp_sampler_verify_q(r->sampler, logits, draft, q)
                                      : sp_sampler_sample(r->sampler, logits);
     bool ok;
-    sp_err err = allows(e, r, first, &ok);
+    sp_err err = take(e, r, first, &ok);
     if (err == SP_ERR_LIMIT)
         *msg = "the grammar is too ambiguous: too many parses in flight";
     if (err)
@@ -115,13 +116,17 @@ sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, in
     }
     apply_mask(e, logits, complete);
     *tok = sp_sampler_sample(r->sampler, e->glogits);
-    if (hit && ((err = allows(e, r, *tok, &ok)) || !ok)) {
+    if ((err = take(e, r, *tok, &ok)))
+        return err;
+    if (!ok) {
         // A cached mask allowed a token the grammar does not (two states' hashes collided):
         // the exact mask, and the choice again.
-        if (err || (err = sp_mask_cache_get(e->masks, r->matcher, false, e->gmask, &count, &hit)))
+        if ((err = sp_mask_cache_get(e->masks, r->matcher, false, e->gmask, &count, &hit)))
             return err;
         apply_mask(e, logits, complete);
         *tok = sp_sampler_sample(r->sampler, e->glogits);
+        if ((err = take(e, r, *tok, &ok)))
+            return err;
     }
     pthread_mutex_lock(&e->smu);
     e->stats.grammar_mask_hits += hit;
@@ -130,15 +135,8 @@ sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, in
     return SP_OK;
 }
 
-bool sp__constrain_accept(sp_engine *e, sp_request *r, int32_t tok) {
-    if (is_eog(e, tok))
-        return false;
-    const sp_str piece = sp_tok_piece_ref(e->v, tok, false);
-    bool ok = false;
-    if (piece.len &&
-        sp_matcher_accept(r->matcher, (const uint8_t *)piece.ptr, piece.len, &ok) != SP_OK)
-        ok = false;
-    return ok && sp_matcher_complete(r->matcher) && !sp_matcher_can_continue(r->matcher);
+bool sp__constrain_done(const sp_request *r) {
+    return sp_matcher_complete(r->matcher) && !sp_matcher_can_continue(r->matcher);
 }
 
 void sp__constrain_free(sp_engine *e) {

@@ -375,7 +375,7 @@ static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32
     sp_sampler_accept(r->sampler, tok);
     // A grammar whose output is complete with nothing more allowed ends the request, as an
     // end-of-generation token would.
-    const bool grammar_done = r->matcher && sp__constrain_accept(e, r, tok);
+    const bool grammar_done = r->matcher && sp__constrain_done(r);
     sp_req_token out = {.id = tok, .logprob = 0.0f};
     if (r->params.n_logprobs >= 0 &&
         sp_sample_logprobs(logits, V, tok, r->params.n_logprobs, &out.logprob, e->top_ids,

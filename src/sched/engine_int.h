@@ -123,16 +123,15 @@ void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, con
 #define SP__MASK_CACHE_BYTES ((size_t)16 << 20) // memory for masks of recent grammar states
 
 /* The token r emits for logits (a decode's row; draft/q as sp_sampler_verify_q's, draft -1 for
- * none): the sampler's own choice when the grammar allows it, else its choice among the
- * tokens the grammar allows (end of generation only where the output is complete). Returns
- * SP_ERR_INVALID (with msg) when no token of the vocabulary can continue the output, or
- * SP_ERR_NOMEM. */
+ * none), taken into r's matcher: the sampler's own choice when the grammar allows it, else its
+ * choice among the tokens the grammar allows (end of generation only where the output is
+ * complete). Returns SP_ERR_INVALID (with msg) when no token of the vocabulary can continue
+ * the output, SP_ERR_LIMIT or SP_ERR_NOMEM. */
 sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
                             const float *q, int32_t *tok, const char **msg);
 
-/* Advances r's matcher past tok (one the grammar allowed); whether the output is then
- * complete with nothing more allowed (the request is done). */
-bool sp__constrain_accept(sp_engine *e, sp_request *r, int32_t tok);
+/* Whether r's output is complete with nothing more allowed (the request is done). */
+bool sp__constrain_done(const sp_request *r);
 
 void sp__constrain_free(sp_engine *e);
 
