@@ -32,7 +32,8 @@ struct sp_matcher {
     uint32_t *log; // (cap_log)
     uint32_t n_log, cap_log;
     bool logging, rehashed;
-    sp_err err; // an allocation failure in the middle of an expansion
+    sp_err err;                   // an allocation failure in the middle of an expansion
+    struct sp_matcher_walk *walk; // the mask walk's tables (below), made at the first mask
 };
 
 static bool grow_u32(uint32_t **p, uint32_t *cap, uint64_t need) {
@@ -264,6 +265,8 @@ sp_err sp_matcher_create(sp_grammar *g, sp_matcher **out) {
     return SP_OK;
 }
 
+static void walk_destroy(struct sp_matcher_walk *w);
+
 void sp_matcher_destroy(sp_matcher *m) {
     if (!m)
         return;
@@ -277,6 +280,7 @@ void sp_matcher_destroy(sp_matcher *m) {
     free(m->sets);
     free(m->work);
     free(m->log);
+    walk_destroy(m->walk);
     free(m);
 }
 
@@ -378,26 +382,54 @@ uint32_t sp_matcher_n_nodes(const sp_matcher *m) {
     return m->n_nodes;
 }
 
+/* A mask's walk of the trie meets few distinct sets of stacks (inside a JSON string: the state
+ * itself and the states inside a multi-byte character) many times over, so each set it meets is
+ * interned (its sorted node ids, whether the input is complete there, the bytes its stacks
+ * take) and each transition (set, byte) is computed once per walk and then looked up. The
+ * tables live in the matcher and are reused; stamps, not clearing, empty them between walks. */
+typedef struct walk_set {
+    uint32_t off, n; // the sorted node ids m->walk->ids[off, off + n)
+    bool complete;   // whether the input is a sentence there
+    sp_gr_class any; // the bytes some stack takes
+    uint64_t hash;
+} walk_set;
+
+typedef struct walk_slot { // of the open-addressed tables below
+    uint32_t stamp, key;
+    int32_t val;
+} walk_slot;
+
+struct sp_matcher_walk {
+    walk_set *sets; // (cap_sets)
+    uint32_t n_sets, cap_sets;
+    uint32_t *ids; // (cap_ids)
+    uint32_t n_ids, cap_ids;
+    walk_slot *by_hash; // (mask + 1) interned sets by hash: key the hash's low bits, val the set
+    walk_slot *trans;   // (mask + 1) transitions: key set << 8 | byte, val the set or DEAD
+    uint32_t by_hash_mask, trans_mask, n_trans, stamp;
+};
+
+enum { DEAD = -1, WALK_MAX_SETS = 1 << 23 };
+
 typedef struct walk_ctx {
     const sp_token_trie *t;
     uint32_t *allowed;
     int32_t count;
-    uint32_t n_root;  // the current state's stacks, sorted, at m->sets[0, n_root)
-    sp_gr_class any;  // the bytes some stack of the current state takes
-    sp_gr_class loop; // of those, the ones after which the state is the same set of stacks
+    sp_gr_class loop; // the bytes after which the current state (set 0) is itself again
 } walk_ctx;
 
-static int cmp_u32(const void *a, const void *b) {
-    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
+static inline uint32_t slot_hash(uint64_t k) {
+    return (uint32_t)((k * 0x9e3779b97f4a7c15ull) >> 32);
 }
 
-/* Whether the k stacks at m->sets[at] are the current state's (sorting them in place). */
-static bool is_root(sp_matcher *m, const walk_ctx *w, uint32_t at, uint32_t k) {
-    if (k != w->n_root || k == 0)
-        return false;
-    qsort(m->sets + at, k, sizeof *m->sets, cmp_u32);
-    return !memcmp(m->sets + at, m->sets, (size_t)k * sizeof *m->sets);
+static void sort_ids(uint32_t *a, uint32_t n) {
+    for (uint32_t i = 1; i < n; i++) { // insertion sort: sets are small
+        const uint32_t x = a[i];
+        uint32_t j = i;
+        for (; j > 0 && a[j - 1] > x; j--)
+            a[j] = a[j - 1];
+        a[j] = x;
+    }
 }
 
 static void class_union(const sp_matcher *m, uint32_t in, uint32_t n_in, sp_gr_class *any) {
@@ -410,6 +442,139 @@ static void class_union(const sp_matcher *m, uint32_t in, uint32_t n_in, sp_gr_c
     }
 }
 
+static void walk_destroy(struct sp_matcher_walk *w) {
+    if (!w)
+        return;
+    free(w->sets);
+    free(w->ids);
+    free(w->by_hash);
+    free(w->trans);
+    free(w);
+}
+
+/* A table of 2^k slots, all empty (stamp 0). */
+static bool slots_init(walk_slot **s, uint32_t *mask, uint32_t n) {
+    walk_slot *t = calloc(n, sizeof *t);
+    if (!t)
+        return false;
+    free(*s);
+    *s = t;
+    *mask = n - 1;
+    return true;
+}
+
+/* Starts a walk: the tables emptied. */
+static bool walk_begin(sp_matcher *m) {
+    struct sp_matcher_walk *w = m->walk;
+    if (!w && !(w = m->walk = calloc(1, sizeof *w)))
+        return false;
+    w->n_sets = w->n_ids = w->n_trans = 0;
+    if (!w->by_hash && (!slots_init(&w->by_hash, &w->by_hash_mask, 256) ||
+                        !slots_init(&w->trans, &w->trans_mask, 4096)))
+        return false;
+    if (++w->stamp == 0) { // wrapped: every slot's stamp could look current
+        memset(w->by_hash, 0, ((size_t)w->by_hash_mask + 1) * sizeof *w->by_hash);
+        memset(w->trans, 0, ((size_t)w->trans_mask + 1) * sizeof *w->trans);
+        w->stamp = 1;
+    }
+    return true;
+}
+
+/* Doubles a table, keeping its current entries. */
+static bool slots_grow(walk_slot **s, uint32_t *mask, uint32_t stamp) {
+    const uint32_t n = 2 * (*mask + 1);
+    walk_slot *t = calloc(n, sizeof *t);
+    if (!t)
+        return false;
+    for (uint32_t i = 0; i <= *mask; i++) {
+        if ((*s)[i].stamp != stamp)
+            continue;
+        uint32_t j = slot_hash((*s)[i].key) & (n - 1);
+        while (t[j].stamp == stamp)
+            j = (j + 1) & (n - 1);
+        t[j] = (*s)[i];
+    }
+    free(*s);
+    *s = t;
+    *mask = n - 1;
+    return true;
+}
+
+/* The set of the k stacks at m->sets[at] (sorted in place) and complete, interned: its index;
+ * DEAD with m->err on failure. */
+static int32_t intern(sp_matcher *m, uint32_t at, uint32_t k, bool complete) {
+    struct sp_matcher_walk *w = m->walk;
+    uint32_t *ids = m->sets + at;
+    sort_ids(ids, k);
+    uint64_t h = complete ? 0x5bd1e995u : 0x2545f491u;
+    for (uint32_t i = 0; i < k; i++)
+        h = (h ^ ids[i]) * 0x100000001b3ull;
+    const uint32_t key = (uint32_t)h;
+    uint32_t s = slot_hash(key) & w->by_hash_mask;
+    for (; w->by_hash[s].stamp == w->stamp; s = (s + 1) & w->by_hash_mask) {
+        const walk_set *e = &w->sets[w->by_hash[s].val];
+        if (e->hash == h && e->n == k && e->complete == complete &&
+            !memcmp(w->ids + e->off, ids, (size_t)k * sizeof *ids))
+            return w->by_hash[s].val;
+    }
+    if (w->n_sets >= WALK_MAX_SETS) {
+        m->err = SP_ERR_LIMIT;
+        return DEAD;
+    }
+    if (!sp_grow((void **)&w->sets, &w->cap_sets, w->n_sets + 1ull, sizeof *w->sets, 64) ||
+        !grow_u32(&w->ids, &w->cap_ids, (uint64_t)w->n_ids + k)) {
+        m->err = SP_ERR_NOMEM;
+        return DEAD;
+    }
+    const int32_t id = (int32_t)w->n_sets++;
+    walk_set *e = &w->sets[id];
+    e->off = w->n_ids;
+    e->n = k;
+    e->complete = complete;
+    e->hash = h;
+    class_union(m, at, k, &e->any);
+    copy_ids(w->ids + w->n_ids, ids, k);
+    w->n_ids += k;
+    w->by_hash[s] = (walk_slot){w->stamp, key, id};
+    if (2ull * w->n_sets > w->by_hash_mask + 1ull &&
+        !slots_grow(&w->by_hash, &w->by_hash_mask, w->stamp)) {
+        m->err = SP_ERR_NOMEM;
+        return DEAD;
+    }
+    return id;
+}
+
+/* Where byte b leads from interned set `from`: a set, or DEAD when no stack takes it and the
+ * input is not then complete. Computed once per walk. */
+static int32_t step(sp_matcher *m, uint32_t from, uint8_t b) {
+    struct sp_matcher_walk *w = m->walk;
+    const uint32_t key = from << 8 | b;
+    uint32_t s = slot_hash(key) & w->trans_mask;
+    for (; w->trans[s].stamp == w->stamp; s = (s + 1) & w->trans_mask)
+        if (w->trans[s].key == key)
+            return w->trans[s].val;
+    const uint32_t save = m->n_sets, n = w->sets[from].n;
+    if (!grow_u32(&m->sets, &m->cap_sets, (uint64_t)save + n)) {
+        m->err = SP_ERR_NOMEM;
+        return DEAD;
+    }
+    copy_ids(m->sets + save, w->ids + w->sets[from].off, n);
+    m->n_sets = save + n;
+    bool complete;
+    const uint32_t k = advance(m, save, n, b, &complete);
+    int32_t to = DEAD;
+    if (!m->err && (k || complete))
+        to = intern(m, save + n, k, complete);
+    m->n_sets = save;
+    if (m->err)
+        return DEAD;
+    w->trans[s] = (walk_slot){w->stamp, key, to};
+    if (2ull * ++w->n_trans > w->trans_mask + 1ull &&
+        !slots_grow(&w->trans, &w->trans_mask, w->stamp))
+        m->err = SP_ERR_NOMEM;
+    return to;
+}
+
 static void allow_tokens(walk_ctx *w, uint32_t node) {
     const sp_token_trie *t = w->t;
     for (uint32_t j = t->tok_start[node]; j < t->tok_start[node + 1]; j++) {
@@ -419,46 +584,36 @@ static void allow_tokens(walk_ctx *w, uint32_t node) {
     }
 }
 
-/* The trie below node tn, from the set m->sets[in, in + n_in) (root: the current state's).
- * From the current state, a byte of w->loop leads back to it: that edge needs no matching (in
- * a JSON string, most of the vocabulary is below such edges only). */
-static void walk(sp_matcher *m, walk_ctx *w, uint32_t tn, uint32_t in, uint32_t n_in, bool root) {
+/* The trie below node tn, from interned set `from` (0: the current state). From the current
+ * state, a byte of w->loop leads back to it: when every byte below such an edge does too (in a
+ * JSON string, most of the vocabulary), the whole subtree is allowed without a visit. */
+static void walk(sp_matcher *m, walk_ctx *w, uint32_t tn, uint32_t from) {
     const sp_token_trie *t = w->t;
-    sp_gr_class any_here; // the bytes some stack takes: other edges are skipped at once
-    const sp_gr_class *any = &w->any;
-    if (!root) {
-        class_union(m, in, n_in, &any_here);
-        any = &any_here;
-    }
+    const sp_gr_class any = m->walk->sets[from].any; // (a copy: the table may move)
     for (uint32_t e = t->edge_start[tn]; e < t->edge_start[tn + 1] && !m->err; e++) {
         const uint8_t b = t->edge_byte[e];
-        if (!sp_gr_class_has(any, b))
+        if (!sp_gr_class_has(&any, b))
             continue;
         const uint32_t c = t->edge_node[e];
-        if (root && sp_gr_class_has(&w->loop, b)) {
+        if (from == 0 && sp_gr_class_has(&w->loop, b)) {
             const uint64_t *below = t->sub_bytes[c];
             if (!(below[0] & ~w->loop.bits[0]) && !(below[1] & ~w->loop.bits[1]) &&
                 !(below[2] & ~w->loop.bits[2]) && !(below[3] & ~w->loop.bits[3])) {
-                // Every byte below is one more loop: the whole subtree's tokens, unvisited.
                 for (uint32_t j = t->tok_start[c]; j < t->tok_start[t->sub_end[c]]; j++)
                     w->allowed[t->toks[j] >> 5] |= 1u << (t->toks[j] & 31);
                 w->count += (int32_t)(t->tok_start[t->sub_end[c]] - t->tok_start[c]);
                 continue;
             }
             allow_tokens(w, c);
-            walk(m, w, c, in, n_in, true);
+            walk(m, w, c, 0);
             continue;
         }
-        const uint32_t save = m->n_sets;
-        bool complete;
-        const uint32_t k = advance(m, in, n_in, b, &complete);
-        if (m->err)
-            return;
-        if (k || complete)
-            allow_tokens(w, c);
-        if (k && t->edge_start[c] < t->edge_start[c + 1])
-            walk(m, w, c, save, k, is_root(m, w, save, k));
-        m->n_sets = save;
+        const int32_t to = step(m, from, b);
+        if (to == DEAD)
+            continue;
+        allow_tokens(w, c);
+        if (m->walk->sets[to].n && t->edge_start[c] < t->edge_start[c + 1])
+            walk(m, w, c, (uint32_t)to);
     }
 }
 
@@ -467,24 +622,17 @@ sp_err sp_matcher_fill_mask(sp_matcher *m, const sp_token_trie *t, uint32_t *all
     memset(allowed, 0, (((size_t)t->n_vocab + 31) / 32) * sizeof *allowed);
     const uint32_t mark = begin_trial(m);
     m->n_sets = 0;
-    walk_ctx w = {.t = t, .allowed = allowed, .n_root = m->n_cur};
-    if (grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
+    walk_ctx w = {.t = t, .allowed = allowed};
+    if (walk_begin(m) && grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
         copy_ids(m->sets, m->cur, m->n_cur);
-        m->n_sets = m->n_cur;
-        if (m->n_cur)
-            qsort(m->sets, m->n_cur, sizeof *m->sets, cmp_u32);
-        class_union(m, 0, m->n_cur, &w.any);
-        for (unsigned b = 0; b < 256 && m->n_cur && !m->err; b++) {
-            if (!sp_gr_class_has(&w.any, b))
-                continue;
-            bool complete;
-            const uint32_t k = advance(m, 0, m->n_cur, (uint8_t)b, &complete);
-            if (is_root(m, &w, m->n_cur, k))
-                w.loop.bits[b >> 6] |= 1ull << (b & 63);
-            m->n_sets = m->n_cur;
+        if (m->n_cur && intern(m, 0, m->n_cur, m->complete) == 0) {
+            const sp_gr_class any = m->walk->sets[0].any;
+            for (unsigned b = 0; b < 256 && !m->err; b++)
+                if (sp_gr_class_has(&any, b) && step(m, 0, (uint8_t)b) == 0)
+                    w.loop.bits[b >> 6] |= 1ull << (b & 63);
+            if (t->n_nodes > 0 && !m->err)
+                walk(m, &w, 0, 0);
         }
-        if (t->n_nodes > 0 && !m->err)
-            walk(m, &w, 0, 0, m->n_cur, true);
     } else {
         m->err = SP_ERR_NOMEM;
     }
