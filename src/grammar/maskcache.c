@@ -1,5 +1,7 @@
 /* The mask cache (maskcache.h): set associative, WAYS entries per set, least recently used
- * replaced within a set; a mask's memory is allocated when its entry is first filled. */
+ * replaced within a set. The masks' memory is one block allocated with the cache (its pages
+ * are only touched, by the system, as entries fill), so that filling an entry allocates
+ * nothing. */
 #include "grammar/maskcache.h"
 
 #include <stdlib.h>
@@ -10,16 +12,16 @@
 enum { WAYS = 8 };
 
 typedef struct entry {
-    uint64_t key;   // 0: empty
-    uint64_t used;  // the clock at its last use
-    int32_t count;  // tokens allowed
-    uint32_t *bits; // (words)
+    uint64_t key;  // 0: empty
+    uint64_t used; // the clock at its last use
+    int32_t count; // tokens allowed
 } entry;
 
 struct sp_mask_cache {
     const sp_token_trie *t;
-    size_t words; // of a mask
-    entry *e;     // (n)
+    size_t words;   // of a mask
+    entry *e;       // (n)
+    uint32_t *bits; // (n * words) entry i's mask at bits + i * words
     int32_t n;
     uint64_t clock;
 };
@@ -29,7 +31,10 @@ sp_err sp_mask_cache_create(const sp_token_trie *t, size_t max_bytes, sp_mask_ca
     size_t n = max_bytes / (words * sizeof(uint32_t) + sizeof(entry));
     n = n < WAYS ? WAYS : n > 65536 ? 65536 : n / WAYS * WAYS;
     sp_mask_cache *c = calloc(1, sizeof *c);
-    if (!c || !(c->e = calloc(n, sizeof *c->e))) {
+    if (!c || !(c->e = calloc(n, sizeof *c->e)) ||
+        !(c->bits = malloc(n * words * sizeof *c->bits))) {
+        if (c)
+            free(c->e);
         free(c);
         return SP_ERR_NOMEM;
     }
@@ -43,8 +48,7 @@ sp_err sp_mask_cache_create(const sp_token_trie *t, size_t max_bytes, sp_mask_ca
 void sp_mask_cache_destroy(sp_mask_cache *c) {
     if (!c)
         return;
-    for (int32_t i = 0; i < c->n; i++)
-        free(c->e[i].bits);
+    free(c->bits);
     free(c->e);
     free(c);
 }
@@ -59,7 +63,7 @@ sp_err sp_mask_cache_get(sp_mask_cache *c, sp_matcher *m, bool use_cache, uint32
         entry *x = &set[i];
         if (use_cache && x->key == key) {
             x->used = ++c->clock;
-            memcpy(allowed, x->bits, c->words * sizeof *allowed);
+            memcpy(allowed, c->bits + (size_t)(x - c->e) * c->words, c->words * sizeof *allowed);
             *count = x->count;
             *hit = true;
             return SP_OK;
@@ -71,9 +75,7 @@ sp_err sp_mask_cache_get(sp_mask_cache *c, sp_matcher *m, bool use_cache, uint32
     sp_err err = sp_matcher_fill_mask(m, c->t, allowed, count);
     if (err)
         return err;
-    if (!slot->bits && !(slot->bits = malloc(c->words * sizeof *slot->bits)))
-        return SP_OK; // not cached, but the mask is right
-    memcpy(slot->bits, allowed, c->words * sizeof *slot->bits);
+    memcpy(c->bits + (size_t)(slot - c->e) * c->words, allowed, c->words * sizeof *allowed);
     slot->key = key;
     slot->count = *count;
     slot->used = ++c->clock;

@@ -19,7 +19,8 @@
 typedef struct sp_mask_cache sp_mask_cache;
 
 /* A cache of at most max_bytes of masks (at least 8 masks) for the vocabulary of trie t
- * (borrowed; it must outlive the cache); memory is taken as entries fill. SP_ERR_NOMEM. */
+ * (borrowed; it must outlive the cache), allocated at once (the system commits its pages as
+ * entries fill: filling an entry allocates nothing). SP_ERR_NOMEM. */
 SP_MUST_USE sp_err sp_mask_cache_create(const sp_token_trie *t, size_t max_bytes,
                                         sp_mask_cache **out);
 void sp_mask_cache_destroy(sp_mask_cache *c);

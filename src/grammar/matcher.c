@@ -9,6 +9,10 @@
 
 #define NONE UINT32_MAX
 
+/* Room made when a matcher is created, so that a request under a common grammar (JSON, a
+ * schema's) never allocates while it generates: the engine's step stays allocation-free. */
+enum { RESERVE_NODES = 2048, RESERVE_SETS = 256, RESERVE_SLOTS = 4096 };
+
 struct sp_matcher {
     sp_grammar *g;
     // The node pool: node i is the stack whose top is element npos[i], under stack npar[i].
@@ -125,7 +129,7 @@ static void rollback(sp_matcher *m, uint32_t mark) {
         // The table grew for the trial's nodes: back to a size for the nodes that stay (a mask's
         // walk may have made it far larger, and a large sparse table slows every later lookup).
         m->n_nodes = mark;
-        uint32_t slots = 256;
+        uint32_t slots = RESERVE_SLOTS;
         while (slots < 2ull * mark + 2)
             slots *= 2;
         if (slots >= m->table_mask + 1 || !rehash(m, slots))
@@ -244,17 +248,29 @@ void sp_matcher_reset(sp_matcher *m) {
     }
 }
 
+static void walk_destroy(struct sp_matcher_walk *w);
+static bool walk_reserve(sp_matcher *m);
+
 sp_err sp_matcher_create(sp_grammar *g, sp_matcher **out) {
     sp_matcher *m = calloc(1, sizeof *m);
     if (!m)
         return SP_ERR_NOMEM;
     m->g = sp_grammar_ref(g);
-    m->table = calloc(256, sizeof *m->table);
-    m->table_mask = 255;
-    if (!m->table) {
+    m->table = calloc(2 * RESERVE_NODES, sizeof *m->table);
+    m->table_mask = 2 * RESERVE_NODES - 1;
+    uint32_t c1 = 0, c2 = 0, c3 = 0, c4 = 0;
+    if (!m->table || !grow_u32(&m->npos, &c1, RESERVE_NODES) ||
+        !grow_u32(&m->npar, &c2, RESERVE_NODES) || !grow_u32(&m->seen, &c3, RESERVE_NODES) ||
+        !sp_grow((void **)&m->nhash, &c4, RESERVE_NODES, sizeof *m->nhash, 64) ||
+        !grow_u32(&m->log, &m->cap_log, RESERVE_NODES) ||
+        !grow_u32(&m->sets, &m->cap_sets, RESERVE_SETS) ||
+        !grow_u32(&m->work, &m->cap_work, RESERVE_SETS) ||
+        !grow_u32(&m->cur, &m->cap_cur, RESERVE_SETS) || !walk_reserve(m)) {
         sp_matcher_destroy(m);
         return SP_ERR_NOMEM;
     }
+    m->cap_nodes = c1;
+    memset(m->seen, 0, (size_t)c3 * sizeof *m->seen);
     sp_matcher_reset(m);
     if (m->err) {
         const sp_err err = m->err;
@@ -264,8 +280,6 @@ sp_err sp_matcher_create(sp_grammar *g, sp_matcher **out) {
     *out = m;
     return SP_OK;
 }
-
-static void walk_destroy(struct sp_matcher_walk *w);
 
 void sp_matcher_destroy(sp_matcher *m) {
     if (!m)
@@ -463,21 +477,24 @@ static bool slots_init(walk_slot **s, uint32_t *mask, uint32_t n) {
     return true;
 }
 
+/* The walk's tables, made with the matcher. */
+static bool walk_reserve(sp_matcher *m) {
+    struct sp_matcher_walk *w = m->walk = calloc(1, sizeof *w);
+    return w && slots_init(&w->by_hash, &w->by_hash_mask, 256) &&
+           slots_init(&w->trans, &w->trans_mask, 4096) &&
+           sp_grow((void **)&w->sets, &w->cap_sets, 64, sizeof *w->sets, 64) &&
+           grow_u32(&w->ids, &w->cap_ids, 1024);
+}
+
 /* Starts a walk: the tables emptied. */
-static bool walk_begin(sp_matcher *m) {
+static void walk_begin(sp_matcher *m) {
     struct sp_matcher_walk *w = m->walk;
-    if (!w && !(w = m->walk = calloc(1, sizeof *w)))
-        return false;
     w->n_sets = w->n_ids = w->n_trans = 0;
-    if (!w->by_hash && (!slots_init(&w->by_hash, &w->by_hash_mask, 256) ||
-                        !slots_init(&w->trans, &w->trans_mask, 4096)))
-        return false;
     if (++w->stamp == 0) { // wrapped: every slot's stamp could look current
         memset(w->by_hash, 0, ((size_t)w->by_hash_mask + 1) * sizeof *w->by_hash);
         memset(w->trans, 0, ((size_t)w->trans_mask + 1) * sizeof *w->trans);
         w->stamp = 1;
     }
-    return true;
 }
 
 /* Doubles a table, keeping its current entries. */
@@ -623,7 +640,8 @@ sp_err sp_matcher_fill_mask(sp_matcher *m, const sp_token_trie *t, uint32_t *all
     const uint32_t mark = begin_trial(m);
     m->n_sets = 0;
     walk_ctx w = {.t = t, .allowed = allowed};
-    if (walk_begin(m) && grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
+    walk_begin(m);
+    if (grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
         copy_ids(m->sets, m->cur, m->n_cur);
         if (m->n_cur && intern(m, 0, m->n_cur, m->complete) == 0) {
             const sp_gr_class any = m->walk->sets[0].any;

@@ -13,11 +13,8 @@
 #include "base/util.h"
 #include "sched/engine_int.h"
 
-/* The trie of the vocabulary's token bytes, the mask cache and buffers, at first use (all or
- * none of them). */
+/* The trie of the vocabulary's token bytes, the mask cache and buffers (all or none of them). */
 static sp_err prepare(sp_engine *e) {
-    if (e->masks)
-        return SP_OK;
     const int32_t V = e->m->hp.n_vocab, n_tok = (int32_t)sp_vocab_n_tokens(e->v);
     const size_t words = ((size_t)V + 31) / 32;
     const uint8_t **bytes = calloc((size_t)V, sizeof *bytes);
@@ -43,6 +40,13 @@ static sp_err prepare(sp_engine *e) {
     free(len);
     if (err)
         sp__constrain_free(e);
+    return err;
+}
+
+sp_err sp__constrain_prepare(sp_engine *e) {
+    pthread_mutex_lock(&e->gmu);
+    const sp_err err = e->masks ? SP_OK : prepare(e);
+    pthread_mutex_unlock(&e->gmu);
     return err;
 }
 
@@ -92,9 +96,11 @@ sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, in
         *tok = first;
         return SP_OK;
     }
+    if (!e->masks) { // (submission makes them: a request that came another way)
+        *msg = "the grammar's token masks were not prepared";
+        return SP_ERR_INVALID;
+    }
     const int64_t t0 = sp_time_us();
-    if ((err = prepare(e)))
-        return err;
     bool hit;
     int32_t count;
     if ((err = sp_mask_cache_get(e->masks, r->matcher, true, e->gmask, &count, &hit))) {

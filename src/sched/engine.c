@@ -145,6 +145,7 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     pthread_cond_init(&e->cv, NULL);
     pthread_mutex_init(&e->nmu, NULL);
     pthread_mutex_init(&e->smu, NULL);
+    pthread_mutex_init(&e->gmu, NULL);
     sp_err err = sp_kvbuf_init(&e->kv, &m->hp, o.kv_type, o.block_size, (int32_t)n_blocks);
     if (err) {
         sp_diag_set(diag, err, UINT64_MAX, "cannot allocate a KV pool of %lld blocks (%lld MiB)",
@@ -844,8 +845,10 @@ sp_err sp_engine_submit(sp_engine *e, sp_request *r, sp_diag *diag) {
             snprintf(diag->param, sizeof diag->param, "prompt");
         return SP_ERR_RANGE;
     }
-    sp_err err = sp_kv_seq_init(&r->seq, e->pool, SP_MIN(r->cap_tokens, e->max_len));
+    sp_err err = r->matcher ? sp__constrain_prepare(e) : SP_OK;
     if (err)
+        return sp_diag_set(diag, err, UINT64_MAX, "out of memory for the grammar's token masks");
+    if ((err = sp_kv_seq_init(&r->seq, e->pool, SP_MIN(r->cap_tokens, e->max_len))))
         return err;
     r->seq_ready = true;
     pthread_mutex_lock(&r->mu);
@@ -993,5 +996,6 @@ void sp_engine_destroy(sp_engine *e) {
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->nmu);
     pthread_mutex_destroy(&e->smu);
+    pthread_mutex_destroy(&e->gmu);
     free(e);
 }

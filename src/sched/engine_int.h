@@ -83,8 +83,8 @@ struct sp_engine {
     double draft_scale;       // measured / predicted draft model time (decayed)
     int32_t *b_ndraft;        // (max_seqs) how many (0: a plain decode or a prompt chunk)
     float *logits;            // (max_seqs (1 + spec_k), n_vocab)
-    sp_token_trie *trie;      // the vocabulary's token bytes, for grammar masks (built at the
-                              // first constrained request; NULL before)
+    sp_token_trie *trie;      // the vocabulary's token bytes, for grammar masks (built when the
+                              // first constrained request is submitted; NULL before)
     uint32_t *gmask;          // (n_vocab / 32 rounded up) the allowed tokens of a grammar
     uint32_t *eog_mask;       // (same) the end-of-generation tokens
     float *glogits;           // (n_vocab) logits with the grammar's mask applied
@@ -106,6 +106,7 @@ struct sp_engine {
 
     // Ready list, under nmu.
     pthread_mutex_t nmu;
+    pthread_mutex_t gmu; // making the grammar masks' trie and cache (sp__constrain_prepare)
     sp_request *ready;
     int efd;
 
@@ -118,7 +119,8 @@ struct sp_engine {
  * its last output and drops the engine's reference. Engine thread. */
 void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, const char *msg);
 
-/* constrain.c, on the engine thread: sampling under a grammar (r->matcher). */
+/* constrain.c: sampling under a grammar (r->matcher), on the engine thread, and what it needs
+ * made before the first constrained request reaches the engine. */
 
 #define SP__MASK_CACHE_BYTES ((size_t)16 << 20) // memory for masks of recent grammar states
 
@@ -132,6 +134,11 @@ sp_err sp__constrain_sample(sp_engine *e, sp_request *r, const float *logits, in
 
 /* Whether r's output is complete with nothing more allowed (the request is done). */
 bool sp__constrain_done(const sp_request *r);
+
+/* At submission of a request with a grammar, on the submitting thread: the trie, the mask
+ * cache and the buffers, made once (under gmu), so that the engine thread neither builds them
+ * nor allocates for them; the request's submission publishes them to it. SP_ERR_NOMEM. */
+sp_err sp__constrain_prepare(sp_engine *e);
 
 void sp__constrain_free(sp_engine *e);
 

@@ -138,6 +138,20 @@ class Structured(unittest.TestCase):
                 texts.append((c["finish_reason"], c["text"]))
             self.check_outputs(name, schema, texts, 1 if name == "open" else len(texts) * 3 // 4)
 
+    def test_n_choices(self):
+        # n > 1: each choice its own matcher, every one valid, and they differ.
+        schema = SCHEMAS["person"]
+        status, out = post("/v1/chat/completions", {
+            "messages": [{"role": "user", "content": "Give me people"}], "n": 4,
+            "max_tokens": 600, "temperature": 1.0, "seed": 7,
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "person", "schema": schema}}})
+        self.assertEqual(status, 200, out)
+        self.assertEqual(sorted(c["index"] for c in out["choices"]), [0, 1, 2, 3])
+        texts = [(c["finish_reason"], c["message"]["content"]) for c in out["choices"]]
+        self.check_outputs("person", schema, texts, 3)
+        self.assertGreater(len({t for _, t in texts}), 1, texts)
+
     def test_bad_schemas(self):
         cases = [
             ({"type": "object", "allOf": [{}]}, "allOf"),

@@ -7,6 +7,7 @@
  *   unconstrained, the same model does not (so the grammar did the work). */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,9 +120,11 @@ static void test_masks_gpt2(void **s) {
 
 /* Runs n requests of the prompt under grammar g (NULL: none) on the model, greedy for the
  * first and sampled (temperature 1.2, one seed each) for the others; their texts and finish
- * reasons into text[] / fin[] (texts to free). */
-static void generate(const char *model, sp_grammar *g, int n, int32_t max_tokens, char **text,
-                     sp_finish *fin) {
+ * reasons into text[] / fin[] (texts to free). With kv_tokens > 0, a KV pool of that many
+ * tokens and an admission policy that admits eagerly: requests are preempted (their count to
+ * *preemptions) and recomputed. */
+static void generate_kv(const char *model, sp_grammar *g, int n, int32_t max_tokens,
+                        int32_t kv_tokens, char **text, sp_finish *fin, uint64_t *preemptions) {
     char *path = sp_test_shared(model);
     sp_diag d;
     sp_diag_clear(&d);
@@ -132,6 +135,11 @@ static void generate(const char *model, sp_grammar *g, int n, int32_t max_tokens
     sp_engine_opts o = sp_engine_opts_default();
     o.n_threads = 1;
     o.n_ctx = 512;
+    if (kv_tokens > 0) {
+        o.kv_tokens = kv_tokens;
+        snprintf(o.admission, sizeof o.admission, "aggressive");
+        o.max_batch_tokens = 48;
+    }
     sp_engine *e;
     assert_int_equal(sp_engine_create(m, v, &o, &e, &d), SP_OK);
     sp_request *reqs[16];
@@ -156,6 +164,10 @@ static void generate(const char *model, sp_grammar *g, int n, int32_t max_tokens
         sp_engine_step(e);
         assert_true(steps < 100000);
     }
+    sp_engine_stats st;
+    sp_engine_stats_get(e, &st);
+    if (preemptions)
+        *preemptions = st.preemptions;
     for (sp_request *r = sp_engine_take_ready(e); r;) {
         sp_request *next = sp_request_next_ready(r);
         sp_request_release(r);
@@ -181,6 +193,11 @@ static void generate(const char *model, sp_grammar *g, int n, int32_t max_tokens
     sp_vocab_destroy(v);
     sp_model_destroy(m);
     free(path);
+}
+
+static void generate(const char *model, sp_grammar *g, int n, int32_t max_tokens, char **text,
+                     sp_finish *fin) {
+    generate_kv(model, g, n, max_tokens, 0, text, fin, NULL);
 }
 
 /* The model's outputs under the JSON object grammar: each that ends is an object that parses;
@@ -261,6 +278,32 @@ static void test_json_records(void **s) {
     sp_grammar_release(g);
 }
 
+/* Requests preempted and recomputed under a grammar write what they write with all the memory
+ * they need: the matcher keeps its state through the recompute (it has taken every token
+ * generated so far), and the outputs are those of the grammar still. */
+static void test_preempted_output(void **s) {
+    (void)s;
+    sp_grammar *g;
+    sp_diag d;
+    sp_diag_clear(&d);
+    assert_int_equal(sp_grammar_json_object(&g, &d), SP_OK);
+    enum { N = 8 };
+    char *text[N], *tight[N];
+    sp_finish fin[N], fin_tight[N];
+    uint64_t preemptions = 0;
+    generate("models/stories260K.gguf", g, N, 100, text, fin);
+    generate_kv("models/stories260K.gguf", g, N, 100, 10 * 16, tight, fin_tight, &preemptions);
+    print_message("%llu preemptions\n", (unsigned long long)preemptions);
+    assert_true(preemptions > 0);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(tight[i], text[i]);
+        assert_int_equal(fin_tight[i], fin[i]);
+        free(text[i]);
+        free(tight[i]);
+    }
+    sp_grammar_release(g);
+}
+
 static void test_gbnf_output(void **s) {
     (void)s;
     const char *gbnf = "root ::= (\"yes\" | \"no\" | \"maybe, \" [0-9] [0-9]? \" times\") \".\"\n";
@@ -293,7 +336,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_masks_llama_spm), cmocka_unit_test(test_masks_gpt2),
         cmocka_unit_test(test_json_output),     cmocka_unit_test(test_json_records),
-        cmocka_unit_test(test_gbnf_output),
+        cmocka_unit_test(test_gbnf_output),     cmocka_unit_test(test_preempted_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

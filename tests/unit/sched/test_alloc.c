@@ -1,6 +1,7 @@
 /* The engine's step loop does not allocate: submission allocates everything a request needs,
  * so admitting, prefilling, decoding, preempting and finishing requests run on preallocated
- * memory. Checked with a counting malloc that forwards to glibc's allocator (not compiled under
+ * memory; so does sampling under a grammar (the matcher's room is made with the request, the
+ * token trie and the mask cache at the first constrained submission). Checked with a counting malloc that forwards to glibc's allocator (not compiled under
  * AddressSanitizer, which interposes malloc itself; the test then skips). */
 #include "testutil.h"
 
@@ -10,15 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar/grammar.h"
 #include "model/model.h"
 #include "sched/engine.h"
 #include "tok/tok.h"
 
 #include "alloc_count.h"
 
-static void test_step_loop_allocates_nothing(void **state) {
-    (void)state;
+/* Runs 10 requests (under grammar g where not NULL) through an engine short of memory, counting
+ * the allocations of its steps. */
+static void run_counting(sp_grammar *g) {
 #if !COUNT_ALLOCS
+    (void)g;
     skip();
 #else
     char *path = sp_test_shared("models/stories260K.gguf");
@@ -49,6 +53,7 @@ static void test_step_loop_allocates_nothing(void **state) {
         p.n_logprobs = 3;
         p.stop = stops;
         p.n_stop = 2;
+        p.grammar = g;
         assert_int_equal(sp_request_create(v, prompt, 10 + 3 * i, &p, &reqs[i], &d), SP_OK);
         assert_int_equal(sp_engine_submit(e, reqs[i], &d), SP_OK);
     }
@@ -64,9 +69,11 @@ static void test_step_loop_allocates_nothing(void **state) {
     long during = sp_test_n_allocs - before;
     sp_engine_stats st;
     sp_engine_stats_get(e, &st);
-    print_message("%d steps, %llu preemptions, %ld allocations\n", steps,
-                  (unsigned long long)st.preemptions, during);
+    print_message("%d steps, %llu preemptions, %llu masks, %ld allocations\n", steps,
+                  (unsigned long long)st.preemptions, (unsigned long long)st.grammar_masks,
+                  during);
     assert_true(st.preemptions > 0);
+    assert_true(!g || st.grammar_masks > 10);
     assert_int_equal(during, 0);
     for (sp_request *r = sp_engine_take_ready(e); r;) {
         sp_request *next = sp_request_next_ready(r);
@@ -82,7 +89,23 @@ static void test_step_loop_allocates_nothing(void **state) {
 #endif
 }
 
+static void test_step_loop_allocates_nothing(void **state) {
+    (void)state;
+    run_counting(NULL);
+}
+
+/* Under the JSON object grammar, whatever the model prefers most of its tokens are masked. */
+static void test_constrained_steps_allocate_nothing(void **state) {
+    (void)state;
+    sp_grammar *g;
+    sp_diag d;
+    assert_int_equal(sp_grammar_json_object(&g, &d), SP_OK);
+    run_counting(g);
+    sp_grammar_release(g);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_step_loop_allocates_nothing)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_step_loop_allocates_nothing),
+                                       cmocka_unit_test(test_constrained_steps_allocate_nothing)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
