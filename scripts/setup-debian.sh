@@ -10,6 +10,7 @@ packages=(
     libcmocka-dev              # unit-test framework
     libjansson-dev             # JSON
     libpcre2-dev               # pre-tokenizer regular expressions
+    libsqlite3-dev             # batch jobs' durable state
     python3 python3-prometheus-client  # /metrics parsing in tests
     python3-jsonschema         # structured outputs checked against their schemas in tests
     nodejs npm                 # end-to-end tests with the official OpenAI SDK
