@@ -117,6 +117,15 @@ json_t *sp__api_chunk_base(const api_op *op);
 /* The whole non-streamed response of a finished exchange. */
 json_t *sp__api_response(const api_op *op);
 
+/* ---- prompt.c ---- */
+
+/* The tokens of prompt i of a parsed request q (its body: a chat's tools go to the template),
+ * appended to out: completions' prompt i tokenized (text, or token ids checked against the
+ * vocabulary), or the chat conversation rendered and tokenized. Errors as sp_tok_encode's and
+ * sp_chat_render's, d filled (d->param names the field). */
+sp_err sp__api_prompt_tokens(sp_api *a, sp_oai_kind kind, const sp_oai_req *q, json_t *body,
+                             size_t i, sp_tokens *out, sp_diag *d);
+
 /* ---- generate.c ---- */
 
 void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req, sp_oai_kind kind);

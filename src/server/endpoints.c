@@ -8,10 +8,50 @@
 #include "base/util.h"
 #include "server/api_int.h"
 
+static void send_tokens(sp_api *a, sp_http_conn *c, const sp_tokens *toks) {
+    json_t *arr = json_array();
+    for (size_t i = 0; i < toks->n; i++)
+        json_array_append_new(arr, json_integer(toks->ids[i]));
+    sp__api_send_json(a, c, json_pack("{s:o, s:I}", "tokens", arr, "count", (json_int_t)toks->n),
+                      "/tokenize");
+}
+
+/* vLLM's form: {"messages": [...]} (a chat request, rendered by the template as generation
+ * renders it) or {"prompt": text or token ids}. */
+static void tokenize_request(sp_api *a, sp_http_conn *c, json_t *body) {
+    const sp_oai_kind kind = json_object_get(body, "messages") ? SP_OAI_CHAT : SP_OAI_COMPLETION;
+    sp_oai_req q;
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_tokens toks;
+    sp_tokens_init(&toks);
+    sp_err err = sp_oai_parse(body, kind, &q, &d);
+    if (!err && kind == SP_OAI_COMPLETION && sp_oai_n_prompts(&q) != 1)
+        err = sp_diag_set(&d, SP_ERR_INVALID, UINT64_MAX, "one prompt at a time");
+    if (!err)
+        err = sp__api_prompt_tokens(a, kind, &q, body, 0, &toks, &d);
+    if (err == SP_ERR_NOMEM)
+        sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, "/tokenize",
+                           "out of memory");
+    else if (err)
+        sp__api_send_error(a, c, 400, "invalid_request_error",
+                           d.param[0] ? d.param : (kind == SP_OAI_CHAT ? "messages" : "prompt"),
+                           NULL, NULL, "/tokenize", "%s", d.msg);
+    else
+        send_tokens(a, c, &toks);
+    sp_tokens_deinit(&toks);
+}
+
 void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
     json_t *body = sp__api_read_body(a, c, req, "/tokenize");
     if (!body)
         return;
+    if (!json_object_get(body, "content") &&
+        (json_object_get(body, "messages") || json_object_get(body, "prompt"))) {
+        tokenize_request(a, c, body);
+        json_decref(body);
+        return;
+    }
     json_t *content = json_object_get(body, "content");
     json_t *add = json_object_get(body, "add_special");
     json_t *parse = json_object_get(body, "parse_special");
@@ -20,7 +60,8 @@ void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req)
         sp__api_send_error(
             a, c, 400, "invalid_request_error", json_is_string(content) ? "add_special" : "content",
             NULL, NULL, "/tokenize",
-            "expected {\"content\": string, \"add_special\": bool, \"parse_special\": bool}");
+            "expected {\"content\": string, \"add_special\": bool, \"parse_special\": bool}, "
+            "or a completions or chat request ({\"prompt\": ...} or {\"messages\": [...]})");
         json_decref(body);
         return;
     }
@@ -30,15 +71,11 @@ void sp__api_handle_tokenize(sp_api *a, sp_http_conn *c, const sp_http_req *req)
     sp_diag_clear(&d);
     sp_err err = sp_tok_encode(a->v, json_string_value(content), json_string_length(content),
                                json_is_true(add), !parse || json_is_true(parse), &toks, &d);
-    if (err) {
+    if (err)
         sp__api_send_error(a, c, 400, "invalid_request_error", "content", NULL, NULL, "/tokenize",
                            "%s", d.msg);
-    } else {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < toks.n; i++)
-            json_array_append_new(arr, json_integer(toks.ids[i]));
-        sp__api_send_json(a, c, json_pack("{s:o}", "tokens", arr), "/tokenize");
-    }
+    else
+        send_tokens(a, c, &toks);
     sp_tokens_deinit(&toks);
     json_decref(body);
 }

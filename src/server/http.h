@@ -90,7 +90,8 @@ typedef struct sp_http_handler {
 /* Zero (or NULL) fields other than port take the default. */
 typedef struct sp_http_opts {
     const char *host;        // default "127.0.0.1"
-    int port;                // 0: any free port (see sp_http_server_port)
+    int port;                // 0: any free port (see sp_http_server_port); -1: no socket at
+                             // all, internal requests only (sp_http_server_inject)
     int max_conns;           // default 256; beyond it the longest-idle keep-alive connection
                              // closes, or with none the newcomer gets 503 and is closed
     size_t max_header_bytes; // default 16 KiB -> 431
@@ -130,6 +131,29 @@ int sp_http_server_n_conns(const sp_http_server *s);
  * is readable; cb must drain it. */
 sp_err sp_http_server_watch_fd(sp_http_server *s, int fd, void (*cb)(void *ctx),
                                void *ctx) SP_MUST_USE;
+
+/* ---- Internal requests (loop thread) ------------------------------------------------------ */
+
+/* The answer to an internal request: its status and body (status 0: none, the request was
+ * dropped or its connection closed by the handler). body is valid during the call only. */
+typedef void (*sp_http_on_response)(void *ctx, int status, const char *body, size_t len);
+
+/* A request from inside the process (a batch line), handed to the handler as if a client had
+ * sent it (method, path, a JSON body copied; the handler sees an sp_http_conn for which
+ * sp_http_conn_is_internal is true). Its response, whole or streamed, is collected and given to
+ * on_response from the loop, never from within this call, after which the request is freed.
+ * *out (may be NULL) identifies it until then, for sp_http_server_cancel_injected. The handler
+ * runs within the call. SP_ERR_NOMEM. */
+sp_err sp_http_server_inject(sp_http_server *s, const char *method, const char *path,
+                             const char *body, size_t len, sp_http_on_response on_response,
+                             void *ctx, sp_http_conn **out) SP_MUST_USE;
+
+/* The response to internal request c is no longer wanted: as when a client disconnects, the
+ * handler's on_close runs if it still owes a response, and on_response is never called. */
+void sp_http_server_cancel_injected(sp_http_conn *c);
+
+/* Whether c is an internal request. */
+bool sp_http_conn_is_internal(const sp_http_conn *c);
 
 /* Calls cb on the loop thread every period_ms milliseconds (one timer per server). */
 sp_err sp_http_server_set_tick(sp_http_server *s, int period_ms, void (*cb)(void *ctx),

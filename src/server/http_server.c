@@ -110,7 +110,15 @@ struct sp_http_conn {
     int64_t deadline_us; // close when the clock passes it; 0: none
     bool deadline_idle;  // an idle deadline: write progress pushes it back
     void *user;
-    sp_http_conn *prev, *next; // srv->conns; left as they were when unlinked
+    // An internal request (sp_http_server_inject): no socket; the response (its status, and
+    // its body in out) goes to on_response from the loop once it has ended.
+    bool internal;
+    bool ended; // internal: the response has ended (or the request was dropped: status 0)
+    int status;
+    sp_http_on_response on_response;
+    void *response_ctx;
+    sp_http_conn *prev, *next; // srv->conns (internal: srv->injected); left as they were when
+                               // unlinked
     sp_http_conn *next_dirty;
     sp_http_conn *next_closed;
 };
@@ -131,6 +139,8 @@ struct sp_http_server {
     void *tick_ctx;
     sp_http_conn *conns; // open connections
     int n_conns;
+    sp_http_conn *injected; // internal requests in flight or awaiting delivery
+    int n_ready;            // of which ended, to deliver before sleeping
     sp_http_conn *dirty;  // connections to service before sleeping (a stack)
     sp_http_conn *closed; // closed connections to free
     int64_t now_us;       // the clock after the last epoll_wait
@@ -857,6 +867,106 @@ static void on_accept(sp_http_server *s) {
 
 /* ---- The loop --------------------------------------------------------------------------- */
 
+/* ---- Internal requests -------------------------------------------------------------------- */
+
+static void injected_unlink(sp_http_conn *c) {
+    sp_http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->injected = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
+/* The response of an internal request has ended (status 0: it was dropped). */
+static void injected_end(sp_http_conn *c, int status) {
+    if (c->ended)
+        return;
+    c->ended = true;
+    c->status = status;
+    c->state = ST_HEAD;
+    c->srv->n_ready++;
+}
+
+/* Hands every ended internal response to its callback, and frees the request. */
+static void deliver_injected(sp_http_server *s) {
+    for (sp_http_conn *c = s->injected, *next; c && s->n_ready; c = next) {
+        next = c->next;
+        if (!c->ended)
+            continue;
+        s->n_ready--;
+        injected_unlink(c);
+        if (c->on_response)
+            c->on_response(c->response_ctx, c->status, c->out ? c->out : "", c->out_len);
+        conn_free(c);
+    }
+}
+
+sp_err sp_http_server_inject(sp_http_server *s, const char *method, const char *path,
+                             const char *body, size_t len, sp_http_on_response on_response,
+                             void *ctx, sp_http_conn **out) {
+    sp_http_conn *c = calloc(1, sizeof *c);
+    if (!c || !(c->in = malloc(len + 1))) {
+        free(c);
+        return SP_ERR_NOMEM;
+    }
+    memcpy(c->in, body, len);
+    c->in[len] = '\0';
+    c->srv = s;
+    c->fd = -1;
+    c->internal = true;
+    c->state = ST_HANDLER;
+    c->minor_version = 1;
+    c->on_response = on_response;
+    c->response_ctx = ctx;
+    c->next = s->injected;
+    if (s->injected)
+        s->injected->prev = c;
+    s->injected = c;
+    sp_http_req req = {
+        .method = {method, strlen(method)},
+        .target = {path, strlen(path)},
+        .path = {path, strlen(path)},
+        .query = {"", 0},
+        .minor_version = 1,
+        .n_headers = 1,
+        .headers = {{.name = {"Content-Type", 12}, .value = {"application/json", 16}}},
+        .body = c->in,
+        .body_len = len,
+        .keep_alive = true,
+    };
+    if (out)
+        *out = c;
+    s->h.on_request(s->h.ctx, c, &req);
+    return SP_OK;
+}
+
+void sp_http_server_cancel_injected(sp_http_conn *c) {
+    if (!c || !c->internal)
+        return;
+    const bool owned = !c->ended && !c->closed;
+    c->on_response = NULL;
+    c->closed = true;
+    if (owned && c->srv->h.on_close)
+        c->srv->h.on_close(c->srv->h.ctx, c, c->user);
+    injected_end(c, 0);
+}
+
+bool sp_http_conn_is_internal(const sp_http_conn *c) {
+    return c && c->internal;
+}
+
+/* The responding calls on an internal request: the body collected, the head dropped. */
+static sp_err injected_put(sp_http_conn *c, const char *data, size_t len) {
+    if (!len)
+        return SP_OK;
+    if (!out_reserve(c, len))
+        return SP_ERR_NOMEM;
+    out_put(c, data, len);
+    return SP_OK;
+}
+
 static void service_dirty(sp_http_server *s) {
     while (s->dirty) {
         sp_http_conn *c = s->dirty;
@@ -922,6 +1032,7 @@ sp_err sp_http_server_run(sp_http_server *s) {
     s->now_us = sp_time_us();
     while (!s->stopping) {
         service_dirty(s);
+        deliver_injected(s);
         free_closed(s);
         struct epoll_event evs[MAX_EVENTS];
         int n = epoll_wait(s->epfd, evs, MAX_EVENTS, wait_ms(s));
@@ -1018,7 +1129,7 @@ sp_err sp_http_server_create(const sp_http_opts *opts, const sp_http_handler *h,
     SP_ASSERT(out && h && h->on_request);
     sp_diag_clear(diag);
     sp_http_opts o = fill_opts(opts);
-    if (o.port < 0 || o.port > 65535)
+    if (o.port < -1 || o.port > 65535)
         return sp_diag_set(diag, SP_ERR_INVALID, UINT64_MAX, "port %d is out of range", o.port);
     sp_err err = SP_OK;
     struct addrinfo *ai = NULL;
@@ -1031,6 +1142,19 @@ sp_err sp_http_server_create(const sp_http_opts *opts, const sp_http_handler *h,
     s->listen_src.kind = SRC_LISTEN;
     s->wake_src.kind = SRC_WAKE;
 
+    if (o.port == -1) { // internal requests only
+        s->port = -1;
+        s->epfd = epoll_create1(EPOLL_CLOEXEC);
+        s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event we = {.events = EPOLLIN, .data.ptr = &s->wake_src};
+        if (s->epfd < 0 || s->wakefd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &we)) {
+            err = io_fail(diag, "epoll/eventfd for", &o, errno);
+            goto fail;
+        }
+        s->now_us = sp_time_us();
+        *out = s;
+        return SP_OK;
+    }
     char port[16];
     snprintf(port, sizeof port, "%d", o.port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -1102,6 +1226,13 @@ void sp_http_server_destroy(sp_http_server *s) {
     while (s->conns)
         conn_close(s->conns, true);
     free_closed(s);
+    for (sp_http_conn *c = s->injected; c; c = c->next) // nobody waits for these answers
+        sp_http_server_cancel_injected(c);
+    while (s->injected) {
+        sp_http_conn *c = s->injected;
+        injected_unlink(c);
+        conn_free(c);
+    }
     while (s->watches) {
         watch *w = s->watches;
         s->watches = w->next;
@@ -1213,6 +1344,12 @@ sp_err sp_http_respond(sp_http_conn *c, int status, const char *content_type,
     bool bodiless = status == 204 || status == 304;
     if (status < 200 || status > 599 || (!body && len) || (bodiless && len))
         return SP_ERR_INVALID;
+    if (c->internal) {
+        if ((err = injected_put(c, body, len)))
+            return err;
+        injected_end(c, status);
+        return SP_OK;
+    }
     bool ka = may_keep_alive(c);
     size_t sent = c->head_method ? 0 : len;
     err = put_head(c, status, content_type, extra_headers, false, !bodiless, len, ka, sent);
@@ -1231,6 +1368,11 @@ sp_err sp_http_stream_begin(sp_http_conn *c, int status, const char *content_typ
         return err;
     if (status < 200 || status > 599 || status == 204 || status == 304)
         return SP_ERR_INVALID;
+    if (c->internal) {
+        c->status = status;
+        c->streaming = true;
+        return SP_OK;
+    }
     // An HTTP/1.0 client knows no chunked encoding: its body ends when the connection does.
     bool chunked = c->minor_version >= 1;
     bool ka = chunked && may_keep_alive(c);
@@ -1252,6 +1394,8 @@ sp_err sp_http_stream_write(sp_http_conn *c, const char *data, size_t len) {
         return SP_ERR_INVALID;
     if (len == 0 || c->head_method) // an empty chunk would end the stream
         return SP_OK;
+    if (c->internal)
+        return injected_put(c, data, len);
     if (pending(c) > c->srv->opts.write_high_water) {
         try_send(c); // the loop may not have flushed since the handler's last writes
         if (pending(c) > c->srv->opts.write_high_water)
@@ -1274,6 +1418,11 @@ sp_err sp_http_stream_end(sp_http_conn *c) {
     sp_err err = check_owned(c, true);
     if (err != SP_OK)
         return err;
+    if (c->internal) {
+        c->streaming = false;
+        injected_end(c, c->status);
+        return SP_OK;
+    }
     if (c->chunked && !c->head_method) {
         static const char last[] = "0\r\n\r\n";
         if (!out_reserve(c, sizeof last - 1))
@@ -1289,6 +1438,10 @@ size_t sp_http_conn_pending(const sp_http_conn *c) {
 }
 
 void sp_http_conn_close(sp_http_conn *c) {
-    if (c)
+    if (c && c->internal) {
+        c->closed = true;
+        injected_end(c, 0);
+    } else if (c) {
         conn_close(c, false);
+    }
 }

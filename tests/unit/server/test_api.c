@@ -650,6 +650,52 @@ static void test_head_and_methods(void **state) {
     server_stop();
 }
 
+/* /tokenize in llama.cpp's form and vLLM's: a completions prompt tokenizes as the content with
+ * special tokens added, and a chat request's count is what generation counts as its prompt. */
+static void test_tokenize(void **state) {
+    (void)state;
+    sp_engine_opts eo = engine_opts();
+    sp_api_opts ao = api_opts();
+    server_start(&eo, &ao);
+    reply r;
+    call("POST", "/tokenize", "{\"content\": \"Once upon a time\", \"add_special\": true}", &r);
+    assert_int_equal(r.status, 200);
+    json_t *a = body_json(&r);
+    free(r.body);
+    call("POST", "/tokenize", "{\"prompt\": \"Once upon a time\"}", &r);
+    assert_int_equal(r.status, 200);
+    json_t *b = body_json(&r);
+    free(r.body);
+    assert_true(json_equal(json_object_get(a, "tokens"), json_object_get(b, "tokens")));
+    assert_int_equal(json_integer_value(json_object_get(b, "count")),
+                     json_array_size(json_object_get(b, "tokens")));
+    assert_true(json_array_size(json_object_get(b, "tokens")) > 2);
+    json_decref(a);
+    json_decref(b);
+    const char *msgs = "\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, "
+                       "{\"role\": \"user\", \"content\": \"Once upon a time\"}]";
+    char body[512];
+    snprintf(body, sizeof body, "{%s}", msgs);
+    call("POST", "/tokenize", body, &r);
+    assert_int_equal(r.status, 200);
+    a = body_json(&r);
+    free(r.body);
+    snprintf(body, sizeof body, "{%s, \"max_tokens\": 1}", msgs);
+    call("POST", "/v1/chat/completions", body, &r);
+    assert_int_equal(r.status, 200);
+    b = body_json(&r);
+    free(r.body);
+    assert_int_equal(json_integer_value(json_object_get(a, "count")),
+                     json_integer_value(json_object_get(json_object_get(b, "usage"),
+                                                        "prompt_tokens")));
+    json_decref(a);
+    json_decref(b);
+    call("POST", "/tokenize", "{\"messages\": 3}", &r);
+    expect_error(&r, 400, NULL);
+    free(r.body);
+    server_stop();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_usage_counts_each_prompt_once, teardown),
@@ -657,6 +703,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_failures_answered_once, teardown),
         cmocka_unit_test_teardown(test_pool_bounds_requests, teardown),
         cmocka_unit_test_teardown(test_head_and_methods, teardown),
+        cmocka_unit_test_teardown(test_tokenize, teardown),
         cmocka_unit_test_teardown(test_allocation_failures, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
