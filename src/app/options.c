@@ -196,3 +196,17 @@ int sp_engine_options_parse(sp_engine_opts *o, int argc, char **argv) {
     }
     return 2;
 }
+
+const char *sp_default_data_dir(char *buf, size_t cap) {
+    const char *v;
+    int n;
+    if ((v = getenv("SPINDLE_DATA_DIR")) && *v)
+        n = snprintf(buf, cap, "%s", v);
+    else if ((v = getenv("XDG_DATA_HOME")) && *v)
+        n = snprintf(buf, cap, "%s/spindle", v);
+    else if ((v = getenv("HOME")) && *v)
+        n = snprintf(buf, cap, "%s/.local/share/spindle", v);
+    else
+        return NULL;
+    return n > 0 && (size_t)n < cap ? buf : NULL;
+}

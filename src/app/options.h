@@ -25,4 +25,9 @@ bool sp_parse_spec(const char *s, sp_engine_opts *o);
 /* Parses a size with an optional K/M/G suffix (powers of 1024), e.g. "512M", "2G". */
 bool sp_parse_size(const char *s, int64_t *out);
 
+/* The default data directory (files and batch jobs): $SPINDLE_DATA_DIR, else
+ * $XDG_DATA_HOME/spindle, else $HOME/.local/share/spindle, into buf[cap]; NULL when none of
+ * these is set. */
+const char *sp_default_data_dir(char *buf, size_t cap);
+
 #endif

@@ -16,6 +16,7 @@
 #include "sched/engine.h"
 #include "server/api.h"
 #include "server/http.h"
+#include "store/store.h"
 #include "tmpl/tmpl.h"
 #include "tok/tok.h"
 
@@ -39,12 +40,15 @@ typedef struct serve_state {
 
 static void on_tick(void *ctx) {
     serve_state *st = ctx;
-    if (!n_signals)
+    if (!n_signals) {
+        sp_api_tick(st->api);
         return;
+    }
     int64_t now = sp_time_us();
     if (!st->shutdown_at_us) {
         st->shutdown_at_us = now;
         sp_http_server_stop_accepting(st->http);
+        sp_api_stop_batches(st->api); // (their lines in flight run again at the next start)
         SP_INFO("shutting down: %d requests in flight, %d ms grace period",
                 sp_api_n_active(st->api), st->grace_ms);
     }
@@ -65,7 +69,8 @@ static void serve_usage(FILE *f) {
     fprintf(f,
             "usage: spindle serve -m MODEL.gguf [options]\n\n"
             "Serves the OpenAI API (POST /v1/completions, POST /v1/chat/completions, GET\n"
-            "/v1/models, GET /health, GET /metrics, POST /tokenize, POST /detokenize).\n\n"
+            "/v1/models, GET /health, GET /metrics, POST /tokenize, POST /detokenize, and the\n"
+            "Files and Batch APIs: /v1/files, /v1/batches).\n\n"
             "  -m, --model FILE        GGUF model (llama, qwen2, qwen3, phi3)\n"
             "  --host ADDR             address to listen on (default 127.0.0.1)\n"
             "  --port N                port (default 8080; 0 picks a free one)\n"
@@ -77,11 +82,14 @@ static void serve_usage(FILE *f) {
             "  --max-waiting N         waiting requests beyond which new ones get 503\n"
             "                          (default 1024)\n"
             "  --max-conns N           open connections at most (default 256)\n"
+            "  --data-dir DIR          files and batch jobs (default $SPINDLE_DATA_DIR, else\n"
+            "                          $XDG_DATA_HOME/spindle, else ~/.local/share/spindle)\n"
+            "  --max-upload-mb N       largest file upload in MiB (default 200)\n"
             "  --grace SECONDS         on SIGINT/SIGTERM, time for requests to finish (default 10)\n");
 }
 
 int sp_cmd_serve(int argc, char **argv) {
-    const char *model_path = NULL, *tmpl_path = NULL;
+    const char *model_path = NULL, *tmpl_path = NULL, *data_dir = NULL;
     sp_http_opts ho = sp_http_opts_default();
     ho.port = 8080;
     sp_api_opts ao = sp_api_opts_default();
@@ -132,6 +140,10 @@ int sp_cmd_serve(int argc, char **argv) {
             ho.max_conns = (int)n;
         else if (!strcmp(a, "--grace") && num && n >= 0 && n < 3600)
             grace_s = (int)n;
+        else if (!strcmp(a, "--data-dir"))
+            data_dir = v;
+        else if (!strcmp(a, "--max-upload-mb") && num && n > 0 && n <= (1 << 16))
+            ao.max_upload_bytes = (size_t)n << 20;
         else {
             fprintf(stderr, "spindle serve: unknown option or bad value: %s %s (see --help)\n",
                     a, v);
@@ -155,6 +167,8 @@ int sp_cmd_serve(int argc, char **argv) {
     sp_tmpl *t = NULL;
     sp_engine *e = NULL;
     sp_api *api = NULL;
+    sp_store *store = NULL;
+    char data_buf[1024];
     serve_state st = {.grace_ms = grace_s * 1000};
     char *src = NULL;
     size_t src_len = 0;
@@ -201,7 +215,19 @@ int sp_cmd_serve(int argc, char **argv) {
                 d.msg[0] ? d.msg : sp_err_str(err));
         goto done;
     }
-    if ((err = sp_http_server_watch_fd(st.http, sp_engine_notify_fd(e), sp_api_on_engine_output,
+    if (!data_dir)
+        data_dir = sp_default_data_dir(data_buf, sizeof data_buf);
+    if (data_dir && (err = sp_store_open(data_dir, &store, &d))) {
+        // Online serving does not depend on it: the batch endpoints say what is wrong.
+        SP_ERROR("files and batches are unavailable: %s", d.msg);
+        store = NULL;
+    } else if (!data_dir) {
+        snprintf(d.msg, sizeof d.msg, "no data directory: start the server with --data-dir");
+    }
+    if (store)
+        SP_INFO("files and batch jobs in %s", data_dir);
+    if ((err = sp_api_enable_batches(api, store, d.msg, st.http)) ||
+        (err = sp_http_server_watch_fd(st.http, sp_engine_notify_fd(e), sp_api_on_engine_output,
                                        api)) ||
         (err = sp_http_server_set_tick(st.http, 100, on_tick, &st)) ||
         (err = sp_engine_start(e))) {
@@ -228,10 +254,13 @@ int sp_cmd_serve(int argc, char **argv) {
     rc = 0;
 done:
     signal_server = NULL;
+    if (api)
+        sp_api_stop_batches(api);
     // Closing the connections cancels their requests; the engine then finishes them all.
     sp_http_server_destroy(st.http);
     sp_engine_destroy(e);
     sp_api_destroy(api);
+    sp_store_close(store);
     sp_tmpl_destroy(t);
     free(src);
     sp_vocab_destroy(v);

@@ -14,7 +14,9 @@ sp_api_opts sp_api_opts_default(void) {
     return (sp_api_opts){.model_name = "spindle",
                          .max_waiting = 1024,
                          .stall_us = 30 * 1000000LL,
-                         .log_requests = true};
+                         .log_requests = true,
+                         .max_upload_bytes = (size_t)200 << 20,
+                         .max_line_bytes = (size_t)4 << 20};
 }
 
 static void handle_completions(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
@@ -27,7 +29,9 @@ static void handle_chat(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
 
 typedef struct route {
     const char *path;   // without the optional /v1 prefix
-    const char *method; // GET routes answer HEAD too (the server sends only the head)
+    const char *method; // GET routes answer HEAD too (the server sends only the head); NULL:
+                        // the path and everything below it ("/files/ID"), the handler checks
+                        // methods
     bool public;        // reachable without the API key (health checks, scrapers)
     void (*handle)(sp_api *a, sp_http_conn *c, const sp_http_req *req);
 } route;
@@ -40,10 +44,20 @@ static const route routes[] = {
     {"/metrics", "GET", true, sp__api_handle_metrics},
     {"/tokenize", "POST", false, sp__api_handle_tokenize},
     {"/detokenize", "POST", false, sp__api_handle_detokenize},
+    {"/files", NULL, false, sp__api_handle_files},
+    {"/batches", NULL, false, sp__api_handle_batches},
 };
 
-static bool authorized(const sp_api *a, const sp_http_req *req) {
-    if (!a->o.api_key)
+/* Whether path is r's (a subtree route: its path or below it). */
+static bool route_matches(const route *r, sp_str path) {
+    if (r->method)
+        return sp_str_eq(path, r->path);
+    const size_t n = strlen(r->path);
+    return path.len >= n && !memcmp(path.ptr, r->path, n) && (path.len == n || path.ptr[n] == '/');
+}
+
+static bool authorized(const sp_api *a, const sp_http_conn *c, const sp_http_req *req) {
+    if (!a->o.api_key || sp_http_conn_is_internal(c)) // (a batch line: authorized when created)
         return true;
     const sp_str *h = sp_http_req_header(req, "Authorization");
     if (!h || h->len < 7 || strncasecmp(h->ptr, "Bearer ", 7))
@@ -59,7 +73,7 @@ static bool authorized(const sp_api *a, const sp_http_req *req) {
 }
 
 static bool method_allowed(const route *r, sp_str method) {
-    return sp_str_eq(method, r->method) || (!strcmp(r->method, "GET") && sp_str_eq(method, "HEAD"));
+    return !r->method || sp_str_eq(method, r->method) || (!strcmp(r->method, "GET") && sp_str_eq(method, "HEAD"));
 }
 
 static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {
@@ -74,7 +88,7 @@ static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {
     snprintf(pbuf, sizeof pbuf, "%.*s", (int)SP_MIN(req->path.len, 60), req->path.ptr);
     const route *r = NULL;
     for (size_t i = 0; i < SP_ARRAY_LEN(routes) && !r; i++)
-        if (sp_str_eq(path, routes[i].path))
+        if (route_matches(&routes[i], path))
             r = &routes[i];
     if (!r) {
         sp__api_send_error(a, c, 404, "invalid_request_error", NULL, "not_found", NULL, pbuf,
@@ -91,7 +105,7 @@ static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {
                            pbuf, "%s takes %s", pbuf, r->method);
         return;
     }
-    if (!r->public && !authorized(a, req)) {
+    if (!r->public && !authorized(a, c, req)) {
         sp__api_send_error(a, c, 401, "invalid_request_error", NULL, "invalid_api_key",
                            "WWW-Authenticate: Bearer\r\n", pbuf,
                            "missing or invalid API key: send 'Authorization: Bearer <key>'");
@@ -100,8 +114,20 @@ static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {
     r->handle(a, c, req);
 }
 
+/* Uploads to /v1/files may be larger than other bodies. */
+static size_t body_limit(void *ctx, const sp_http_req *req) {
+    const sp_api *a = ctx;
+    sp_str p = req->path;
+    if (p.len >= 3 && !memcmp(p.ptr, "/v1", 3))
+        p = (sp_str){p.ptr + 3, p.len - 3};
+    return sp_str_eq(req->method, "POST") && sp_str_eq(p, "/files") ? a->o.max_upload_bytes : 0;
+}
+
 sp_http_handler sp_api_handler(sp_api *a) {
-    return (sp_http_handler){.ctx = a, .on_request = on_request, .on_close = sp__api_on_close};
+    return (sp_http_handler){.ctx = a,
+                             .on_request = on_request,
+                             .on_close = sp__api_on_close,
+                             .body_limit = body_limit};
 }
 
 sp_err sp_api_create(const sp_api_opts *opts, const sp_model *m, const sp_vocab *v,
@@ -116,6 +142,10 @@ sp_err sp_api_create(const sp_api_opts *opts, const sp_model *m, const sp_vocab 
         a->o.max_waiting = 1024;
     if (a->o.stall_us <= 0)
         a->o.stall_us = 30 * 1000000LL;
+    if (!a->o.max_upload_bytes)
+        a->o.max_upload_bytes = (size_t)200 << 20;
+    if (!a->o.max_line_bytes)
+        a->o.max_line_bytes = (size_t)4 << 20;
     a->m = m;
     a->v = v;
     a->tmpl = tmpl;
@@ -126,9 +156,31 @@ sp_err sp_api_create(const sp_api_opts *opts, const sp_model *m, const sp_vocab 
     return SP_OK;
 }
 
+sp_err sp_api_enable_batches(sp_api *a, sp_store *store, const char *store_error,
+                             sp_http_server *srv) {
+    a->store = store;
+    a->srv = srv;
+    snprintf(a->store_error, sizeof a->store_error, "%s",
+             store_error ? store_error : "the server was started without a data directory");
+    return store ? sp__batch_runner_create(a, &a->runner) : SP_OK;
+}
+
+void sp_api_tick(sp_api *a) {
+    sp__batch_advance(a->runner);
+}
+
+void sp_api_stop_batches(sp_api *a) {
+    sp__batch_stop(a->runner);
+}
+
+bool sp_api_batches_idle(const sp_api *a) {
+    return sp__batch_idle(a->runner);
+}
+
 void sp_api_destroy(sp_api *a) {
     if (!a)
         return;
+    sp__batch_runner_destroy(a->runner);
     sp__api_free_all(a);
     sp_grammars_clear(&a->grammars);
     free(a);

@@ -17,6 +17,7 @@
 #include "server/grammars.h"
 #include "server/metrics.h"
 #include "server/oai.h"
+#include "store/store.h"
 
 typedef struct api_op api_op;
 
@@ -77,6 +78,12 @@ struct sp_api {
     uint64_t next_id;
     uint64_t seed_state;
     sp_grammars grammars; // compiled grammars of recent requests
+    // Offline jobs (sp_api_enable_batches): the store (NULL: the Files and Batch endpoints
+    // answer 503 with store_error), the server that runs batch lines, and their runner.
+    sp_store *store;
+    char store_error[256];
+    sp_http_server *srv;
+    struct sp__batch_runner *runner;
 };
 
 /* ---- render.c ---- */
@@ -135,6 +142,39 @@ void sp__api_on_close(void *ctx, sp_http_conn *c, void *user);
 
 /* Frees every exchange (API teardown). */
 void sp__api_free_all(sp_api *a);
+
+/* ---- files.c, batches.c: the Files and Batch endpoints ---- */
+
+void sp__api_handle_files(sp_api *a, sp_http_conn *c, const sp_http_req *req);
+void sp__api_handle_batches(sp_api *a, sp_http_conn *c, const sp_http_req *req);
+
+/* The value of query parameter name (no percent-decoding: ids and numbers need none) into
+ * out[cap]; false when absent or too long. */
+bool sp__api_query_param(const sp_http_req *req, const char *name, char *out, size_t cap);
+/* Whether the store is there; otherwise answers 503 saying why. */
+bool sp__api_store_ready(sp_api *a, sp_http_conn *c, const char *path);
+/* A file object of the Files API. */
+json_t *sp__api_file_json(const sp_store_file *f);
+/* Whether url is an endpoint batch lines may call. */
+bool sp__api_batch_endpoint(const char *url);
+
+/* ---- batch_run.c: running batches ---- */
+
+typedef struct sp__batch_runner sp__batch_runner;
+
+/* A runner for a's store and server, resuming the batches a previous process left. */
+sp_err sp__batch_runner_create(sp_api *a, sp__batch_runner **out);
+/* Cancels the lines in flight (they stay pending) and frees; NULL is a no-op. */
+void sp__batch_runner_destroy(sp__batch_runner *r);
+/* Validates new batches, finalizes finished ones, keeps lines in flight. */
+void sp__batch_advance(sp__batch_runner *r);
+/* Starts cancelling batch id (cancelling, then cancelled with the results so far).
+ * SP_ERR_NOT_FOUND. */
+sp_err sp__batch_cancel(sp__batch_runner *r, const char *id, sp_diag *d);
+/* Shutdown: the lines in flight are cancelled (pending, for the next start); no new ones. */
+void sp__batch_stop(sp__batch_runner *r);
+/* Whether no batch is running. */
+bool sp__batch_idle(const sp__batch_runner *r);
 
 /* ---- endpoints.c ---- */
 

@@ -85,6 +85,9 @@ typedef struct sp_http_handler {
      * response was not finished; user is what the handler attached with sp_http_set_user.
      * After this call c is invalid. */
     void (*on_close)(void *ctx, sp_http_conn *c, void *user);
+    /* Optional: the largest body of this request (its head parsed, body fields empty); 0 for
+     * the server's max_body_bytes. Larger bodies get 413. */
+    size_t (*body_limit)(void *ctx, const sp_http_req *req);
 } sp_http_handler;
 
 /* Zero (or NULL) fields other than port take the default. */

@@ -566,10 +566,12 @@ static void conn_process(sp_http_conn *c) {
                 reply_error(c, status, diag.msg);
                 break;
             }
-            if (cl > s->opts.max_body_bytes) {
+            size_t limit = s->h.body_limit ? s->h.body_limit(s->h.ctx, &req) : 0;
+            if (!limit)
+                limit = s->opts.max_body_bytes;
+            if (cl > limit) {
                 char msg[96];
-                snprintf(msg, sizeof msg, "the request body is larger than %zu bytes",
-                         s->opts.max_body_bytes);
+                snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", limit);
                 reply_error(c, 413, msg);
                 break;
             }
