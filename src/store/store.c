@@ -1,6 +1,8 @@
 /* Opening the store, its schema, transactions and the helpers its files share (store_int.h). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +197,8 @@ static void remove_orphans(sp_store *s) {
 
 sp_err sp_store_open(const char *dir, sp_store **out, sp_diag *d) {
     sp_store *s = calloc(1, sizeof *s);
+    if (s)
+        s->lock_fd = -1;
     if (!s || !(s->dir = strdup(dir)) || !(s->files_dir = malloc(strlen(dir) + 8))) {
         sp_store_close(s);
         return SP_ERR_NOMEM;
@@ -204,6 +208,19 @@ sp_err sp_store_open(const char *dir, sp_store **out, sp_diag *d) {
     char *path = malloc(strlen(dir) + 16);
     if (!err && !path)
         err = SP_ERR_NOMEM;
+    if (!err) {
+        // One process per data directory: two would run the same batches.
+        snprintf(path, strlen(dir) + 16, "%s/lock", dir);
+        s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (s->lock_fd < 0)
+            err = sp_diag_set(d, SP_ERR_IO, UINT64_MAX, "cannot create %s: %s", path,
+                              strerror(errno));
+        else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0)
+            err = sp_diag_set(d, SP_ERR_IO, UINT64_MAX,
+                              "the data directory %s is in use by another Spindle process: give "
+                              "each one its own --data-dir",
+                              dir);
+    }
     if (!err) {
         snprintf(path, strlen(dir) + 16, "%s/spindle.db", dir);
         const int rc =
@@ -234,6 +251,8 @@ void sp_store_close(sp_store *s) {
     if (!s)
         return;
     sqlite3_close(s->db);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); // (releases the lock)
     free(s->dir);
     free(s->files_dir);
     free(s);

@@ -3,6 +3,7 @@
  *
  *   DIR/spindle.db     files, batches, lines (the schema in store.c)
  *   DIR/files/ID       the content of file ID (written to a temporary name, synced, renamed)
+ *   DIR/lock           held by the process that has the store open
  *
  * A line's result is committed once: sp_store_line_finish records it only while the line is
  * still pending, in one transaction with the batch's counts, so a process killed at any point
@@ -26,7 +27,8 @@ enum { SP_STORE_ID_LEN = 40 }; // room for an id and its NUL ("file-" or "batch_
 
 /* Opens the store in dir, creating dir, the database and the files folder if needed, and
  * removes content files that no row names (left by a process killed between writing a file
- * and recording it). SP_ERR_IO (cannot create or open; the path and the reason in d),
+ * and recording it). One process at a time: the directory is locked while the store is open.
+ * SP_ERR_IO (cannot create or open, or another process has it open; the reason in d),
  * SP_ERR_FORMAT (the database is not one or fails its integrity check), SP_ERR_UNSUPPORTED (a
  * database of a newer schema), SP_ERR_NOMEM. */
 SP_MUST_USE sp_err sp_store_open(const char *dir, sp_store **out, sp_diag *d);

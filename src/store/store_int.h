@@ -13,6 +13,7 @@ struct sp_store {
     sqlite3 *db;
     char *dir;        // the data directory
     char *files_dir;  // DIR/files
+    int lock_fd;      // DIR/lock, held (flock) while the store is open
     int tx_depth;     // sp_store_begin nesting
     uint64_t tmp_seq; // names of files being written
 };

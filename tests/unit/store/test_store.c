@@ -189,6 +189,12 @@ static void test_batches(void **st) {
     assert_int_equal(sp_store_batch_get(s, b[1].id, &got), SP_OK);
     assert_int_equal(got.completed, 1);
     sp_store_batch_deinit(&got);
+    // One process at a time (flock locks belong to open files: a second open in this process
+    // is refused as another process's would be).
+    sp_store *s2;
+    sp_diag_clear(&d);
+    assert_int_equal(sp_store_open(dir, &s2, &d), SP_ERR_IO);
+    assert_non_null(strstr(d.msg, "in use"));
     sp_store_close(s);
     free(dir);
 }
