@@ -10,11 +10,12 @@ if [[ ! -d "$here/node/node_modules/openai" ]]; then
     exit 1
 fi
 log=$(mktemp)
+data=$(mktemp -d)
 key=test-key-$$
 "$bin" serve -m "$shared/models/stories260K.gguf" --port 0 --api-key "$key" --ctx 512 \
-    --spec fixed:8 2>"$log" &
+    --spec fixed:8 --data-dir "$data" 2>"$log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$log" "$data"' EXIT
 wait_port "$log" "$pid"
 cd "$here/node"
 SPINDLE_URL="http://127.0.0.1:$port" SPINDLE_KEY="$key" node --test
