@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"batch", sp_cmd_batch, "run a batch input file (OpenAI Batch API lines) without a server"},
     {"bench", sp_cmd_bench, "benchmark the engine offline (prefill and batched decode)"},
     {"chat-template", sp_cmd_chat_template, "render a conversation with a model's chat template"},
     {"generate", sp_cmd_generate, "complete a prompt on the command line"},

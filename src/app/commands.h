@@ -3,6 +3,7 @@
 #ifndef SP_APP_COMMANDS_H
 #define SP_APP_COMMANDS_H
 
+int sp_cmd_batch(int argc, char **argv);
 int sp_cmd_bench(int argc, char **argv);
 int sp_cmd_chat_template(int argc, char **argv);
 int sp_cmd_generate(int argc, char **argv);

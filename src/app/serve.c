@@ -10,6 +10,7 @@
 
 #include "app/commands.h"
 #include "app/options.h"
+#include "app/stack.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "model/model.h"
@@ -162,43 +163,18 @@ int sp_cmd_serve(int argc, char **argv) {
     int rc = 1;
     sp_diag d;
     sp_diag_clear(&d);
-    sp_model *m = NULL;
-    sp_vocab *v = NULL;
-    sp_tmpl *t = NULL;
+    sp_stack stack = {0};
     sp_engine *e = NULL;
     sp_api *api = NULL;
     sp_store *store = NULL;
     char data_buf[1024];
     serve_state st = {.grace_ms = grace_s * 1000};
-    char *src = NULL;
-    size_t src_len = 0;
-    sp_err err = sp_model_load(model_path, &m, &d);
-    if (err) {
-        fprintf(stderr, "spindle serve: cannot load '%s': %s: %s\n", model_path,
-                sp_err_str(err), d.msg);
+    sp_err err;
+    if (!sp_stack_load(&stack, "serve", model_path, tmpl_path))
         goto done;
-    }
-    if ((err = sp_vocab_load(m->gguf, &v, &d))) {
-        fprintf(stderr, "spindle serve: cannot read the vocabulary: %s\n", d.msg);
-        goto done;
-    }
-    sp_str ts = {0};
-    if (tmpl_path) {
-        int re = sp_read_file(tmpl_path, &src, &src_len);
-        if (re) {
-            fprintf(stderr, "spindle serve: cannot read '%s': %s\n", tmpl_path, strerror(-re));
-            goto done;
-        }
-        ts = (sp_str){src, src_len};
-    } else if (sp_gguf_get_str(m->gguf, "tokenizer.chat_template", &ts, NULL) != SP_OK) {
-        ts = (sp_str){0};
-        SP_INFO("the model has no chat template: chat uses ChatML");
-    }
-    ao.tool_format = sp_tools_detect(ts.ptr, ts.len);
-    if (ts.ptr && (err = sp_tmpl_compile(ts.ptr, ts.len, &t, &d))) {
-        fprintf(stderr, "spindle serve: the chat template does not compile: %s\n", d.msg);
-        goto done;
-    }
+    sp_model *m = stack.m;
+    sp_vocab *v = stack.v;
+    ao.tool_format = stack.tool_format;
     // A secret seed keeps clients from aiming hash collisions at the prefix index (collisions
     // are harmless for correctness: blocks are verified by their tokens).
     eo.kv_hash_seed = (uint64_t)sp_time_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
@@ -206,7 +182,7 @@ int sp_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "spindle serve: %s: %s\n", sp_err_str(err), d.msg);
         goto done;
     }
-    if ((err = sp_api_create(&ao, m, v, t, e, &api)))
+    if ((err = sp_api_create(&ao, m, v, stack.t, e, &api)))
         goto done;
     st.api = api;
     sp_http_handler h = sp_api_handler(api);
@@ -261,9 +237,6 @@ done:
     sp_engine_destroy(e);
     sp_api_destroy(api);
     sp_store_close(store);
-    sp_tmpl_destroy(t);
-    free(src);
-    sp_vocab_destroy(v);
-    sp_model_destroy(m);
+    sp_stack_free(&stack);
     return rc;
 }
