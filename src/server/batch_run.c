@@ -31,6 +31,7 @@ enum {
     GROUP_MIN_SHARED = 16, // lines sharing fewer tokens start a new group
     MAX_ERRORS = 100,      // validation errors recorded per batch
     RETRY_US = 500 * 1000, // a line refused for overload is retried after this
+    ONLINE_SEQS = 8,       // running sequences batches leave to online requests
 };
 
 typedef struct job job;
@@ -617,8 +618,11 @@ static void cancel_running(job *j) {
     }
 }
 
+/* Lines in flight at most: the engine's running sequences, less a few left free so that an
+ * online request starts at once instead of waiting for (or preempting) a batch line. */
 static int32_t max_running(const sp__batch_runner *r) {
-    return SP_MAX(1, sp_engine_max_seqs(r->a->e));
+    const int32_t n = sp_engine_max_seqs(r->a->e);
+    return SP_MAX(1, n - SP_MIN(ONLINE_SEQS, n / 4));
 }
 
 /* Moves every batch along: validates new ones, finalizes finished ones, keeps lines in
