@@ -19,6 +19,7 @@ Input formats (see the comment at the top of each tests/fuzz/fuzz_*.c):
   fuzz_oai   a JSON request body, tried on both endpoints
   fuzz_tok   text (any bytes; invalid UTF-8 must be refused at its first bad byte)
   fuzz_grammar GBNF text, then a NUL byte and output bytes for a matcher
+  fuzz_multipart the Content-Type header value, a NUL byte, then a multipart/form-data body
 """
 import json
 import os
@@ -379,11 +380,32 @@ def grammar_seeds():
     return {k: t.encode("utf-8") + b"\0" + o.encode("utf-8") for k, (t, o) in g.items()}
 
 
+# ---- multipart uploads -----------------------------------------------------------------------
+
+def multipart_seeds():
+    ct = b"multipart/form-data; boundary=XyZ123"
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {}}\n'
+    ok = (b"--XyZ123\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+          b"--XyZ123\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n"
+          b"Content-Type: application/jsonl\r\n\r\n" + line + b"\r\n--XyZ123--\r\n")
+    return {
+        "upload": ct + b"\0" + ok,
+        "quoted-boundary": b'multipart/form-data; boundary="a b"\0--a b\r\nContent-Disposition: '
+                           b'form-data; name=x\r\n\r\n1\r\n--a b--',
+        "preamble": ct + b"\0preamble\r\n" + ok,
+        "empty-part": ct + b"\0--XyZ123\r\n\r\n\r\n--XyZ123--",
+        "unterminated": ct + b"\0" + ok[:60],
+        "no-boundary": b"multipart/form-data\0" + ok,
+        "not-multipart": b"application/json\0{}",
+    }
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     for target, seeds in [("fuzz_gguf", gguf_seeds()), ("fuzz_http", http_seeds()),
                           ("fuzz_oai", oai_seeds()), ("fuzz_tok", tok_seeds()),
-                          ("fuzz_grammar", grammar_seeds())]:
+                          ("fuzz_grammar", grammar_seeds()),
+                          ("fuzz_multipart", multipart_seeds())]:
         d = os.path.join(root, target)
         os.makedirs(d, exist_ok=True)
         for name, data in seeds.items():
