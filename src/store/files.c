@@ -19,9 +19,10 @@ struct sp_store_writer {
 };
 
 static sp_err io_fail(sp_diag *d, const char *what, const char *path, int e) {
-    if (e == ENOSPC || e == EDQUOT)
+    if (e == ENOSPC || e == EDQUOT || e == EFBIG)
         return sp_diag_set(d, SP_ERR_IO, UINT64_MAX,
-                           "%s %s: the disk is full: free space there and retry", what, path);
+                           "%s %s: the disk is full (%s): free space there and retry", what, path,
+                           strerror(e));
     return sp_diag_set(d, SP_ERR_IO, UINT64_MAX, "%s %s: %s", what, path, strerror(e));
 }
 

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,11 +248,45 @@ static void test_damaged(void **st) {
     free(dir);
 }
 
+/* A full disk (a file size limit stands in for it): the write fails with an error that says
+ * so, nothing is recorded, and the store works again once there is room. */
+static void test_full_disk(void **st) {
+    (void)st;
+    char *dir = fresh_dir("full");
+    sp_store *s = open_ok(dir);
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_store_file f;
+    enum { BIG = 1 << 20 };
+    char *big = calloc(1, BIG);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 64 << 10;
+    signal(SIGXFSZ, SIG_IGN); // (a write past the limit fails instead of killing the process)
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    const sp_err err = sp_store_file_add(s, "big.jsonl", "batch", big, BIG, &f, &d);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    print_message("%s\n", d.msg);
+    assert_int_equal(err, SP_ERR_IO);
+    assert_non_null(strstr(d.msg, "disk is full"));
+    sp_store_file page[2];
+    int32_t n;
+    bool more;
+    assert_int_equal(sp_store_file_list(s, NULL, NULL, 2, page, &n, &more), SP_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(sp_store_file_add(s, "big.jsonl", "batch", big, BIG, &f, &d), SP_OK);
+    free(big);
+    sp_store_close(s);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_damaged),
+        cmocka_unit_test(test_full_disk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
