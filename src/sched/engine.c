@@ -528,12 +528,23 @@ enum {
  * 1.9x and 3.3 s; 2.25 keeps the streams' p99 gap well within 2x the median TPOT. */
 #define AUTO_BUDGET_FACTOR 2.25
 
+/* Whether every request running or waiting is offline work (SP_PRIORITY_OFFLINE). */
+static bool offline_only(const sp_engine *e) {
+    const sp__req_list *lists[2] = {&e->running, &e->waiting};
+    for (int l = 0; l < 2; l++)
+        for (const sp_request *r = lists[l]->head; r; r = r->next)
+            if (r->params.priority < SP_PRIORITY_OFFLINE)
+                return false;
+    return true;
+}
+
 /* The time budget of the step being built, its decodes already in: none for a step without
- * decodes (nobody waits on it for a token) or when turned off. By default AUTO_BUDGET_FACTOR
+ * decodes (nobody waits on it for a token), for a step that serves offline work only, or when
+ * turned off. By default AUTO_BUDGET_FACTOR
  * times the predicted time of a pure decode step of the load being served: every running and
  * waiting request (max_seqs at most) decoding one token at its current length. */
 static double step_budget_us(const sp_engine *e, int32_t n_decode) {
-    if (e->o.prefer_throughput || e->o.max_step_ms < 0 || n_decode == 0)
+    if (e->o.prefer_throughput || e->o.max_step_ms < 0 || n_decode == 0 || offline_only(e))
         return INFINITY;
     if (e->o.max_step_ms > 0)
         return e->o.max_step_ms * 1000.0;

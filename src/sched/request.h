@@ -41,6 +41,11 @@ typedef enum sp_finish {
 /* Name for APIs and logs: "stop", "length", "cancelled", "error"; "" while running. */
 const char *sp_finish_name(sp_finish f);
 
+/* Requests of this priority or above are offline work (batch jobs): nobody waits on their
+ * tokens, so a step that serves nothing else is built for throughput (no time budget: whole
+ * prompt chunks), as with sp_engine_opts.prefer_throughput. */
+#define SP_PRIORITY_OFFLINE 1000000
+
 typedef struct sp_req_params {
     sp_sample_params sample;
     int32_t max_tokens;   // tokens to generate at most (>= 1)
@@ -48,7 +53,8 @@ typedef struct sp_req_params {
     int32_t n_logprobs;   // -1: none; 0..SP_REQ_MAX_TOP_LOGPROBS: the chosen token's
                           // log-probability plus this many top alternatives per step
     bool special;         // render control tokens in the text
-    int32_t priority;     // lower is more urgent (admission policies may use it)
+    int32_t priority;     // lower is more urgent (admission policies may use it);
+                          // SP_PRIORITY_OFFLINE and above: offline work (below)
     const char *const *stop; // stop strings (copied), n_stop of them
     int32_t n_stop;
     uint64_t cache_salt;  // requests share cached KV only with equal salts (0 by default)

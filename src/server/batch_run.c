@@ -26,12 +26,13 @@
 #include "server/api_int.h"
 
 enum {
-    PRIORITY = 1000000,    // lines wait behind every online request (oai.c's bound)
-    KEY_TOKENS = 1024,     // prompt tokens compared to group lines (enough to tell groups)
-    GROUP_MIN_SHARED = 16, // lines sharing fewer tokens start a new group
-    MAX_ERRORS = 100,      // validation errors recorded per batch
-    RETRY_US = 500 * 1000, // a line refused for overload is retried after this
-    ONLINE_SEQS = 8,       // running sequences batches leave to online requests
+    PRIORITY = SP_PRIORITY_OFFLINE, // behind every online request; steps serving only lines
+                                    // are built for throughput
+    KEY_TOKENS = 1024,              // prompt tokens compared to group lines (enough to tell groups)
+    GROUP_MIN_SHARED = 16,          // lines sharing fewer tokens start a new group
+    MAX_ERRORS = 100,               // validation errors recorded per batch
+    RETRY_US = 500 * 1000,          // a line refused for overload is retried after this
+    ONLINE_SEQS = 8,                // running sequences batches leave to online requests
 };
 
 typedef struct job job;

@@ -340,7 +340,8 @@ sp_err sp_oai_parse(json_t *body, sp_oai_kind kind, sp_oai_req *out, sp_diag *d)
         return err;
     if (has)
         r.params.stop_after = (int32_t)i64;
-    if ((err = get_int(body, "priority", -1000000, 1000000, &has, &i64, d)))
+    if ((err = get_int(body, "priority", -SP_PRIORITY_OFFLINE, SP_PRIORITY_OFFLINE, &has, &i64,
+                       d)))
         return err;
     if (has)
         r.params.priority = (int32_t)i64;
