@@ -63,6 +63,13 @@ class Server:
         conn.close()
         return r.status, data
 
+    def metric(self, name):
+        status, data = self.request("GET", "/metrics")
+        for line in data.decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.split()[-1])
+        return 0.0
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=120)
@@ -213,15 +220,19 @@ def main():
             log(f"online: {a.requests} requests, {a.clients} clients, file order")
             srv = Server(a.binary, a.model, f"{tmp}/d1", a.threads)
             tok_on, t_on = run_online(srv, lines, a.clients)
+            pre_on = srv.metric("spindle_prompt_tokens_computed_total")
             srv.stop()
             log(f"batch: the same {a.requests} requests through /v1/batches")
             srv = Server(a.binary, a.model, f"{tmp}/d2", a.threads)
             tok_b, t_b, _ = run_batch(srv, lines)
+            pre_b = srv.metric("spindle_prompt_tokens_computed_total")
             srv.stop()
             res.update(online_tok_s=tok_on / t_on, batch_tok_s=tok_b / t_b,
-                       online_s=t_on, batch_s=t_b)
-            print(f"throughput: online {tok_on / t_on:.1f} output tok/s ({t_on:.1f} s), batch "
-                  f"{tok_b / t_b:.1f} tok/s ({t_b:.1f} s): {t_on / t_b:.2f}x")
+                       online_s=t_on, batch_s=t_b, online_prefill_tokens=pre_on,
+                       batch_prefill_tokens=pre_b)
+            print(f"throughput: online {tok_on / t_on:.1f} output tok/s ({t_on:.1f} s, "
+                  f"{pre_on:.0f} prompt tokens computed), batch {tok_b / t_b:.1f} tok/s "
+                  f"({t_b:.1f} s, {pre_b:.0f} prompt tokens computed): {t_on / t_b:.2f}x")
         log(f"TTFT: {a.ttft_requests} online requests on an idle server, then during a batch")
         srv = Server(a.binary, a.model, f"{tmp}/d3", a.threads)
         idle = run_ttft(srv, a.ttft_requests, a.ttft_interval, 100)
