@@ -97,11 +97,15 @@ static void test_step_loop_allocates_nothing(void **state) {
 /* Under the JSON object grammar, whatever the model prefers most of its tokens are masked. */
 static void test_constrained_steps_allocate_nothing(void **state) {
     (void)state;
+#if !COUNT_ALLOCS
+    skip(); // (before the grammar is made: skip() does not return)
+#else
     sp_grammar *g;
     sp_diag d;
     assert_int_equal(sp_grammar_json_object(&g, &d), SP_OK);
     run_counting(g);
     sp_grammar_release(g);
+#endif
 }
 
 int main(void) {
