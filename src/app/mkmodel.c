@@ -38,13 +38,15 @@ typedef struct mk_opts {
     mk_mix mix;
     uint64_t seed;
     bool tied;
+    const char *add[16]; // --add-token: control tokens appended to the vocabulary
+    int n_add;
 } mk_opts;
 
 static void mk_usage(FILE *f) {
     fprintf(
         f, "usage: spindle mkmodel -o OUT.gguf [--preset NAME | --n-embd N --n-layer N --n-head N\n"
            "                       --n-head-kv N --n-ff N] [--ctx N] [--type TYPE] [--seed S]\n"
-           "                       [--vocab-from FILE.gguf] [--tied]\n\n"
+           "                       [--vocab-from FILE.gguf] [--add-token TEXT]... [--tied]\n\n"
            "Writes a Llama-architecture model with seeded random weights (normal, scaled by\n"
            "1/sqrt(fan_in), so activations stay finite) and the vocabulary of another GGUF.\n\n"
            "  -o, --output FILE      output path (required)\n"
@@ -69,6 +71,9 @@ static void mk_usage(FILE *f) {
            "  --seed S               random seed (default 1)\n"
            "  --vocab-from FILE      GGUF whose tokenizer.* metadata is copied (default\n"
            "                         ../shared/vocab/ggml-vocab-llama-spm.gguf)\n"
+           "  --add-token TEXT       append a control token to the vocabulary (up to 16), such\n"
+           "                         as a chat format's markers that the copied vocabulary\n"
+           "                         lacks: [TOOL_CALLS] for a Mistral-style model\n"
            "  --tied                 share the output head with the token embedding\n");
 }
 
@@ -192,6 +197,43 @@ static bool skip_non_tokenizer(sp_str key, void *ctx) {
     return !(key.len > 10 && !memcmp(key.ptr, "tokenizer.", 10));
 }
 
+/* Appends the --add-token control tokens to the vocabulary copied from `vocab` (its tokens,
+ * their types and scores; a vocabulary without types or scores gets normal tokens and zeros). */
+static sp_err add_tokens(sp_gguf_writer *w, const sp_gguf *vocab, const mk_opts *o) {
+    const sp_gguf_kv *toks = sp_gguf_find(vocab, "tokenizer.ggml.tokens");
+    const sp_gguf_kv *types_kv = sp_gguf_find(vocab, "tokenizer.ggml.token_type");
+    const sp_gguf_kv *scores_kv = sp_gguf_find(vocab, "tokenizer.ggml.scores");
+    const uint64_t n = toks->arr_n, m = n + (uint64_t)o->n_add;
+    sp_str *strs = malloc(m * sizeof *strs);
+    int32_t *types = malloc(m * sizeof *types);
+    float *scores = malloc(m * sizeof *scores);
+    sp_err err = strs && types && scores ? SP_OK : SP_ERR_NOMEM;
+    for (uint64_t i = 0; i < m && !err; i++) {
+        int64_t t = 1; // llama.cpp's LLAMA_TOKEN_TYPE_NORMAL; CONTROL is 3
+        double sc = 0.0;
+        if (i >= n) {
+            strs[i] = (sp_str){o->add[i - n], strlen(o->add[i - n])};
+            t = 3;
+        } else if (!(err = sp_gguf_arr_str(vocab, toks, i, &strs[i])) && types_kv) {
+            err = sp_gguf_arr_int(types_kv, i, &t);
+        }
+        if (!err && i < n && scores_kv)
+            err = sp_gguf_arr_float(scores_kv, i, &sc);
+        types[i] = (int32_t)t;
+        scores[i] = (float)sc;
+    }
+    if (!err)
+        err = sp_gguf_writer_set_arr(w, "tokenizer.ggml.tokens", SP_GGUF_STRING, strs, m);
+    if (!err)
+        err = sp_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SP_GGUF_INT32, types, m);
+    if (!err)
+        err = sp_gguf_writer_set_arr(w, "tokenizer.ggml.scores", SP_GGUF_FLOAT32, scores, m);
+    free(strs);
+    free(types);
+    free(scores);
+    return err;
+}
+
 /* general.file_type: llama.cpp's llama_ftype of the mixes (MOSTLY_Q4_K_M 15, MOSTLY_Q5_K_M
  * 17); otherwise 0 for f32 and 1 for the rest, as before the mixes. */
 static uint32_t file_type(const mk_opts *o) {
@@ -231,7 +273,7 @@ static int mk_run(const mk_opts *o) {
         goto done;
     }
     const mk_shape *s = &o->shape;
-    const int64_t V = (int64_t)toks->arr_n, E = s->n_embd, F = s->n_ff;
+    const int64_t V = (int64_t)toks->arr_n + o->n_add, E = s->n_embd, F = s->n_ff;
     const int64_t D = E / s->n_head, nkv = (int64_t)s->n_head_kv * D;
     st.total = (uint64_t)(V * E * (o->tied ? 1 : 2)) +
                (uint64_t)s->n_layer * (uint64_t)(2 * E * E + 2 * E * nkv + 3 * E * F);
@@ -255,7 +297,8 @@ static int mk_run(const mk_opts *o) {
         (err = sp_gguf_writer_set_f32(st.w, "llama.rope.freq_base", 10000.0f)) ||
         (err = sp_gguf_writer_set_f32(st.w, "llama.attention.layer_norm_rms_epsilon", 1e-5f)) ||
         (err = sp_gguf_writer_set_u32(st.w, "llama.vocab_size", (uint32_t)V)) ||
-        (err = sp_gguf_writer_copy_kv(st.w, vocab, skip_non_tokenizer, NULL)))
+        (err = sp_gguf_writer_copy_kv(st.w, vocab, skip_non_tokenizer, NULL)) ||
+        (o->n_add && (err = add_tokens(st.w, vocab, o))))
         goto fail;
 
     // Small embeddings so the blocks dominate the residual stream; matrices scaled by
@@ -339,6 +382,10 @@ int sp_cmd_mkmodel(int argc, char **argv) {
             o.out = v;
         } else if (!strcmp(a, "--vocab-from")) {
             o.vocab_from = v;
+        } else if (!strcmp(a, "--add-token")) {
+            ok = *v && o.n_add < (int)SP_ARRAY_LEN(o.add);
+            if (ok)
+                o.add[o.n_add++] = v;
         } else if (!strcmp(a, "--preset")) {
             ok = false;
             for (size_t p = 0; p < SP_ARRAY_LEN(presets); p++)
