@@ -17,6 +17,7 @@
 #include "server/grammars.h"
 #include "server/metrics.h"
 #include "server/oai.h"
+#include "server/tools.h"
 #include "store/store.h"
 
 typedef struct api_op api_op;
@@ -29,10 +30,12 @@ typedef struct api_choice {
     sp_req_cursor cur;
     char *text; // accumulated text (non-streamed) or the latest delta (streamed)
     size_t text_len, text_cap;
-    sp_req_token *toks; // (max_tokens) tokens read so far
+    sp_tools_reader *tools; // chat with tools: the output's content and calls (else NULL)
+    sp_req_token *toks;     // (max_tokens) tokens read so far
     int32_t *top_ids;   // (max_tokens, logprobs)
     float *top_lps;
     int32_t n_toks, cap_toks;
+    int32_t lp_from; // streamed: the first token whose log-probabilities are not yet sent
     int32_t n_prompt;
     bool first_of_prompt; // the first choice of its prompt: usage counts the prompt here
     bool submitted;       // the engine has it: it counts as a live sequence until done
@@ -52,8 +55,8 @@ struct api_op {
     bool include_usage;
     bool answered; // the client got its answer (an error) before the choices finished
     bool predicted; // the request brought a predicted output (usage counts its tokens)
-    bool tool_calls; // chat with tools: the output is parsed for tool calls (and streamed
-                     // whole at the end)
+    bool tool_calls;    // chat with tools: each choice's output is read for calls (its tools)
+    bool tools_in_call; // a forced call whose marker ends the prompt (sp_tools_forced_prefix)
     int32_t logprobs;
     int32_t priority;
     char id[48];
@@ -109,8 +112,18 @@ void sp__api_send_error(sp_api *a, sp_http_conn *c, int status, const char *type
 /* Answers 200 with root (taken) and counts the request; a 500 if it cannot be rendered. */
 void sp__api_send_json(sp_api *a, sp_http_conn *c, json_t *root, const char *path);
 
-/* The "finish_reason" of a finished choice. */
-const char *sp__api_finish_reason(sp_finish f);
+/* The "finish_reason" of a finished choice: "length" when max_tokens or the context cut it,
+ * else "tool_calls" when it called tools, else "stop". */
+const char *sp__api_finish_reason(const api_choice *ch);
+
+/* message.tool_calls of a choice's calls: OpenAI's {"id", "type": "function", "function":
+ * {"name", "arguments"}} each. */
+json_t *sp__api_tool_calls(const sp_tools_reader *r);
+
+/* One element of a streamed delta's tool_calls: {"index", "id", "type": "function",
+ * "function": {"name", "arguments": ""}} when a call starts, {"index", "function":
+ * {"arguments": fragment}} as its arguments come. */
+json_t *sp__api_tool_delta(const sp_tool_delta *d);
 
 /* The usage object of an exchange: each prompt counted once, whatever n. */
 json_t *sp__api_usage(const api_op *op);
@@ -128,10 +141,15 @@ json_t *sp__api_response(const api_op *op);
 
 /* The tokens of prompt i of a parsed request q (its body: a chat's tools go to the template),
  * appended to out: completions' prompt i tokenized (text, or token ids checked against the
- * vocabulary), or the chat conversation rendered and tokenized. Errors as sp_tok_encode's and
+ * vocabulary), or the chat conversation rendered (with sp__api_forced_prefix after it) and
+ * tokenized. Errors as sp_tok_encode's and
  * sp_chat_render's, d filled (d->param names the field). */
 sp_err sp__api_prompt_tokens(sp_api *a, sp_oai_kind kind, const sp_oai_req *q, json_t *body,
                              size_t i, sp_tokens *out, sp_diag *d);
+
+/* The text a chat's prompt ends with after its generation prompt: a forced tool call's marker
+ * where the model's format needs it there (sp_tools_forced_prefix), else NULL. */
+const char *sp__api_forced_prefix(const sp_api *a, const sp_oai_req *q);
 
 /* ---- generate.c ---- */
 

@@ -54,6 +54,7 @@ static void op_free(api_op *op) {
             sp_request_set_user(ch->req, NULL);
             sp_request_release(ch->req);
         }
+        sp_tools_reader_destroy(ch->tools);
         free(ch->text);
         free(ch->toks);
         free(ch->top_ids);
@@ -165,65 +166,54 @@ static bool sse_send(api_op *op, json_t *root) {
     return ok;
 }
 
-/* One streamed chunk for a choice: its new text (and logprobs), and its finish reason when
- * final. */
-static bool stream_choice(api_op *op, api_choice *ch, int32_t tok_from, bool final) {
+/* Sends one chunk of a choice: body (taken) as its delta (chat) or text (completions), the
+ * log-probabilities of its tokens not sent yet, and finish_reason (null when NULL). */
+static bool send_chunk(api_op *op, api_choice *ch, json_t *body, const char *finish) {
     json_t *root = sp__api_chunk_base(op);
     json_t *c = json_pack("{s:i}", "index", ch->index);
-    json_t *text = sp__api_json_bytes(ch->text, ch->text_len);
-    if (op->kind == SP_OAI_CHAT) {
-        json_t *delta = json_object();
-        if (ch->text_len || !final)
-            json_object_set_new(delta, "content", text);
-        else
-            json_decref(text);
-        json_object_set_new(c, "delta", delta);
-    } else {
-        json_object_set_new(c, "text", text);
-    }
+    json_object_set_new(c, op->kind == SP_OAI_CHAT ? "delta" : "text", body);
     json_object_set_new(c, "logprobs",
-                        op->logprobs >= 0 && ch->n_toks > tok_from
-                            ? sp__api_logprobs(op, ch, tok_from, ch->n_toks)
+                        op->logprobs >= 0 && ch->n_toks > ch->lp_from
+                            ? sp__api_logprobs(op, ch, ch->lp_from, ch->n_toks)
                             : json_null());
-    json_object_set_new(c, "finish_reason",
-                        final ? json_string(sp__api_finish_reason(ch->finish)) : json_null());
+    ch->lp_from = ch->n_toks;
+    json_object_set_new(c, "finish_reason", finish ? json_string(finish) : json_null());
     json_object_set_new(root, "choices", json_pack("[o]", c));
     if (op->include_usage)
         json_object_set_new(root, "usage", json_null());
     return sse_send(op, root);
 }
 
-/* The last chunk of a chat choice whose output may hold tool calls (streamed whole): its tool
- * calls as OpenAI's tool_calls deltas and finish_reason "tool_calls", or its text as content. */
-static bool stream_tool_calls(api_op *op, api_choice *ch) {
-    char *content = NULL;
-    json_t *calls = sp_tools_parse(op->api->o.tool_format, ch->text, ch->text_len,
-                                   &op->api->seed_state, &content);
-    json_t *root = sp__api_chunk_base(op);
-    json_t *delta = json_object();
-    if (calls) {
-        size_t i;
-        json_t *call;
-        json_array_foreach(calls, i, call) {
-            json_object_set_new(call, "index", json_integer((json_int_t)i));
-        }
-        if (content)
-            json_object_set_new(delta, "content", json_string(content));
-        json_object_set_new(delta, "tool_calls", calls);
-    } else if (ch->text_len) {
-        json_object_set_new(delta, "content", sp__api_json_bytes(ch->text, ch->text_len));
+/* One streamed chunk for a choice: its new text (and logprobs), and its finish reason when
+ * final. */
+static bool stream_choice(api_op *op, api_choice *ch, bool final) {
+    json_t *text = sp__api_json_bytes(ch->text, ch->text_len);
+    json_t *body = text;
+    if (op->kind == SP_OAI_CHAT) {
+        body = json_object();
+        if (ch->text_len || !final)
+            json_object_set_new(body, "content", text);
+        else
+            json_decref(text);
     }
-    free(content);
-    json_t *c = json_pack("{s:i, s:o}", "index", ch->index, "delta", delta);
-    json_object_set_new(c, "logprobs",
-                        op->logprobs >= 0 && ch->n_toks ? sp__api_logprobs(op, ch, 0, ch->n_toks)
-                                                        : json_null());
-    json_object_set_new(c, "finish_reason",
-                        json_string(calls ? "tool_calls" : sp__api_finish_reason(ch->finish)));
-    json_object_set_new(root, "choices", json_pack("[o]", c));
-    if (op->include_usage)
-        json_object_set_new(root, "usage", json_null());
-    return sse_send(op, root);
+    return send_chunk(op, ch, body, final ? sp__api_finish_reason(ch) : NULL);
+}
+
+/* The chunks of a chat choice that may call tools, from what its reader decided since the
+ * last: new content, then each call's start and argument fragments (one chunk each, as OpenAI
+ * sends them), then, when final, an empty delta with the finish reason. */
+static bool stream_tools(api_op *op, api_choice *ch, bool final) {
+    const sp_str content = sp_tools_reader_take_content(ch->tools);
+    if (content.len &&
+        !send_chunk(op, ch,
+                    json_pack("{s:o}", "content", sp__api_json_bytes(content.ptr, content.len)),
+                    NULL))
+        return false;
+    sp_tool_delta d;
+    while (sp_tools_reader_next_delta(ch->tools, &d))
+        if (!send_chunk(op, ch, json_pack("{s:[o]}", "tool_calls", sp__api_tool_delta(&d)), NULL))
+            return false;
+    return !final || send_chunk(op, ch, json_object(), sp__api_finish_reason(ch));
 }
 
 /* The first events of a stream: the assistant role (chat, as OpenAI's first chunk), or the
@@ -241,7 +231,7 @@ static bool stream_start(api_op *op) {
             if (!sse_send(op, root))
                 return false;
         } else if (ch->text_len) {
-            if (!stream_choice(op, ch, 0, false))
+            if (!stream_choice(op, ch, false))
                 return false;
             ch->text_len = 0;
         }
@@ -336,10 +326,15 @@ static void pump_choice(api_choice *ch) {
     size_t text_from = ch->text_len;
     sp_req_read rd;
     int32_t k = op->logprobs > 0 ? op->logprobs : 0;
-    if (sp_request_read(ch->req, &ch->cur, ch->toks + ch->n_toks, ch->cap_toks - ch->n_toks,
+    sp_err err =
+        sp_request_read(ch->req, &ch->cur, ch->toks + ch->n_toks, ch->cap_toks - ch->n_toks,
                         k ? ch->top_ids + (size_t)ch->n_toks * (size_t)k : NULL,
                         k ? ch->top_lps + (size_t)ch->n_toks * (size_t)k : NULL, &ch->text,
-                        &ch->text_len, &ch->text_cap, &rd) != SP_OK) {
+                        &ch->text_len, &ch->text_cap, &rd);
+    if (!err && ch->tools) // a finish reason comes once all the text has been read
+        err = sp_tools_reader_feed(ch->tools, ch->text + text_from, ch->text_len - text_from,
+                                   rd.finish == SP_FINISH_STOP || rd.finish == SP_FINISH_LENGTH);
+    if (err != SP_OK) {
         // Out of memory for the text: the choice ends here with an error (the engine is told
         // to stop; its final notification finds the choice done).
         sp_request_cancel(ch->req);
@@ -365,14 +360,15 @@ static void pump_choice(api_choice *ch) {
     if (op->stream && op->conn) {
         bool final = ch->done && ch->finish != SP_FINISH_ERROR && ch->finish != SP_FINISH_CANCELLED;
         bool has_new = ch->text_len > text_from || ch->n_toks > tok_from;
-        if (op->tool_calls) { // the whole output at the end, once its tool calls are known
-            if (final && !stream_tool_calls(op, ch))
+        if (ch->tools) { // the reader has the text: what it decided is streamed
+            ch->text_len = 0;
+            if (!stream_tools(op, ch, final))
                 stream_abort(op);
         } else if (has_new || final) {
             // Stream only the delta: shift it to the front of the buffer.
             memmove(ch->text, ch->text + text_from, ch->text_len - text_from);
             ch->text_len -= text_from;
-            bool ok = stream_choice(op, ch, tok_from, final);
+            bool ok = stream_choice(op, ch, final);
             ch->text_len = 0;
             if (!ok)
                 stream_abort(op);
@@ -540,6 +536,9 @@ static bool add_choices(api_op *op, sp_http_conn *c, const sp_oai_req *q, size_t
             if (!ch->top_ids || !ch->top_lps)
                 goto nomem;
         }
+        if (op->tool_calls &&
+            sp_tools_reader_create(a->o.tool_format, op->tools_in_call, random_seed(a), &ch->tools))
+            goto nomem;
         sp_err err = sp_request_create(a->v, toks->ids, (int32_t)toks->n, &p, &ch->req, &d);
         if (err == SP_ERR_NOMEM)
             goto nomem;
@@ -643,7 +642,8 @@ void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
         q.params.grammar = grammar;
     }
     if (q.tool_choice == SP_OAI_TOOLS_REQUIRED || q.tool_choice == SP_OAI_TOOLS_NAMED) {
-        // The call is forced: a grammar of one call, in the model's format.
+        // The call is forced: a grammar of one call, in the model's format (after the marker
+        // that the prompt ends with, where the format's marker is a control token).
         sp_err err = sp_tools_grammar(a->o.tool_format, q.tools,
                                       q.tool_choice == SP_OAI_TOOLS_NAMED ? q.tool_name : NULL,
                                       &grammar, &d);
@@ -682,6 +682,7 @@ void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req,
     if (!(op = op_create(a, kind, &q, (int)n_seqs)))
         goto nomem;
     op->tool_calls = tool_calls;
+    op->tools_in_call = sp__api_forced_prefix(a, &q) != NULL;
     for (size_t pi = 0; pi < n_prompts; pi++) {
         toks.n = 0;
         sp_err err = sp__api_prompt_tokens(a, kind, &q, body, pi, &toks, &d);

@@ -31,7 +31,13 @@ static sp_err prompt_tokens(sp_api *a, const sp_oai_req *q, size_t i, sp_tokens 
     return SP_OK;
 }
 
-/* Renders the conversation and tokenizes it. */
+const char *sp__api_forced_prefix(const sp_api *a, const sp_oai_req *q) {
+    const bool forced =
+        q->tool_choice == SP_OAI_TOOLS_REQUIRED || q->tool_choice == SP_OAI_TOOLS_NAMED;
+    return forced ? sp_tools_forced_prefix(a->o.tool_format) : NULL;
+}
+
+/* Renders the conversation and tokenizes it; control tokens are written by their text. */
 static sp_err chat_tokens(sp_api *a, const sp_oai_req *q, json_t *body, sp_tokens *out,
                           sp_diag *d) {
     json_t *extra = json_object();
@@ -54,6 +60,18 @@ static sp_err chat_tokens(sp_api *a, const sp_oai_req *q, json_t *body, sp_token
         if (err != SP_ERR_NOMEM)
             snprintf(d->param, sizeof d->param, "messages");
         return err;
+    }
+    const char *suffix = sp__api_forced_prefix(a, q);
+    if (suffix) {
+        const size_t n = strlen(suffix);
+        char *t = realloc(text, len + n + 1);
+        if (!t) {
+            free(text);
+            return SP_ERR_NOMEM;
+        }
+        memcpy(t + len, suffix, n + 1);
+        text = t;
+        len += n;
     }
     err = sp_tok_encode(a->v, text, len, true, true, out, d);
     free(text);

@@ -5,7 +5,6 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "server/api_int.h"
-#include "server/tools.h"
 
 /* ---- JSON helpers --------------------------------------------------------------------------- */
 
@@ -128,8 +127,31 @@ json_t *sp__api_read_body(sp_api *a, sp_http_conn *c, const sp_http_req *req, co
 
 /* ---- bodies of the generation endpoints ----------------------------------------------------- */
 
-const char *sp__api_finish_reason(sp_finish f) {
-    return f == SP_FINISH_LENGTH ? "length" : "stop";
+const char *sp__api_finish_reason(const api_choice *ch) {
+    if (ch->finish == SP_FINISH_LENGTH)
+        return "length";
+    return ch->tools && sp_tools_reader_n_calls(ch->tools) ? "tool_calls" : "stop";
+}
+
+json_t *sp__api_tool_calls(const sp_tools_reader *r) {
+    json_t *calls = json_array();
+    for (int32_t i = 0; i < sp_tools_reader_n_calls(r); i++) {
+        const sp_tool_call c = sp_tools_reader_call(r, i);
+        json_array_append_new(
+            calls, json_pack("{s:s, s:s, s:{s:o, s:o}}", "id", c.id, "type", "function", "function",
+                             "name", sp__api_json_bytes(c.name, strlen(c.name)), "arguments",
+                             sp__api_json_bytes(c.args, c.args_len)));
+    }
+    return calls;
+}
+
+json_t *sp__api_tool_delta(const sp_tool_delta *d) {
+    json_t *args = sp__api_json_bytes(d->args, d->args_len);
+    if (!d->id)
+        return json_pack("{s:i, s:{s:o}}", "index", d->index, "function", "arguments", args);
+    return json_pack("{s:i, s:s, s:s, s:{s:o, s:o}}", "index", d->index, "id", d->id, "type",
+                     "function", "function", "name", sp__api_json_bytes(d->name, strlen(d->name)),
+                     "arguments", args);
 }
 
 json_t *sp__api_usage(const api_op *op) {
@@ -228,16 +250,13 @@ json_t *sp__api_response(const api_op *op) {
     for (int i = 0; i < op->n_choices; i++) {
         const api_choice *ch = &op->choices[i];
         json_t *c1 = json_pack("{s:i}", "index", ch->index);
-        json_t *text = sp__api_json_bytes(ch->text, ch->text_len);
-        char *content = NULL;
-        json_t *calls = op->tool_calls ? sp_tools_parse(op->api->o.tool_format, ch->text,
-                                                        ch->text_len, &op->api->seed_state,
-                                                        &content)
-                                       : NULL;
+        const bool calls = ch->tools && sp_tools_reader_n_calls(ch->tools);
+        json_t *text;
         if (calls) { // the text outside the calls is the content (null if none)
-            json_decref(text);
-            text = content ? json_string(content) : json_null();
-            free(content);
+            const sp_str content = sp_tools_reader_content(ch->tools);
+            text = content.len ? sp__api_json_bytes(content.ptr, content.len) : json_null();
+        } else {
+            text = sp__api_json_bytes(ch->text, ch->text_len);
         }
         if (op->kind == SP_OAI_CHAT)
             json_object_set_new(c1, "message",
@@ -245,13 +264,12 @@ json_t *sp__api_response(const api_op *op) {
         else
             json_object_set_new(c1, "text", text);
         if (calls)
-            json_object_set_new(json_object_get(c1, "message"), "tool_calls", calls);
+            json_object_set_new(json_object_get(c1, "message"), "tool_calls",
+                                sp__api_tool_calls(ch->tools));
         json_object_set_new(c1, "logprobs",
                             op->logprobs >= 0 ? sp__api_logprobs(op, ch, 0, ch->n_toks)
                                               : json_null());
-        json_object_set_new(c1, "finish_reason", json_string(calls ? "tool_calls"
-                                                                   : sp__api_finish_reason(
-                                                                         ch->finish)));
+        json_object_set_new(c1, "finish_reason", json_string(sp__api_finish_reason(ch)));
         json_array_append_new(choices, c1);
     }
     json_object_set_new(root, "choices", choices);

@@ -299,20 +299,24 @@ test('tool calls: required and named tool_choice force a call with valid argumen
   }
   const named = await ask({ tool_choice: { type: 'function', function: { name: 'get_weather' } } });
   assert.equal(named.choices[0].message.tool_calls[0].function.name, 'get_weather');
-  // Streamed: the SDK's stream carries the same call as tool_calls deltas.
-  const stream = await ask({ tool_choice: { type: 'function', function: { name: 'get_weather' } }, stream: true });
-  let name = '', argText = '', finish = null;
-  for await (const chunk of stream) {
-    const ch = chunk.choices[0];
-    for (const tc of ch?.delta?.tool_calls ?? []) {
-      name += tc.function?.name ?? '';
-      argText += tc.function?.arguments ?? '';
-    }
-    finish = ch?.finish_reason ?? finish;
-  }
-  assert.equal(name, 'get_weather');
-  assert.equal(finish, 'tool_calls');
-  assert.deepEqual(JSON.parse(argText), JSON.parse(named.choices[0].message.tool_calls[0].function.arguments));
+  // Streamed through the SDK's helper, which adds up the tool_calls deltas: the same call, its
+  // arguments in several deltas.
+  const fragments = [];
+  const runner = client.chat.completions.stream({
+    model: 'x', messages: [{ role: 'user', content: 'What is the weather in Paris?' }],
+    max_tokens: 200, temperature: 1, seed: 3, tools,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } },
+  });
+  runner.on('tool_calls.function.arguments.delta', (e) => {
+    if (e.arguments_delta) fragments.push(e.arguments_delta);
+  });
+  const streamed = (await runner.finalChatCompletion()).choices[0];
+  assert.equal(streamed.finish_reason, 'tool_calls');
+  const shape = (calls) => calls.map((t) => [t.type, t.function.name, t.function.arguments]);
+  assert.deepEqual(shape(streamed.message.tool_calls), shape(named.choices[0].message.tool_calls));
+  assert.match(streamed.message.tool_calls[0].id, /^call_/);
+  assert.ok(fragments.length >= 3, `${fragments.length} argument deltas`);
+  assert.equal(fragments.join(''), named.choices[0].message.tool_calls[0].function.arguments);
   const none = await ask({ tool_choice: 'none', temperature: 0 });
   assert.equal(none.choices[0].message.tool_calls, undefined);
   assert.notEqual(none.choices[0].finish_reason, 'tool_calls');
@@ -324,6 +328,40 @@ test('tool calls: required and named tool_choice force a call with valid argumen
     ask({ tools: [{ type: 'function', function: {} }] }),
     (e) => e instanceof OpenAI.BadRequestError && e.param === 'tools',
   );
+});
+
+test('tool calls: content, then parallel calls, streamed in deltas that add up', async () => {
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: {
+    type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }];
+  // A grammar makes the model say something first, then call the tool twice.
+  const call = '"<tool_call>\\n{\\"name\\": \\"get_weather\\", \\"arguments\\": {\\"city\\": ' +
+    '\\"" [a-z]{2,8} "\\"}}\\n</tool_call>"';
+  const body = {
+    model: 'x', messages: [{ role: 'user', content: 'Weather in Paris and Rome?' }],
+    max_tokens: 200, temperature: 1, seed: 5, tools,
+    grammar: `root ::= "Checking both." "\\n" call "\\n" call\ncall ::= ${call}\n`,
+  };
+  const whole = await client.chat.completions.create(body);
+  const w = whole.choices[0];
+  assert.equal(w.finish_reason, 'tool_calls');
+  assert.equal(w.message.content, 'Checking both.');
+  assert.equal(w.message.tool_calls.length, 2);
+  const runner = client.chat.completions.stream(body);
+  const content = [];
+  const fragments = [0, 0];
+  runner.on('content.delta', (e) => content.push(e.delta));
+  runner.on('tool_calls.function.arguments.delta', (e) => {
+    if (e.arguments_delta) fragments[e.index]++;
+  });
+  const s = (await runner.finalChatCompletion()).choices[0];
+  assert.equal(s.finish_reason, 'tool_calls');
+  assert.equal(s.message.content, w.message.content);
+  // The newline and the marker after the content were held back, never streamed as content.
+  assert.ok(content.every((d) => !d.includes('<') && !d.includes('\n')), JSON.stringify(content));
+  const shape = (calls) => calls.map((t) => [t.function.name, t.function.arguments]);
+  assert.deepEqual(shape(s.message.tool_calls), shape(w.message.tool_calls));
+  assert.notEqual(s.message.tool_calls[0].id, s.message.tool_calls[1].id);
+  assert.ok(fragments[0] >= 2 && fragments[1] >= 2, JSON.stringify(fragments));
 });
 
 test('errors arrive as the SDK error classes with OpenAI shapes', async () => {

@@ -20,6 +20,9 @@ Input formats (see the comment at the top of each tests/fuzz/fuzz_*.c):
   fuzz_tok   text (any bytes; invalid UTF-8 must be refused at its first bad byte)
   fuzz_grammar GBNF text, then a NUL byte and output bytes for a matcher
   fuzz_multipart the Content-Type header value, a NUL byte, then a multipart/form-data body
+  fuzz_tools a byte choosing the tool-call format (% 3: hermes, llama3, mistral) and whether the
+             output starts inside the calls (bit 2), a byte choosing the piece size (1 + b % 16),
+             then a model's output
 """
 import json
 import os
@@ -400,12 +403,35 @@ def multipart_seeds():
     }
 
 
+# ---- tool calls in model output --------------------------------------------------------------
+
+def tools_seeds():
+    hermes, llama3, mistral, in_call = 0, 1, 2, 4
+    call = '{"name": "weather", "arguments": {"city": "Paris", "days": [1, {"n": -2.5e1}]}}'
+    t = {
+        "hermes-content-two-calls": (hermes, 3, "Let me look.\n<tool_call>\n" + call +
+                                     "\n</tool_call>\n<tool_call>{\"name\": \"time\"}</tool_call>"),
+        "hermes-not-a-call": (hermes, 1, "a <tool> <tool_call>{\"args\": 1}</tool_call> <tool_c"),
+        "hermes-args-first": (hermes, 5, '<tool_call>{"arguments": "{\\"x\\": 1}", "id": [1], '
+                                         '"name": "f\\u00e9"}</tool_call>'),
+        "hermes-cut-short": (hermes, 2, "<tool_call>\n" + call[:40]),
+        "llama3-bare": (llama3, 4, '\n{"name": "f", "parameters": {"q": "a\\"b"}}'),
+        "llama3-tag": (llama3, 7, 'Sure.<|python_tag|>[{"name": "f", "parameters": null}]'),
+        "llama3-content": (llama3, 0, '{"a": 1} is JSON'),
+        "mistral-marker": (mistral, 6,
+                           "[TOOL_CALLS][" + call + ', {"name": "g", "arguments": {}}]'),
+        "mistral-in-call": (mistral | in_call, 9, "[" + call + "]"),
+        "mistral-empty": (mistral, 1, "x [TOOL_CALLS] [] y"),
+    }
+    return {k: bytes([f, p]) + o.encode("utf-8") for k, (f, p, o) in t.items()}
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     for target, seeds in [("fuzz_gguf", gguf_seeds()), ("fuzz_http", http_seeds()),
                           ("fuzz_oai", oai_seeds()), ("fuzz_tok", tok_seeds()),
                           ("fuzz_grammar", grammar_seeds()),
-                          ("fuzz_multipart", multipart_seeds())]:
+                          ("fuzz_multipart", multipart_seeds()), ("fuzz_tools", tools_seeds())]:
         d = os.path.join(root, target)
         os.makedirs(d, exist_ok=True)
         for name, data in seeds.items():

@@ -265,8 +265,23 @@ static void expect_error(const reply *r, int status, const char *code) {
     json_decref(j);
 }
 
-/* The streamed events of a reply: the texts and finish reasons of choices 0..1, whether an
- * error event came, and whether [DONE] ended the stream. */
+/* Appends tool calls (a message's, or a delta's: names when calls start, arguments or their
+ * next fragments) to a choice's text, so that calls streamed and not compare as one text. */
+static void append_calls(char *text, size_t cap, json_t *calls) {
+    size_t i;
+    json_t *call;
+    json_array_foreach(calls, i, call) {
+        json_t *name = json_object_get(json_object_get(call, "function"), "name");
+        json_t *args = json_object_get(json_object_get(call, "function"), "arguments");
+        if (json_is_string(name))
+            snprintf(text + strlen(text), cap - strlen(text), " => %s ", json_string_value(name));
+        if (json_is_string(args))
+            strncat(text, json_string_value(args), cap - strlen(text) - 1);
+    }
+}
+
+/* The streamed events of a reply: the texts (tool calls included) and finish reasons of
+ * choices 0..1, whether an error event came, and whether [DONE] ended the stream. */
 typedef struct events {
     char text[2][2048];
     char finish[2][16];
@@ -307,6 +322,8 @@ static void parse_events(const reply *r, events *ev) {
             if (json_is_string(t))
                 strncat(ev->text[idx], json_string_value(t),
                         sizeof ev->text[idx] - strlen(ev->text[idx]) - 1);
+            append_calls(ev->text[idx], sizeof ev->text[idx],
+                         json_object_get(json_object_get(c, "delta"), "tool_calls"));
             json_t *f = json_object_get(c, "finish_reason");
             if (json_is_string(f)) {
                 assert_string_equal(ev->finish[idx], ""); // one finish_reason per choice
@@ -318,7 +335,7 @@ static void parse_events(const reply *r, events *ev) {
     }
 }
 
-/* The choice texts of a non-streamed answer. */
+/* The choice texts (tool calls included) of a non-streamed answer. */
 static void parse_choices(const reply *r, events *ev) {
     memset(ev, 0, sizeof *ev);
     json_t *j = body_json(r);
@@ -333,6 +350,8 @@ static void parse_choices(const reply *r, events *ev) {
             t = json_object_get(json_object_get(c, "message"), "content");
         assert_true(json_is_string(t));
         snprintf(ev->text[idx], sizeof ev->text[idx], "%s", json_string_value(t));
+        append_calls(ev->text[idx], sizeof ev->text[idx],
+                     json_object_get(json_object_get(c, "message"), "tool_calls"));
         snprintf(ev->finish[idx], sizeof ev->finish[idx], "%s",
                  json_string_value(json_object_get(c, "finish_reason")));
     }
@@ -349,6 +368,16 @@ typedef struct variant {
     int n_choices;
 } variant;
 
+/* A chat whose grammar makes the model write some content, then call a tool twice; `more`
+ * adds fields. */
+#define TOOLS_BODY(more)                                                                           \
+    "{\"messages\": [{\"role\": \"user\", \"content\": \"Weather?\"}], \"max_tokens\": 200, "      \
+    "\"temperature\": 0, \"n\": 2, " more ", \"tools\": "                                          \
+    "[{\"type\": \"function\", \"function\": {\"name\": \"w\"}}], \"grammar\": "                   \
+    "\"root ::= \\\"Checking.\\\" (\\\"\\\\n<tool_call>{\\\\\\\"name\\\\\\\": "                    \
+    "\\\\\\\"w\\\\\\\", \\\\\\\"arguments\\\\\\\": {\\\\\\\"n\\\\\\\": \\\" [0-9] "                \
+    "\\\"}}</tool_call>\\\"){2}\\n\"}"
+
 static const variant variants[] = {
     {"/v1/completions",
      "{\"prompt\": \"Once upon a time\", \"max_tokens\": 6, \"temperature\": 0, \"logprobs\": 2, "
@@ -364,6 +393,11 @@ static const variant variants[] = {
      "{\"prompt\": [\"The cat\", \"A dog\"], \"max_tokens\": 4, \"temperature\": 0, \"stream\": "
      "true}",
      true, 2},
+    // Content, then two tool calls (a grammar writes them), streamed as tool_calls deltas, and
+    // not (small enough for the connection's output buffer: a response that cannot be queued
+    // closes the connection).
+    {"/v1/chat/completions", TOOLS_BODY("\"stream\": true, \"logprobs\": true"), true, 2},
+    {"/v1/chat/completions", TOOLS_BODY("\"stream\": false"), false, 2},
 };
 
 /* Checks one answer given under an injected failure against the answer without one: the same
@@ -414,8 +448,14 @@ static void expected_output(const variant *va, events *want) {
     } else {
         parse_choices(&r, want);
     }
-    for (int i = 0; i < va->n_choices; i++)
+    for (int i = 0; i < va->n_choices; i++) {
         assert_true(want->finish[i][0]);
+        if (strstr(va->body, "\"tools\"")) { // the content, then the two calls
+            assert_string_equal(want->finish[i], "tool_calls");
+            assert_non_null(strstr(want->text[i], "Checking. => w {\"n\": "));
+            assert_non_null(strstr(strstr(want->text[i], "}") + 1, " => w {\"n\": "));
+        }
+    }
     free(r.body);
 }
 
