@@ -344,7 +344,8 @@ void sp__engine_finish(sp_engine *e, sp_request *r, sp_finish f, sp_err err, con
 /* Samples the next token of r from its logits row and publishes it; where a drafter proposed a
  * token for this position (draft >= 0), the token is the sampler's check of it against q, the
  * distribution the draft was drawn from (NULL: a point mass; sp_sampler_verify_q: distributed
- * as a plain sample, equal to draft when accepted). The token goes to *out. Returns whether r is still running: when it finishes here the engine's
+ * as a plain sample, equal to draft when accepted). The token goes to *out. Returns whether r is
+ * still running: when it finishes here the engine's
  * reference to it is gone. */
 static bool sample_token(sp_engine *e, sp_request *r, const float *logits, int32_t draft,
                          const float *q, int32_t n_left, int32_t *out_tok) {
@@ -528,23 +529,80 @@ enum {
  * 1.9x and 3.3 s; 2.25 keeps the streams' p99 gap well within 2x the median TPOT. */
 #define AUTO_BUDGET_FACTOR 2.25
 
-/* Whether every request running or waiting is offline work (SP_PRIORITY_OFFLINE). */
-static bool offline_only(const sp_engine *e) {
+/* ---- offline work (SP_PRIORITY_OFFLINE) beside online requests ----------------------------- */
+
+enum {
+    ONLINE_LINGER_US = 1000000, // offline work keeps yielding this long after the last online
+                                // request (online traffic comes in bursts)
+    ONLINE_REF_PROMPT = 128,    // the online prompt whose prefill time sizes offline slices
+};
+/* While online requests are around, a step's offline work (decodes and prompt chunks) is
+ * predicted to take at most this fraction of the prefill of an ONLINE_REF_PROMPT-token
+ * prompt: an online request that arrives during a step waits at most that for it to end,
+ * and then gets a step of its own. */
+#define OFFLINE_SLICE_FRACTION 0.5
+
+static bool offline(const sp_request *r) {
+    return r->params.priority >= SP_PRIORITY_OFFLINE;
+}
+
+static bool decode_ready(const sp_request *r) {
+    return r->n_tokens - r->n_computed == 1 && r->n_generated > 0;
+}
+
+/* Whether offline work yields this step (an online request running, waiting, or seen within
+ * ONLINE_LINGER_US), and whether an online request has prompt left to compute. */
+static bool online_around(sp_engine *e, bool *online_prompt) {
+    *online_prompt = false;
+    bool any = false;
     const sp__req_list *lists[2] = {&e->running, &e->waiting};
     for (int l = 0; l < 2; l++)
         for (const sp_request *r = lists[l]->head; r; r = r->next)
-            if (r->params.priority < SP_PRIORITY_OFFLINE)
-                return false;
-    return true;
+            if (!offline(r)) {
+                any = true;
+                *online_prompt |= l == 1 || !decode_ready(r);
+            }
+    const int64_t now = sp_time_us();
+    if (any)
+        e->online_until_us = now + ONLINE_LINGER_US;
+    return now < e->online_until_us;
+}
+
+/* The predicted time offline work may take in a step while online requests are around. */
+static double offline_slice_us(const sp_engine *e) {
+    const sp_step_shape ref = {.n_prefill = ONLINE_REF_PROMPT,
+                               .n_out = 1,
+                               .n_attn = sp_steptime_chunk_attn(0, ONLINE_REF_PROMPT)};
+    return OFFLINE_SLICE_FRACTION * sp_steptime_predict(&e->steptime, ref);
+}
+
+/* How many offline requests decode this step while yielding: as many as fit the slice beside
+ * the n_online online decodes (at least one, so that offline work moves), none while an online
+ * prompt is being computed. */
+static int32_t offline_decode_quota(const sp_engine *e, int32_t n_online, int64_t attn_per_seq,
+                                    bool online_prompt) {
+    if (online_prompt)
+        return 0;
+    const double slice = offline_slice_us(e);
+    int32_t k = 1;
+    while (k < e->o.max_seqs) {
+        const int32_t n = n_online + k + 1;
+        const sp_step_shape s = {.n_decode = n, .n_out = n, .n_attn = attn_per_seq * n};
+        if (sp_steptime_predict(&e->steptime, s) > slice)
+            break;
+        k++;
+    }
+    return k;
 }
 
 /* The time budget of the step being built, its decodes already in: none for a step without
- * decodes (nobody waits on it for a token), for a step that serves offline work only, or when
- * turned off. By default AUTO_BUDGET_FACTOR
+ * decodes (nobody waits on it for a token) or when turned off. Steps of offline work alone keep
+ * it too: without it (whole chunks) a batch ran 1% faster (bench/RESULTS.md), and an online
+ * request arriving during such a step waited up to 450 ms for it to end. By default AUTO_BUDGET_FACTOR
  * times the predicted time of a pure decode step of the load being served: every running and
  * waiting request (max_seqs at most) decoding one token at its current length. */
 static double step_budget_us(const sp_engine *e, int32_t n_decode) {
-    if (e->o.prefer_throughput || e->o.max_step_ms < 0 || n_decode == 0 || offline_only(e))
+    if (e->o.prefer_throughput || e->o.max_step_ms < 0 || n_decode == 0)
         return INFINITY;
     if (e->o.max_step_ms > 0)
         return e->o.max_step_ms * 1000.0;
@@ -608,8 +666,10 @@ static int32_t prefill_candidates(sp_engine *e) {
             r->scheduled_step == e->step_no)
             continue;
         const double waited_s = (double)(now - r->stats.t_submit_us) * 1e-6;
-        e->b_cand[n++] =
-            (sp__prefill_cand){.key = remaining - AGING_TOKENS_PER_S * waited_s, .r = r};
+        double key = remaining - AGING_TOKENS_PER_S * waited_s;
+        if (e->yielding && offline(r))
+            key += 1e12; // after every online prompt
+        e->b_cand[n++] = (sp__prefill_cand){.key = key, .r = r};
     }
     qsort(e->b_cand, (size_t)n, sizeof *e->b_cand, cmp_cand);
     return n;
@@ -647,10 +707,36 @@ bool sp_engine_step(sp_engine *e) {
     // SP_ENGINE_PRED_K then), within the spare logits rows. The decodes are collected first and
     // the drafts fitted to the budget they leave (sp__spec_fit_drafts): every decode gets its
     // token before any draft, and --spec auto sizes every draft knowing them all.
+    // While online requests are around, offline requests decode a quota at a time, in turn.
+    bool online_prompt = false;
+    e->yielding = online_around(e, &online_prompt);
+    int32_t off_quota = INT32_MAX, n_off = 0, off_seen = 0;
+    if (e->yielding) {
+        int32_t n_on = 0;
+        int64_t attn = 0;
+        for (const sp_request *r = e->running.head; r; r = r->next)
+            if (decode_ready(r)) {
+                n_on += !offline(r);
+                n_off += offline(r);
+                attn += r->n_tokens;
+            }
+        off_quota = offline_decode_quota(e, n_on, n_on + n_off ? attn / (n_on + n_off) : 0,
+                                         online_prompt);
+    }
     int32_t n_dec = 0;
     for (sp_request *r = e->running.head; r && budget > 0 && n_dec < e->o.max_seqs;) {
         sp_request *next = r->next;
-        if (r->n_tokens - r->n_computed == 1 && r->n_generated > 0) {
+        if (decode_ready(r) && e->yielding && offline(r)) {
+            // The quota's window over the offline requests, from the cursor, wrapping.
+            const uint32_t rel = ((uint32_t)off_seen++ + (uint32_t)n_off -
+                                  e->off_cursor % (uint32_t)n_off) %
+                                 (uint32_t)n_off;
+            if (rel >= (uint32_t)off_quota) {
+                r = next;
+                continue;
+            }
+        }
+        if (decode_ready(r)) {
             int32_t need = r->n_tokens - r->seq.n_tokens;
             bool ok = need <= 0 || sp__sched_reserve(e, r, need, &n_preempted);
             if (ok) {
@@ -671,6 +757,8 @@ bool sp_engine_step(sp_engine *e) {
         }
         r = next;
     }
+    if (e->yielding && n_off)
+        e->off_cursor += (uint32_t)SP_MIN(off_quota, n_off);
     sp__spec_fit_drafts(e, n_dec, e->o.max_batch_tokens - n_dec);
     if (n_dec) {
         pthread_mutex_lock(&e->smu);
@@ -704,10 +792,14 @@ bool sp_engine_step(sp_engine *e) {
     const double time_budget = step_budget_us(e, n_decode);
     int32_t n_prefill = 0;
     const int32_t n_cand = prefill_candidates(e);
+    const double off_budget = e->yielding ? SP_MIN(time_budget, offline_slice_us(e)) : time_budget;
     for (int32_t i = 0; i < n_cand && budget > 0 && n_seq < e->o.max_seqs; i++) {
         sp_request *r = e->b_cand[i].r;
+        if (e->yielding && offline(r) && online_prompt)
+            break; // (offline candidates come last)
         int32_t max_k = SP_MIN(SP_MIN(r->n_tokens - r->n_computed, e->o.max_chunk), budget);
-        int32_t chunk = chunk_within(e, r, max_k, MIN_PREFILL - n_prefill, time_budget);
+        int32_t chunk = chunk_within(e, r, max_k, MIN_PREFILL - n_prefill,
+                                     e->yielding && offline(r) ? off_budget : time_budget);
         if (chunk == 0)
             break;
         add_chunk(e, r, chunk, NULL, 0, &n_tok, &n_seq, &n_out);

@@ -77,6 +77,12 @@ struct sp_engine {
     int32_t n_dq_rows;
     int32_t *b_dk;            // (max_seqs) draft-model drafts of each batch sequence
     float **b_dq;             // (max_seqs) their distributions (rows of dq), or NULL
+    // Offline work yielding to online requests (engine.c): until online_until_us (an online
+    // request seen within ONLINE_LINGER_US), offline requests decode a few at a time, in turn
+    // (off_cursor), and not at all while an online prompt is being computed.
+    int64_t online_until_us;
+    uint32_t off_cursor;
+    bool yielding;
     double spec_cost_scale;   // measured cost of draft tokens / the step-time model's price
     double spec_cost_sxy, spec_cost_sxx; // its decayed least-squares sums (sp__spec_observe)
     double draft_ratio;       // the draft model's weight bytes / the model's

@@ -42,8 +42,10 @@ typedef enum sp_finish {
 const char *sp_finish_name(sp_finish f);
 
 /* Requests of this priority or above are offline work (batch jobs): nobody waits on their
- * tokens, so a step that serves nothing else is built for throughput (no time budget: whole
- * prompt chunks), as with sp_engine_opts.prefer_throughput. */
+ * tokens, so they yield to online requests: while an online request is around (running,
+ * waiting, or seen within the last second), offline requests decode a few at a time, in turn,
+ * within a slice of each step's time, and not at all in a step that computes an online prompt
+ * (the engine's step, engine.c). */
 #define SP_PRIORITY_OFFLINE 1000000
 
 typedef struct sp_req_params {

@@ -73,7 +73,8 @@ static bool authorized(const sp_api *a, const sp_http_conn *c, const sp_http_req
 }
 
 static bool method_allowed(const route *r, sp_str method) {
-    return !r->method || sp_str_eq(method, r->method) || (!strcmp(r->method, "GET") && sp_str_eq(method, "HEAD"));
+    return !r->method || sp_str_eq(method, r->method) ||
+           (!strcmp(r->method, "GET") && sp_str_eq(method, "HEAD"));
 }
 
 static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {

@@ -26,8 +26,7 @@
 #include "server/api_int.h"
 
 enum {
-    PRIORITY = SP_PRIORITY_OFFLINE, // behind every online request; steps serving only lines
-                                    // are built for throughput
+    PRIORITY = SP_PRIORITY_OFFLINE, // behind every online request, yielding to them
     KEY_TOKENS = 1024,              // prompt tokens compared to group lines (enough to tell groups)
     GROUP_MIN_SHARED = 16,          // lines sharing fewer tokens start a new group
     MAX_ERRORS = 100,               // validation errors recorded per batch

@@ -27,6 +27,7 @@ typedef struct trace {
     int64_t gaps;                // a decoding request skipping a step
     int64_t n_tokens;            // sampled tokens
     uint64_t hash[MAX_REQ];      // logits rows of each request
+    int32_t n_tok[MAX_REQ];      // tokens sampled by each request
     int64_t prefill_steps;       // steps with prefill beyond the floor, within the budget check
     int64_t over_budget;         // such steps predicted over their budget
     int32_t max_prefill;         // the most prefill tokens in one step
@@ -47,6 +48,7 @@ static void on_logits(void *ctx, sp_request *r, const float *logits, int32_t n) 
         t->gaps++;
     t->last_token[i] = t->step;
     t->n_tokens++;
+    t->n_tok[i]++;
     t->hash[i] = sp_fnv1a64_add(t->hash[i] ? t->hash[i] : SP_FNV1A64_BASIS, logits,
                                 (size_t)n * sizeof(float));
 }
@@ -78,14 +80,15 @@ static int teardown(void **state) {
     return 0;
 }
 
-static sp_request *submit(sp_engine *e, trace *t, int32_t n_prompt, int32_t max_tokens,
-                          uint64_t seed) {
+static sp_request *submit_prio(sp_engine *e, trace *t, int32_t n_prompt, int32_t max_tokens,
+                               uint64_t seed, int32_t priority) {
     int32_t prompt[512];
     for (int32_t i = 0; i < n_prompt; i++)
         prompt[i] = 1 + (int32_t)((seed * 7919 + (uint64_t)i * 104729) % 500);
     sp_req_params p = sp_req_params_default();
     p.max_tokens = max_tokens;
     p.ignore_eos = true;
+    p.priority = priority;
     sp_request *r;
     sp_diag d;
     assert_int_equal(sp_request_create(vocab, prompt, n_prompt, &p, &r, &d), SP_OK);
@@ -93,6 +96,11 @@ static sp_request *submit(sp_engine *e, trace *t, int32_t n_prompt, int32_t max_
     assert_true(t->n < MAX_REQ);
     t->reqs[t->n++] = r;
     return r;
+}
+
+static sp_request *submit(sp_engine *e, trace *t, int32_t n_prompt, int32_t max_tokens,
+                          uint64_t seed) {
+    return submit_prio(e, t, n_prompt, max_tokens, seed, 0);
 }
 
 static sp_engine *engine(trace *t, int32_t max_step_ms, bool throughput) {
@@ -238,11 +246,69 @@ static void test_long_prompt_not_starved(void **state) {
     free(t);
 }
 
+/* Offline work yields to online requests: twelve offline streams decode; an online 300-token
+ * prompt arrives. No offline stream gets a token from the step the prompt arrives in to the
+ * step that gives its first token (alone, they decode every step); while the online request
+ * decodes, each offline stream still moves within a round of turns; and their logits are
+ * bitwise those of a run without the online request. */
+static void run_offline(trace *t, bool with_online, int64_t *s0, int64_t *s1, int64_t *worst) {
+    sp_engine *e = engine(t, 0, false);
+    enum { N = 12, GEN = 90 };
+    for (int i = 0; i < N; i++)
+        submit_prio(e, t, 40, GEN, (uint64_t)i + 1, SP_PRIORITY_OFFLINE);
+    for (int k = 0; k < 20; k++)
+        step(e, t);
+    if (with_online) {
+        submit(e, t, 300, 30, 99);
+        *s0 = t->step + 1;
+    }
+    int64_t last[N];
+    for (int i = 0; i < N; i++)
+        last[i] = t->step;
+    *worst = 0;
+    while (sp_engine_busy(e)) {
+        step(e, t);
+        const bool online_prompt = with_online && !*s1;
+        if (online_prompt && t->n_tok[N])
+            *s1 = t->step;
+        for (int i = 0; i < N; i++) {
+            if (online_prompt && t->last_token[i] == t->step)
+                fail_msg("offline request %d got a token in step %lld, during the online "
+                         "prompt",
+                         i, (long long)t->step);
+            if (t->last_token[i] == t->step || t->n_tok[i] == GEN)
+                last[i] = t->step;
+            // While the online request decodes: the longest an offline stream waited.
+            if (with_online && *s1 && t->n_tok[N] < 30)
+                *worst = SP_MAX(*worst, t->step - last[i]);
+        }
+    }
+    finish(e, t);
+}
+
+static void test_offline_yields(void **state) {
+    (void)state;
+    trace alone = {0}, mixed = {0};
+    int64_t s0 = 0, s1 = 0, worst = 0, unused = 0;
+    run_offline(&alone, false, &unused, &unused, &unused);
+    run_offline(&mixed, true, &s0, &s1, &worst);
+    print_message("online prompt from step %lld, first token at %lld; offline gaps %lld, "
+                  "longest wait %lld steps\n",
+                  (long long)s0, (long long)s1, (long long)mixed.gaps, (long long)worst);
+    assert_true(s1 >= s0);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(mixed.hash[i], alone.hash[i]);
+    assert_true(mixed.gaps >= 12); // each waited out the online prompt
+    assert_true(alone.gaps == 0);  // (alone they decode every step)
+    assert_true(worst <= 12);      // and each moved within a round of turns
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decodes_never_wait),
         cmocka_unit_test(test_floor_progress),
         cmocka_unit_test(test_long_prompt_not_starved),
+        cmocka_unit_test(test_offline_yields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
