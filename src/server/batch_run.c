@@ -54,6 +54,7 @@ struct job {
     int64_t n_lines;
     int64_t *order; // (n_order) pending lines, in the order they run; next: the next to run
     int64_t n_order, next;
+    int32_t n_groups; // of shared prefixes among them
     line_run *running;
     int32_t n_running;
     bool cancelling;     // cancelled (or expired): no new lines; finalize once none run
@@ -273,6 +274,7 @@ static sp_err plan(sp_api *a, job *j, const int64_t *pending, int64_t n) {
         start[k[i].group] = i;
     start[n_groups] = n;
     j->n_order = 0;
+    j->n_groups = n_groups;
     for (int32_t g = 0; g < n_groups; g++) {
         const int32_t grp = ranks[g].group;
         for (int64_t i = start[grp]; i < n && k[i].group == grp; i++)
@@ -326,6 +328,7 @@ static job *load_job(sp__batch_runner *r, const sp_store_batch *b) {
         return NULL;
     }
     int64_t *pending = NULL, n = 0;
+    const int64_t t0 = sp_time_us();
     if ((err = split_lines(j)) || (err = sp_store_batch_pending(store(r), b->id, &pending, &n)) ||
         (err = plan(r->a, j, pending, n))) {
         SP_ERROR("batch %s: cannot load it: %s", b->id, sp_err_str(err));
@@ -334,6 +337,8 @@ static job *load_job(sp__batch_runner *r, const sp_store_batch *b) {
         return NULL;
     }
     free(pending);
+    SP_INFO("batch %s: %lld lines to run, in %d groups of shared prefixes (planned in %.0f ms)",
+            b->id, (long long)n, j->n_groups, (double)(sp_time_us() - t0) / 1e3);
     return j;
 }
 
