@@ -80,6 +80,117 @@ static void sb_literal(sb *s, const char *t, size_t n) {
     sb_str(s, "\"");
 }
 
+/* A GBNF class of one hex digit, either case, of value v. */
+static void sb_hex_digit(sb *s, unsigned v) {
+    static const char hex[] = "0123456789abcdef";
+    const char lo = hex[v & 15];
+    if (lo >= 'a')
+        sb_fmt(s, "[%c%c]", lo, lo - 'a' + 'A');
+    else
+        sb_fmt(s, "\"%c\"", lo);
+}
+
+/* "\u" and four hex digits (either case) of the UTF-16 unit u. */
+static void sb_u_escape(sb *s, unsigned u) {
+    sb_str(s, "\"\\\\u\"");
+    for (int k = 12; k >= 0; k -= 4) {
+        sb_str(s, " ");
+        sb_hex_digit(s, (u >> k) & 15);
+    }
+}
+
+/* Decodes the UTF-8 character at t[*i] (valid UTF-8: jansson's strings are); its code point. */
+static unsigned utf8_next(const unsigned char *t, size_t n, size_t *i) {
+    unsigned c = t[(*i)++];
+    const int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+    c &= more == 3 ? 0x07 : more == 2 ? 0x0F : more == 1 ? 0x1F : 0x7F;
+    for (int k = 0; k < more && *i < n; k++)
+        c = c << 6 | (t[(*i)++] & 0x3F);
+    return c;
+}
+
+/* A JSON string whose value is the UTF-8 text t[n], in any of its spellings: each character as
+ * itself or as a \u escape (a surrogate pair beyond the BMP), the short escapes where JSON has
+ * them; characters that must be escaped only escaped. */
+static void sb_json_string(sb *s, const char *t, size_t n) {
+    sb_str(s, "\"\\\"\"");
+    for (size_t i = 0; i < n;) {
+        const size_t start = i;
+        const unsigned c = utf8_next((const unsigned char *)t, n, &i);
+        static const char shorts[] = {'"', '"', '\\', '\\', '/', '/', '\b', 'b',
+                                      '\f', 'f',  '\n', 'n',    '\r', 'r', '\t', 't'};
+        sb_str(s, " (");
+        bool any = false;
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7F) {
+            sb_literal(s, t + start, i - start);
+            any = true;
+        }
+        for (size_t k = 0; k < sizeof shorts; k += 2)
+            if ((unsigned char)shorts[k] == c) {
+                const char esc[2] = {'\\', shorts[k + 1]};
+                sb_str(s, any ? " | " : "");
+                sb_literal(s, esc, 2);
+                any = true;
+            }
+        sb_str(s, any ? " | " : "");
+        if (c >= 0x10000) {
+            sb_u_escape(s, 0xD800 + ((c - 0x10000) >> 10));
+            sb_str(s, " ");
+            sb_u_escape(s, 0xDC00 + ((c - 0x10000) & 0x3FF));
+        } else {
+            sb_u_escape(s, c);
+        }
+        sb_str(s, ")");
+    }
+    sb_str(s, " \"\\\"\"");
+}
+
+/* A JSON value equal to v (enum, const): strings in any spelling (sb_json_string), numbers in
+ * their shortest spelling that reads back exactly (an integer also with a zero fraction),
+ * whitespace allowed between the tokens of arrays and objects as elsewhere. */
+static void sb_json_value(sb *s, json_t *v) {
+    if (json_is_string(v)) {
+        sb_json_string(s, json_string_value(v), json_string_length(v));
+    } else if (json_is_integer(v)) {
+        sb_fmt(s, "\"%lld\" (\".\" \"0\"+)?", (long long)json_integer_value(v));
+    } else if (json_is_real(v)) {
+        const double x = json_real_value(v);
+        char buf[40];
+        for (int p = 1; p <= 17; p++) {
+            snprintf(buf, sizeof buf, "%.*g", p, x);
+            if (strtod(buf, NULL) == x)
+                break;
+        }
+        sb_literal(s, buf, strlen(buf));
+    } else if (json_is_array(v)) {
+        sb_str(s, "\"[\" ws");
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            sb_str(s, i ? " \",\" ws (" : " (");
+            sb_json_value(s, e);
+            sb_str(s, ") ws");
+        }
+        sb_str(s, " \"]\"");
+    } else if (json_is_object(v)) {
+        sb_str(s, "\"{\" ws");
+        const char *k;
+        json_t *e;
+        bool first = true;
+        json_object_foreach(v, k, e) {
+            sb_str(s, first ? " " : " \",\" ws ");
+            sb_json_string(s, k, strlen(k));
+            sb_str(s, " ws \":\" ws (");
+            sb_json_value(s, e);
+            sb_str(s, ") ws");
+            first = false;
+        }
+        sb_str(s, " \"}\"");
+    } else {
+        sb_str(s, json_is_true(v) ? "\"true\"" : json_is_false(v) ? "\"false\"" : "\"null\"");
+    }
+}
+
 typedef struct gen {
     sb out;       // the rules written so far
     json_t *root; // the whole schema ($ref targets)
@@ -914,15 +1025,9 @@ static sp_err schema_rule(gen *g, json_t *s, char name[32]) {
             err = fail(g, "enum", "'enum' must be a non-empty array");
         const size_t n = en ? json_array_size(en) : 1;
         for (size_t i = 0; i < n && !err; i++) {
-            char *text = json_dumps(en ? json_array_get(en, i) : cn,
-                                    JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
-            if (!text) {
-                err = fail(g, en ? "enum" : "const", "a value cannot be written as JSON");
-                break;
-            }
-            sb_str(&body, i ? " | " : "(");
-            sb_literal(&body, text, strlen(text));
-            free(text);
+            sb_str(&body, i ? " | (" : "((");
+            sb_json_value(&body, en ? json_array_get(en, i) : cn);
+            sb_str(&body, ")");
         }
         sb_str(&body, ") ws");
     } else if (json_is_array(type)) {

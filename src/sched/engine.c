@@ -551,7 +551,8 @@ static bool decode_ready(const sp_request *r) {
 }
 
 /* Whether offline work yields this step (an online request running, waiting, or seen within
- * ONLINE_LINGER_US), and whether an online request has prompt left to compute. */
+ * ONLINE_LINGER_US), and whether an online prompt will be computed in it (a running online
+ * request with prompt left, or a waiting one that the last step did not fail to admit). */
 static bool online_around(sp_engine *e, bool *online_prompt) {
     *online_prompt = false;
     bool any = false;
@@ -560,7 +561,9 @@ static bool online_around(sp_engine *e, bool *online_prompt) {
         for (const sp_request *r = lists[l]->head; r; r = r->next)
             if (!offline(r)) {
                 any = true;
-                *online_prompt |= l == 1 || !decode_ready(r);
+                // A waiting one is admitted in this step unless the last step could not admit
+                // it: then offline work goes on, as what it frees may be what it waits for.
+                *online_prompt |= l == 0 ? !decode_ready(r) : !e->online_blocked;
             }
     const int64_t now = sp_time_us();
     if (any)
@@ -787,6 +790,9 @@ bool sp_engine_step(sp_engine *e) {
     sp_request *adm;
     while (pending < e->o.max_batch_tokens && (adm = sp__sched_admit_next(e)))
         pending += SP_MIN(adm->n_tokens - adm->n_computed, share);
+    e->online_blocked = false;
+    for (const sp_request *r = e->waiting.head; r && !e->online_blocked; r = r->next)
+        e->online_blocked = !offline(r);
     // 3. Prefill chunks, the fewest remaining tokens first (aged), each within the step's time
     // budget, at least MIN_PREFILL tokens in all.
     const double time_budget = step_budget_us(e, n_decode);

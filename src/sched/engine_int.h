@@ -83,6 +83,7 @@ struct sp_engine {
     int64_t online_until_us;
     uint32_t off_cursor;
     bool yielding;
+    bool online_blocked; // an online request was left waiting by the last step's admission
     double spec_cost_scale;   // measured cost of draft tokens / the step-time model's price
     double spec_cost_sxy, spec_cost_sxx; // its decayed least-squares sums (sp__spec_observe)
     double draft_ratio;       // the draft model's weight bytes / the model's

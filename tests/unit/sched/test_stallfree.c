@@ -303,12 +303,39 @@ static void test_offline_yields(void **state) {
     assert_true(worst <= 12);      // and each moved within a round of turns
 }
 
+/* Offline streams and an online request that arrives while the pool's admission keeps
+ * requests waiting all finish: offline work yields to the online request without stopping for
+ * good (a waiting online request that a step could not admit lets offline work go on). */
+static void test_offline_frees_memory_for_online(void **state) {
+    (void)state;
+    trace t = {0};
+    sp_engine_opts o = sp_engine_opts_default();
+    o.n_threads = 1;
+    o.kv_tokens = 64 * 16; // the admission policy's predicted peaks keep requests waiting
+    o.on_logits = on_logits;
+    o.hook_ctx = &t;
+    sp_engine *e;
+    sp_diag d;
+    assert_int_equal(sp_engine_create(model, vocab, &o, &e, &d), SP_OK);
+    enum { N = 8, GEN = 200 };
+    for (int i = 0; i < N; i++)
+        submit_prio(e, &t, 20, GEN, (uint64_t)i + 1, SP_PRIORITY_OFFLINE);
+    for (int k = 0; k < 5; k++)
+        step(e, &t);
+    submit(e, &t, 60, GEN, 99);
+    finish(e, &t); // (steps at most MAX_STEPS)
+    for (int i = 0; i < N; i++)
+        assert_int_equal(t.n_tok[i], GEN);
+    assert_int_equal(t.n_tok[N], GEN);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decodes_never_wait),
         cmocka_unit_test(test_floor_progress),
         cmocka_unit_test(test_long_prompt_not_starved),
         cmocka_unit_test(test_offline_yields),
+        cmocka_unit_test(test_offline_frees_memory_for_online),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
