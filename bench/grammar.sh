@@ -4,7 +4,11 @@
 # 32k Llama SentencePiece vocabulary and the 50k GPT-2 byte-level vocabulary, walked through the
 # JSON object grammar (response_format json_object) by `spindle grammar-bench`: per token, the
 # check of the token, the full mask of allowed tokens, and the mask through the cache of
-# grammar states the engine keeps; and the grammar's compile time.
+# grammar states the engine keeps; and the grammar's compile time. Then the same over the schema
+# set of bench/schemas/gen.py (171 JSON Schemas of structured outputs and tool arguments, each
+# with 2-3 instances): each schema compiled as the server compiles response_format json_schema
+# and its instances walked through its grammar (`spindle grammar-bench --schemas`), with both
+# vocabularies.
 #
 # Usage: [BUILD_DIR=build] [SHARED=../shared] bench/grammar.sh
 set -euo pipefail
@@ -35,5 +39,11 @@ PY
 for v in llama-spm gpt-2; do
     echo "## $v"
     "$bin" grammar-bench -m "$shared/vocab/ggml-vocab-$v.gguf" "$out"/doc*.json | tail -7
+    echo
+done
+/usr/bin/python3 bench/schemas/gen.py --out "$out/schemas.jsonl"
+for v in llama-spm gpt-2; do
+    echo "## $v, schema set"
+    "$bin" grammar-bench -m "$shared/vocab/ggml-vocab-$v.gguf" --schemas "$out/schemas.jsonl"
     echo
 done

@@ -16,3 +16,6 @@ wait_port() {
     cat "$log" >&2
     return 1
 }
+
+# fail MESSAGE...: says what failed and ends the test.
+fail() { echo "FAIL: $*" >&2; exit 1; }

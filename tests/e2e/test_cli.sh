@@ -6,7 +6,7 @@ bin=${SP_BUILD_DIR:?}/spindle
 shared=${SP_SHARED_DIR:?}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 pass=0
 
 # generate --ids reproduces the golden greedy tokens (first 64).
