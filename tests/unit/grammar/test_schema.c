@@ -105,6 +105,47 @@ static void test_values(void **st) {
     sp_grammar_release(g);
 }
 
+/* enum and const take every spelling of their values that JSON writers write: characters as
+ * themselves or escaped (either hex case, surrogate pairs), the short escapes, reals in their
+ * shortest exact form, integers with a zero fraction, blanks inside arrays and objects. */
+static void test_value_spellings(void **st) {
+    (void)st;
+    sp_grammar *g = compile("{\"enum\": [\"\u00b0C\", \"a/b\", \"tab\\there\", "
+                            "\"\\\"q\\\"\", \"\U0001F600\"]}");
+    YES(g, "\"\u00b0C\"");
+    YES(g, "\"\\u00b0C\"");
+    YES(g, "\"\\u00B0C\"");
+    YES(g, "\"a/b\"");
+    YES(g, "\"a\\/b\"");
+    YES(g, "\"tab\\there\"");
+    YES(g, "\"tab\\u0009here\"");
+    YES(g, "\"\\\"q\\u0022\"");
+    YES(g, "\"\U0001F600\"");
+    YES(g, "\"\\ud83d\\ude00\"");
+    NO(g, "\"\u00b0F\"");
+    NO(g, "\"tab\there\""); // (a raw tab is not JSON)
+    NO(g, "\"\\u00b0\"");
+    sp_grammar_release(g);
+    g = compile("{\"enum\": [0.1, 0.06, 1e20, 1, [1, 2], {\"a\": 1, \"b\": [true]}]}");
+    YES(g, "0.1");
+    YES(g, "0.06");
+    YES(g, "1e+20");
+    YES(g, "1");
+    YES(g, "1.0");
+    YES(g, "[1,2]");
+    YES(g, "[ 1, 2 ]");
+    YES(g, "{\"a\": 1, \"b\": [ true ]}");
+    NO(g, "0.10000000000000001");
+    NO(g, "0.2");
+    NO(g, "[2, 1]");
+    NO(g, "{\"a\": 2, \"b\": [true]}");
+    sp_grammar_release(g);
+    g = compile("{\"const\": \"Z\u00fcrich\"}");
+    YES(g, "\"Z\u00fcrich\"");
+    YES(g, "\"Z\\u00fcrich\"");
+    sp_grammar_release(g);
+}
+
 static void test_integer_ranges(void **st) {
     (void)st;
     static const char *const bounds[][2] = {{"5", "123"}, {"-20", "-3"}, {"-150", "250"},
@@ -247,6 +288,7 @@ static void test_errors(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_objects),        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_value_spellings),
         cmocka_unit_test(test_integer_ranges), cmocka_unit_test(test_strings),
         cmocka_unit_test(test_arrays),         cmocka_unit_test(test_refs),
         cmocka_unit_test(test_errors),
