@@ -188,12 +188,13 @@ sp_err sp_engine_create(const sp_model *m, const sp_vocab *v, const sp_engine_op
     e->d_len = malloc(S * sizeof *e->d_len);
     e->d_avail = malloc(S * sizeof *e->d_avail);
     e->views = malloc(S * sizeof *e->views);
+    e->blk_seen = calloc((size_t)n_blocks, sizeof *e->blk_seen);
     e->b_cand = malloc(S * sizeof *e->b_cand);
     e->logits = malloc(R * (size_t)m->hp.n_vocab * sizeof *e->logits);
     e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_rows || !e->b_tables || !e->b_nblocks ||
         !e->b_reqs || !e->b_chunk || !e->b_out_seq || !e->b_draft || !e->b_ndraft || !e->d_reqs ||
-        !e->d_tokens || !e->d_len || !e->d_avail || !e->views ||
+        !e->d_tokens || !e->d_len || !e->d_avail || !e->views || !e->blk_seen ||
         !e->b_cand || !e->logits) {
         err = SP_ERR_NOMEM;
         goto fail;
@@ -540,7 +541,7 @@ enum {
  * predicted to take at most this fraction of the prefill of an ONLINE_REF_PROMPT-token
  * prompt: an online request that arrives during a step waits at most that for it to end,
  * and then gets a step of its own. */
-#define OFFLINE_SLICE_FRACTION 0.5
+#define OFFLINE_SLICE_FRACTION 0.25
 
 static bool offline(const sp_request *r) {
     return r->params.priority >= SP_PRIORITY_OFFLINE;
@@ -1096,6 +1097,7 @@ void sp_engine_destroy(sp_engine *e) {
     free(e->d_len);
     free(e->d_avail);
     free(e->views);
+    free(e->blk_seen);
     free(e->b_cand);
     free(e->logits);
     sp__constrain_free(e);

@@ -97,6 +97,8 @@ struct sp_engine {
     float *glogits;           // (n_vocab) logits with the grammar's mask applied
     sp_mask_cache *masks;     // allowed tokens of recent grammar states
     sp_policy_req *views;     // (max_seqs) snapshot for the admission policy
+    uint32_t *blk_seen;       // (n_blocks) the admission snapshot that last counted each block
+    uint32_t blk_epoch;
     sp__prefill_cand *b_cand; // (max_seqs) prefill candidates of a step
     int32_t top_ids[SP_REQ_MAX_TOP_LOGPROBS];
     float top_lps[SP_REQ_MAX_TOP_LOGPROBS];

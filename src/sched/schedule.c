@@ -3,6 +3,7 @@
  * more urgent requests, and early rejection of requests that cannot meet their deadline. The
  * step (engine.c) asks; this file decides. Engine thread only. */
 #include <stdio.h>
+#include <string.h>
 
 #include "base/util.h"
 #include "kv/prefix.h"
@@ -184,9 +185,27 @@ sp_request *sp__sched_admit_next(sp_engine *e) {
                         .n_running = 0,
                         .running = e->views,
                         .n_waiting = e->waiting.n};
-    for (sp_request *q = e->running.head; q; q = q->next)
-        e->views[s.n_running++] = view_of(e, q);
+    // Blocks that several requests share (a common prefix) count once: each request's KV is
+    // what it holds beyond the blocks already counted for the requests before it, and the
+    // candidate's beyond the prefix it finds in the cache.
+    if (++e->blk_epoch == 0) {
+        memset(e->blk_seen, 0, (size_t)e->kv.n_blocks * sizeof *e->blk_seen);
+        e->blk_epoch = 1;
+    }
+    for (sp_request *q = e->running.head; q; q = q->next) {
+        sp_policy_req v = view_of(e, q);
+        for (int32_t b = 0; b < q->seq.n_blocks; b++) {
+            const int32_t id = q->seq.blocks[b];
+            if (id < 0 || id >= e->kv.n_blocks)
+                continue;
+            if (e->blk_seen[id] == e->blk_epoch)
+                v.n_kv -= SP_MIN(e->o.block_size, v.n_kv);
+            e->blk_seen[id] = e->blk_epoch;
+        }
+        e->views[s.n_running++] = v;
+    }
     sp_policy_req cand = view_of(e, r);
+    cand.n_kv -= SP_MIN(matched, cand.n_kv);
     cand.blocks_needed = sp__sched_blocks_for(e, r->n_tokens) - matched / e->o.block_size;
     bool ok = e->o.policy.admit(e->o.policy.ctx, &s, &cand);
     if (!ok && e->running.n == 0 && cand.blocks_needed <= s.n_available)

@@ -31,7 +31,6 @@ enum {
     GROUP_MIN_SHARED = 16,          // lines sharing fewer tokens start a new group
     MAX_ERRORS = 100,               // validation errors recorded per batch
     RETRY_US = 500 * 1000,          // a line refused for overload is retried after this
-    ONLINE_SEQS = 8,                // running sequences batches leave to online requests
 };
 
 typedef struct job job;
@@ -623,11 +622,10 @@ static void cancel_running(job *j) {
     }
 }
 
-/* Lines in flight at most: the engine's running sequences, less a few left free so that an
- * online request starts at once instead of waiting for (or preempting) a batch line. */
+/* Lines in flight at most: the engine's running sequences (an online request that finds them
+ * all taken displaces a batch line, whose prefix stays cached). */
 static int32_t max_running(const sp__batch_runner *r) {
-    const int32_t n = sp_engine_max_seqs(r->a->e);
-    return SP_MAX(1, n - SP_MIN(ONLINE_SEQS, n / 4));
+    return SP_MAX(1, sp_engine_max_seqs(r->a->e));
 }
 
 /* Moves every batch along: validates new ones, finalizes finished ones, keeps lines in
