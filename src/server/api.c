@@ -77,14 +77,15 @@ static bool method_allowed(const route *r, sp_str method) {
            (!strcmp(r->method, "GET") && sp_str_eq(method, "HEAD"));
 }
 
+sp_str sp__api_route_path(sp_str path) {
+    if (path.len >= 3 && !memcmp(path.ptr, "/v1", 3) && (path.len == 3 || path.ptr[3] == '/'))
+        return (sp_str){path.ptr + 3, path.len - 3};
+    return path;
+}
+
 static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {
     sp_api *a = ctx;
-    sp_str path = req->path;
-    // The /v1 prefix is optional.
-    if (path.len >= 3 && !memcmp(path.ptr, "/v1", 3) && (path.len == 3 || path.ptr[3] == '/')) {
-        path.ptr += 3;
-        path.len -= 3;
-    }
+    const sp_str path = sp__api_route_path(req->path);
     char pbuf[64];
     snprintf(pbuf, sizeof pbuf, "%.*s", (int)SP_MIN(req->path.len, 60), req->path.ptr);
     const route *r = NULL;
@@ -118,10 +119,9 @@ static void on_request(void *ctx, sp_http_conn *c, const sp_http_req *req) {
 /* Uploads to /v1/files may be larger than other bodies. */
 static size_t body_limit(void *ctx, const sp_http_req *req) {
     const sp_api *a = ctx;
-    sp_str p = req->path;
-    if (p.len >= 3 && !memcmp(p.ptr, "/v1", 3))
-        p = (sp_str){p.ptr + 3, p.len - 3};
-    return sp_str_eq(req->method, "POST") && sp_str_eq(p, "/files") ? a->o.max_upload_bytes : 0;
+    return sp_str_eq(req->method, "POST") && sp_str_eq(sp__api_route_path(req->path), "/files")
+               ? a->o.max_upload_bytes
+               : 0;
 }
 
 sp_http_handler sp_api_handler(sp_api *a) {

@@ -166,6 +166,20 @@ void sp__api_free_all(sp_api *a);
 void sp__api_handle_files(sp_api *a, sp_http_conn *c, const sp_http_req *req);
 void sp__api_handle_batches(sp_api *a, sp_http_conn *c, const sp_http_req *req);
 
+/* A request path without the optional /v1 prefix (api.c). */
+sp_str sp__api_route_path(sp_str path);
+
+/* The id and what follows it in a resource path below prefix ("/files"): "/files/ID/content"
+ * gives ID and "/content"; "/files" gives "" and "". False (after answering 404, as `what`)
+ * for a path that cannot be one. */
+bool sp__api_resource_path(sp_api *a, sp_http_conn *c, const sp_http_req *req, const char *prefix,
+                           const char *what, char id[SP_STORE_ID_LEN], char rest[16]);
+
+/* The "limit" query parameter of a list (dflt when absent), from 1 to max; false after
+ * answering 400. */
+bool sp__api_list_limit(sp_api *a, sp_http_conn *c, const sp_http_req *req, const char *path,
+                        int32_t dflt, int32_t max, int32_t *out);
+
 /* The value of query parameter name (no percent-decoding: ids and numbers need none) into
  * out[cap]; false when absent or too long. */
 bool sp__api_query_param(const sp_http_req *req, const char *name, char *out, size_t cap);

@@ -121,19 +121,11 @@ static void create(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
 
 static void list(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
     const char *path = "/v1/batches";
-    char after[SP_STORE_ID_LEN], lim[16];
+    char after[SP_STORE_ID_LEN];
     const bool has_after = sp__api_query_param(req, "after", after, sizeof after);
-    int32_t limit = LIST_DEFAULT;
-    if (sp__api_query_param(req, "limit", lim, sizeof lim)) {
-        char *end;
-        const long v = strtol(lim, &end, 10);
-        if (!*lim || *end || v < 1 || v > LIST_MAX) {
-            sp__api_send_error(a, c, 400, "invalid_request_error", "limit", NULL, NULL, path,
-                               "limit must be an integer from 1 to %d", LIST_MAX);
-            return;
-        }
-        limit = (int32_t)v;
-    }
+    int32_t limit;
+    if (!sp__api_list_limit(a, c, req, path, LIST_DEFAULT, LIST_MAX, &limit))
+        return;
     sp_store_batch bs[LIST_MAX];
     int32_t n = 0;
     bool more = false;
@@ -192,22 +184,9 @@ void sp__api_handle_batches(sp_api *a, sp_http_conn *c, const sp_http_req *req) 
     const char *path = "/v1/batches";
     if (!sp__api_store_ready(a, c, path))
         return;
-    sp_str p = req->path;
-    const size_t skip = (p.len >= 3 && !memcmp(p.ptr, "/v1", 3) ? 3 : 0) + 8;
-    char id[SP_STORE_ID_LEN] = "", rest[16] = "";
-    if (p.len > skip) {
-        const char *s = p.ptr + skip + 1, *end = p.ptr + p.len;
-        const char *slash = memchr(s, '/', (size_t)(end - s));
-        const size_t n = (size_t)((slash ? slash : end) - s);
-        if (n == 0 || n >= sizeof id || (slash && (size_t)(end - slash) >= sizeof rest)) {
-            sp__api_send_error(a, c, 404, "invalid_request_error", NULL, "not_found", NULL, path,
-                               "no such batch");
-            return;
-        }
-        memcpy(id, s, n);
-        if (slash)
-            snprintf(rest, sizeof rest, "%.*s", (int)(end - slash), slash);
-    }
+    char id[SP_STORE_ID_LEN], rest[16]; // "/batches/ID/cancel": ID, "/cancel"
+    if (!sp__api_resource_path(a, c, req, "/batches", "batch", id, rest))
+        return;
     const bool get = sp_str_eq(req->method, "GET") || sp_str_eq(req->method, "HEAD");
     const bool post = sp_str_eq(req->method, "POST");
     if (!id[0] && post)

@@ -35,6 +35,47 @@ bool sp__api_query_param(const sp_http_req *req, const char *name, char *out, si
     return false;
 }
 
+bool sp__api_resource_path(sp_api *a, sp_http_conn *c, const sp_http_req *req, const char *prefix,
+                           const char *what, char id[SP_STORE_ID_LEN], char rest[16]) {
+    const sp_str p = sp__api_route_path(req->path);
+    const size_t skip = strlen(prefix);
+    id[0] = rest[0] = '\0';
+    if (p.len <= skip)
+        return true;
+    const char *s = p.ptr + skip + 1, *end = p.ptr + p.len;
+    const char *slash = memchr(s, '/', (size_t)(end - s));
+    const size_t n = (size_t)((slash ? slash : end) - s);
+    if (n == 0 || n >= SP_STORE_ID_LEN || (slash && (size_t)(end - slash) >= 16)) {
+        char logged[32];
+        snprintf(logged, sizeof logged, "/v1%s", prefix);
+        sp__api_send_error(a, c, 404, "invalid_request_error", NULL, "not_found", NULL, logged,
+                           "no such %s", what);
+        return false;
+    }
+    memcpy(id, s, n);
+    id[n] = '\0';
+    if (slash)
+        snprintf(rest, 16, "%.*s", (int)(end - slash), slash);
+    return true;
+}
+
+bool sp__api_list_limit(sp_api *a, sp_http_conn *c, const sp_http_req *req, const char *path,
+                        int32_t dflt, int32_t max, int32_t *out) {
+    char lim[16];
+    *out = dflt;
+    if (!sp__api_query_param(req, "limit", lim, sizeof lim))
+        return true;
+    char *end;
+    const long v = strtol(lim, &end, 10);
+    if (!*lim || *end || v < 1 || v > max) {
+        sp__api_send_error(a, c, 400, "invalid_request_error", "limit", NULL, NULL, path,
+                           "limit must be an integer from 1 to %d", max);
+        return false;
+    }
+    *out = (int32_t)v;
+    return true;
+}
+
 bool sp__api_store_ready(sp_api *a, sp_http_conn *c, const char *path) {
     if (a->store)
         return true;
@@ -155,20 +196,12 @@ static void upload(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
 
 static void list(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
     const char *path = "/v1/files";
-    char purpose[32], after[SP_STORE_ID_LEN], lim[16];
+    char purpose[32], after[SP_STORE_ID_LEN];
     const bool has_purpose = sp__api_query_param(req, "purpose", purpose, sizeof purpose);
     const bool has_after = sp__api_query_param(req, "after", after, sizeof after);
-    int32_t limit = LIST_DEFAULT;
-    if (sp__api_query_param(req, "limit", lim, sizeof lim)) {
-        char *end;
-        const long v = strtol(lim, &end, 10);
-        if (!*lim || *end || v < 1 || v > LIST_MAX) {
-            sp__api_send_error(a, c, 400, "invalid_request_error", "limit", NULL, NULL, path,
-                               "limit must be an integer from 1 to %d", LIST_MAX);
-            return;
-        }
-        limit = (int32_t)v;
-    }
+    int32_t limit;
+    if (!sp__api_list_limit(a, c, req, path, LIST_DEFAULT, LIST_MAX, &limit))
+        return;
     sp_store_file *fs = malloc((size_t)limit * sizeof *fs);
     int32_t n = 0;
     bool more = false;
@@ -224,23 +257,9 @@ void sp__api_handle_files(sp_api *a, sp_http_conn *c, const sp_http_req *req) {
     const char *path = "/v1/files";
     if (!sp__api_store_ready(a, c, path))
         return;
-    // The path after /files (the /v1 prefix is optional): "", "/ID" or "/ID/content".
-    sp_str p = req->path;
-    const size_t skip = (p.len >= 3 && !memcmp(p.ptr, "/v1", 3) ? 3 : 0) + 6;
-    char id[SP_STORE_ID_LEN] = "", rest[16] = "";
-    if (p.len > skip) {
-        const char *s = p.ptr + skip + 1, *end = p.ptr + p.len;
-        const char *slash = memchr(s, '/', (size_t)(end - s));
-        const size_t n = (size_t)((slash ? slash : end) - s);
-        if (n == 0 || n >= sizeof id || (slash && (size_t)(end - slash) >= sizeof rest)) {
-            sp__api_send_error(a, c, 404, "invalid_request_error", NULL, "not_found", NULL, path,
-                               "no such file");
-            return;
-        }
-        memcpy(id, s, n);
-        if (slash)
-            snprintf(rest, sizeof rest, "%.*s", (int)(end - slash), slash);
-    }
+    char id[SP_STORE_ID_LEN], rest[16]; // "/files/ID/content": ID, "/content"
+    if (!sp__api_resource_path(a, c, req, "/files", "file", id, rest))
+        return;
     const bool get = sp_str_eq(req->method, "GET") || sp_str_eq(req->method, "HEAD");
     sp_store_file f;
     if (!id[0] && sp_str_eq(req->method, "POST")) {
