@@ -168,6 +168,39 @@ static void test_concurrent_arrivals(void **state) {
     teardown_model();
 }
 
+/* Admission counts a prefix that running requests share once: six prompts of 208 tokens, 192 of
+ * them shared, fit a pool of 640 tokens together (each counted whole, 224 tokens with its
+ * output, at most two would). */
+static void test_shared_prefix_admitted_once(void **state) {
+    (void)state;
+    setup_model();
+    enum { N = 6, LEN = 208, SHARED = 192 };
+    int32_t p[N][LEN];
+    for (int i = 0; i < N; i++) {
+        fill(p[i], LEN, 9);
+        fill(p[i] + SHARED, LEN - SHARED, 200 + (uint64_t)i);
+    }
+    rec rc = {0};
+    sp_engine *e = make_engine(&rc, true, 640, 0);
+    submit(e, &rc, p[0], LEN, 16);
+    for (int k = 0; k < 5; k++) // its prompt computed: the shared blocks are in use
+        sp_engine_step(e);
+    for (int i = 1; i < N; i++)
+        submit(e, &rc, p[i], LEN, 16);
+    int32_t most = 0;
+    for (int k = 0; k < 200 && sp_engine_busy(e); k++) {
+        sp_engine_step(e);
+        sp_engine_stats st;
+        sp_engine_stats_get(e, &st);
+        most = st.n_running > most ? st.n_running : most;
+    }
+    print_message("at most %d of %d running at once\n", most, N);
+    assert_int_equal(most, N);
+    sp_engine_stats st;
+    finish(e, &rc, &st);
+    teardown_model();
+}
+
 /* A pool too small to keep every prefix: cached blocks are evicted, outputs stay exact. */
 static void test_eviction(void **state) {
     (void)state;
@@ -227,6 +260,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_prefix_length),
         cmocka_unit_test(test_concurrent_arrivals),
+        cmocka_unit_test(test_shared_prefix_admitted_once),
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_forced_collisions),
     };
