@@ -303,30 +303,34 @@ static void test_offline_yields(void **state) {
     assert_true(worst <= 12);      // and each moved within a round of turns
 }
 
-/* Offline streams and an online request that arrives while the pool's admission keeps
- * requests waiting all finish: offline work yields to the online request without stopping for
- * good (a waiting online request that a step could not admit lets offline work go on). */
+/* Offline requests still computing their prompts under a pool whose admission keeps requests
+ * waiting, and an online request that arrives among them: everything finishes, within
+ * MAX_STEPS (offline work yields to the online request without stopping for good). This run
+ * does not reproduce the stall seen in bench/batch.py (an online request that admission could
+ * not take, offline work stopped for it), which the engine now avoids by letting offline work
+ * go on once a step has failed to admit the online request. */
 static void test_offline_frees_memory_for_online(void **state) {
     (void)state;
     trace t = {0};
     sp_engine_opts o = sp_engine_opts_default();
     o.n_threads = 1;
     o.kv_tokens = 64 * 16; // the admission policy's predicted peaks keep requests waiting
+    o.max_batch_tokens = 32; // prompts take several steps
     o.on_logits = on_logits;
     o.hook_ctx = &t;
     sp_engine *e;
     sp_diag d;
     assert_int_equal(sp_engine_create(model, vocab, &o, &e, &d), SP_OK);
-    enum { N = 8, GEN = 200 };
+    enum { N = 4, GEN = 100 };
     for (int i = 0; i < N; i++)
-        submit_prio(e, &t, 20, GEN, (uint64_t)i + 1, SP_PRIORITY_OFFLINE);
-    for (int k = 0; k < 5; k++)
+        submit_prio(e, &t, 300, GEN, (uint64_t)i + 1, SP_PRIORITY_OFFLINE);
+    for (int k = 0; k < 2; k++)
         step(e, &t);
-    submit(e, &t, 60, GEN, 99);
+    submit(e, &t, 60, 200, 99);
     finish(e, &t); // (steps at most MAX_STEPS)
     for (int i = 0; i < N; i++)
         assert_int_equal(t.n_tok[i], GEN);
-    assert_int_equal(t.n_tok[N], GEN);
+    assert_int_equal(t.n_tok[N], 200);
 }
 
 int main(void) {
