@@ -406,6 +406,11 @@ typedef struct walk_set {
     bool complete;   // whether the input is a sentence there
     sp_gr_class any; // the bytes some stack takes
     uint64_t hash;
+    // As text (text_allowed): the set after an ASCII character of ascii_ok (the most common
+    // one; UNKNOWN until known, DEAD if none), and the lead bytes whose characters all lead there
+    // too (lead_ok, known for those of lead_known; bit i for byte 0xC0 + i).
+    int32_t text_to;
+    uint64_t ascii_ok[2], lead_known, lead_ok;
 } walk_set;
 
 typedef struct walk_slot { // of the open-addressed tables below
@@ -423,13 +428,12 @@ struct sp_matcher_walk {
     uint32_t by_hash_mask, trans_mask, n_trans, stamp;
 };
 
-enum { DEAD = -1, WALK_MAX_SETS = 1 << 23 };
+enum { DEAD = -1, UNKNOWN = -2, WALK_MAX_SETS = 1 << 23 };
 
 typedef struct walk_ctx {
     const sp_token_trie *t;
     uint32_t *allowed;
     int32_t count;
-    sp_gr_class loop; // the bytes after which the current state (set 0) is itself again
 } walk_ctx;
 
 static inline uint32_t slot_hash(uint64_t k) {
@@ -549,6 +553,8 @@ static int32_t intern(sp_matcher *m, uint32_t at, uint32_t k, bool complete) {
     e->n = k;
     e->complete = complete;
     e->hash = h;
+    e->text_to = UNKNOWN;
+    e->lead_known = 0;
     class_union(m, at, k, &e->any);
     copy_ids(w->ids + w->n_ids, ids, k);
     w->n_ids += k;
@@ -561,15 +567,70 @@ static int32_t intern(sp_matcher *m, uint32_t at, uint32_t k, bool complete) {
     return id;
 }
 
+/* Narrows *c to the bytes that the stacks of interned set x taking byte b take, and no other
+ * stack of x takes (all of them step as b does); empty when no stack takes b. */
+static void same_stacks(const sp_matcher *m, uint32_t x, uint8_t b, sp_gr_class *c) {
+    const walk_set *s = &m->walk->sets[x];
+    const sp_grammar *g = m->g;
+    const uint32_t *ids = m->walk->ids + s->off;
+    bool taken = false;
+    for (uint32_t i = 0; i < s->n; i++) {
+        const sp_gr_class *top = &g->classes[g->elems[m->npos[ids[i]]].arg];
+        const bool in = sp_gr_class_has(top, b);
+        taken |= in;
+        for (int k = 0; k < 4; k++)
+            c->bits[k] &= in ? top->bits[k] : ~top->bits[k];
+    }
+    if (!taken)
+        memset(c, 0, sizeof *c);
+}
+
+/* The transition (key: set << 8 | byte) recorded in this walk, or NULL. */
+static const int32_t *trans_find(const struct sp_matcher_walk *w, uint32_t key) {
+    for (uint32_t s = slot_hash(key) & w->trans_mask; w->trans[s].stamp == w->stamp;
+         s = (s + 1) & w->trans_mask)
+        if (w->trans[s].key == key)
+            return &w->trans[s].val;
+    return NULL;
+}
+
+/* Records a transition not yet recorded. */
+static void trans_put(sp_matcher *m, uint32_t key, int32_t to) {
+    struct sp_matcher_walk *w = m->walk;
+    uint32_t s = slot_hash(key) & w->trans_mask;
+    while (w->trans[s].stamp == w->stamp)
+        s = (s + 1) & w->trans_mask;
+    w->trans[s] = (walk_slot){w->stamp, key, to};
+    if (2ull * ++w->n_trans > w->trans_mask + 1ull &&
+        !slots_grow(&w->trans, &w->trans_mask, w->stamp))
+        m->err = SP_ERR_NOMEM;
+}
+
 /* Where byte b leads from interned set `from`: a set, or DEAD when no stack takes it and the
- * input is not then complete. Computed once per walk. */
+ * input is not then complete. Computed once per walk and per class of bytes that the same
+ * stacks take (they all lead to the same set): inside a string, one step for all of ASCII. */
 static int32_t step(sp_matcher *m, uint32_t from, uint8_t b) {
     struct sp_matcher_walk *w = m->walk;
     const uint32_t key = from << 8 | b;
-    uint32_t s = slot_hash(key) & w->trans_mask;
-    for (; w->trans[s].stamp == w->stamp; s = (s + 1) & w->trans_mask)
-        if (w->trans[s].key == key)
-            return w->trans[s].val;
+    const int32_t *found = trans_find(w, key);
+    if (found)
+        return *found;
+    sp_gr_class same;
+    memset(&same, 0xff, sizeof same);
+    same_stacks(m, from, b, &same);
+    int k0 = 0;
+    while (k0 < 4 && !same.bits[k0])
+        k0++;
+    if (k0 == 4) { // no stack takes b
+        trans_put(m, key, DEAD);
+        return DEAD;
+    }
+    const uint32_t rep = (uint32_t)k0 * 64 + (uint32_t)__builtin_ctzll(same.bits[k0]);
+    if (rep != b && (found = trans_find(w, from << 8 | rep))) {
+        const int32_t to = *found;
+        trans_put(m, key, to);
+        return to;
+    }
     const uint32_t save = m->n_sets, n = w->sets[from].n;
     if (!grow_u32(&m->sets, &m->cap_sets, (uint64_t)save + n)) {
         m->err = SP_ERR_NOMEM;
@@ -585,10 +646,9 @@ static int32_t step(sp_matcher *m, uint32_t from, uint8_t b) {
     m->n_sets = save;
     if (m->err)
         return DEAD;
-    w->trans[s] = (walk_slot){w->stamp, key, to};
-    if (2ull * ++w->n_trans > w->trans_mask + 1ull &&
-        !slots_grow(&w->trans, &w->trans_mask, w->stamp))
-        m->err = SP_ERR_NOMEM;
+    trans_put(m, key, to);
+    if (rep != b && !m->err)
+        trans_put(m, from << 8 | rep, to);
     return to;
 }
 
@@ -601,9 +661,109 @@ static void allow_tokens(walk_ctx *w, uint32_t node) {
     }
 }
 
-/* The trie below node tn, from interned set `from` (0: the current state). From the current
- * state, a byte of w->loop leads back to it: when every byte below such an edge does too (in a
- * JSON string, most of the vocabulary), the whole subtree is allowed without a visit. */
+/* Where an ASCII character leads from interned set x as text: to the set that the largest
+ * class of ASCII bytes taken by the same stacks leads to; x's ascii_ok, the ASCII bytes that
+ * lead there. */
+static int32_t text_to(sp_matcher *m, uint32_t x) {
+    struct sp_matcher_walk *w = m->walk;
+    if (w->sets[x].text_to != UNKNOWN)
+        return w->sets[x].text_to;
+    uint64_t left[2] = {w->sets[x].any.bits[0], w->sets[x].any.bits[1]}, ok[2] = {0, 0};
+    int32_t best = DEAD;
+    int best_n = 0;
+    while ((left[0] | left[1]) && !m->err) {
+        const uint8_t b =
+            (uint8_t)(left[0] ? __builtin_ctzll(left[0]) : 64 + __builtin_ctzll(left[1]));
+        sp_gr_class same;
+        memset(&same, 0xff, sizeof same);
+        same_stacks(m, x, b, &same);
+        same.bits[0] &= left[0], same.bits[1] &= left[1];
+        left[0] &= ~same.bits[0], left[1] &= ~same.bits[1];
+        const int32_t to = step(m, x, b);
+        const int n = __builtin_popcountll(same.bits[0]) + __builtin_popcountll(same.bits[1]);
+        if (to == DEAD)
+            continue;
+        if (to == best) {
+            best_n += n;
+            ok[0] |= same.bits[0], ok[1] |= same.bits[1];
+        } else if (n > best_n) {
+            best = to, best_n = n;
+            ok[0] = same.bits[0], ok[1] = same.bits[1];
+        }
+    }
+    walk_set *s = &w->sets[x];
+    s->text_to = best;
+    s->ascii_ok[0] = ok[0], s->ascii_ok[1] = ok[1];
+    return best;
+}
+
+/* Whether every character that lead byte l begins (valid UTF-8) leads from interned set x to
+ * text_to(x), each of its continuation bytes taken alike. Known once per walk. */
+static bool lead_ok(sp_matcher *m, uint32_t x, uint8_t l) {
+    struct sp_matcher_walk *w = m->walk;
+    const uint64_t bit = 1ull << (l - 0xC0);
+    if (w->sets[x].lead_known & bit)
+        return w->sets[x].lead_ok & bit;
+    const int32_t target = text_to(m, x);
+    const int len = l >= 0xF0 ? 4 : l >= 0xE0 ? 3 : 2;
+    int32_t y = target == DEAD ? DEAD : step(m, x, l);
+    for (int i = 1; i < len && y != DEAD && !m->err; i++) {
+        const unsigned lo = i > 1 ? 0x80 : l == 0xE0 ? 0xA0 : l == 0xF0 ? 0x90 : 0x80;
+        const unsigned hi = i > 1 ? 0xBF : l == 0xED ? 0x9F : l == 0xF4 ? 0x8F : 0xBF;
+        sp_gr_class same;
+        memset(&same, 0xff, sizeof same);
+        if (w->sets[y].n == 0) {
+            y = DEAD;
+            break;
+        }
+        same_stacks(m, (uint32_t)y, (uint8_t)lo, &same);
+        for (unsigned b = lo; b <= hi; b++)
+            if (!sp_gr_class_has(&same, b)) {
+                y = DEAD;
+                break;
+            }
+        if (y != DEAD)
+            y = step(m, (uint32_t)y, (uint8_t)lo);
+    }
+    walk_set *s = &w->sets[x];
+    s->lead_known |= bit;
+    if (y != DEAD && y == target)
+        s->lead_ok |= bit;
+    else
+        s->lead_ok &= ~bit;
+    return s->lead_ok & bit;
+}
+
+/* Whether every token below trie node c, reached in interned set x, is allowed, when the
+ * subtree is text (trie.h): its paths have at most t->sub_chars[c] characters, of the ASCII
+ * bytes and lead bytes of t->sub_bytes[c]. Sure when, at each of that many sets along the way
+ * that an ASCII character leads to (text_to), all of those characters lead to the next; or
+ * when that way comes back to a set it was at, which it does forever. This takes at once the
+ * most of a vocabulary inside a string: unbounded, a character leads back to the string's state;
+ * bounded (x{0,n}), to the state with one fewer left, where the characters are taken alike.
+ * Otherwise (false) the walk visits the subtree. */
+static bool text_allowed(sp_matcher *m, const sp_token_trie *t, uint32_t x, uint32_t c) {
+    const uint32_t n = t->sub_chars[c];
+    const uint64_t *bytes = t->sub_bytes[c];
+    uint64_t leads = bytes[3] & ~3ull; // 0xC2 .. 0xFF (the trie has no 0xF5 .. 0xFF in text)
+    for (uint32_t i = 0; i < n && !m->err; i++) {
+        const int32_t to = text_to(m, x);
+        const walk_set *s = &m->walk->sets[x];
+        if (to == DEAD || (bytes[0] & ~s->ascii_ok[0]) || (bytes[1] & ~s->ascii_ok[1]))
+            return false;
+        for (uint64_t l = leads; l; l &= l - 1)
+            if (!lead_ok(m, x, (uint8_t)(0xC0 + __builtin_ctzll(l))))
+                return false;
+        if ((uint32_t)to == x)
+            return true;
+        x = (uint32_t)to;
+    }
+    return !m->err;
+}
+
+/* The trie below node tn, from interned set `from` (0: the current state). A subtree whose
+ * tokens are all allowed (subtree_allowed; in a string, most of the vocabulary) is taken
+ * without a visit. */
 static void walk(sp_matcher *m, walk_ctx *w, uint32_t tn, uint32_t from) {
     const sp_token_trie *t = w->t;
     const sp_gr_class any = m->walk->sets[from].any; // (a copy: the table may move)
@@ -612,25 +772,21 @@ static void walk(sp_matcher *m, walk_ctx *w, uint32_t tn, uint32_t from) {
         if (!sp_gr_class_has(&any, b))
             continue;
         const uint32_t c = t->edge_node[e];
-        if (from == 0 && sp_gr_class_has(&w->loop, b)) {
-            const uint64_t *below = t->sub_bytes[c];
-            if (!(below[0] & ~w->loop.bits[0]) && !(below[1] & ~w->loop.bits[1]) &&
-                !(below[2] & ~w->loop.bits[2]) && !(below[3] & ~w->loop.bits[3])) {
+        const int32_t to = step(m, from, b);
+        if (to == DEAD)
+            continue;
+        if (m->walk->sets[to].n && t->edge_start[c] < t->edge_start[c + 1]) {
+            if (t->sub_chars[c] != SP_TRIE_NOT_TEXT && text_allowed(m, t, (uint32_t)to, c)) {
                 for (uint32_t j = t->tok_start[c]; j < t->tok_start[t->sub_end[c]]; j++)
                     w->allowed[t->toks[j] >> 5] |= 1u << (t->toks[j] & 31);
                 w->count += (int32_t)(t->tok_start[t->sub_end[c]] - t->tok_start[c]);
                 continue;
             }
             allow_tokens(w, c);
-            walk(m, w, c, 0);
-            continue;
-        }
-        const int32_t to = step(m, from, b);
-        if (to == DEAD)
-            continue;
-        allow_tokens(w, c);
-        if (m->walk->sets[to].n && t->edge_start[c] < t->edge_start[c + 1])
             walk(m, w, c, (uint32_t)to);
+        } else {
+            allow_tokens(w, c);
+        }
     }
 }
 
@@ -643,14 +799,8 @@ sp_err sp_matcher_fill_mask(sp_matcher *m, const sp_token_trie *t, uint32_t *all
     walk_begin(m);
     if (grow_u32(&m->sets, &m->cap_sets, m->n_cur)) {
         copy_ids(m->sets, m->cur, m->n_cur);
-        if (m->n_cur && intern(m, 0, m->n_cur, m->complete) == 0) {
-            const sp_gr_class any = m->walk->sets[0].any;
-            for (unsigned b = 0; b < 256 && !m->err; b++)
-                if (sp_gr_class_has(&any, b) && step(m, 0, (uint8_t)b) == 0)
-                    w.loop.bits[b >> 6] |= 1ull << (b & 63);
-            if (t->n_nodes > 0 && !m->err)
-                walk(m, &w, 0, 0);
-        }
+        if (m->n_cur && intern(m, 0, m->n_cur, m->complete) == 0 && t->n_nodes > 0)
+            walk(m, &w, 0, 0);
     } else {
         m->err = SP_ERR_NOMEM;
     }

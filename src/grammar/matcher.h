@@ -12,8 +12,9 @@
  * repetitions run in constant stack depth.
  *
  * The allowed tokens (sp_matcher_fill_mask) are found by walking the token trie from the
- * current state, pruning at the first byte no stack takes; the nodes that walk creates are
- * rolled back after it. Not thread-safe: one matcher per request, used by one thread. */
+ * current state, pruning at the first byte no stack takes, and taking at once a subtree of text
+ * whose every character the grammar takes alike (inside a string, most of the vocabulary); the
+ * nodes that walk creates are rolled back after it. Not thread-safe: one matcher per request, used by one thread. */
 #ifndef SP_GRAMMAR_MATCHER_H
 #define SP_GRAMMAR_MATCHER_H
 

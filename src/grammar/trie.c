@@ -81,6 +81,46 @@ static uint32_t build(builder *b, uint32_t lo, uint32_t hi, uint32_t depth) {
     return id;
 }
 
+/* The most characters after the one whose last r bytes start at node d (the next in
+ * [lo, hi], then continuation bytes): 0 where a path ends inside it; SP_TRIE_NOT_TEXT if a path
+ * is not valid UTF-8. Nodes below d are done (sub_chars). */
+static unsigned rest_of_char(const sp_token_trie *t, uint32_t d, int r, unsigned lo, unsigned hi) {
+    unsigned most = 0;
+    for (uint32_t e = t->edge_start[d]; e < t->edge_start[d + 1]; e++) {
+        const unsigned b = t->edge_byte[e], c = t->edge_node[e];
+        if (b < lo || b > hi)
+            return SP_TRIE_NOT_TEXT;
+        const unsigned n = r == 1 ? t->sub_chars[c] : rest_of_char(t, c, r - 1, 0x80, 0xBF);
+        if (n == SP_TRIE_NOT_TEXT)
+            return n;
+        most = n > most ? n : most;
+    }
+    return most;
+}
+
+/* sub_chars of node i, those of the nodes below it done. */
+static uint8_t text_chars(const sp_token_trie *t, uint32_t i) {
+    unsigned most = 0;
+    for (uint32_t e = t->edge_start[i]; e < t->edge_start[i + 1]; e++) {
+        const unsigned b = t->edge_byte[e], c = t->edge_node[e];
+        unsigned n;
+        if (b < 0x80)
+            n = t->sub_chars[c];
+        else if (b >= 0xC2 && b <= 0xDF)
+            n = rest_of_char(t, c, 1, 0x80, 0xBF);
+        else if (b >= 0xE0 && b <= 0xEF) // no overlong forms, no surrogates
+            n = rest_of_char(t, c, 2, b == 0xE0 ? 0xA0 : 0x80, b == 0xED ? 0x9F : 0xBF);
+        else if (b >= 0xF0 && b <= 0xF4) // nothing above U+10FFFF
+            n = rest_of_char(t, c, 3, b == 0xF0 ? 0x90 : 0x80, b == 0xF4 ? 0x8F : 0xBF);
+        else
+            return SP_TRIE_NOT_TEXT;
+        if (n >= SP_TRIE_NOT_TEXT - 1)
+            return SP_TRIE_NOT_TEXT;
+        most = n + 1 > most ? n + 1 : most;
+    }
+    return (uint8_t)most;
+}
+
 sp_err sp_token_trie_create(const uint8_t *const *bytes, const uint32_t *len, int32_t n_vocab,
                             sp_token_trie **out) {
     sp_token_trie *t = calloc(1, sizeof *t);
@@ -112,7 +152,8 @@ sp_err sp_token_trie_create(const uint8_t *const *bytes, const uint32_t *len, in
     // Subtrees, children first (a child's number is above its parent's).
     t->sub_end = malloc((size_t)t->n_nodes * sizeof *t->sub_end);
     t->sub_bytes = calloc(t->n_nodes, sizeof *t->sub_bytes);
-    if (!t->sub_end || !t->sub_bytes) {
+    t->sub_chars = calloc(t->n_nodes, sizeof *t->sub_chars);
+    if (!t->sub_end || !t->sub_bytes || !t->sub_chars) {
         sp_token_trie_destroy(t);
         return SP_ERR_NOMEM;
     }
@@ -127,6 +168,7 @@ sp_err sp_token_trie_create(const uint8_t *const *bytes, const uint32_t *len, in
             if (t->sub_end[c] > t->sub_end[i])
                 t->sub_end[i] = t->sub_end[c];
         }
+        t->sub_chars[i] = text_chars(t, i);
     }
     *out = t;
     return SP_OK;
@@ -142,5 +184,6 @@ void sp_token_trie_destroy(sp_token_trie *t) {
     free(t->toks);
     free(t->sub_end);
     free(t->sub_bytes);
+    free(t->sub_chars);
     free(t);
 }

@@ -9,6 +9,8 @@
 
 #include "base/err.h"
 
+enum { SP_TRIE_NOT_TEXT = 255 };
+
 typedef struct sp_token_trie {
     uint32_t n_nodes;     // node 0 is the root (the empty string)
     uint32_t *edge_start; // (n_nodes + 1) node i's children: edges [edge_start[i],
@@ -22,8 +24,12 @@ typedef struct sp_token_trie {
     // tokens toks[tok_start[i] .. tok_start[sub_end[i]]).
     uint32_t *sub_end;        // (n_nodes)
     uint64_t (*sub_bytes)[4]; // (n_nodes) the bytes on the edges below node i (a 256-bit set)
-    int32_t n_vocab;          // token ids are below this
-    uint32_t max_depth;       // the longest token's bytes
+    // Node i's subtree as text: read from node i on, a fresh start, are its paths (prefixes of)
+    // valid UTF-8? Then sub_chars[i] is the most characters on a path (a last one begun counts),
+    // else SP_TRIE_NOT_TEXT (also when a path has more than 254).
+    uint8_t *sub_chars; // (n_nodes)
+    int32_t n_vocab;    // token ids are below this
+    uint32_t max_depth; // the longest token's bytes
 } sp_token_trie;
 
 /* Builds the trie of tokens 0 .. n_vocab - 1, token i spelled by bytes[i][len[i]] (borrowed;

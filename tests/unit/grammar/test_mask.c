@@ -117,6 +117,9 @@ static void test_mask_matches_tokens(void **st) {
     const char *others[] = {
         "root ::= [^\"]* \"\\\"\" (\"ab\" | [0-9]{2,3})+ \"\xc3\xa9\"?\n",
         "root ::= (\"null\" | \"true\" \" \"? | [\\u00e0-\\u20ff] | \"\\\\u\" [0-9]{4})+\n",
+        // Bounded runs: a subtree is taken whole only when what is left holds its deepest token.
+        "root ::= \"\\\"\" [^\"\\\\]{0,5} \"\\\"\" ([a-e0-9 ]{1,3} \",\")* [a-z]{2,9}\n",
+        "root ::= ([^\"]{3} | [0-9]{0,4} \"-\")+ \"\\\"\"\n",
     };
     for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
         assert_int_equal(sp_grammar_from_gbnf(others[i], strlen(others[i]), &g, &d), SP_OK);
@@ -127,8 +130,42 @@ static void test_mask_matches_tokens(void **st) {
     free_vocab(&v);
 }
 
+/* The characters of s[n] if it is valid UTF-8 but for a last character cut short (which
+ * counts), else -1. */
+static int utf8_prefix_chars(const uint8_t *s, uint32_t n) {
+    int chars = 0;
+    for (uint32_t i = 0; i < n; chars++) {
+        const uint8_t b = s[i++];
+        uint32_t cp, more;
+        if (b < 0x80)
+            continue;
+        else if ((b & 0xE0) == 0xC0)
+            cp = b & 0x1F, more = 1;
+        else if ((b & 0xF0) == 0xE0)
+            cp = b & 0x0F, more = 2;
+        else if ((b & 0xF8) == 0xF0)
+            cp = b & 0x07, more = 3;
+        else
+            return -1;
+        const uint32_t len = more + 1;
+        uint32_t k = 0;
+        for (; k < more && i < n; k++, i++) {
+            if ((s[i] & 0xC0) != 0x80)
+                return -1;
+            cp = cp << 6 | (s[i] & 0x3F);
+        }
+        // A cut character: its first bytes must begin some valid character.
+        const uint32_t shift = 6 * (more - k);
+        const uint32_t lo = cp << shift, hi = lo | ((1u << shift) - 1);
+        static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (hi < least[len] || lo > 0x10FFFF || (lo >= 0xD800 && hi <= 0xDFFF))
+            return -1;
+    }
+    return chars;
+}
+
 /* The trie holds every token with bytes once, under the path of its bytes; its subtrees are
- * contiguous ranges of nodes, with the bytes below them. */
+ * contiguous ranges of nodes, with the bytes below them and how many characters of text. */
 static void test_trie(void **st) {
     (void)st;
     uint64_t rs = 7;
@@ -158,6 +195,11 @@ static void test_trie(void **st) {
     }
     // Each node's subtree: the nodes [i, sub_end[i]), the bytes of their edges, their tokens.
     uint32_t *stack = malloc(t->n_nodes * sizeof *stack);
+    uint32_t *depth = calloc(t->n_nodes, sizeof *depth);
+    for (uint32_t i = 0; i < t->n_nodes; i++)
+        for (uint32_t e = t->edge_start[i]; e < t->edge_start[i + 1]; e++)
+            depth[t->edge_node[e]] = depth[i] + 1;
+    int n_text = 0, n_not_text = 0;
     for (uint32_t i = 0; i < t->n_nodes; i += 1 + i % 7) {
         uint64_t bytes[4] = {0};
         uint32_t end = i + 1, n = 0;
@@ -173,7 +215,18 @@ static void test_trie(void **st) {
         }
         assert_true(end <= t->sub_end[i]);
         assert_memory_equal(bytes, t->sub_bytes[i], sizeof bytes);
+        int chars = 0; // the most over its tokens, read from this node on
+        for (uint32_t j = t->tok_start[i]; j < t->tok_start[t->sub_end[i]] && chars >= 0; j++) {
+            const int32_t tok = t->toks[j];
+            const int c = utf8_prefix_chars(v.bytes[tok] + depth[i], v.len[tok] - depth[i]);
+            chars = c < 0 ? -1 : c > chars ? c : chars;
+        }
+        assert_int_equal(t->sub_chars[i], chars < 0 ? SP_TRIE_NOT_TEXT : chars);
+        n_text += chars > 0;
+        n_not_text += chars < 0;
     }
+    assert_true(n_text > 100 && n_not_text > 100);
+    free(depth);
     free(stack);
     free(seen);
     sp_token_trie_destroy(t);
