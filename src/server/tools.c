@@ -209,7 +209,7 @@ struct sp_tools_reader {
     uint32_t pending; // content: [pending, pos) is undecided whitespace
     char *content;    // (content_cap) the content decided so far
     uint32_t content_len, content_cap, content_taken;
-    bool at_start; // llama3: only whitespace read so far
+    bool at_start; // llama3: only whitespace read so far (or, after a call, ';' too)
     // A region of calls: its marker at [region_from, region_body).
     bool in_region, in_array, obj_open;
     uint32_t region_from, region_body;
@@ -285,7 +285,7 @@ static sp_err read_content(sp_tools_reader *r, bool final) {
     const size_t k = strlen(r->marker);
     while (r->pos < r->len) {
         const char c = r->buf[r->pos];
-        if (r->at_start && !is_ws(c)) {
+        if (r->at_start && !is_ws(c) && !(c == ';' && r->n_named)) {
             r->at_start = false;
             if (c == '{' || c == '[') {
                 enter_region(r, r->pos, r->pos);
@@ -355,6 +355,8 @@ static sp_err close_call(sp_tools_reader *r, uint32_t at) {
         r->at = AT_AFTER_ITEM;
     else
         r->in_region = false;
+    // Llama 3: parallel calls are JSON objects separated by ';' (vLLM's llama3_json reading).
+    r->at_start = r->f == SP_TOOLS_LLAMA3 && !r->in_region;
     return SP_OK;
 }
 

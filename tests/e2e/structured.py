@@ -375,6 +375,22 @@ class ToolCalls(unittest.TestCase):
                 self.assertNotIn("<", text)
                 self.assertNotIn("\n", text)
 
+    def test_llama3_parallel_calls(self):
+        # Llama 3.2 writes parallel calls as JSON objects separated by ';'.
+        grammar = ('root ::= call "; " call\n'
+                   'call ::= "{\\"name\\": \\"get_weather\\", \\"parameters\\": '
+                   '{\\"city\\": \\"" [a-z]{1,8} "\\", \\"days\\": " [1-7] "}}"\n')
+        port = PORTS["llama3"]
+        for seed in range(2):
+            whole = self.streamed_as_whole(port, self.chat(port, grammar=grammar, seed=seed))
+            c = whole["choices"][0]
+            self.assertEqual(c["finish_reason"], "tool_calls", c)
+            self.assertIsNone(c["message"]["content"])
+            calls = message_calls(whole)
+            self.assertEqual([x["name"] for x in calls], ["get_weather", "get_weather"])
+            for call in calls:
+                jsonschema.validate(json.loads(call["arguments"]), PARAMS["get_weather"])
+
     def test_text_that_only_looks_like_a_call_is_content(self):
         grammar = 'root ::= "a <tool> b\\n<tool_call>nope " [a-z]{1,3} " <tool_c"\n'
         body = self.chat(PORT, grammar=grammar, seed=1)

@@ -128,6 +128,11 @@ static const struct {
     {SP_TOOLS_LLAMA3, false, "{\"a\": 1} is JSON; {\"name\": \"f\"} too",
      "{\"a\": 1} is JSON; {\"name\": \"f\"} too"},
     {SP_TOOLS_LLAMA3, false, "Hello {\"name\": 1}", "Hello {\"name\": 1}"},
+    // Llama 3.2's parallel calls, separated by ';'; after them, other text is no call.
+    {SP_TOOLS_LLAMA3, false,
+     "{\"name\": \"f\", \"parameters\": {\"a\": 1}}; {\"name\": \"g\", \"parameters\": {}};"
+     "\n{\"name\": \"h\", \"parameters\": {\"b\": \";\"}} then {\"name\": \"k\"}",
+     "=> f {\"a\": 1}\n=> g {}\n=> h {\"b\": \";\"}"},
     // Mistral: an array of calls after [TOOL_CALLS]; with in_call, the output starts inside.
     {SP_TOOLS_MISTRAL, false,
      "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"x\": 1}}, {\"name\": \"b\", "
