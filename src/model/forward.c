@@ -30,11 +30,16 @@ static int32_t tile_tokens(const sp_hparams *hp) {
     return group >= TILE_ROWS ? 1 : TILE_ROWS / group;
 }
 
+/* Tiles of sequences that share the first blocks of their tables (a common prompt prefix
+ * cached once) are taken together, so each shared key and value is loaded once for all their
+ * query rows: up to GROUP_ROWS rows, their scores within GROUP_FLOATS per thread. */
+enum { GROUP_ROWS = 512, GROUP_FLOATS = 1 << 20 };
+
 /* Attention scratch of one thread. */
 typedef struct att_scratch {
-    float *scores; // (tile rows, max_ctx) the attention weights of a tile's query rows
-    float *q;      // (tile rows, head_dim) the tile's queries
-    float *out;    // (tile rows, head_dim) its outputs
+    float *scores; // (tile rows, max_ctx), at least GROUP_FLOATS: the attention weights
+    float *q;      // (GROUP_ROWS, head_dim) the queries of a tile or a group of tiles
+    float *out;    // (GROUP_ROWS, head_dim) their outputs
 } att_scratch;
 
 static void scratch_free(att_scratch *ts, int n) {
@@ -48,13 +53,14 @@ static void scratch_free(att_scratch *ts, int n) {
 
 static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) {
     const size_t rows = (size_t)(tile_tokens(hp) * (hp->n_head / hp->n_head_kv));
+    const size_t q_rows = SP_MAX(rows, (size_t)GROUP_ROWS);
     att_scratch *ts = calloc((size_t)n, sizeof *ts);
     if (!ts)
         return NULL;
     for (int i = 0; i < n; i++) {
-        ts[i].scores = alloc_f32(rows * (size_t)max_ctx);
-        ts[i].q = alloc_f32(rows * (size_t)hp->head_dim);
-        ts[i].out = alloc_f32(rows * (size_t)hp->head_dim);
+        ts[i].scores = alloc_f32(SP_MAX(rows * (size_t)max_ctx, (size_t)GROUP_FLOATS));
+        ts[i].q = alloc_f32(q_rows * (size_t)hp->head_dim);
+        ts[i].out = alloc_f32(q_rows * (size_t)hp->head_dim);
         if (!ts[i].scores || !ts[i].q || !ts[i].out) {
             scratch_free(ts, n);
             return NULL;
@@ -62,6 +68,14 @@ static att_scratch *scratch_alloc(const sp_hparams *hp, int32_t max_ctx, int n) 
     }
     return ts;
 }
+
+/* Tiles taken together by attention: group_tile[first .. first + n), whose sequences' tables
+ * begin with the same `shared` positions (whole blocks) of the same physical blocks. */
+typedef struct att_group {
+    int32_t first, n;
+    int32_t shared; // positions; 0 for a lone tile
+    int32_t ld;     // the stride of the group's score rows (its longest context)
+} att_group;
 
 struct sp_forward {
     const sp_model *m;
@@ -81,7 +95,13 @@ struct sp_forward {
     att_scratch *ts; // (n_threads) attention scratch of each thread
     float *out_x;    // (max_tokens, n_embd) final-normalized rows whose logits are wanted
     int32_t *tiles;  // (max_tokens + 1) first rows of attention's token tiles, then the end
-    void *scratch;   // activations converted for the dot products
+    // Attention's groups of tiles (att_group), and a table of the groups by first block id.
+    att_group *groups;   // (max_tokens)
+    att_group *keys;     // (max_tokens) the tiles of each first block, while grouping
+    int32_t *group_tile; // (max_tokens) the tiles in group order: groups[i].first ..
+    int32_t *by_block;   // (2 * max_tokens) open addressing: a group's index + 1, 0 empty
+    int32_t *tile_group; // (max_tokens) each tile's group
+    void *scratch;       // activations converted for the dot products
 };
 
 sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx, sp_forward **out) {
@@ -111,9 +131,15 @@ sp_err sp_forward_create(const sp_model *m, int32_t max_tokens, int32_t max_ctx,
     f->ts = scratch_alloc(hp, max_ctx, 1);
     f->out_x = alloc_f32(T * (size_t)hp->n_embd);
     f->tiles = malloc((T + 1) * sizeof *f->tiles);
+    f->groups = malloc(T * sizeof *f->groups);
+    f->keys = malloc(T * sizeof *f->keys);
+    f->group_tile = malloc(T * sizeof *f->group_tile);
+    f->by_block = malloc(2 * T * sizeof *f->by_block);
+    f->tile_group = malloc(T * sizeof *f->tile_group);
     f->scratch = malloc(sp__linear_scratch_bytes((int64_t)widest, max_tokens));
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up || !f->rope ||
-        !f->ts || !f->out_x || !f->tiles || !f->scratch) {
+        !f->ts || !f->out_x || !f->tiles || !f->groups || !f->keys || !f->group_tile ||
+        !f->by_block || !f->tile_group || !f->scratch) {
         sp_forward_destroy(f);
         return SP_ERR_NOMEM;
     }
@@ -136,6 +162,11 @@ void sp_forward_destroy(sp_forward *f) {
     scratch_free(f->ts, f->n_threads);
     free(f->out_x);
     free(f->tiles);
+    free(f->groups);
+    free(f->keys);
+    free(f->group_tile);
+    free(f->by_block);
+    free(f->tile_group);
     free(f->scratch);
     free(f);
 }
@@ -213,80 +244,257 @@ typedef struct att_job {
     const sp_batch *b;
     int32_t il;
     const int32_t *rows;  // output row i is batch token rows[i]; NULL: token i
-    int32_t n_tiles;      // tiles of rows: f->tiles[i] .. f->tiles[i + 1]
+    int32_t n_groups;     // groups of tiles (f->groups); tiles: f->tiles[i] .. f->tiles[i + 1]
     _Atomic int64_t next; // the next work item not yet taken
 } att_job;
+
+/* The constants of a layer's attention. */
+typedef struct att_dims {
+    int32_t D, nq, BS, group;
+    size_t span; // a token's query rows of one KV group
+    float scale;
+    bool f16;
+} att_dims;
+
+static att_dims dims_of(const sp_forward *f, const sp_kvbuf *kv) {
+    const sp_hparams *hp = &f->m->hp;
+    const int32_t group = hp->n_head / hp->n_head_kv;
+    return (att_dims){.D = hp->head_dim,
+                      .nq = hp->n_head * hp->head_dim,
+                      .BS = kv->block_size,
+                      .group = group,
+                      .span = (size_t)group * (size_t)hp->head_dim,
+                      .scale = 1.0f / sqrtf((float)hp->head_dim),
+                      .f16 = kv->type == SP_DTYPE_F16};
+}
+
+static int32_t tile_token(const att_job *jb, int32_t r) {
+    return jb->rows ? jb->rows[r] : r;
+}
+
+/* One tile's attention over KV head g from position `from` on (the positions before it done:
+ * their scores in s, their values summed in out): q and out are its rows (token k's at
+ * k * span), s its score rows (ld apart). The tile's tokens are consecutive positions of one
+ * sequence: token k reads positions 0 .. pos0 + k. */
+static void tile_rest(const att_job *jb, const att_dims *a, int32_t i, int32_t g, int32_t from,
+                      const float *q, float *s, int64_t ld, float *out) {
+    const sp_kernels *kn = sp_kernels_get();
+    const sp_batch *b = jb->b;
+    const int32_t r0 = jb->f->tiles[i], nt = jb->f->tiles[i + 1] - r0, R = nt * a->group;
+    const int32_t t0 = tile_token(jb, r0);
+    const int32_t *table = b->block_tables[b->seq[t0]];
+    const int32_t n_first = b->pos[t0] + 1, n_last = n_first + nt - 1, BS = a->BS;
+    // Scores of every row up to the last token's positions (a row's softmax reads only its
+    // own); weights of the positions all rows read, then each later token's own.
+    for (int32_t j0 = from; j0 < n_last; j0 += BS)
+        kn->attn_scores(q, R, a->D, a->scale, sp_kvbuf_head(jb->kv, table[j0 / BS], jb->il, 0, g),
+                        BS, SP_MIN(BS, n_last - j0), a->f16, s + j0, ld);
+    for (int32_t row = 0; row < R; row++)
+        kn->attn_softmax(s + row * ld, n_first + row / a->group, a->f16);
+    for (int32_t j0 = from; j0 < n_first; j0 += BS)
+        kn->attn_values(s + j0, ld, R, a->D, sp_kvbuf_head(jb->kv, table[j0 / BS], jb->il, 1, g),
+                        SP_MIN(BS, n_first - j0), a->f16, out);
+    for (int32_t k = 1; k < nt; k++)
+        for (int32_t j = n_first; j < n_first + k; j++) // position j, for tokens k and after
+            kn->attn_values(s + (size_t)k * a->group * ld + j, ld, a->group, a->D,
+                            (const sp_f16 *)sp_kvbuf_head(jb->kv, table[j / BS], jb->il, 1, g) +
+                                (size_t)(j % BS) * (size_t)a->D * (a->f16 ? 1 : 2),
+                            1, a->f16, out + (size_t)k * a->span);
+}
+
+/* A lone tile over KV head g. */
+static void tile_attention(const att_job *jb, const att_dims *a, att_scratch *ws, int32_t i,
+                           int32_t g) {
+    sp_forward *f = jb->f;
+    const int32_t r0 = f->tiles[i], nt = f->tiles[i + 1] - r0;
+    const int32_t t0 = tile_token(jb, r0);
+    // A lone token's rows are already adjacent in q and att (rounded to F16 for an F16 cache:
+    // STEP_QKV); a tile's are gathered.
+    const float *qt = f->q + (size_t)t0 * a->nq + (size_t)g * a->span;
+    float *out = f->att + (size_t)r0 * a->nq + (size_t)g * a->span;
+    if (nt > 1) {
+        for (int32_t k = 0; k < nt; k++)
+            memcpy(ws->q + (size_t)k * a->span,
+                   f->q + (size_t)tile_token(jb, r0 + k) * a->nq + (size_t)g * a->span,
+                   a->span * sizeof(float));
+        qt = ws->q;
+        out = ws->out;
+    }
+    memset(out, 0, (size_t)nt * a->span * sizeof(float));
+    tile_rest(jb, a, i, g, 0, qt, ws->scores, f->max_ctx, out);
+    for (int32_t k = 0; k < nt && nt > 1; k++)
+        memcpy(f->att + (size_t)(r0 + k) * a->nq + (size_t)g * a->span, out + (size_t)k * a->span,
+               a->span * sizeof(float));
+}
+
+/* A group of tiles over KV head g: the shared positions' scores and values for all their rows
+ * at once (each key and value loaded once), then each tile's own positions. Every row's results
+ * are those of tile_attention: the kernels' rows never depend on the others, and values summed
+ * over the shared blocks then the rest equal those summed block by block. */
+static void group_attention(const att_job *jb, const att_dims *a, att_scratch *ws,
+                            const att_group *gr, int32_t g) {
+    sp_forward *f = jb->f;
+    const sp_kernels *kn = sp_kernels_get();
+    const sp_batch *b = jb->b;
+    const int32_t *tiles = f->group_tile + gr->first;
+    int32_t R = 0;
+    for (int32_t m = 0; m < gr->n; m++) {
+        const int32_t r0 = f->tiles[tiles[m]], nt = f->tiles[tiles[m] + 1] - r0;
+        for (int32_t k = 0; k < nt; k++, R += a->group)
+            memcpy(ws->q + (size_t)R * a->D,
+                   f->q + (size_t)tile_token(jb, r0 + k) * a->nq + (size_t)g * a->span,
+                   a->span * sizeof(float));
+    }
+    const int32_t *table = b->block_tables[b->seq[tile_token(jb, f->tiles[tiles[0]])]];
+    for (int32_t j0 = 0; j0 < gr->shared; j0 += a->BS)
+        kn->attn_scores(ws->q, R, a->D, a->scale,
+                        sp_kvbuf_head(jb->kv, table[j0 / a->BS], jb->il, 0, g), a->BS, a->BS,
+                        a->f16, ws->scores + j0, gr->ld);
+    memset(ws->out, 0, (size_t)R * (size_t)a->D * sizeof(float));
+    // The shared values need every row's weights: each tile's scores and softmax first.
+    for (int32_t m = 0, row = 0; m < gr->n; m++) {
+        const int32_t r0 = f->tiles[tiles[m]], nt = f->tiles[tiles[m] + 1] - r0;
+        const int32_t t0 = tile_token(jb, r0);
+        const int32_t *tab = b->block_tables[b->seq[t0]];
+        const int32_t n_last = b->pos[t0] + nt;
+        float *s = ws->scores + (size_t)row * gr->ld;
+        for (int32_t j0 = gr->shared; j0 < n_last; j0 += a->BS)
+            kn->attn_scores(ws->q + (size_t)row * a->D, nt * a->group, a->D, a->scale,
+                            sp_kvbuf_head(jb->kv, tab[j0 / a->BS], jb->il, 0, g), a->BS,
+                            SP_MIN(a->BS, n_last - j0), a->f16, s + j0, gr->ld);
+        for (int32_t r = 0; r < nt * a->group; r++)
+            kn->attn_softmax(s + r * gr->ld, b->pos[t0] + 1 + r / a->group, a->f16);
+        row += nt * a->group;
+    }
+    for (int32_t j0 = 0; j0 < gr->shared; j0 += a->BS)
+        kn->attn_values(ws->scores + j0, gr->ld, R, a->D,
+                        sp_kvbuf_head(jb->kv, table[j0 / a->BS], jb->il, 1, g), a->BS, a->f16,
+                        ws->out);
+    for (int32_t m = 0, row = 0; m < gr->n; m++) {
+        const int32_t r0 = f->tiles[tiles[m]], nt = f->tiles[tiles[m] + 1] - r0;
+        const int32_t t0 = tile_token(jb, r0);
+        const int32_t *tab = b->block_tables[b->seq[t0]];
+        const int32_t n_first = b->pos[t0] + 1, BS = a->BS;
+        const float *s = ws->scores + (size_t)row * gr->ld;
+        float *out = ws->out + (size_t)row * a->D;
+        for (int32_t j0 = gr->shared; j0 < n_first; j0 += BS)
+            kn->attn_values(s + j0, gr->ld, nt * a->group, a->D,
+                            sp_kvbuf_head(jb->kv, tab[j0 / BS], jb->il, 1, g),
+                            SP_MIN(BS, n_first - j0), a->f16, out);
+        for (int32_t k = 1; k < nt; k++)
+            for (int32_t j = n_first; j < n_first + k; j++)
+                kn->attn_values(s + (size_t)k * a->group * gr->ld + j, gr->ld, a->group, a->D,
+                                (const sp_f16 *)sp_kvbuf_head(jb->kv, tab[j / BS], jb->il, 1, g) +
+                                    (size_t)(j % BS) * (size_t)a->D * (a->f16 ? 1 : 2),
+                                1, a->f16, out + (size_t)k * a->span);
+        for (int32_t k = 0; k < nt; k++)
+            memcpy(f->att + (size_t)(r0 + k) * a->nq + (size_t)g * a->span,
+                   out + (size_t)k * a->span, a->span * sizeof(float));
+        row += nt * a->group;
+    }
+}
 
 static void attention_worker(void *ctx, int ith, int nth) {
     (void)nth;
     att_job *jb = ctx;
     sp_forward *f = jb->f;
-    const sp_kvbuf *kv = jb->kv;
-    const sp_batch *b = jb->b;
-    const int32_t il = jb->il;
-    const sp_hparams *hp = &f->m->hp;
-    const int32_t D = hp->head_dim, nq = hp->n_head * D, BS = kv->block_size;
-    const int32_t group = hp->n_head / hp->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)D);
-    const bool f16 = kv->type == SP_DTYPE_F16;
-    const sp_kernels *kn = sp_kernels_get();
+    const att_dims a = dims_of(f, jb->kv);
+    const int32_t n_kv = f->m->hp.n_head_kv;
     att_scratch *ws = &f->ts[ith];
-    const int64_t ld_s = f->max_ctx;
-    // Work items are (tile, KV head) pairs, each taken by whichever thread is free, so that the
+    // Work items are (group, KV head) pairs, each taken by whichever thread is free, so that the
     // long contexts of a prompt's last tokens spread over all threads; which thread takes which
     // never changes a value.
-    const int64_t n_items = (int64_t)jb->n_tiles * hp->n_head_kv;
+    const int64_t n_items = (int64_t)jb->n_groups * n_kv;
     for (;;) {
         const int64_t item = atomic_fetch_add_explicit(&jb->next, 1, memory_order_relaxed);
         if (item >= n_items)
             break;
-        const int32_t i = (int32_t)(item / hp->n_head_kv), g = (int32_t)(item % hp->n_head_kv);
-        const int32_t r0 = f->tiles[i], nt = f->tiles[i + 1] - r0, R = nt * group;
-        // The tile's tokens are consecutive positions of one sequence: token k reads positions
-        // 0 .. pos0 + k. Its query rows k * group .. (the group's heads are adjacent in the q
-        // row, already rounded to F16 for an F16 cache: STEP_QKV).
-        const int32_t t0 = jb->rows ? jb->rows[r0] : r0;
-        const int32_t *table = b->block_tables[b->seq[t0]];
-        const int32_t n_first = b->pos[t0] + 1, n_last = n_first + nt - 1;
-        // A lone token's rows are already adjacent in q and att; a tile's are gathered.
-        const size_t span = (size_t)group * (size_t)D; // a token's rows of the group
-        const float *qt = f->q + (size_t)t0 * nq + (size_t)g * span;
-        float *out = f->att + (size_t)r0 * nq + (size_t)g * span;
-        if (nt > 1) {
-            for (int32_t k = 0; k < nt; k++) {
-                const int32_t t = jb->rows ? jb->rows[r0 + k] : r0 + k;
-                memcpy(ws->q + (size_t)k * span, f->q + (size_t)t * nq + (size_t)g * span,
-                       span * sizeof(float));
-            }
-            qt = ws->q;
-            out = ws->out;
-        }
-        // Scores of every row up to the last token's positions (a row's softmax reads only its
-        // own); weights of the positions all rows read, then each later token's own.
-        for (int32_t j0 = 0; j0 < n_last; j0 += BS)
-            kn->attn_scores(qt, R, D, scale, sp_kvbuf_head(kv, table[j0 / BS], il, 0, g), BS,
-                            SP_MIN(BS, n_last - j0), f16, ws->scores + j0, ld_s);
-        for (int32_t row = 0; row < R; row++)
-            kn->attn_softmax(ws->scores + row * ld_s, n_first + row / group, f16);
-        memset(out, 0, (size_t)R * (size_t)D * sizeof(float));
-        for (int32_t j0 = 0; j0 < n_first; j0 += BS)
-            kn->attn_values(ws->scores + j0, ld_s, R, D,
-                            sp_kvbuf_head(kv, table[j0 / BS], il, 1, g), SP_MIN(BS, n_first - j0),
-                            f16, out);
-        for (int32_t k = 1; k < nt; k++)
-            for (int32_t j = n_first; j < n_first + k; j++) // position j, for tokens k and after
-                kn->attn_values(ws->scores + (size_t)k * group * ld_s + j, ld_s, group, D,
-                                (const sp_f16 *)sp_kvbuf_head(kv, table[j / BS], il, 1, g) +
-                                    (size_t)(j % BS) * (size_t)D * (f16 ? 1 : 2),
-                                1, f16, out + (size_t)k * span);
-        for (int32_t k = 0; k < nt && nt > 1; k++)
-            memcpy(f->att + (size_t)(r0 + k) * nq + (size_t)g * span, out + (size_t)k * span,
-                   span * sizeof(float));
+        const att_group *gr = &f->groups[item / n_kv];
+        const int32_t g = (int32_t)(item % n_kv);
+        if (gr->shared)
+            group_attention(jb, &a, ws, gr, g);
+        else
+            tile_attention(jb, &a, ws, f->group_tile[gr->first], g);
     }
 }
 
+/* Groups the n_tiles tiles (f->groups, f->group_tile): tiles whose sequences' tables begin with
+ * the same blocks, as many rows as the scratch holds; every other tile alone. */
+static int32_t group_tiles(sp_forward *f, const att_job *jb, int32_t n_tiles) {
+    const sp_batch *b = jb->b;
+    const int32_t BS = jb->kv->block_size, group = f->m->hp.n_head / f->m->hp.n_head_kv;
+    const uint32_t n_slots = (uint32_t)(2 * f->max_tokens);
+    att_group *keys = f->keys;
+    // Tiles by their sequence's first block, in order of first appearance.
+    memset(f->by_block, 0, n_slots * sizeof *f->by_block);
+    int32_t n_keys = 0;
+    for (int32_t i = 0; i < n_tiles; i++) {
+        const int32_t block = b->block_tables[b->seq[tile_token(jb, f->tiles[i])]][0];
+        uint32_t slot = (uint32_t)block * 2654435761u % n_slots;
+        for (;; slot = (slot + 1) % n_slots) {
+            const int32_t e = f->by_block[slot];
+            if (!e) {
+                f->by_block[slot] = ++n_keys;
+                keys[n_keys - 1] = (att_group){.n = 0, .shared = block};
+                f->tile_group[i] = n_keys - 1;
+                break;
+            }
+            if (keys[e - 1].shared == block) {
+                f->tile_group[i] = e - 1;
+                break;
+            }
+        }
+        keys[f->tile_group[i]].n++;
+    }
+    for (int32_t k = 0, at = 0; k < n_keys; k++) {
+        keys[k].first = at;
+        at += keys[k].n;
+        keys[k].n = 0;
+    }
+    for (int32_t i = 0; i < n_tiles; i++) {
+        att_group *gr = &keys[f->tile_group[i]];
+        f->group_tile[gr->first + gr->n++] = i;
+    }
+    // Each key's tiles in runs that fit the scratch, with the whole blocks all their tables
+    // share below every tile's first position; lone tiles (or nothing shared) alone.
+    const int32_t round = SP_MAX(BS, 16); // score rows as long as the kernels may write
+    int32_t n_groups = 0;
+    for (int32_t k = 0; k < n_keys; k++) {
+        const att_group key = keys[k];
+        for (int32_t m = 0; m < key.n;) {
+            const int32_t first = key.first + m;
+            const int32_t i0 = f->group_tile[first];
+            const int32_t t0 = tile_token(jb, f->tiles[i0]);
+            const int32_t *tab0 = b->block_tables[b->seq[t0]];
+            int32_t n = 0, rows = 0, ld = 0, common = INT32_MAX;
+            for (; m + n < key.n; n++) {
+                const int32_t i = f->group_tile[first + n];
+                const int32_t nt = f->tiles[i + 1] - f->tiles[i];
+                const int32_t t = tile_token(jb, f->tiles[i]);
+                const int32_t *tab = b->block_tables[b->seq[t]];
+                int32_t c = SP_MIN(common, (b->pos[t] + 1) / BS);
+                for (int32_t j = 0; j < c; j++)
+                    if (tab[j] != tab0[j]) {
+                        c = j;
+                        break;
+                    }
+                const int32_t l = SP_MAX(ld, (b->pos[t] + nt + round - 1) / round * round);
+                if (n > 0 && (c == 0 || rows + nt * group > GROUP_ROWS ||
+                              (int64_t)(rows + nt * group) * l > GROUP_FLOATS))
+                    break;
+                common = c, rows += nt * group, ld = l;
+            }
+            f->groups[n_groups++] =
+                (att_group){.first = first, .n = n, .shared = n > 1 ? common * BS : 0, .ld = ld};
+            m += n;
+        }
+    }
+    return n_groups;
+}
+
 /* Attention of the batch tokens rows[0..n) (NULL: tokens 0..n), output row i for rows[i]. Rows
- * are taken in tiles of up to tile_tokens consecutive positions of one sequence. */
+ * are taken in tiles of up to tile_tokens consecutive positions of one sequence, tiles of
+ * sequences that share their first blocks in groups. */
 static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int32_t il,
                       const int32_t *rows, int32_t n) {
     const int32_t most = tile_tokens(&f->m->hp);
@@ -303,7 +511,8 @@ static void attention(sp_forward *f, const sp_kvbuf *kv, const sp_batch *b, int3
         r += k;
     }
     f->tiles[n_tiles] = n;
-    att_job jb = {.f = f, .kv = kv, .b = b, .il = il, .rows = rows, .n_tiles = n_tiles};
+    att_job jb = {.f = f, .kv = kv, .b = b, .il = il, .rows = rows};
+    jb.n_groups = group_tiles(f, &jb, n_tiles);
     atomic_init(&jb.next, 0);
     if (f->n_threads > 1)
         sp_threadpool_run(f->pool, attention_worker, &jb);
@@ -404,8 +613,8 @@ static void token_worker(void *ctx, int ith, int nth) {
 }
 
 /* The step on rows 0..n (batch tokens 0..n, or the last layer's selected rows). */
-static void for_tokens(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il,
-                       token_step step, int32_t n) {
+static void for_tokens(sp_forward *f, sp_kvbuf *kv, const sp_batch *b, int32_t il, token_step step,
+                       int32_t n) {
     token_job j = {.f = f, .kv = kv, .b = b, .il = il, .step = step, .n = n};
     if (f->n_threads > 1 && n > 1)
         sp_threadpool_run(f->pool, token_worker, &j);

@@ -290,6 +290,115 @@ static void test_batch_invariance(void **st) {
     check_batch_invariance("q4_k_m");
 }
 
+/* Sequences whose tables begin with the same physical blocks (a prompt prefix cached once) are
+ * attended to together: their logits equal, bitwise, those of the same sequences each with its
+ * own copy of the prefix, for prompt chunks (tiles of several tokens) and decode steps, groups
+ * split to fit the scratch (over 512 query rows in one step), F16 and F32 caches, one thread
+ * and three. */
+#define SH_SEQS   24
+#define SH_PREFIX 32 // two whole blocks
+#define SH_DECODE 3
+
+static void run_shared(sp_model *m, sp_dtype kv_type, bool share, const int32_t *prefix,
+                       int32_t suffix[SH_SEQS][32], const int *suffix_len, float *out) {
+    const int32_t V = m->hp.n_vocab, nb = N_CTX / BS;
+    sp_kvbuf kv;
+    assert_int_equal(sp_kvbuf_init(&kv, &m->hp, kv_type, BS, nb * SH_SEQS), SP_OK);
+    sp_forward *fw;
+    assert_int_equal(sp_forward_create(m, 1024, N_CTX, &fw), SP_OK);
+    if (schedule_pool)
+        assert_int_equal(sp_forward_set_pool(fw, schedule_pool), SP_OK);
+    int32_t tables[SH_SEQS][N_CTX / BS], nbs[SH_SEQS];
+    const int32_t *tp[SH_SEQS];
+    for (int q = 0; q < SH_SEQS; q++) {
+        for (int i = 0; i < nb; i++) // shared: everyone's first blocks are sequence 0's
+            tables[q][i] = share && i < SH_PREFIX / BS ? i * SH_SEQS : i * SH_SEQS + q;
+        tp[q] = tables[q];
+        nbs[q] = nb;
+    }
+    int32_t *tok = malloc(1024 * sizeof *tok), *pos = malloc(1024 * sizeof *pos);
+    int32_t *seq = malloc(1024 * sizeof *seq), *rows = malloc(1024 * sizeof *rows);
+    float *logits = malloc((size_t)1024 * V * sizeof(float));
+    // Step 0: the prefix (once, or once per sequence); step 1: every suffix; then decodes, each
+    // sequence's next token its own position's id.
+    for (int st = 0; st < 2 + SH_DECODE; st++) {
+        int n = 0;
+        for (int q = 0; q < SH_SEQS; q++) {
+            if (st == 0 && (q == 0 || !share))
+                for (int i = 0; i < SH_PREFIX; i++, n++)
+                    tok[n] = prefix[i], pos[n] = i, seq[n] = q;
+            if (st == 1)
+                for (int i = 0; i < suffix_len[q]; i++, n++)
+                    tok[n] = suffix[q][i], pos[n] = SH_PREFIX + i, seq[n] = q;
+            if (st >= 2) {
+                tok[n] = (q * 7 + st) % V, pos[n] = SH_PREFIX + suffix_len[q] + st - 2;
+                seq[n++] = q;
+            }
+        }
+        for (int i = 0; i < n; i++)
+            rows[i] = i;
+        sp_batch b = {.n_tokens = n,
+                      .token = tok,
+                      .pos = pos,
+                      .seq = seq,
+                      .n_seqs = SH_SEQS,
+                      .block_tables = tp,
+                      .n_seq_blocks = nbs,
+                      .n_out = n,
+                      .out_rows = rows};
+        assert_int_equal(sp_forward_eval(fw, &kv, &b, logits), SP_OK);
+        for (int i = 0; i < n; i++) // positions after the prefix: out[seq][pos - prefix]
+            if (pos[i] >= SH_PREFIX)
+                memcpy(out + ((size_t)seq[i] * 64 + (size_t)(pos[i] - SH_PREFIX)) * V,
+                       logits + (size_t)i * V, V * sizeof(float));
+    }
+    free(tok), free(pos), free(seq), free(rows), free(logits);
+    sp_forward_destroy(fw);
+    sp_kvbuf_deinit(&kv);
+}
+
+static void test_shared_prefix_attention(void **st) {
+    (void)st;
+    fixture fx;
+    make_model(&fx, "q8_0");
+    const int32_t V = fx.m->hp.n_vocab;
+    uint64_t rs = 3;
+    int32_t prefix[SH_PREFIX], suffix[SH_SEQS][32];
+    int suffix_len[SH_SEQS], total = 0;
+    for (int i = 0; i < SH_PREFIX; i++)
+        prefix[i] = (int32_t)(sp_test_rand(&rs) % (uint64_t)V);
+    for (int q = 0; q < SH_SEQS; q++) {
+        suffix_len[q] = 1 + (int)(sp_test_rand(&rs) % 31);
+        total += suffix_len[q];
+        for (int i = 0; i < suffix_len[q]; i++)
+            suffix[q][i] = (int32_t)(sp_test_rand(&rs) % (uint64_t)V);
+    }
+    assert_true(total * (fx.m->hp.n_head / fx.m->hp.n_head_kv) > 512); // groups are split
+    const size_t n_out = (size_t)SH_SEQS * 64 * V;
+    float *own = calloc(n_out, sizeof(float)), *shared = calloc(n_out, sizeof(float));
+    for (int threads = 1; threads <= 3; threads += 2) {
+        if (threads > 1)
+            assert_int_equal(sp_threadpool_create(threads, &schedule_pool), SP_OK);
+        for (int kvt = 0; kvt < 2; kvt++) {
+            const sp_dtype t = kvt ? SP_DTYPE_F16 : SP_DTYPE_F32;
+            run_shared(fx.m, t, false, prefix, suffix, suffix_len, own);
+            run_shared(fx.m, t, true, prefix, suffix, suffix_len, shared);
+            for (int q = 0; q < SH_SEQS; q++)
+                for (int p = 0; p < suffix_len[q] + SH_DECODE; p++)
+                    if (memcmp(own + ((size_t)q * 64 + (size_t)p) * V,
+                               shared + ((size_t)q * 64 + (size_t)p) * V, V * sizeof(float)))
+                        fail_msg("%s KV, %d threads: sequence %d position %d: logits differ "
+                                 "with a shared prefix",
+                                 kvt ? "f16" : "f32", threads, q, SH_PREFIX + p);
+        }
+        sp_threadpool_destroy(schedule_pool);
+        schedule_pool = NULL;
+    }
+    free(own);
+    free(shared);
+    sp_model_destroy(fx.m);
+}
+
 /* Rows that ask for logits, in any order, get exactly the logits they get when every row asks
  * (the last layer computes only those rows), and a step that asks for none still fills the
  * cache for the steps after it; on one thread and on three. */
@@ -333,12 +442,19 @@ static void test_selected_rows(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_f32),          cmocka_unit_test(test_ref_f16),
-        cmocka_unit_test(test_ref_bf16),         cmocka_unit_test(test_ref_q8_0),
-        cmocka_unit_test(test_ref_q4_0),         cmocka_unit_test(test_ref_q4_k),
-        cmocka_unit_test(test_ref_q5_k),         cmocka_unit_test(test_ref_q6_k),
-        cmocka_unit_test(test_ref_q4_k_m),       cmocka_unit_test(test_ref_q5_k_m),
-        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_selected_rows),
+        cmocka_unit_test(test_ref_f32),
+        cmocka_unit_test(test_ref_f16),
+        cmocka_unit_test(test_ref_bf16),
+        cmocka_unit_test(test_ref_q8_0),
+        cmocka_unit_test(test_ref_q4_0),
+        cmocka_unit_test(test_ref_q4_k),
+        cmocka_unit_test(test_ref_q5_k),
+        cmocka_unit_test(test_ref_q6_k),
+        cmocka_unit_test(test_ref_q4_k_m),
+        cmocka_unit_test(test_ref_q5_k_m),
+        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_selected_rows),
+        cmocka_unit_test(test_shared_prefix_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
