@@ -9,7 +9,8 @@
 Each phase runs on a fresh server (an empty prefix cache). Progress goes to stderr.
 
 Usage: python3 batch.py SPINDLE_BINARY MODEL.gguf [--requests N] [--groups G] [--clients C]
-       [--gen-len T] [--threads N] [--ttft-requests K]"""
+       [--gen-len T] [--threads N] [--ttft-requests K] [--skip-throughput] [--skip-ttft]
+       [--server-arg ARG ...]"""
 import argparse
 import http.client
 import json
@@ -34,8 +35,8 @@ def log(msg):
 
 
 class Server:
-    def __init__(self, binary, model, data, threads):
-        args = [binary, "serve", "-m", model, "--port", "0", "--data-dir", data]
+    def __init__(self, binary, model, data, threads, extra=()):
+        args = [binary, "serve", "-m", model, "--port", "0", "--data-dir", data, *extra]
         if threads:
             args += ["-t", str(threads)]
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
@@ -212,18 +213,21 @@ def main():
     ap.add_argument("--ttft-requests", type=int, default=60)
     ap.add_argument("--ttft-interval", type=float, default=0.3)
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-ttft", action="store_true")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="an argument for every `spindle serve` (repeat for more)")
     a = ap.parse_args()
     lines = make_lines(a.requests, a.groups, a.gen_len, 1)
     with tempfile.TemporaryDirectory() as tmp:
         res = {}
         if not a.skip_throughput:
             log(f"online: {a.requests} requests, {a.clients} clients, file order")
-            srv = Server(a.binary, a.model, f"{tmp}/d1", a.threads)
+            srv = Server(a.binary, a.model, f"{tmp}/d1", a.threads, a.server_arg)
             tok_on, t_on = run_online(srv, lines, a.clients)
             pre_on = srv.metric("spindle_prompt_tokens_computed_total")
             srv.stop()
             log(f"batch: the same {a.requests} requests through /v1/batches")
-            srv = Server(a.binary, a.model, f"{tmp}/d2", a.threads)
+            srv = Server(a.binary, a.model, f"{tmp}/d2", a.threads, a.server_arg)
             tok_b, t_b, _ = run_batch(srv, lines)
             pre_b = srv.metric("spindle_prompt_tokens_computed_total")
             srv.stop()
@@ -233,8 +237,11 @@ def main():
             print(f"throughput: online {tok_on / t_on:.1f} output tok/s ({t_on:.1f} s, "
                   f"{pre_on:.0f} prompt tokens computed), batch {tok_b / t_b:.1f} tok/s "
                   f"({t_b:.1f} s, {pre_b:.0f} prompt tokens computed): {t_on / t_b:.2f}x")
+        if a.skip_ttft:
+            print(json.dumps(res))
+            return
         log(f"TTFT: {a.ttft_requests} online requests on an idle server, then during a batch")
-        srv = Server(a.binary, a.model, f"{tmp}/d3", a.threads)
+        srv = Server(a.binary, a.model, f"{tmp}/d3", a.threads, a.server_arg)
         idle = run_ttft(srv, a.ttft_requests, a.ttft_interval, 100)
         bid = start_batch(srv, lines)
         while batch_state(srv, bid)["request_counts"]["completed"] < 1:

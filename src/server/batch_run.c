@@ -552,6 +552,8 @@ static void on_line_done(void *ctx, int status, const char *body, size_t len) {
         text ? sp_store_line_finish(store(r), j->id, line, status == 200, text, &recorded, &d)
              : SP_ERR_NOMEM;
     free(text);
+    if (!err && recorded)
+        r->a->metrics.batch_lines[status == 200 ? 0 : 1]++;
     if (err) {
         SP_ERROR("batch %s: cannot record line %lld (retried): %s", j->id, (long long)line + 1,
                  d.msg[0] ? d.msg : sp_err_str(err));
@@ -673,6 +675,14 @@ static void advance(sp__batch_runner *r) {
                 break;
             }
     }
+    // The gauges of /metrics.
+    sp_metrics *m = &r->a->metrics;
+    m->batches_in_progress = m->batch_lines_pending = 0;
+    for (const job *j = r->jobs; j; j = j->next_job) {
+        m->batches_in_progress++;
+        m->batch_lines_pending += j->cancelling ? j->n_running : j->n_order - j->next + j->n_running;
+    }
+    m->batch_lines_running = r->n_running;
     r->advancing = false;
 }
 

@@ -257,6 +257,18 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                (double)es->session_pins_reclaimed);
     put_scalar(&b, "gauge", "spindle_kv_cache_blocks_pinned",
                "KV cache blocks held by session pins.", (double)es->n_blocks_pinned);
+    put(&b, "# HELP spindle_batch_lines_total Batch lines recorded in their output or error file.\n"
+            "# TYPE spindle_batch_lines_total counter\n"
+            "spindle_batch_lines_total{result=\"completed\"} %llu\n"
+            "spindle_batch_lines_total{result=\"failed\"} %llu\n",
+        (unsigned long long)m->batch_lines[0], (unsigned long long)m->batch_lines[1]);
+    put_scalar(&b, "gauge", "spindle_batches_in_progress", "Batches validated and running.",
+               (double)m->batches_in_progress);
+    put_scalar(&b, "gauge", "spindle_batch_lines_running", "Batch lines in flight.",
+               (double)m->batch_lines_running);
+    put_scalar(&b, "gauge", "spindle_batch_lines_pending",
+               "Lines of the batches in progress not yet recorded (in flight included).",
+               (double)m->batch_lines_pending);
     put_scalar(&b, "gauge", "spindle_num_requests_running", "Requests in the running batch.",
                (double)es->n_running);
     put_scalar(&b, "gauge", "spindle_num_requests_waiting", "Requests waiting to be scheduled.",

@@ -32,6 +32,10 @@ typedef struct sp_metrics {
     uint64_t requests[5];       // finished requests by sp_finish
     uint64_t http_requests;     // HTTP requests answered
     uint64_t http_errors;       // of which 4xx/5xx
+    uint64_t batch_lines[2];    // batch lines recorded: answered 200, answered with an error
+    // Gauges the batch runner keeps: batches in progress, their lines in flight, and lines
+    // still to run (pending, in flight included).
+    int64_t batches_in_progress, batch_lines_running, batch_lines_pending;
 } sp_metrics;
 
 void sp_metrics_init(sp_metrics *m);

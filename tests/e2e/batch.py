@@ -189,6 +189,15 @@ class Batch(unittest.TestCase):
             self.assertEqual(body["object"], "chat.completion")
             self.assertEqual(body["usage"]["completion_tokens"], 12)
             self.assertEqual(r["response"]["request_id"], body["id"])
+        # /metrics counts the lines recorded, and the batch is no longer in progress (the
+        # gauges are kept as the batch moves, the last time when it was finalized).
+        _, text = s.request("GET", "/metrics", raw=True)
+        m = dict(re.findall(r"^(spindle_batch\S*) (\S+)$", text.decode(), re.M))
+        self.assertEqual({k: float(v) for k, v in m.items()},
+                         {'spindle_batch_lines_total{result="completed"}': 11,
+                          'spindle_batch_lines_total{result="failed"}': 1,
+                          "spindle_batches_in_progress": 0, "spindle_batch_lines_running": 0,
+                          "spindle_batch_lines_pending": 0})
         err = results(s, b["error_file_id"])
         self.assertEqual([r["custom_id"] for r in err], ["q5"])
         self.assertEqual(err[0]["response"]["status_code"], 400)
