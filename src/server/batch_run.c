@@ -680,7 +680,7 @@ static void advance(sp__batch_runner *r) {
     m->batches_in_progress = m->batch_lines_pending = 0;
     for (const job *j = r->jobs; j; j = j->next_job) {
         m->batches_in_progress++;
-        m->batch_lines_pending += j->cancelling ? j->n_running : j->n_order - j->next + j->n_running;
+        m->batch_lines_pending += j->n_running + (j->cancelling ? 0 : j->n_order - j->next);
     }
     m->batch_lines_running = r->n_running;
     r->advancing = false;
