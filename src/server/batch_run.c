@@ -12,14 +12,19 @@
  *
  * A process killed at any point loses nothing: on the next start, batches still validating
  * are validated again, batches in progress run their pending lines (the lines whose results
- * were recorded never run again), batches finalizing or cancelling are finalized. Loop thread
- * only. */
+ * were recorded never run again), batches finalizing or cancelling are finalized.
+ *
+ * Planning reads every pending line's prompt (its template rendered and tokenized: about a
+ * millisecond a line), so it runs in slices of PLAN_SLICE_US between the loop's other events:
+ * a batch of 50,000 lines never holds the server up for more than a slice. Loop thread only. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/util.h"
@@ -31,7 +36,10 @@ enum {
     GROUP_MIN_SHARED = 16,          // lines sharing fewer tokens start a new group
     MAX_ERRORS = 100,               // validation errors recorded per batch
     RETRY_US = 500 * 1000,          // a line refused for overload is retried after this
+    PLAN_SLICE_US = 10 * 1000,      // planning's share of the loop at a time
 };
+
+typedef struct keyed keyed;
 
 typedef struct job job;
 
@@ -54,6 +62,12 @@ struct job {
     int64_t *order; // (n_order) pending lines, in the order they run; next: the next to run
     int64_t n_order, next;
     int32_t n_groups; // of shared prefixes among them
+    // Planning, a slice at a time (plan_some): the pending lines, keyed up to n_keyed.
+    bool planning;
+    int64_t *pending; // (n_pending)
+    int64_t n_pending, n_keyed;
+    keyed *keys;        // (n_pending)
+    int64_t plan_t0_us; // when planning started
     line_run *running;
     int32_t n_running;
     bool cancelling;     // cancelled (or expired): no new lines; finalize once none run
@@ -65,7 +79,8 @@ struct job {
 
 struct sp__batch_runner {
     sp_api *a;
-    job *jobs; // oldest first
+    job *jobs;   // oldest first
+    int wake_fd; // an eventfd the loop watches: written while a plan has slices left
     int32_t n_running;
     bool stopping;
     bool advancing; // (advance does not recurse)
@@ -103,9 +118,12 @@ static json_t *line_json(const job *j, int64_t i) {
     return json_loadb(j->input + j->line_off[i], j->line_len[i], 0, NULL);
 }
 
+static void free_keys(job *j);
+
 static void job_free(job *j) {
     if (!j)
         return;
+    free_keys(j);
     free(j->input);
     free(j->line_off);
     free(j->line_len);
@@ -165,13 +183,23 @@ static json_t *check_lines(const job *j, const char **ids, json_t *parsed) {
 /* ---- order: groups of shared prefixes ---------------------------------------------------------
  */
 
-typedef struct keyed {
+struct keyed {
     int64_t line;
     int32_t *tok; // (n) the prompt's first tokens
     int32_t n;
     int32_t decode; // the line's max_tokens (an estimate of its output)
     int32_t group;
-} keyed;
+};
+
+static void free_keys(job *j) {
+    for (int64_t i = 0; j->keys && i < j->n_keyed; i++)
+        free(j->keys[i].tok);
+    free(j->keys);
+    free(j->pending);
+    j->keys = NULL;
+    j->pending = NULL;
+    j->n_keyed = 0;
+}
 
 static int cmp_keys(const void *pa, const void *pb) {
     const keyed *a = pa, *b = pb;
@@ -228,18 +256,28 @@ static void key_line(sp_api *a, const job *j, int64_t line, keyed *k) {
     json_decref(l);
 }
 
-/* j->order: the pending lines, sorted by prompt, grouped, groups decode-heavy first. */
-static sp_err plan(sp_api *a, job *j, const int64_t *pending, int64_t n) {
-    keyed *k = calloc((size_t)n + 1, sizeof *k);
-    group_rank *ranks = calloc((size_t)n + 1, sizeof *ranks);
+/* Starts planning the n pending lines (taking them, on success). */
+static sp_err plan_start(job *j, int64_t *pending, int64_t n) {
+    j->keys = calloc((size_t)n + 1, sizeof *j->keys);
     j->order = malloc(((size_t)n + 1) * sizeof *j->order);
-    if (!k || !ranks || !j->order) {
-        free(k);
-        free(ranks);
+    if (!j->keys || !j->order)
         return SP_ERR_NOMEM;
-    }
-    for (int64_t i = 0; i < n; i++)
-        key_line(a, j, pending[i], &k[i]);
+    j->pending = pending;
+    j->n_pending = n;
+    j->n_keyed = 0;
+    j->planning = true;
+    j->plan_t0_us = sp_time_us();
+    return SP_OK;
+}
+
+/* j->order from the keys: the pending lines, sorted by prompt, grouped, groups decode-heavy
+ * first. */
+static sp_err plan_finish(job *j) {
+    keyed *k = j->keys;
+    const int64_t n = j->n_pending;
+    group_rank *ranks = calloc((size_t)n + 1, sizeof *ranks);
+    if (!ranks)
+        return SP_ERR_NOMEM;
     qsort(k, (size_t)n, sizeof *k, cmp_keys);
     int32_t n_groups = 0;
     double prefill = 0, decode = 0;
@@ -263,9 +301,6 @@ static sp_err plan(sp_api *a, job *j, const int64_t *pending, int64_t n) {
     // so each group is a run; find the runs' starts.
     int64_t *start = calloc((size_t)n_groups + 1, sizeof *start);
     if (!start) {
-        for (int64_t i = 0; i < n; i++)
-            free(k[i].tok);
-        free(k);
         free(ranks);
         return SP_ERR_NOMEM;
     }
@@ -279,13 +314,25 @@ static sp_err plan(sp_api *a, job *j, const int64_t *pending, int64_t n) {
         for (int64_t i = start[grp]; i < n && k[i].group == grp; i++)
             j->order[j->n_order++] = k[i].line;
     }
-    for (int64_t i = 0; i < n; i++)
-        free(k[i].tok);
     free(start);
-    free(k);
     free(ranks);
+    free_keys(j);
     j->next = 0;
+    j->planning = false;
+    SP_INFO("batch %s: %lld lines to run, in %d groups of shared prefixes (planned in %.0f ms)",
+            j->id, (long long)n, j->n_groups, (double)(sp_time_us() - j->plan_t0_us) / 1e3);
     return SP_OK;
+}
+
+/* Keys j's lines until the deadline, and finishes the plan once all are. */
+static sp_err plan_some(sp_api *a, job *j, int64_t deadline_us) {
+    while (j->n_keyed < j->n_pending) {
+        key_line(a, j, j->pending[j->n_keyed], &j->keys[j->n_keyed]);
+        j->n_keyed++;
+        if (sp_time_us() >= deadline_us)
+            break;
+    }
+    return j->n_keyed < j->n_pending ? SP_OK : plan_finish(j);
 }
 
 /* ---- life of a batch ----------------------------------------------------------------------- */
@@ -327,17 +374,13 @@ static job *load_job(sp__batch_runner *r, const sp_store_batch *b) {
         return NULL;
     }
     int64_t *pending = NULL, n = 0;
-    const int64_t t0 = sp_time_us();
     if ((err = split_lines(j)) || (err = sp_store_batch_pending(store(r), b->id, &pending, &n)) ||
-        (err = plan(r->a, j, pending, n))) {
+        (err = plan_start(j, pending, n))) {
         SP_ERROR("batch %s: cannot load it: %s", b->id, sp_err_str(err));
         free(pending);
         job_free(j);
         return NULL;
     }
-    free(pending);
-    SP_INFO("batch %s: %lld lines to run, in %d groups of shared prefixes (planned in %.0f ms)",
-            b->id, (long long)n, j->n_groups, (double)(sp_time_us() - t0) / 1e3);
     return j;
 }
 
@@ -646,6 +689,21 @@ static void advance(sp__batch_runner *r) {
                 sp_store_batch_deinit(&b);
             }
         }
+    // Planning, a slice at a time; the loop wakes us again for the next (wake_fd).
+    bool planning = false;
+    for (job *j = r->jobs; j; j = j->next_job)
+        if (j->planning && !j->cancelling) {
+            const sp_err err = plan_some(r->a, j, sp_time_us() + PLAN_SLICE_US);
+            if (err) { // out of memory: tried again in a second
+                SP_ERROR("batch %s: cannot plan it: %s", j->id, sp_err_str(err));
+                j->paused_until_us = sp_time_us() + 1000000;
+            }
+            planning |= j->planning && !err;
+            break; // (one slice per wake-up)
+        }
+    if (planning && r->wake_fd >= 0 && write(r->wake_fd, &(uint64_t){1}, 8) != 8) {
+        // (the counter cannot overflow: the loop drains it before each slice)
+    }
     const int64_t now_us = sp_time_us(), now_s = (int64_t)time(NULL);
     for (job **p = &r->jobs; *p;) {
         job *j = *p;
@@ -654,7 +712,7 @@ static void advance(sp__batch_runner *r) {
             j->end = SP_BATCH_EXPIRED;
             cancel_running(j);
         }
-        const bool done = j->cancelling || j->next >= j->n_order;
+        const bool done = j->cancelling || (!j->planning && j->next >= j->n_order);
         if (done && j->n_running == 0) {
             if (finalize(r, j->id, j->end) == SP_OK) {
                 *p = j->next_job;
@@ -666,7 +724,7 @@ static void advance(sp__batch_runner *r) {
         p = &j->next_job;
     }
     for (job *j = r->jobs; j && r->n_running < max_running(r); j = j->next_job) {
-        if (j->cancelling || now_us < j->paused_until_us)
+        if (j->cancelling || j->planning || now_us < j->paused_until_us)
             continue;
         while (j->next < j->n_order && r->n_running < max_running(r))
             if (!start_line(r, j, j->order[j->next++])) {
@@ -680,7 +738,9 @@ static void advance(sp__batch_runner *r) {
     m->batches_in_progress = m->batch_lines_pending = 0;
     for (const job *j = r->jobs; j; j = j->next_job) {
         m->batches_in_progress++;
-        m->batch_lines_pending += j->n_running + (j->cancelling ? 0 : j->n_order - j->next);
+        m->batch_lines_pending += j->n_running + (j->cancelling ? 0
+                                                  : j->planning ? j->n_pending
+                                                                : j->n_order - j->next);
     }
     m->batch_lines_running = r->n_running;
     r->advancing = false;
@@ -688,11 +748,28 @@ static void advance(sp__batch_runner *r) {
 
 /* ---- the API's side ------------------------------------------------------------------------ */
 
+/* The loop's call for the next planning slice. */
+static void on_wake(void *ctx) {
+    sp__batch_runner *r = ctx;
+    uint64_t n;
+    if (read(r->wake_fd, &n, sizeof n) < 0) {
+        // EAGAIN: nothing to drain.
+    }
+    advance(r);
+}
+
 sp_err sp__batch_runner_create(sp_api *a, sp__batch_runner **out) {
     sp__batch_runner *r = calloc(1, sizeof *r);
     if (!r)
         return SP_ERR_NOMEM;
     r->a = a;
+    r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->wake_fd < 0 || sp_http_server_watch_fd(a->srv, r->wake_fd, on_wake, r)) {
+        if (r->wake_fd >= 0)
+            close(r->wake_fd);
+        free(r);
+        return SP_ERR_IO;
+    }
     // Resume what a previous process left: in progress, finalizing, cancelling.
     const sp_batch_status resume[] = {SP_BATCH_IN_PROGRESS, SP_BATCH_FINALIZING,
                                       SP_BATCH_CANCELLING};
@@ -710,7 +787,8 @@ sp_err sp__batch_runner_create(sp_api *a, sp__batch_runner **out) {
                 j->cancelling = b.status == SP_BATCH_CANCELLING;
                 j->end = j->cancelling ? SP_BATCH_CANCELLED : SP_BATCH_COMPLETED;
                 SP_INFO("batch %s: resumed (%s, %lld of %lld lines to run)", b.id,
-                        sp_batch_status_name(b.status), (long long)j->n_order, (long long)b.total);
+                        sp_batch_status_name(b.status), (long long)j->n_pending,
+                        (long long)b.total);
                 add_job(r, j);
             }
             sp_store_batch_deinit(&b);
@@ -730,6 +808,7 @@ void sp__batch_runner_destroy(sp__batch_runner *r) {
         cancel_running(j);
         job_free(j);
     }
+    close(r->wake_fd);
     free(r);
 }
 

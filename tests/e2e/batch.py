@@ -234,6 +234,31 @@ class Batch(unittest.TestCase):
         status, e = create(s, "file-nothere")
         self.assertEqual(status, 404, e)
 
+    def test_planning_does_not_hold_the_server(self):
+        # Planning reads every line's prompt; it runs in slices between the server's other
+        # work, so the batch is created at once and the server answers while it plans. Then
+        # a cancel during planning ends the batch with nothing run.
+        s = self.srv
+        story = " ".join(["once upon a time there was a little dragon who"] * 60)
+        content = "".join(json.dumps({"custom_id": f"p{i}", "method": "POST",
+                                      "url": "/v1/chat/completions", "body": {
+                                          "messages": [{"role": "system", "content": story},
+                                                       {"role": "user", "content": f"q {i}"}],
+                                          "max_tokens": 4}}) + "\n" for i in range(1500))
+        _, f = s.upload(content)
+        status, b = create(s, f["id"])
+        self.assertEqual(status, 200, b)
+        _, text = s.request("GET", "/metrics", raw=True)
+        m = dict(re.findall(r"^(spindle_batch\S*) (\S+)$", text.decode(), re.M))
+        self.assertEqual(float(m["spindle_batches_in_progress"]), 1)
+        self.assertEqual(float(m["spindle_batch_lines_running"]), 0)  # still planning
+        self.assertEqual(float(m["spindle_batch_lines_pending"]), 1500)
+        status, c = s.request("POST", f"/v1/batches/{b['id']}/cancel")
+        self.assertEqual(status, 200, c)
+        b = wait_final(s, b["id"])
+        self.assertEqual(b["status"], "cancelled")
+        self.assertEqual(b["request_counts"]["completed"], 0)
+
     def test_cancel(self):
         s = self.srv
         _, f = s.upload(lines(60, max_tokens=200))
