@@ -15,8 +15,9 @@
  * were recorded never run again), batches finalizing or cancelling are finalized.
  *
  * Planning reads every pending line's prompt (its template rendered and tokenized: about a
- * millisecond a line), so it runs in slices of PLAN_SLICE_US between the loop's other events:
- * a batch of 50,000 lines never holds the server up for more than a slice. Loop thread only. */
+ * millisecond a line), and so does starting a line; both run in slices of SLICE_US between the
+ * loop's other events: a batch of 50,000 lines never holds the server up for more than a slice,
+ * nor do the 64 lines that start when a wave of them finishes. Loop thread only. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ enum {
     GROUP_MIN_SHARED = 16,          // lines sharing fewer tokens start a new group
     MAX_ERRORS = 100,               // validation errors recorded per batch
     RETRY_US = 500 * 1000,          // a line refused for overload is retried after this
-    PLAN_SLICE_US = 10 * 1000,      // planning's share of the loop at a time
+    SLICE_US = 10 * 1000,           // planning's and starting's share of the loop at a time
 };
 
 typedef struct keyed keyed;
@@ -690,20 +691,17 @@ static void advance(sp__batch_runner *r) {
             }
         }
     // Planning, a slice at a time; the loop wakes us again for the next (wake_fd).
-    bool planning = false;
+    bool more = false; // slices left, of planning or of lines to start
     for (job *j = r->jobs; j; j = j->next_job)
         if (j->planning && !j->cancelling) {
-            const sp_err err = plan_some(r->a, j, sp_time_us() + PLAN_SLICE_US);
+            const sp_err err = plan_some(r->a, j, sp_time_us() + SLICE_US);
             if (err) { // out of memory: tried again in a second
                 SP_ERROR("batch %s: cannot plan it: %s", j->id, sp_err_str(err));
                 j->paused_until_us = sp_time_us() + 1000000;
             }
-            planning |= j->planning && !err;
+            more |= j->planning && !err;
             break; // (one slice per wake-up)
         }
-    if (planning && r->wake_fd >= 0 && write(r->wake_fd, &(uint64_t){1}, 8) != 8) {
-        // (the counter cannot overflow: the loop drains it before each slice)
-    }
     const int64_t now_us = sp_time_us(), now_s = (int64_t)time(NULL);
     for (job **p = &r->jobs; *p;) {
         job *j = *p;
@@ -723,15 +721,25 @@ static void advance(sp__batch_runner *r) {
         }
         p = &j->next_job;
     }
-    for (job *j = r->jobs; j && r->n_running < max_running(r); j = j->next_job) {
+    const int64_t start_end_us = sp_time_us() + SLICE_US;
+    bool started_all = true;
+    for (job *j = r->jobs; j && r->n_running < max_running(r) && started_all; j = j->next_job) {
         if (j->cancelling || j->planning || now_us < j->paused_until_us)
             continue;
-        while (j->next < j->n_order && r->n_running < max_running(r))
+        while (j->next < j->n_order && r->n_running < max_running(r)) {
+            if (sp_time_us() >= start_end_us) {
+                started_all = false; // the rest at the next wake-up
+                break;
+            }
             if (!start_line(r, j, j->order[j->next++])) {
                 j->next--; // (retried later)
                 j->paused_until_us = now_us + 1000000;
                 break;
             }
+        }
+    }
+    if ((more || !started_all) && write(r->wake_fd, &(uint64_t){1}, 8) != 8) {
+        // (the counter cannot overflow: the loop drains it before each slice)
     }
     // The gauges of /metrics.
     sp_metrics *m = &r->a->metrics;
