@@ -16,6 +16,8 @@ static const struct {
     {"generate", sp_cmd_generate, "complete a prompt on the command line"},
     {"grammar-bench", sp_cmd_grammar_bench, "time grammar checks and masks per token"},
     {"mkmodel", sp_cmd_mkmodel, "write a random-weight Llama GGUF model of a real shape"},
+    {"perplexity", sp_cmd_perplexity,
+     "a model's perplexity over a text; KL divergence from a base run"},
     {"roofline", sp_cmd_roofline, "measure bandwidth and peak arithmetic; bounds for a model"},
     {"serve", sp_cmd_serve, "serve the OpenAI-compatible HTTP API"},
     {"tokenize", sp_cmd_tokenize, "print the token ids of a text"},

@@ -9,6 +9,7 @@ int sp_cmd_chat_template(int argc, char **argv);
 int sp_cmd_generate(int argc, char **argv);
 int sp_cmd_grammar_bench(int argc, char **argv);
 int sp_cmd_mkmodel(int argc, char **argv);
+int sp_cmd_perplexity(int argc, char **argv);
 int sp_cmd_roofline(int argc, char **argv);
 int sp_cmd_serve(int argc, char **argv);
 int sp_cmd_tokenize(int argc, char **argv);
