@@ -14,10 +14,11 @@
  * are validated again, batches in progress run their pending lines (the lines whose results
  * were recorded never run again), batches finalizing or cancelling are finalized.
  *
- * Planning reads every pending line's prompt (its template rendered and tokenized: about a
- * millisecond a line), and so does starting a line; both run in slices of SLICE_US between the
- * loop's other events: a batch of 50,000 lines never holds the server up for more than a slice,
- * nor do the 64 lines that start when a wave of them finishes. Loop thread only. */
+ * Validation parses every line, planning reads every pending line's prompt (its template
+ * rendered and tokenized: about a millisecond a line), and so does starting a line; all run in
+ * slices of SLICE_US between the loop's other events: a batch of 50,000 lines never holds the
+ * server up for more than a slice, nor do the 64 lines that start when a wave of them
+ * finishes. Loop thread only. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,12 @@ struct job {
     int64_t *order; // (n_order) pending lines, in the order they run; next: the next to run
     int64_t n_order, next;
     int32_t n_groups; // of shared prefixes among them
+    // Validation, a slice at a time (validate_some), of a new batch before it runs: lines
+    // checked up to n_checked, their custom ids (for the store), the ids seen, the errors.
+    bool validating, recorded_before; // (lines recorded before a crash: nothing to check)
+    int64_t n_checked;
+    char **ids; // (n_lines)
+    json_t *seen, *errors;
     // Planning, a slice at a time (plan_some): the pending lines, keyed up to n_keyed.
     bool planning;
     int64_t *pending; // (n_pending)
@@ -121,9 +128,20 @@ static json_t *line_json(const job *j, int64_t i) {
 
 static void free_keys(job *j);
 
+static void free_validation(job *j) {
+    for (int64_t i = 0; j->ids && i < j->n_lines; i++)
+        free(j->ids[i]);
+    free(j->ids);
+    j->ids = NULL;
+    json_decref(j->seen);
+    json_decref(j->errors);
+    j->seen = j->errors = NULL;
+}
+
 static void job_free(job *j) {
     if (!j)
         return;
+    free_validation(j);
     free_keys(j);
     free(j->input);
     free(j->line_off);
@@ -144,41 +162,32 @@ static void add_error(json_t *errors, const char *code, const char *msg, const c
     json_array_append_new(errors, e);
 }
 
-/* The errors of a batch's input (a JSON array; empty when the batch can run), and the lines'
- * custom ids (into ids[j->n_lines], borrowed from the returned parsed lines in *parsed). */
-static json_t *check_lines(const job *j, const char **ids, json_t *parsed) {
-    json_t *errors = json_array();
-    if (j->n_lines == 0)
-        add_error(errors, "empty_file", "the input file has no lines", NULL, 0);
-    json_t *seen = json_object();
-    for (int64_t i = 0; i < j->n_lines; i++) {
-        char msg[200];
-        json_t *l = line_json(j, i);
-        json_array_append_new(parsed, l ? l : json_null());
-        json_t *cid = json_object_get(l, "custom_id"), *url = json_object_get(l, "url");
-        ids[i] = json_string_value(cid);
-        if (!json_is_object(l)) {
-            add_error(errors, "invalid_json_line", "this line is not a JSON object", NULL, i + 1);
-        } else if (!json_is_string(cid) || !json_string_length(cid)) {
-            add_error(errors, "missing_required_parameter", "the line has no custom_id",
-                      "custom_id", i + 1);
-        } else if (json_object_get(seen, json_string_value(cid))) {
-            snprintf(msg, sizeof msg, "custom_id '%.100s' is used by an earlier line",
-                     json_string_value(cid));
-            add_error(errors, "duplicate_custom_id", msg, "custom_id", i + 1);
-        } else if (!json_is_string(url) || strcmp(json_string_value(url), j->endpoint)) {
-            snprintf(msg, sizeof msg, "the line's url is not the batch's endpoint, %s",
-                     j->endpoint);
-            add_error(errors, "mismatched_endpoint", msg, "url", i + 1);
-        } else if (!json_is_object(json_object_get(l, "body"))) {
-            add_error(errors, "missing_required_parameter", "the line has no body object", "body",
-                      i + 1);
-        }
-        if (json_is_string(cid))
-            json_object_set(seen, json_string_value(cid), json_true());
+/* Checks line i of a new batch: its errors into j->errors, its custom id into j->ids[i]. */
+static void check_line(job *j, int64_t i) {
+    char msg[200];
+    json_t *l = line_json(j, i);
+    json_t *cid = json_object_get(l, "custom_id"), *url = json_object_get(l, "url");
+    if (!json_is_object(l)) {
+        add_error(j->errors, "invalid_json_line", "this line is not a JSON object", NULL, i + 1);
+    } else if (!json_is_string(cid) || !json_string_length(cid)) {
+        add_error(j->errors, "missing_required_parameter", "the line has no custom_id", "custom_id",
+                  i + 1);
+    } else if (json_object_get(j->seen, json_string_value(cid))) {
+        snprintf(msg, sizeof msg, "custom_id '%.100s' is used by an earlier line",
+                 json_string_value(cid));
+        add_error(j->errors, "duplicate_custom_id", msg, "custom_id", i + 1);
+    } else if (!json_is_string(url) || strcmp(json_string_value(url), j->endpoint)) {
+        snprintf(msg, sizeof msg, "the line's url is not the batch's endpoint, %s", j->endpoint);
+        add_error(j->errors, "mismatched_endpoint", msg, "url", i + 1);
+    } else if (!json_is_object(json_object_get(l, "body"))) {
+        add_error(j->errors, "missing_required_parameter", "the line has no body object", "body",
+                  i + 1);
     }
-    json_decref(seen);
-    return errors;
+    if (json_is_string(cid)) {
+        json_object_set(j->seen, json_string_value(cid), json_true());
+        j->ids[i] = strdup(json_string_value(cid)); // (NULL when out of memory: checked at the end)
+    }
+    json_decref(l);
 }
 
 /* ---- order: groups of shared prefixes ---------------------------------------------------------
@@ -392,51 +401,94 @@ static void add_job(sp__batch_runner *r, job *j) {
     *p = j;
 }
 
-/* Validates a batch's input and starts it (in progress, with a job), or fails it. */
-static void validate(sp__batch_runner *r, const sp_store_batch *b) {
-    job tmp = {0};
-    snprintf(tmp.endpoint, sizeof tmp.endpoint, "%s", b->endpoint);
+/* Unlinks job j from the runner and frees it. */
+static void remove_job(sp__batch_runner *r, job *j) {
+    for (job **p = &r->jobs; *p; p = &(*p)->next_job)
+        if (*p == j) {
+            *p = j->next_job;
+            break;
+        }
+    job_free(j);
+}
+
+static job *find_job(const sp__batch_runner *r, const char *id) {
+    for (job *j = r->jobs; j; j = j->next_job)
+        if (!strcmp(j->id, id))
+            return j;
+    return NULL;
+}
+
+/* A job that validates new batch b a slice at a time (validate_some); none when its input is
+ * gone (the batch failed). */
+static void validation_start(sp__batch_runner *r, const sp_store_batch *b) {
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        return; // (tried again at the next advance)
+    snprintf(j->id, sizeof j->id, "%s", b->id);
+    snprintf(j->endpoint, sizeof j->endpoint, "%s", b->endpoint);
+    j->expires_at = b->expires_at;
+    j->end = SP_BATCH_COMPLETED;
     sp_diag d;
     sp_diag_clear(&d);
-    sp_err err = sp_store_file_read(store(r), b->input_file_id, &tmp.input, &tmp.input_len, &d);
-    json_t *errors = NULL;
+    sp_err err = sp_store_file_read(store(r), b->input_file_id, &j->input, &j->input_len, &d);
     if (err == SP_ERR_NOT_FOUND || err == SP_ERR_IO) {
-        errors = json_array();
+        json_t *errors = json_array();
         add_error(errors, "input_file_unavailable",
                   err == SP_ERR_NOT_FOUND ? "the input file was deleted" : d.msg, "input_file_id",
                   0);
-    } else if (!err && !(err = split_lines(&tmp))) {
-        const char **ids = calloc((size_t)tmp.n_lines + 1, sizeof *ids);
-        json_t *parsed = json_array();
-        if (!ids || !parsed) {
-            err = SP_ERR_NOMEM;
-        } else if (!b->total) { // (lines recorded before a crash stay)
-            errors = check_lines(&tmp, ids, parsed);
-            if (!json_array_size(errors))
-                err = sp_store_batch_add_lines(store(r), b->id, tmp.n_lines, ids, &d);
-        }
-        free(ids);
-        json_decref(parsed);
-    }
-    free(tmp.input);
-    free(tmp.line_off);
-    free(tmp.line_len);
-    if (errors && json_array_size(errors)) {
         fail_batch(r, b->id, errors);
-    } else if (err) {
-        SP_ERROR("batch %s: cannot validate it: %s", b->id, d.msg[0] ? d.msg : sp_err_str(err));
-    } else if ((err = sp_store_batch_set_status(store(r), b->id, SP_BATCH_IN_PROGRESS, NULL, &d))) {
-        SP_ERROR("batch %s: %s", b->id, d.msg);
-    } else {
-        sp_store_batch started;
-        if (!sp_store_batch_get(store(r), b->id, &started)) {
-            job *j = load_job(r, &started);
-            if (j)
-                add_job(r, j);
-            sp_store_batch_deinit(&started);
-        }
+        json_decref(errors);
+        job_free(j);
+        return;
     }
-    json_decref(errors);
+    j->recorded_before = b->total > 0;
+    if (err || (err = split_lines(j)) ||
+        (!j->recorded_before && (!(j->ids = calloc((size_t)j->n_lines + 1, sizeof *j->ids)) ||
+                                 !(j->seen = json_object()) || !(j->errors = json_array())))) {
+        SP_ERROR("batch %s: cannot validate it: %s", b->id,
+                 d.msg[0] ? d.msg : sp_err_str(err ? err : SP_ERR_NOMEM));
+        job_free(j);
+        return;
+    }
+    if (!j->recorded_before && j->n_lines == 0)
+        add_error(j->errors, "empty_file", "the input file has no lines", NULL, 0);
+    j->validating = true;
+    add_job(r, j);
+}
+
+/* Checks j's lines until the deadline; once all are, fails the batch (errors) or records its
+ * lines and starts it: in progress, its plan started. j may be freed. */
+static void validate_some(sp__batch_runner *r, job *j, int64_t deadline_us) {
+    while (!j->recorded_before && j->n_checked < j->n_lines) {
+        check_line(j, j->n_checked++);
+        if (sp_time_us() >= deadline_us && j->n_checked < j->n_lines)
+            return;
+    }
+    j->validating = false;
+    sp_diag d;
+    sp_diag_clear(&d);
+    sp_err err = SP_OK;
+    if (j->errors && json_array_size(j->errors)) {
+        fail_batch(r, j->id, j->errors);
+        remove_job(r, j);
+        return;
+    }
+    for (int64_t i = 0; !j->recorded_before && i < j->n_lines && !err; i++)
+        err = j->ids[i] ? SP_OK : SP_ERR_NOMEM;
+    int64_t *pending = NULL, n = 0;
+    if (err ||
+        (!j->recorded_before && (err = sp_store_batch_add_lines(store(r), j->id, j->n_lines,
+                                                                (const char **)j->ids, &d))) ||
+        (err = sp_store_batch_set_status(store(r), j->id, SP_BATCH_IN_PROGRESS, NULL, &d)) ||
+        (err = sp_store_batch_pending(store(r), j->id, &pending, &n)) ||
+        (err = plan_start(j, pending, n))) {
+        // Still validating in the store (or in progress, resumed at the next start): again.
+        SP_ERROR("batch %s: cannot start it: %s", j->id, d.msg[0] ? d.msg : sp_err_str(err));
+        free(pending);
+        remove_job(r, j);
+        return;
+    }
+    free_validation(j);
 }
 
 typedef struct writer_ctx {
@@ -680,19 +732,26 @@ static void advance(sp__batch_runner *r) {
     if (r->advancing || r->stopping)
         return;
     r->advancing = true;
+    // New batches: validated, then planned, a slice at a time each; the loop wakes us again
+    // for the next (wake_fd).
     char ids[8][SP_STORE_ID_LEN];
     int32_t n = 0;
     if (!sp_store_batch_find(store(r), SP_BATCH_VALIDATING, ids, 8, &n))
         for (int32_t i = 0; i < n; i++) {
             sp_store_batch b;
-            if (!sp_store_batch_get(store(r), ids[i], &b)) {
-                validate(r, &b);
+            if (!find_job(r, ids[i]) && !sp_store_batch_get(store(r), ids[i], &b)) {
+                validation_start(r, &b);
                 sp_store_batch_deinit(&b);
             }
         }
-    // Planning, a slice at a time; the loop wakes us again for the next (wake_fd).
-    bool more = false; // slices left, of planning or of lines to start
+    bool more = false; // slices left, of validation, planning or lines to start
     for (job *j = r->jobs; j; j = j->next_job)
+        if (j->validating) {
+            validate_some(r, j, sp_time_us() + SLICE_US); // (j may be gone)
+            more = true;                                  // (its planning next)
+            break;
+        }
+    for (job *j = r->jobs; j && !more; j = j->next_job)
         if (j->planning && !j->cancelling) {
             const sp_err err = plan_some(r->a, j, sp_time_us() + SLICE_US);
             if (err) { // out of memory: tried again in a second
@@ -710,6 +769,10 @@ static void advance(sp__batch_runner *r) {
             j->end = SP_BATCH_EXPIRED;
             cancel_running(j);
         }
+        if (j->validating) {
+            p = &j->next_job;
+            continue;
+        }
         const bool done = j->cancelling || (!j->planning && j->next >= j->n_order);
         if (done && j->n_running == 0) {
             if (finalize(r, j->id, j->end) == SP_OK) {
@@ -724,7 +787,7 @@ static void advance(sp__batch_runner *r) {
     const int64_t start_end_us = sp_time_us() + SLICE_US;
     bool started_all = true;
     for (job *j = r->jobs; j && r->n_running < max_running(r) && started_all; j = j->next_job) {
-        if (j->cancelling || j->planning || now_us < j->paused_until_us)
+        if (j->cancelling || j->validating || j->planning || now_us < j->paused_until_us)
             continue;
         while (j->next < j->n_order && r->n_running < max_running(r)) {
             if (sp_time_us() >= start_end_us) {
@@ -745,6 +808,8 @@ static void advance(sp__batch_runner *r) {
     sp_metrics *m = &r->a->metrics;
     m->batches_in_progress = m->batch_lines_pending = 0;
     for (const job *j = r->jobs; j; j = j->next_job) {
+        if (j->validating)
+            continue;
         m->batches_in_progress++;
         m->batch_lines_pending += j->n_running + (j->cancelling ? 0
                                                   : j->planning ? j->n_pending
@@ -827,7 +892,12 @@ void sp__batch_advance(sp__batch_runner *r) {
 
 sp_err sp__batch_cancel(sp__batch_runner *r, const char *id, sp_diag *d) {
     for (job *j = r->jobs; j; j = j->next_job)
-        if (!strcmp(j->id, id)) {
+        if (!strcmp(j->id, id) && j->validating) { // nothing has run: cancelled at once
+            const sp_err err = sp_store_batch_set_status(store(r), id, SP_BATCH_CANCELLED, NULL, d);
+            if (!err)
+                remove_job(r, j);
+            return err;
+        } else if (!strcmp(j->id, id)) {
             if (!j->cancelling) {
                 j->cancelling = true;
                 j->end = SP_BATCH_CANCELLED;

@@ -235,9 +235,10 @@ class Batch(unittest.TestCase):
         self.assertEqual(status, 404, e)
 
     def test_planning_does_not_hold_the_server(self):
-        # Planning reads every line's prompt; it runs in slices between the server's other
-        # work, so the batch is created at once and the server answers while it plans. Then
-        # a cancel during planning ends the batch with nothing run.
+        # Validation parses every line and planning reads every prompt; both run in slices
+        # between the server's other work, so the batch is created at once and the server
+        # answers while it plans. Then a cancel during planning ends the batch with nothing
+        # run.
         s = self.srv
         story = " ".join(["once upon a time there was a little dragon who"] * 60)
         content = "".join(json.dumps({"custom_id": f"p{i}", "method": "POST",
@@ -248,9 +249,14 @@ class Batch(unittest.TestCase):
         _, f = s.upload(content)
         status, b = create(s, f["id"])
         self.assertEqual(status, 200, b)
-        _, text = s.request("GET", "/metrics", raw=True)
-        m = dict(re.findall(r"^(spindle_batch\S*) (\S+)$", text.decode(), re.M))
-        self.assertEqual(float(m["spindle_batches_in_progress"]), 1)
+        deadline = time.time() + 30
+        while True:  # validated (in slices too), then planning
+            _, text = s.request("GET", "/metrics", raw=True)
+            m = dict(re.findall(r"^(spindle_batch\S*) (\S+)$", text.decode(), re.M))
+            if float(m["spindle_batches_in_progress"]) == 1:
+                break
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.005)
         self.assertEqual(float(m["spindle_batch_lines_running"]), 0)  # still planning
         self.assertEqual(float(m["spindle_batch_lines_pending"]), 1500)
         status, c = s.request("POST", f"/v1/batches/{b['id']}/cancel")
