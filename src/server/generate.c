@@ -609,11 +609,43 @@ static bool submit_all(api_op *op, sp_http_conn *c) {
     return true;
 }
 
+/* Routers hash on headers, not bodies: X-Session-Id and X-User stand for the body's
+ * session_id and user where it has none (or null). false after answering 400 (a header that
+ * is not UTF-8) or 500. */
+static bool header_fields(sp_api *a, sp_http_conn *c, const sp_http_req *req, json_t *body,
+                          const char *path) {
+    static const struct {
+        const char *header, *field;
+    } map[] = {{"X-Session-Id", "session_id"}, {"X-User", "user"}};
+    for (size_t i = 0; i < SP_ARRAY_LEN(map); i++) {
+        const sp_str *h = sp_http_req_header(req, map[i].header);
+        const json_t *have = json_object_get(body, map[i].field);
+        if (!h || (have && !json_is_null(have)))
+            continue;
+        json_t *v = json_stringn(h->ptr, h->len);
+        if (!v) {
+            sp__api_send_error(a, c, 400, "invalid_request_error", map[i].field, NULL, NULL, path,
+                               "the %s header is not UTF-8 text", map[i].header);
+            return false;
+        }
+        if (json_object_set_new(body, map[i].field, v)) {
+            sp__api_send_error(a, c, 500, "server_error", NULL, NULL, NULL, path,
+                               "out of memory");
+            return false;
+        }
+    }
+    return true;
+}
+
 void sp__api_handle_generate(sp_api *a, sp_http_conn *c, const sp_http_req *req, sp_oai_kind kind) {
     const char *path = kind == SP_OAI_CHAT ? "/v1/chat/completions" : "/v1/completions";
     json_t *body = sp__api_read_body(a, c, req, path);
     if (!body)
         return;
+    if (!header_fields(a, c, req, body, path)) {
+        json_decref(body);
+        return;
+    }
     sp_oai_req q;
     sp_diag d;
     sp_diag_clear(&d);

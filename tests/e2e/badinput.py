@@ -156,6 +156,26 @@ class BadInput(unittest.TestCase):
                                   raw=b'{"prompt": "abc\xff\xfe def", "max_tokens": 4}')
         self.assertError(status, 400, body)
 
+    def test_session_headers(self):
+        # X-Session-Id and X-User stand for the body's session_id and user (a router hashes on
+        # headers): a request carrying one is a session's turn; without, it is not; a header
+        # that is not UTF-8 is a 400 naming the field it stands for.
+        turns = "spindle_session_turns_total"
+        body = {"prompt": "Once upon a time", "max_tokens": 2}
+        json_ct = {"Content-Type": "application/json"}
+        for headers, counted in (({}, 0), ({"X-Session-Id": "chat-17"}, 1),
+                                 ({"x-user": "alice"}, 1)):
+            before = metrics()[turns]
+            status, _, out = request("POST", "/v1/completions", body, {**json_ct, **headers})
+            self.assertEqual(status, 200, out)
+            wait_idle()
+            self.assertEqual(metrics()[turns] - before, counted, headers)
+        for name, field in (("X-Session-Id", "session_id"), ("X-User", "user")):
+            status, _, out = request("POST", "/v1/chat/completions",
+                                     {"messages": [{"role": "user", "content": "hi"}]},
+                                     {**json_ct, name: "caf\xe9\xff"})
+            self.assertError(status, 400, out, param=field)
+
     def test_empty_prompt(self):
         status, _, body = request("POST", "/v1/completions", {"prompt": "", "max_tokens": 4})
         self.assertError(status, 400, body, param="prompt")
