@@ -281,6 +281,10 @@ char *sp_metrics_render(const sp_metrics *m, const sp_engine_stats *es, size_t *
                "KV cache blocks kept for prefix reuse (evictable).", (double)es->n_blocks_cached);
     put_scalar(&b, "gauge", "spindle_kv_cache_blocks_free", "KV cache blocks holding nothing.",
                (double)(es->n_blocks - es->n_blocks_used - es->n_blocks_cached));
+    put(&b, "# HELP spindle_cache_config_info The KV cache's configuration, in its labels "
+            "(vLLM's and SGLang's names).\n# TYPE spindle_cache_config_info gauge\n"
+            "spindle_cache_config_info{block_size=\"%d\",num_gpu_blocks=\"%d\"} 1\n",
+        es->block_size, es->n_blocks);
     put_scalar(&b, "gauge", "spindle_kv_cache_usage_perc",
                "Fraction of KV cache blocks held by requests (1 = full).",
                es->n_blocks ? (double)es->n_blocks_used / es->n_blocks : 0.0);

@@ -307,6 +307,13 @@ class BadInput(unittest.TestCase):
                      'spindle_request_queue_time_by_priority_seconds_count{"priority": "low"}']:
             self.assertIn(name, m)
         self.assertGreater(m["spindle_kv_cache_blocks_total"], 0)
+        # The cache's configuration as vLLM and SGLang expose it, for the inference gateway.
+        info = [k for k in m if k.startswith("spindle_cache_config_info")]
+        self.assertEqual(len(info), 1, info)
+        labels = json.loads(info[0][len("spindle_cache_config_info"):])
+        self.assertEqual(int(labels["num_gpu_blocks"]), m["spindle_kv_cache_blocks_total"])
+        self.assertGreater(int(labels["block_size"]), 0)
+        self.assertEqual(m[info[0]], 1)
         # No metric name uses a colon.
         status, _, text = request("GET", "/metrics")
         for line in text.decode().splitlines():
