@@ -14,6 +14,7 @@ packages=(
     python3 python3-prometheus-client  # /metrics parsing in tests
     python3-jsonschema         # structured outputs checked against their schemas in tests
     nodejs npm                 # end-to-end tests with the official OpenAI SDK
+    nginx                      # replicas behind deploy/nginx/spindle.conf in an e2e test
     curl
 )
 
