@@ -43,6 +43,7 @@ class Replica:
     def start(self):
         self.proc = subprocess.Popen(
             [BIN, "serve", "-m", MODEL, "--port", str(self.port), "-t", "1", "--max-seqs", "8",
+             "--ctx", "4096",  # (long streams: one is still running when its replica dies)
              "--data-dir", f"{WORK}/data-{self.port}", "--session-ttl", "60"],
             stderr=subprocess.DEVNULL)
         deadline = time.time() + HANG_S
@@ -149,7 +150,7 @@ def main():
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=HANG_S)
                 conn.request("POST", "/v1/completions", json.dumps(
-                    {"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
+                    {"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": True,
                      "stream": True}), {"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 body = resp.read().decode(errors="replace")
@@ -157,10 +158,14 @@ def main():
             except (OSError, http.client.HTTPException) as e:
                 errors.append(("closed", type(e).__name__))
 
-        # Send streams until one runs on the victim (least_conn spreads them).
-        threads = []
+        # Every replica idle (a request can count as running a moment after its answer), then
+        # streams sent until one runs on the victim (least_conn spreads them).
         deadline = time.time() + HANG_S
-        while victim.metric("spindle_num_requests_running") < 1:
+        while any(r.metric("spindle_num_requests_running") for r in replicas):
+            assert time.time() < deadline, "the replicas did not go idle"
+            time.sleep(0.05)
+        threads = []
+        while not threads or victim.metric("spindle_num_requests_running") < 1:
             assert time.time() < deadline, "no stream reached the victim"
             t = threading.Thread(target=long_stream)
             t.start()
